@@ -468,19 +468,1017 @@ export function inRanges(ip: string, ranges: Cidr[]): boolean {
   return false;
 }
 
+// ==== 4. Command line =======================================================
+//
+//   ["--ip", "::ffff:192.0.2.7", "-c"]  → { action: "connect", ip: "192.0.2.7", … }
+//   ["--blacklist", "--ip=2001:DB8::1"] → { action: "block", ip: "2001:db8::1", … }
+//   ["--frobnicate"]                    → SentryError(1): Unknown option: --frobnicate
+//
+// Flags come in any order, `--ip IP` and `--ip=IP` are the same, and the
+// names of sentry.pl and sentry.sh (--whitelist, --blacklist) still work.
+
+export type ActionName =
+  | "connect"
+  | "allow"
+  | "block"
+  | "delist"
+  | "report"
+  | "scan"
+  | "resync"
+  | "test-log"
+  | "install"
+  | "uninstall"
+  | "doctor"
+  | "update"
+  | "rollback"
+  | "version"
+  | "help";
+
+export interface Action {
+  action: ActionName;
+  ip: string | null; // canonical, or null when none was given
+  rawIp: string | null; // as given, for messages
+  verbose: boolean;
+  json: boolean;
+  write: boolean; // --install --write
+  check: boolean; // --update --check
+  force: boolean; // --update --force
+  file: string | null; // --test-log FILE
+}
+
+/** Option → the action it names. Several names for one action are aliases. */
+const ACTION_FLAGS: Record<string, ActionName> = {
+  "--connect": "connect",
+  "-c": "connect",
+  "--allow": "allow",
+  "--whitelist": "allow",
+  "--block": "block",
+  "--blacklist": "block",
+  "--delist": "delist",
+  "--report": "report",
+  "-r": "report",
+  "--scan": "scan",
+  "--resync": "resync",
+  "--test-log": "test-log",
+  "--install": "install",
+  "--uninstall": "uninstall",
+  "--doctor": "doctor",
+  "--update": "update",
+  "--rollback": "rollback",
+  "--version": "version",
+  "--help": "help",
+  "-h": "help",
+};
+
+/** Actions that work without an address; all others need a valid --ip. */
+const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
+  "report",
+  "scan",
+  "resync",
+  "test-log",
+  "install",
+  "uninstall",
+  "doctor",
+  "update",
+  "rollback",
+  "version",
+  "help",
+]);
+
+/**
+ * Parses argv into an Action. Throws SentryError(1) for an unknown option,
+ * two actions, a missing value, or an address that is not one. `env` is
+ * consulted for PAM_RHOST only: pam_exec.so runs `sentry --connect` with
+ * the client's address there instead of on the command line.
+ */
+export function parseArgs(argv: string[], env: Record<string, string | undefined> = {}): Action {
+  const a: Action = {
+    action: "help",
+    ip: null,
+    rawIp: null,
+    verbose: false,
+    json: false,
+    write: false,
+    check: false,
+    force: false,
+    file: null,
+  };
+  let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
+  const choose = (name: ActionName, flag: string) => {
+    if (chosen !== null && chosen !== name)
+      throw new SentryError(`${flag} cannot be combined with --${chosen}: choose one action`, 1);
+    chosen = name;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    const inline = eq === -1 ? null : arg.slice(eq + 1);
+    const value = (): string => {
+      if (inline !== null) return inline;
+      if (i + 1 >= argv.length) throw new SentryError(`${flag} needs a value`, 1);
+      return argv[++i];
+    };
+    if (flag === "--ip") {
+      a.rawIp = value();
+    } else if (flag === "--test-log") {
+      choose("test-log", flag);
+      a.file = value();
+    } else if (flag in ACTION_FLAGS && inline === null) {
+      choose(ACTION_FLAGS[flag], flag);
+    } else if ((flag === "--verbose" || flag === "-v") && inline === null) {
+      a.verbose = true;
+    } else if (flag === "--json" && inline === null) {
+      a.json = true;
+    } else if (flag === "--write" && inline === null) {
+      a.write = true;
+    } else if (flag === "--check" && inline === null) {
+      a.check = true;
+    } else if (flag === "--force" && inline === null) {
+      a.force = true;
+    } else {
+      throw new SentryError(`Unknown option: ${arg}`, 1);
+    }
+  }
+  // `sentry --ip=IP` alone shows that address, as sentry.pl did.
+  a.action = chosen ?? (a.rawIp !== null ? "report" : "help");
+  if (a.action === "connect" && a.rawIp === null && env.PAM_RHOST !== undefined) a.rawIp = env.PAM_RHOST;
+  if (a.rawIp !== null) {
+    a.ip = parseIp(a.rawIp);
+    if (a.ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(a.rawIp)}`, 1);
+  } else if (!NO_IP_NEEDED.has(a.action)) {
+    throw new SentryError(`--${a.action} needs an address: --ip=IP`, 1);
+  }
+  if (a.write && a.action !== "install") throw new SentryError("--write goes with --install", 1);
+  if ((a.check || a.force) && a.action !== "update") throw new SentryError("--check and --force go with --update", 1);
+  if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
+  return a;
+}
+
+// ==== 5. State files ========================================================
+//
+//   ROOT_DIR/seen/203.0.113.9    "1795262400\n1795262460\n"   one line per connection
+//   ROOT_DIR/block/203.0.113.9   "2026-11-21T10:00:00Z block by connect: ssh …"
+//   ROOT_DIR/sentry.log          "2026-11-21T10:00:00Z 203.0.113.9 block connect: ssh …"
+//
+// Files are the truth: an administrator can `ls block/`, `rm allow/IP` or
+// `wc -l seen/IP`. Three rules keep them sound under a botnet's parallel
+// connects and a full disk:
+//   - a seen line is one O_APPEND write, which the kernel never interleaves;
+//   - every other file is written to a temporary name, fsynced and renamed,
+//     so a reader sees the old or the new file, never half of one;
+//   - decisions and hosts.deny are changed under one cross-process lock
+//     (section 5.2), so two connects never decide one address twice and a
+//     block racing a delist never drops the other's entry.
+
+/** Everything a command needs: its settings, the system, the parsed allow list. */
+export interface Ctx {
+  cfg: Config;
+  sys: Sys;
+  allowRanges: Cidr[];
+}
+
+export function makeCtx(cfg: Config, sys: Sys): Ctx {
+  return { cfg, sys, allowRanges: parseAllowList(cfg.ALLOW_IPS) };
+}
+
+export type Dir = "seen" | "allow" | "block";
+const STATE_DIRS: Dir[] = ["seen", "allow", "block"];
+
+/** ROOT_DIR/dir/ip. `ip` must be canonical: parseIp made it, so it is a safe file name. */
+export function statePath(ctx: Ctx, dir: Dir, ip: string): string {
+  return path.join(ctx.cfg.ROOT_DIR, dir, ip);
+}
+
+/** A file-system failure as the one error type, naming the path (exit 2). */
+export function ioError(what: string, file: string, e: unknown): SentryError {
+  return new SentryError(`cannot ${what} ${file}: ${errText(e)}`, 2);
+}
+
+/**
+ * Creates ROOT_DIR (0750: the logs' evidence and the addresses of every
+ * client are not for every local user) and its three folders. Called only
+ * when a write found them missing, so a connect costs no mkdir calls.
+ */
+export function ensureRoot(ctx: Ctx): void {
+  const root = ctx.cfg.ROOT_DIR;
+  for (const dir of [root, ...STATE_DIRS.map((d) => path.join(root, d))]) {
+    try {
+      ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+    } catch (e) {
+      if (errCode(e) === "EEXIST") {
+        const st = ctx.sys.fs.statSync(dir, { throwIfNoEntry: false });
+        if (st && st.isDirectory()) continue;
+        throw new SentryError(`cannot use ${dir}: it exists and is not a directory`, 2);
+      }
+      throw ioError("create", dir, e);
+    }
+  }
+}
+
+/** Runs `fn`; if it failed because ROOT_DIR or a folder is missing, creates them and runs it again. */
+function withRoot<T>(ctx: Ctx, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw e;
+    ensureRoot(ctx);
+    return fn();
+  }
+}
+
+/** The clock as epoch seconds (the unit of seen lines). */
+export function epoch(ctx: Ctx): number {
+  return Math.floor(ctx.sys.now() / 1000);
+}
+
+/** ISO 8601 time for humans, to the second. */
+export function isoTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/**
+ * Appends one connection to seen/IP and returns how many it now holds.
+ * One write() of one short line on an O_APPEND descriptor: 40 parallel
+ * connects of one address leave exactly 40 lines.
+ */
+export function recordConnection(ctx: Ctx, ip: string): number {
+  const file = statePath(ctx, "seen", ip);
+  const fsys = ctx.sys.fs;
+  const line = `${epoch(ctx)}\n`;
+  let fd: number;
+  try {
+    fd = withRoot(ctx, () => fsys.openSync(file, "a+", 0o640));
+  } catch (e) {
+    throw ioError("record the connection in", file, e);
+  }
+  try {
+    fsys.writeSync(fd, line);
+    // Count the lines the file holds now, our own included.
+    const size = fsys.fstatSync(fd).size;
+    const buf = Buffer.allocUnsafe(Math.min(size, 1 << 20));
+    let count = 0;
+    for (let pos = 0; pos < size; ) {
+      const n = fsys.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+      if (n <= 0) break;
+      for (let k = 0; k < n; k++) if (buf[k] === 10) count++;
+      pos += n;
+    }
+    return count;
+  } catch (e) {
+    throw ioError("record the connection in", file, e);
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** How many connections seen/IP holds (0 if none). */
+export function countConnections(ctx: Ctx, ip: string): number {
+  const file = statePath(ctx, "seen", ip);
+  let text: string;
+  try {
+    text = ctx.sys.fs.readFileSync(file, "latin1");
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return 0;
+    throw ioError("read", file, e);
+  }
+  let n = 0;
+  for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) n++;
+  return n;
+}
+
+export type Status = "allowed" | "blocked" | null;
+
+/** Whether an address is allowed (allow/IP, ALLOW_IPS or loopback), blocked, or neither. */
+export function ipStatus(ctx: Ctx, ip: string): Status {
+  if (inRanges(ip, ctx.allowRanges)) return "allowed";
+  const fsys = ctx.sys.fs;
+  if (fsys.existsSync(statePath(ctx, "allow", ip))) return "allowed";
+  if (fsys.existsSync(statePath(ctx, "block", ip))) return "blocked";
+  return null;
+}
+
+/**
+ * Writes `text` to `file` so that no reader ever sees a partial file: a
+ * temporary file beside it, fsync, rename. On failure the temporary file is
+ * removed and the old file is untouched.
+ */
+export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640): void {
+  const fsys = ctx.sys.fs;
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
+  let fd: number | null = null;
+  try {
+    fd = withRoot(ctx, () => fsys.openSync(tmp, "w", mode));
+    fsys.writeSync(fd, text);
+    fsys.fsyncSync(fd);
+    fsys.closeSync(fd);
+    fd = null;
+    fsys.renameSync(tmp, file);
+  } catch (e) {
+    if (fd !== null) fsys.closeSync(fd);
+    try {
+      fsys.unlinkSync(tmp);
+    } catch (e2) {
+      if (errCode(e2) !== "ENOENT") ctx.sys.warn(`cannot remove ${tmp}: ${errText(e2)}`);
+    }
+    throw ioError("write", file, e);
+  }
+}
+
+/** Removes a file; true if it was there. */
+export function removeFile(ctx: Ctx, file: string): boolean {
+  try {
+    ctx.sys.fs.unlinkSync(file);
+    return true;
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return false;
+    throw ioError("remove", file, e);
+  }
+}
+
+/**
+ * The canonical addresses in allow/ or block/. Anything else found there
+ * (a temporary file, an admin's note, a name that is not an address) is
+ * passed over: only what parseIp re-creates exactly may reach hosts.deny.
+ */
+export function listDir(ctx: Ctx, dir: Dir): string[] {
+  const where = path.join(ctx.cfg.ROOT_DIR, dir);
+  let names: string[];
+  try {
+    names = ctx.sys.fs.readdirSync(where);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return [];
+    throw ioError("list", where, e);
+  }
+  return names.filter((n) => parseIp(n) === n);
+}
+
+/** Strips what could fake a second log line or a terminal escape from text we store (log samples are attacker text). */
+export function sanitize(text: string, max = 300): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/[\x00-\x1f\x7f]/g, "?");
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+/** Appends one human line per decision to sentry.log: time, address, what, why. */
+export function logDecision(ctx: Ctx, ip: string, what: string, reason: string): void {
+  const file = path.join(ctx.cfg.ROOT_DIR, "sentry.log");
+  const line = `${isoTime(ctx.sys.now())} ${ip} ${what} ${sanitize(reason, 1000)}\n`;
+  try {
+    withRoot(ctx, () => ctx.sys.fs.appendFileSync(file, line, { mode: 0o640 }));
+  } catch (e) {
+    // The decision itself is already in the files; say so, but do not undo it.
+    ctx.sys.warn(`cannot append to ${file}: ${errText(e)}`);
+  }
+}
+
+// ---- 5.2 The lock ----------------------------------------------------------
+//
+// Node has no flock(). A SQLite `BEGIN IMMEDIATE` on a file of its own is a
+// cross-process lock that waits (busy timeout) and that the kernel releases
+// when a holder dies, even by SIGKILL; a lock file made with O_EXCL would
+// stay behind after a crash and lock everyone out. node:sqlite is loaded
+// only here and in the evidence index, never on a plain connect.
+
+type SqliteModule = typeof import("node:sqlite");
+let sqliteModule: SqliteModule | null = null;
+
+/** node:sqlite, loaded on first use (it costs start-up time a plain connect does not need). */
+export function sqlite(): SqliteModule {
+  if (sqliteModule === null) sqliteModule = process.getBuiltinModule("node:sqlite") as SqliteModule;
+  return sqliteModule;
+}
+
+/** Runs `fn` holding ROOT_DIR/sentry.lock; throws SentryError(2) if it cannot be had in LOCK_TIMEOUT_SECONDS. */
+export function withLock<T>(ctx: Ctx, fn: () => T): T {
+  const file = path.join(ctx.cfg.ROOT_DIR, "sentry.lock");
+  const { DatabaseSync } = sqlite();
+  let db: InstanceType<SqliteModule["DatabaseSync"]>;
+  try {
+    db = withRoot(ctx, () => {
+      // SQLite reports a missing folder as "unable to open": look first.
+      if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+      return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
+    });
+    db.exec("BEGIN IMMEDIATE");
+  } catch (e) {
+    throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
+  }
+  try {
+    return fn();
+  } finally {
+    db.exec("ROLLBACK");
+    db.close();
+  }
+}
+
+// ==== 6. Evidence ===========================================================
+//
+// (The classifier of log lines comes here: see the section's own header.)
+
+export type Service = "ssh" | "ftp" | "smtp" | "mua";
+export type Kind = "success" | "failed" | "naughty" | "probe";
+export const SERVICES: Service[] = ["ssh", "ftp", "smtp", "mua"];
+
+/** What the logs say of one address for one service. */
+export interface Tally {
+  success: number;
+  failed: number;
+  naughty: number;
+  probe: number;
+  sample: string; // one telling line, for the reason (the worst kind seen)
+}
+
+export type Tallies = Partial<Record<Service, Tally>>;
+
+// ==== 7. Log sources ========================================================
+//
+// (Sources, cursors and the evidence index in sentry.db come here.)
+
+/** The evidence for `ip` from every protected service's log, or null if no log could be read. */
+export function gatherEvidence(ctx: Ctx, ip: string): Tallies | null {
+  void ctx;
+  void ip;
+  return null;
+}
+
+// ==== 8. Decision ===========================================================
+//
+//   { ssh: { success: 1, failed: 4, … } }           → allow  (a user who got in)
+//   { ssh: { naughty: 1, … } }                      → block  (invalid user, root…)
+//   { ssh: { failed: 11, … } }                      → block  (more than 10 tries)
+//   { ssh: { failed: 3, … } }                       → none   (not known yet)
+//
+// The order of the rules is the safety of the whole tool: a success, on any
+// service, wins over everything else, so a user behind an office NAT that an
+// attacker shares is never locked out. The rules are a pure function of the
+// tallies, so tests check them without logs.
+
+export interface Verdict {
+  action: "allow" | "block" | "none";
+  reason: string;
+}
+
+/** The decision of DESIGN.md step 4 from an address's tallies. */
+export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD): Verdict {
+  const entries = SERVICES.flatMap((s) => (t[s] ? [[s, t[s]] as const] : []));
+  const describe = (s: Service, x: Tally) =>
+    `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe` +
+    (x.sample ? `; e.g. ${JSON.stringify(x.sample)}` : "");
+  for (const [s, x] of entries) if (x.success > 0) return { action: "allow", reason: describe(s, x) };
+  for (const [s, x] of entries) if (x.naughty > 0) return { action: "block", reason: describe(s, x) };
+  let attempts = 0;
+  for (const [, x] of entries) attempts += x.failed + x.naughty + x.probe;
+  if (attempts > failLimit) {
+    const [s, x] = entries.reduce((a, b) => (b[1].failed + b[1].probe > a[1].failed + a[1].probe ? b : a));
+    return { action: "block", reason: `${attempts} attempts (more than ${failLimit}); ${describe(s, x)}` };
+  }
+  return { action: "none", reason: `${attempts} attempts, no success, nothing naughty` };
+}
+
+/** The record line the old scripts printed and admins grep: "   3 connections from IP and it is blocked". */
+export function recordLine(count: number, ip: string, status: Status): string {
+  const n = String(count).padStart(4);
+  return `${n} connections from ${ip}${status === "allowed" ? " and it is allowed" : status === "blocked" ? " and it is blocked" : ""}`;
+}
+
+/**
+ * --connect: DESIGN.md's decision. Steps 1–3 cost a write, two stats and a
+ * read of a small file; only an undecided address at its third connection
+ * pays for the logs.
+ */
+export function connect(ctx: Ctx, ip: string): number {
+  const count = recordConnection(ctx, ip); // 1
+  const status = ipStatus(ctx, ip);
+  ctx.sys.out(recordLine(count, ip, status));
+  expireIfDue(ctx);
+  if (status !== null) return 0; // 2
+  if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
+  const evidence = gatherEvidence(ctx, ip); // 4
+  if (evidence === null) return 0; // 5: no readable log, no decision
+  const v = decide(evidence, ctx.cfg.FAIL_THRESHOLD);
+  if (v.action === "none") return 0;
+  return withLock(ctx, () => {
+    // Another connect of the same address may have decided while we read the logs.
+    if (ipStatus(ctx, ip) !== null) return 0;
+    if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
+    return setBlocked(ctx, ip, "connect", v.reason);
+  });
+}
+
+/** The text of allow/IP or block/IP: when, who decided, why. */
+function decisionText(ctx: Ctx, what: string, by: string, reason: string): string {
+  return `${isoTime(ctx.sys.now())} ${what} by ${by}: ${sanitize(reason, 1000)}\n`;
+}
+
+/**
+ * Allows `ip` (lifting any block, everywhere). Call under withLock.
+ * Returns the exit code: 2 if a backend could not lift the block.
+ */
+export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): number {
+  writeAtomic(ctx, statePath(ctx, "allow", ip), decisionText(ctx, "allow", by, reason));
+  const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
+  logDecision(ctx, ip, "allow", `${by}: ${reason}`);
+  return wasBlocked ? liftEverywhere(ctx, ip) : 0;
+}
+
+/**
+ * Blocks `ip`: block/IP, hosts.deny, every enabled firewall. Call under
+ * withLock. Addresses in ALLOW_IPS and loopback are refused here, the one
+ * place every path that blocks goes through.
+ */
+export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string): number {
+  if (inRanges(ip, ctx.allowRanges))
+    throw new SentryError(`${ip} is in ALLOW_IPS or loopback and is never blocked`, 1);
+  writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason));
+  removeFile(ctx, statePath(ctx, "allow", ip));
+  logDecision(ctx, ip, "block", `${by}: ${reason}`);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  for (const b of enabledBackends(ctx)) {
+    const r = b.add(ip, ctx.cfg, ctx.sys);
+    if (!r.ok) code = backendFailed(ctx, ip, b.name, "add", r.error);
+  }
+  return code;
+}
+
+/** Removes `ip` from hosts.deny and every enabled firewall. Call under withLock. */
+function liftEverywhere(ctx: Ctx, ip: string): number {
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  for (const b of enabledBackends(ctx)) {
+    const r = b.remove(ip, ctx.cfg, ctx.sys);
+    if (!r.ok) code = backendFailed(ctx, ip, b.name, "remove", r.error);
+  }
+  return code;
+}
+
+/**
+ * Forgets `ip`: no allow, no block, no connections counted, and its log
+ * evidence so far set aside, so it starts again from nothing. Without the
+ * last two, its next connect would block it again on the same old lines.
+ */
+export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): number {
+  const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
+  const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
+  removeFile(ctx, statePath(ctx, "seen", ip));
+  forgetEvidence(ctx, ip);
+  logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
+  // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
+  return liftEverywhere(ctx, ip);
+}
+
+/** Sets aside the evidence index's tallies for `ip` (section 7). */
+export function forgetEvidence(ctx: Ctx, ip: string): void {
+  void ctx;
+  void ip;
+}
+
+// ---- 8.2 Expiry --------------------------------------------------------------
+//
+// A blocked address never spawns sentry again (tcpd refuses it first), so its
+// block cannot expire on its own connect. Instead any connect looks, at most
+// once every EXPIRE_CHECK_MINUTES (the modification time of ROOT_DIR/expire.stamp),
+// for blocks older than EXPIRE_BLOCK_DAYS. A block's age is its block/IP
+// file's modification time: `touch block/IP` renews it.
+
+/** Runs expireBlocks if the stamp says it is due; cheap (one stat) when not. */
+export function expireIfDue(ctx: Ctx): void {
+  if (ctx.cfg.EXPIRE_BLOCK_DAYS === 0) return;
+  const stamp = path.join(ctx.cfg.ROOT_DIR, "expire.stamp");
+  const st = ctx.sys.fs.statSync(stamp, { throwIfNoEntry: false });
+  const now = ctx.sys.now();
+  if (st && now - st.mtimeMs < ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000) return;
+  try {
+    // Stamp first: a second connect in the same instant skips the work.
+    withRoot(ctx, () => ctx.sys.fs.writeFileSync(stamp, `${isoTime(now)}\n`, { mode: 0o640 }));
+    ctx.sys.fs.utimesSync(stamp, now / 1000, now / 1000);
+  } catch (e) {
+    ctx.sys.warn(`cannot write ${stamp}: ${errText(e)}`);
+    return;
+  }
+  expireBlocks(ctx);
+}
+
+/** Lifts every block older than EXPIRE_BLOCK_DAYS from every list. Returns how many. */
+export function expireBlocks(ctx: Ctx): number {
+  if (ctx.cfg.EXPIRE_BLOCK_DAYS === 0) return 0;
+  const limit = ctx.sys.now() - ctx.cfg.EXPIRE_BLOCK_DAYS * 86_400_000;
+  const due = listDir(ctx, "block").filter((ip) => {
+    const st = ctx.sys.fs.statSync(statePath(ctx, "block", ip), { throwIfNoEntry: false });
+    return st !== undefined && st.mtimeMs < limit;
+  });
+  if (due.length === 0) return 0;
+  withLock(ctx, () => {
+    for (const ip of due) {
+      const st = ctx.sys.fs.statSync(statePath(ctx, "block", ip), { throwIfNoEntry: false });
+      if (!st || st.mtimeMs >= limit) continue; // renewed or lifted meanwhile
+      setDelisted(ctx, ip, "expiry", `blocked since ${isoTime(st.mtimeMs)}, more than ${ctx.cfg.EXPIRE_BLOCK_DAYS} days`);
+    }
+  });
+  return due.length;
+}
+
+// ==== 9. Backends ===========================================================
+//
+// ---- 9.1 tcpwrappers: ROOT_DIR/hosts.deny -----------------------------------
+//
+//   block/203.0.113.7, block/2001:db8::7   →   "203.0.113.7\n[2001:db8::7]\n"
+//
+// /etc/hosts.allow includes this file as a client list
+// (`sshd : /var/db/sentry/hosts.deny : deny`), where EVERY whitespace-separated
+// word is a pattern: a comment's words are patterns, and a single word ALL
+// refuses every client. So the file holds addresses and nothing else, one
+// per line, IPv6 in brackets (tcpd compares [..] as a number; a bare IPv6
+// matches only one spelling). It is derived from block/ (never edited in
+// place), minus anything ALLOW_IPS covers, and replaced atomically under the
+// lock, so tcpd never reads half of it and no concurrent block is lost.
+
+/** The text of hosts.deny for these blocked addresses. */
+export function hostsDenyText(blocked: string[], allowRanges: Cidr[]): string {
+  const lines = blocked
+    .filter((ip) => parseIp(ip) === ip && !inRanges(ip, allowRanges))
+    .sort()
+    .map((ip) => (ipFamily(ip) === 6 ? `[${ip}]` : ip));
+  return lines.length ? `${lines.join("\n")}\n` : "";
+}
+
+/** Rewrites ROOT_DIR/hosts.deny from block/. Call under withLock. */
+export function writeHostsDeny(ctx: Ctx): void {
+  const text = hostsDenyText(listDir(ctx, "block"), ctx.allowRanges);
+  writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), text, 0o644);
+}
+
+// ---- 9.2 Firewalls ----------------------------------------------------------
+//
+// (nftables, iptables with ipset, pf and ipfw come here.)
+
+export interface BackendResult {
+  ok: boolean;
+  error: string;
+}
+
+export interface Backend {
+  name: string;
+  enabled(cfg: Config): boolean;
+  add(ip: string, cfg: Config, sys: Sys): BackendResult;
+  remove(ip: string, cfg: Config, sys: Sys): BackendResult;
+  list(cfg: Config, sys: Sys): string[] | null;
+  rules(cfg: Config): string;
+}
+
+export const firewallBackends: Backend[] = [];
+
+function enabledBackends(ctx: Ctx): Backend[] {
+  return firewallBackends.filter((b) => b.enabled(ctx.cfg));
+}
+
+/** A firewall that failed: a warning now, a line in sentry.log for --report --verbose. Returns exit code 2. */
+function backendFailed(ctx: Ctx, ip: string, name: string, op: string, error: string): number {
+  ctx.sys.warn(`${name}: could not ${op} ${ip}: ${error} (the decision is recorded in ${ctx.cfg.ROOT_DIR})`);
+  logDecision(ctx, ip, "backend-failed", `${name} ${op}: ${error}`);
+  return 2;
+}
+
+// ==== 10. Report ============================================================
+//
+//   sentry --report
+//        4 unique IPs have connected 12 times
+//        1 IPs are allowed
+//        1 IPs are blocked
+//
+// Every seen line sentry writes is exactly 11 bytes ("1795262400\n": ten
+// digits until the year 2286), so a seen file whose size is a multiple of 11
+// holds size/11 connections and costs one stat, not a read; any other file
+// (edited by hand, imported) is read and its lines counted.
+
+export interface IpRecord {
+  ip: string;
+  connections: number;
+  status: Status;
+  allow: string | null; // contents of allow/IP
+  block: string | null; // contents of block/IP
+  firstSeen: string | null; // ISO time of the first seen line
+  lastSeen: string | null;
+  evidence: Tallies | null; // from the evidence index, if there is one
+}
+
+export interface Report {
+  uniqueIps: number;
+  connections: number;
+  allowed: number;
+  blocked: number;
+  top?: { ip: string; connections: number; status: Status }[];
+  recent?: string[]; // latest lines of sentry.log
+  backendFailures?: string[]; // sentry.log lines of firewalls that failed lately
+  ip?: IpRecord;
+}
+
+const SEEN_LINE_BYTES = 11;
+
+/** Connections in every seen file: [ip, count][]. */
+function seenCounts(ctx: Ctx): [string, number][] {
+  const dir = path.join(ctx.cfg.ROOT_DIR, "seen");
+  let names: string[];
+  try {
+    names = ctx.sys.fs.readdirSync(dir);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return [];
+    throw ioError("list", dir, e);
+  }
+  const out: [string, number][] = [];
+  for (const name of names) {
+    if (parseIp(name) !== name) continue;
+    const st = ctx.sys.fs.statSync(path.join(dir, name), { throwIfNoEntry: false });
+    if (!st || !st.isFile()) continue;
+    out.push([name, st.size % SEEN_LINE_BYTES === 0 ? st.size / SEEN_LINE_BYTES : countConnections(ctx, name)]);
+  }
+  return out;
+}
+
+/** The last `n` lines of sentry.log (reads at most its last 256 KiB). */
+function tailLog(ctx: Ctx, n: number): string[] {
+  const file = path.join(ctx.cfg.ROOT_DIR, "sentry.log");
+  const fsys = ctx.sys.fs;
+  let fd: number;
+  try {
+    fd = fsys.openSync(file, "r");
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return [];
+    throw ioError("read", file, e);
+  }
+  try {
+    const size = fsys.fstatSync(fd).size;
+    const len = Math.min(size, 256 * 1024);
+    const buf = Buffer.alloc(len);
+    fsys.readSync(fd, buf, 0, len, size - len);
+    const lines = buf.toString("utf8").split("\n").filter((l) => l !== "");
+    if (len < size) lines.shift(); // the first one is cut
+    return lines.slice(-n);
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** Reads a small state file, or null if it is not there. */
+function readState(ctx: Ctx, dir: Dir, ip: string): string | null {
+  const file = statePath(ctx, dir, ip);
+  try {
+    return sanitize(ctx.sys.fs.readFileSync(file, "utf8").trim(), 2000);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    throw ioError("read", file, e);
+  }
+}
+
+/** Everything known of one address. */
+export function ipRecord(ctx: Ctx, ip: string): IpRecord {
+  const file = statePath(ctx, "seen", ip);
+  let first: string | null = null;
+  let last: string | null = null;
+  let connections = 0;
+  try {
+    const lines = ctx.sys.fs.readFileSync(file, "latin1").split("\n").filter((l) => l !== "");
+    connections = lines.length;
+    const when = (l: string | undefined) => (l && /^\d{1,12}$/.test(l) ? isoTime(Number(l) * 1000) : null);
+    first = when(lines[0]);
+    last = when(lines[lines.length - 1]);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+  }
+  return {
+    ip,
+    connections,
+    status: ipStatus(ctx, ip),
+    allow: readState(ctx, "allow", ip),
+    block: readState(ctx, "block", ip),
+    firstSeen: first,
+    lastSeen: last,
+    evidence: readEvidence(ctx, ip),
+  };
+}
+
+/** Builds the report: the summary, plus detail when verbose, plus one address. */
+export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | null }): Report {
+  const counts = seenCounts(ctx);
+  const r: Report = {
+    uniqueIps: counts.length,
+    connections: counts.reduce((a, [, n]) => a + n, 0),
+    allowed: listDir(ctx, "allow").length,
+    blocked: listDir(ctx, "block").length,
+  };
+  if (opts.verbose) {
+    counts.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+    r.top = counts.slice(0, 10).map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
+    const log = tailLog(ctx, 2000);
+    r.recent = log.filter((l) => !/ backend-failed /.test(l)).slice(-10);
+    const weekAgo = isoTime(ctx.sys.now() - 7 * 86_400_000);
+    r.backendFailures = log.filter((l) => / backend-failed /.test(l) && l >= weekAgo).slice(-10);
+  }
+  if (opts.ip !== null) r.ip = ipRecord(ctx, opts.ip);
+  return r;
+}
+
+/** The report as the old scripts printed it, with detail below. */
+export function formatReport(r: Report): string {
+  const out: string[] = [];
+  if (r.ip) {
+    const x = r.ip;
+    out.push(recordLine(x.connections, x.ip, x.status));
+    if (x.firstSeen) out.push(`     first seen ${x.firstSeen}, last seen ${x.lastSeen}`);
+    if (x.allow) out.push(`     allow/${x.ip}: ${x.allow}`);
+    if (x.block) out.push(`     block/${x.ip}: ${x.block}`);
+    if (x.evidence) {
+      for (const s of SERVICES) {
+        const t = x.evidence[s];
+        if (!t) continue;
+        out.push(`     ${s}: ${t.success} success, ${t.naughty} naughty, ${t.failed} failed, ${t.probe} probe`);
+        if (t.sample) out.push(`       e.g. ${t.sample}`);
+      }
+    }
+    out.push("");
+  }
+  out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
+  out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
+  out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
+  if (r.top) {
+    out.push("", "most active:");
+    for (const t of r.top) out.push(recordLine(t.connections, t.ip, t.status));
+  }
+  if (r.recent) {
+    out.push("", "latest decisions (sentry.log):");
+    if (r.recent.length === 0) out.push("  none yet");
+    for (const l of r.recent) out.push(`  ${l}`);
+  }
+  if (r.backendFailures && r.backendFailures.length) {
+    out.push("", "firewall backends that failed in the last 7 days:");
+    for (const l of r.backendFailures) out.push(`  ${l}`);
+  }
+  return out.join("\n");
+}
+
+/** The evidence index's tallies for `ip`, or null when there is no index. */
+export function readEvidence(ctx: Ctx, ip: string): Tallies | null {
+  void ctx;
+  void ip;
+  return null;
+}
+
+// ==== 11. Install, doctor, update ===========================================
+//
+// (--install, --doctor, --update and --rollback come here.)
+
 // ==== 12. main() ============================================================
 
-export const USAGE = `sentry ${VERSION}`;
+export const USAGE = `NAME
+    sentry ${VERSION} - safe and effective protection against brute-force attacks
 
-export function main(argv: string[], sys: Sys = realSys()): number {
-  if (argv.includes("--version")) {
-    sys.out(`sentry ${VERSION}`);
-    return 0;
+SYNOPSIS
+    sentry --ip=IP [ --connect | -c | --allow | --block | --delist ]
+    sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
+    sentry --scan | --resync | --test-log FILE|-
+    sentry --install [ --write ] | --uninstall | --doctor
+    sentry --update [ --check | --force ] | --rollback | --version | --help | -h
+
+DESCRIPTION
+    sentry limits brute-force attacks on SSH, FTP and mail logins. It is not a
+    daemon: tcpwrappers spawns it for every new connection, it counts the
+    connection, and once an address has connected 3 times it reads the logs of
+    the protected services. Any successful login allows the address for good;
+    an invalid user, an attempt on root, an exceeded attempts limit or a
+    failed mail login blocks it, as do more than 10 failed attempts. Blocked
+    addresses go to ROOT_DIR/hosts.deny, which tcpd reads on every connection,
+    and to any firewall table that is switched on. Logs that cannot be read
+    decide nothing: sentry never blocks on a guess.
+
+ACTIONS
+    --ip=IP, --ip IP   the address to act on (IPv4 or IPv6)
+    --connect, -c      count a connection from IP and decide (tcpwrappers, PAM)
+    --allow            allow IP for good, lifting any block (alias --whitelist)
+    --block            block IP everywhere, lifting any allow (alias --blacklist)
+    --delist           forget IP: no allow, no block, no count, old evidence set aside
+    --report, -r       summary; --verbose adds the most active addresses and the
+                       latest decisions; --ip shows one address; --json as JSON
+    --scan             read all logs since the last run and decide for every address
+                       they show (cron or a systemd timer, for daemons without libwrap)
+    --resync           re-apply block/ to every enabled backend (after a reboot)
+    --test-log FILE    show how each line of FILE (- for stdin) is understood
+    --install          copy this binary to ROOT_DIR/sentry and show the hosts.allow
+                       lines; --write adds them to /etc/hosts.allow itself
+    --uninstall        remove sentry's lines from /etc/hosts.allow
+    --doctor           check every link of the chain (Nagios exit codes)
+    --update           fetch, verify and install a newer signed release;
+                       --check only reports; --force allows the same or older
+    --rollback         go back to the binary --update replaced
+    --version          print the version
+    --help, -h         this text
+
+CONNECT
+    In /etc/hosts.allow, near the top, in this order (the deny line first):
+
+        sshd : /var/db/sentry/hosts.deny : deny
+        sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
+
+    sshd waits for the spawned command, so a connect does little: it appends a
+    line to seen/IP and, for an address seen 3 times and not yet decided, reads
+    only the log lines written since the last decision (at most SCAN_SECONDS).
+    Without libwrap, run "sentry --scan" from a timer, or add to /etc/pam.d/sshd:
+        auth optional pam_exec.so quiet /var/db/sentry/sentry --connect
+
+FILES
+    ROOT_DIR/seen/IP       one line per connection (epoch seconds)
+    ROOT_DIR/allow/IP      present while IP is allowed: when and why
+    ROOT_DIR/block/IP      present while IP is blocked: when and why (its
+                           modification time is the age used for expiry)
+    ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
+    ROOT_DIR/sentry.log    one line per decision: time, address, action, reason
+    ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
+    ROOT_DIR/sentry.lock   the lock writers take (a SQLite file)
+    ROOT_DIR/sentry.conf   optional settings, KEY=value lines
+
+CONFIGURATION
+    Defaults are in the configuration block at the top of sentry.ts; each can be
+    set in ROOT_DIR/sentry.conf and then overridden by an environment variable:
+    ROOT_DIR (environment only, default /var/db/sentry), ADD_TO_TCPWRAPPERS (1),
+    ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW (0), FIREWALL_TABLE
+    (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never), PROTECT_FTP (1),
+    PROTECT_SMTP (0), PROTECT_MUA (1), SSH_LOG, FTP_LOG, MAIL_LOG (a file or
+    "journal"; empty = the usual places), ALLOW_IPS (addresses and CIDR ranges
+    never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW.
+
+EXIT STATUS
+    0 done, 1 bad usage or input, 2 could not do it (I/O, permissions, a backend).
+    --doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+
+EXAMPLES
+    sentry --report --verbose
+    sentry --ip=203.0.113.7 --block
+    sentry --ip 2001:db8::7 --delist
+    sentry --test-log /var/log/auth.log
+    ROOT_DIR=/tmp/sentry-test sentry --ip=192.0.2.1 --connect
+`;
+
+/** Runs one command line; returns the exit code. The one place errors are caught. */
+export async function main(argv: string[], sys: Sys = realSys()): Promise<number> {
+  try {
+    const a = parseArgs(argv, sys.env);
+    if (a.action === "help") {
+      // Plain `sentry` is a usage error, `sentry --help` is not.
+      if (argv.length === 0) {
+        sys.warn("no action given");
+        process.stderr.write(USAGE);
+        return 1;
+      }
+      sys.out(USAGE);
+      return 0;
+    }
+    if (a.action === "version") {
+      sys.out(`sentry ${VERSION}`);
+      return 0;
+    }
+    const ctx = makeCtx(loadConfig(sys.env, sys.fs), sys);
+    return await run(ctx, a);
+  } catch (e) {
+    if (e instanceof SentryError) {
+      sys.warn(e.message);
+      if (e.exitCode === 1 && e.message.startsWith("Unknown option:")) process.stderr.write(USAGE);
+      return e.exitCode;
+    }
+    // Not expected: a bug. Say everything, exit as "could not do it".
+    sys.warn(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 2;
   }
-  sys.out(USAGE);
-  return 0;
+}
+
+/** Dispatches a parsed command line. */
+export async function run(ctx: Ctx, a: Action): Promise<number> {
+  const ip = a.ip;
+  switch (a.action) {
+    case "connect":
+      return connect(ctx, ip as string);
+    case "allow":
+    case "block":
+    case "delist": {
+      const target = ip as string;
+      ctx.sys.out(recordLine(countConnections(ctx, target), target, ipStatus(ctx, target)));
+      return withLock(ctx, () => {
+        if (a.action === "allow") return setAllowed(ctx, target, "admin", "--allow");
+        if (a.action === "block") return setBlocked(ctx, target, "admin", "--block");
+        return setDelisted(ctx, target, "admin", "--delist");
+      });
+    }
+    case "report": {
+      const r = buildReport(ctx, { verbose: a.verbose, ip });
+      ctx.sys.out(a.json ? JSON.stringify(r, null, 2) : formatReport(r));
+      return 0;
+    }
+    default:
+      throw new SentryError(`--${a.action} is not available in this build`, 2);
+  }
 }
 
 if (import.meta.main) {
-  process.exitCode = main(process.argv.slice(2));
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }
