@@ -842,6 +842,7 @@ export function logDecision(ctx: Ctx, ip: string, what: string, reason: string):
 
 type SqliteModule = typeof import("node:sqlite");
 let sqliteModule: SqliteModule | null = null;
+let lockDepth = 0; // withLock is re-entrant: a delist under the lock may repair sentry.db, which locks
 
 /** node:sqlite, loaded on first use (it costs start-up time a plain connect does not need). */
 export function sqlite(): SqliteModule {
@@ -851,6 +852,7 @@ export function sqlite(): SqliteModule {
 
 /** Runs `fn` holding ROOT_DIR/sentry.lock; throws SentryError(2) if it cannot be had in LOCK_TIMEOUT_SECONDS. */
 export function withLock<T>(ctx: Ctx, fn: () => T): T {
+  if (lockDepth > 0) return fn(); // this process holds it already
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.lock");
   const { DatabaseSync } = sqlite();
   let db: InstanceType<SqliteModule["DatabaseSync"]>;
@@ -864,9 +866,11 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
   } catch (e) {
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
+  lockDepth++;
   try {
     return fn();
   } finally {
+    lockDepth--;
     db.exec("ROLLBACK");
     db.close();
   }
@@ -891,15 +895,586 @@ export interface Tally {
 
 export type Tallies = Partial<Record<Service, Tally>>;
 
+/** Per-file memory of the classifier (BSD ftpd names the address on an earlier line). */
+export interface ClassifierState {
+  ftpdPids: Map<string, string>;
+}
+
+export function newClassifierState(): ClassifierState {
+  return { ftpdPids: new Map() };
+}
+
+export interface Evidence {
+  service: Service;
+  ip: string;
+  kind: Kind;
+  rule: string;
+  user?: string;
+}
+
+/** STUB until the classifier lands. */
+export function classifyLine(line: string, defaultProgram: string, state?: ClassifierState): Evidence | null {
+  void line;
+  void defaultProgram;
+  void state;
+  return null;
+}
+
+
 // ==== 7. Log sources ========================================================
 //
-// (Sources, cursors and the evidence index in sentry.db come here.)
+//   SSH_LOG=""            → /var/log/auth.log (the first of the usual places that exists)
+//   SSH_LOG="/var/log/sshd.log" → that file (sshd -E: lines without a syslog prefix)
+//   SSH_LOG="journal"     → journalctl -o json -t sshd -t sshd-session -t sshd-auth
+//   SSH_LOG="journal:/srv/remote.journal" → the same, read from that journal file
+//
+// Each source is read incrementally: sentry.db keeps, per source, where the
+// last read stopped (device, inode and offset of a file; the journal's own
+// cursor), and per address and service the tallies of what the lines said.
+// A decision therefore costs the bytes written since the previous one, not
+// the whole log, and a 200 MB auth.log costs what a 2 MB one does.
+//
+// Rotation: a new inode means the file was rotated; the old one, found
+// beside it as NAME.1 or NAME-DATE with the remembered inode, is finished
+// first. A file shorter than the offset was truncated and is read from 0.
+// The first read of a log starts FIRST_SCAN_MB from its end. A connect reads
+// for at most SCAN_SECONDS (sshd waits for it) and says so in sentry.log
+// when it stops early; the next reader carries on from there.
+//
+// One read is one SQLite `BEGIN IMMEDIATE` transaction: lines are counted
+// once, even when 20 connects cross the threshold in the same instant.
 
-/** The evidence for `ip` from every protected service's log, or null if no log could be read. */
-export function gatherEvidence(ctx: Ctx, ip: string): Tallies | null {
-  void ctx;
-  void ip;
+export interface LogSource {
+  key: string; // the cursor's name in sentry.db: the path, or "journal" / "journal:PATH"
+  kind: "file" | "journal";
+  path: string; // the file, or the journal file ("" = the system journal)
+  services: Service[]; // the services whose evidence is taken from it
+  program: string; // the program of a line without a syslog prefix (sshd -E, vsftpd.log)
+  idents: string[]; // journal: SYSLOG_IDENTIFIERs to read
+  explicit: boolean; // named by the administrator (missing is then worth a warning)
+}
+
+/** Where each service logs, by platform, in the order they are tried. */
+export const USUAL_LOGS: Record<"ssh" | "ftp" | "mail", string[]> = {
+  ssh: ["/var/log/auth.log", "/var/log/secure", "/var/log/authlog", "/var/log/secure.log", "/var/log/messages"],
+  ftp: ["/var/log/vsftpd.log", "/var/log/proftpd/proftpd.log", "/var/log/ftp.log", "/var/log/xferlog", "/var/log/messages"],
+  mail: ["/var/log/mail.log", "/var/log/maillog", "/var/log/messages"],
+};
+
+/** The journal's SYSLOG_IDENTIFIERs of each service's daemons. */
+export const JOURNAL_IDENTS: Record<"ssh" | "ftp" | "mail", string[]> = {
+  ssh: ["sshd", "sshd-session", "sshd-auth"],
+  ftp: ["vsftpd", "proftpd", "pure-ftpd", "ftpd"],
+  mail: [
+    "dovecot",
+    "postfix/smtpd",
+    "postfix/submission/smtpd",
+    "postfix/smtps/smtpd",
+    "vchkpw-pop3",
+    "vchkpw-imap",
+    "vchkpw-smtp",
+    "vchkpw-submission",
+  ],
+};
+
+const DEFAULT_PROGRAM: Record<"ssh" | "ftp" | "mail", string> = { ssh: "sshd", ftp: "vsftpd", mail: "dovecot" };
+
+/** Where journalctl may live; the journal is used only if one exists. */
+const JOURNALCTL = ["/usr/bin/journalctl", "/bin/journalctl"];
+
+/**
+ * The sources to read for the enabled services. Two services logging to one
+ * file share one source (and one read).
+ */
+export function logSources(cfg: Config, fsys: FsTable): LogSource[] {
+  const wanted: ["ssh" | "ftp" | "mail", string, Service[]][] = [["ssh", cfg.SSH_LOG, ["ssh"]]];
+  if (cfg.PROTECT_FTP) wanted.push(["ftp", cfg.FTP_LOG, ["ftp"]]);
+  const mail: Service[] = [];
+  if (cfg.PROTECT_SMTP) mail.push("smtp");
+  if (cfg.PROTECT_MUA) mail.push("mua");
+  if (mail.length) wanted.push(["mail", cfg.MAIL_LOG, mail]);
+  const out = new Map<string, LogSource>();
+  for (const [family, setting, services] of wanted) {
+    let src: LogSource | null = null;
+    if (setting === "journal" || setting.startsWith("journal:")) {
+      const file = setting.slice("journal:".length);
+      src = { key: setting, kind: "journal", path: file, services, program: "", idents: JOURNAL_IDENTS[family], explicit: true };
+    } else if (setting !== "") {
+      src = { key: setting, kind: "file", path: setting, services, program: DEFAULT_PROGRAM[family], idents: [], explicit: true };
+    } else {
+      const file = USUAL_LOGS[family].find((f) => fsys.existsSync(f));
+      if (file) src = { key: file, kind: "file", path: file, services, program: DEFAULT_PROGRAM[family], idents: [], explicit: false };
+      else if (JOURNALCTL.some((j) => fsys.existsSync(j)))
+        src = { key: "journal", kind: "journal", path: "", services, program: "", idents: JOURNAL_IDENTS[family], explicit: false };
+    }
+    if (!src) continue;
+    const seen = out.get(src.key);
+    if (seen) {
+      seen.services = [...new Set([...seen.services, ...src.services])];
+      seen.idents = [...new Set([...seen.idents, ...src.idents])];
+    } else out.set(src.key, src);
+  }
+  return [...out.values()];
+}
+
+// ---- 7.2 The evidence index: sentry.db --------------------------------------
+
+type Db = InstanceType<SqliteModule["DatabaseSync"]>;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS cursors (
+  source   TEXT PRIMARY KEY,      -- a path, or journal[:PATH]
+  ident    TEXT NOT NULL,         -- "dev:ino" of the file read, or the journal cursor
+  offset   INTEGER NOT NULL,      -- bytes of that file already read
+  skipping INTEGER NOT NULL,      -- 1: offset is inside an over-long line, skip to its end
+  read_at  INTEGER NOT NULL       -- epoch ms of the last read
+);
+CREATE TABLE IF NOT EXISTS tallies (
+  ip TEXT NOT NULL, service TEXT NOT NULL,
+  success INTEGER NOT NULL, failed INTEGER NOT NULL, naughty INTEGER NOT NULL, probe INTEGER NOT NULL,
+  sample TEXT NOT NULL, sample_rank INTEGER NOT NULL,
+  PRIMARY KEY (ip, service)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
+`;
+
+/** How telling a line is as the sample of a reason: a success explains an allow, naughty a block. */
+const KIND_RANK: Record<Kind, number> = { probe: 0, failed: 1, naughty: 2, success: 3 };
+
+/** SQLite's ways of saying a file is not a sound database. */
+function isCorrupt(e: unknown): boolean {
+  return /not a database|malformed|corrupt|SQLITE_CORRUPT|SQLITE_NOTADB/i.test(errText(e));
+}
+
+/**
+ * Opens sentry.db, creating its tables. A corrupt file is moved aside as
+ * sentry.db.corrupt-TIME (under the lock, so two processes do not both move
+ * it, the second one moving the fresh file) and a new one made: it is only
+ * an index, rebuilt from the logs. A bash-2.00 sentry.db is imported once.
+ */
+export function openIndex(ctx: Ctx): Db {
+  const file = path.join(ctx.cfg.ROOT_DIR, "sentry.db");
+  const { DatabaseSync } = sqlite();
+  const open = (): Db => {
+    if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+    const db = new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
+    try {
+      db.exec("PRAGMA journal_mode=WAL");
+      db.exec(SCHEMA);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return db;
+  };
+  let db: Db;
+  try {
+    db = open();
+  } catch (e) {
+    if (!isCorrupt(e)) throw new SentryError(`cannot open ${file}: ${errText(e)}`, 2);
+    withLock(ctx, () => {
+      try {
+        open().close(); // another process may have replaced it meanwhile
+      } catch (e2) {
+        if (!isCorrupt(e2)) throw new SentryError(`cannot open ${file}: ${errText(e2)}`, 2);
+        const aside = `${file}.corrupt-${isoTime(ctx.sys.now()).replace(/[-:]/g, "")}`;
+        for (const suffix of ["", "-wal", "-shm"]) {
+          try {
+            ctx.sys.fs.renameSync(file + suffix, aside + suffix);
+          } catch (e3) {
+            if (errCode(e3) !== "ENOENT") throw ioError("move aside", file + suffix, e3);
+          }
+        }
+        ctx.sys.warn(`${file} was corrupt: moved to ${aside}, rebuilding the index from the logs`);
+      }
+    });
+    try {
+      db = open();
+    } catch (e4) {
+      throw new SentryError(`cannot open ${file}: ${errText(e4)}`, 2);
+    }
+  }
+  importBash200(ctx, db);
+  return db;
+}
+
+/**
+ * sentry.sh 2.00 kept everything in sentry.db, table ip_records(ip, seen,
+ * allow, block), allow and block holding the epoch of the decision or 0.
+ * Its rows become files, once; the table is renamed, never dropped, so
+ * nothing an administrator had is lost.
+ */
+export function importBash200(ctx: Ctx, db: Db): number {
+  const has = db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
+  if (!has) return 0;
+  const rows = db.prepare("SELECT ip, seen, allow, block FROM ip_records").all();
+  let n = 0;
+  withLock(ctx, () => {
+    for (const row of rows) {
+      const ip = parseIp(String(row.ip));
+      if (ip === null) {
+        ctx.sys.warn(`sentry.sh 2.00 import: skipped ${JSON.stringify(String(row.ip))}, not an IP address`);
+        continue;
+      }
+      const seen = Math.max(0, Math.min(Number(row.seen) || 0, 1_000_000));
+      const allow = Number(row.allow) || 0;
+      const block = Number(row.block) || 0;
+      if (seen > 0 && countConnections(ctx, ip) === 0) {
+        // The times of old connections are unknown: they count from the import.
+        writeAtomic(ctx, statePath(ctx, "seen", ip), `${epoch(ctx)}\n`.repeat(seen));
+      }
+      if (allow > 0 && ipStatus(ctx, ip) === null) {
+        writeAtomic(ctx, statePath(ctx, "allow", ip), `${isoTime(allow * 1000)} allow by sentry.sh 2.00 (imported)\n`);
+      } else if (block > 0 && ipStatus(ctx, ip) === null) {
+        const file = statePath(ctx, "block", ip);
+        writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n`);
+        ctx.sys.fs.utimesSync(file, block, block); // its age counts for expiry
+      }
+      n++;
+    }
+    if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+    db.exec("ALTER TABLE ip_records RENAME TO ip_records_imported_by_sentry3");
+    logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)`);
+  });
+  return n;
+}
+
+// ---- 7.3 Reading a source -------------------------------------------------------
+
+/** What one read of the sources found: per address and service, counts and a sample. */
+type Found = Map<string, Map<Service, Tally & { rank: number }>>;
+
+export interface ScanResult {
+  readable: number; // sources that could be read
+  sources: number;
+  bytes: number; // bytes of log read
+  lines: number;
+  capped: boolean; // stopped at SCAN_SECONDS
+  touched: Set<string>; // addresses with new evidence
+  notes: string[];
+}
+
+/** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
+const MAX_LINE = 8192;
+const CHUNK = 1 << 20;
+
+function addFound(found: Found, ev: Evidence, line: string): void {
+  let per = found.get(ev.ip);
+  if (!per) found.set(ev.ip, (per = new Map()));
+  let t = per.get(ev.service);
+  if (!t) per.set(ev.service, (t = { success: 0, failed: 0, naughty: 0, probe: 0, sample: "", rank: -1 }));
+  t[ev.kind]++;
+  if (KIND_RANK[ev.kind] >= t.rank) {
+    t.rank = KIND_RANK[ev.kind];
+    t.sample = sanitize(line.trim(), 300);
+  }
+}
+
+interface Cursor {
+  ident: string;
+  offset: number;
+  skipping: number;
+}
+
+/**
+ * Reads one file from `start` to its end (or the deadline), classifying
+ * each complete line. Returns where it stopped; a line still being written
+ * (no newline yet) is left for the next read.
+ */
+function readFileFrom(
+  ctx: Ctx,
+  fd: number,
+  size: number,
+  start: number,
+  skipping: boolean,
+  src: LogSource,
+  found: Found,
+  res: ScanResult,
+  deadline: number,
+): { offset: number; skipping: boolean } {
+  const fsys = ctx.sys.fs;
+  const state = newClassifierState();
+  const buf = Buffer.allocUnsafe(CHUNK + MAX_LINE);
+  let pos = start; // file offset of buf[0]
+  let carry = 0; // bytes of an unfinished line at the start of buf
+  while (pos + carry < size) {
+    if (ctx.sys.now() > deadline) {
+      res.capped = true;
+      break;
+    }
+    const want = Math.min(CHUNK, size - pos - carry);
+    const n = fsys.readSync(fd, buf, carry, want, pos + carry);
+    if (n <= 0) break;
+    const end = carry + n;
+    res.bytes += n;
+    let lineStart = 0;
+    for (let nl = buf.indexOf(10, 0); nl !== -1 && nl < end; nl = buf.indexOf(10, nl + 1)) {
+      if (skipping) skipping = false; // the end of an over-long line
+      else if (nl - lineStart <= MAX_LINE) {
+        res.lines++;
+        const line = buf.toString("utf8", lineStart, nl);
+        const ev = classifyLine(line, src.program, state);
+        if (ev && src.services.includes(ev.service)) addFound(found, ev, line);
+      }
+      lineStart = nl + 1;
+    }
+    // What is left is the start of a line that has not ended in this chunk.
+    const rest = end - lineStart;
+    if (skipping || rest > MAX_LINE) {
+      skipping = true; // never parse the tail of a line: its end can be made to look like a line
+      pos += end;
+      carry = 0;
+    } else {
+      buf.copy(buf, 0, lineStart, end);
+      pos += lineStart;
+      carry = rest;
+    }
+  }
+  return { offset: pos, skipping };
+}
+
+/** Finds the rotated copy of `file` that has inode `ident` (NAME.1, NAME-20261121, …). */
+function findRotated(ctx: Ctx, file: string, ident: string): string | null {
+  const dir = path.dirname(file);
+  const base = path.basename(file);
+  let names: string[];
+  try {
+    names = ctx.sys.fs.readdirSync(dir);
+  } catch {
+    return null; // no folder listing, no rotated tail: the new file is still read
+  }
+  for (const name of names) {
+    if (!(name.startsWith(`${base}.`) || name.startsWith(`${base}-`)) || /\.(gz|bz2|xz|zst)$/.test(name)) continue;
+    const st = ctx.sys.fs.statSync(path.join(dir, name), { throwIfNoEntry: false });
+    if (st && `${st.dev}:${st.ino}` === ident) return path.join(dir, name);
+  }
   return null;
+}
+
+/** Reads one file source from its cursor. Returns the new cursor, or null if unreadable. */
+function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Found, res: ScanResult, deadline: number): Cursor | null {
+  const fsys = ctx.sys.fs;
+  let fd: number;
+  try {
+    fd = fsys.openSync(src.path, "r");
+  } catch (e) {
+    if (src.explicit || errCode(e) !== "ENOENT") res.notes.push(`cannot read ${src.path}: ${errText(e)}`);
+    return null;
+  }
+  try {
+    const st = fsys.fstatSync(fd);
+    if (!st.isFile()) {
+      res.notes.push(`cannot read ${src.path}: not a regular file`);
+      return null;
+    }
+    const ident = `${st.dev}:${st.ino}`;
+    let start: number;
+    let skipping: boolean;
+    if (cur && cur.ident === ident) {
+      if (st.size < cur.offset) {
+        res.notes.push(`${src.path} was truncated; reading it from the start`);
+        start = 0;
+        skipping = false;
+      } else {
+        start = cur.offset;
+        skipping = cur.skipping === 1;
+      }
+    } else {
+      if (cur) {
+        // Rotated: finish the old file's tail first, if it is still beside the new one.
+        const old = findRotated(ctx, src.path, cur.ident);
+        if (old) {
+          let ofd: number | null = null;
+          try {
+            ofd = fsys.openSync(old, "r");
+            const ost = fsys.fstatSync(ofd);
+            readFileFrom(ctx, ofd, ost.size, Math.min(cur.offset, ost.size), cur.skipping === 1, src, found, res, deadline);
+          } catch (e) {
+            res.notes.push(`cannot read the rotated ${old}: ${errText(e)}`);
+          } finally {
+            if (ofd !== null) fsys.closeSync(ofd);
+          }
+        }
+        start = 0;
+        skipping = false;
+      } else {
+        // First read: bounded, starting inside a line that is skipped.
+        const bound = ctx.cfg.FIRST_SCAN_MB * 1024 * 1024;
+        start = Math.max(0, st.size - bound);
+        skipping = start > 0;
+        if (start > 0) res.notes.push(`first read of ${src.path}: its last ${ctx.cfg.FIRST_SCAN_MB} MB of ${(st.size / 1048576).toFixed(0)} MB`);
+      }
+    }
+    const r = readFileFrom(ctx, fd, st.size, start, skipping, src, found, res, deadline);
+    return { ident, offset: r.offset, skipping: r.skipping ? 1 : 0 };
+  } catch (e) {
+    res.notes.push(`cannot read ${src.path}: ${errText(e)}`);
+    return null;
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** How many journal entries a first read takes (the journal has no byte offsets to bound). */
+const JOURNAL_FIRST_ENTRIES = 100_000;
+
+/** Reads the journal since its cursor through `journalctl -o json`. */
+function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Found, res: ScanResult, deadline: number): Cursor | null {
+  const args = ["-o", "json", "--no-pager", "-q"];
+  if (src.path) args.push(`--file=${src.path}`);
+  for (const id of src.idents) args.push("-t", id);
+  if (cur && cur.ident) args.push(`--after-cursor=${cur.ident}`);
+  else args.push("-n", String(JOURNAL_FIRST_ENTRIES));
+  const timeoutMs = Math.max(1000, Math.min(ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000, deadline - ctx.sys.now()));
+  const r = ctx.sys.run("journalctl", args, { timeoutMs });
+  if (r.status !== 0) {
+    res.notes.push(`cannot read the journal${src.path ? ` ${src.path}` : ""}: journalctl ${r.error || `exited ${r.status}: ${r.stderr.trim().slice(0, 200)}`}`);
+    return null;
+  }
+  let cursor = cur ? cur.ident : "";
+  const state = newClassifierState();
+  for (const line of r.stdout.split("\n")) {
+    if (line === "") continue;
+    res.lines++;
+    res.bytes += line.length + 1;
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      res.notes.push("journalctl printed a line that is not JSON; stopped there");
+      break;
+    }
+    if (typeof entry.__CURSOR === "string") cursor = entry.__CURSOR;
+    const ident = typeof entry.SYSLOG_IDENTIFIER === "string" ? entry.SYSLOG_IDENTIFIER : "";
+    // MESSAGE is a string, or an array of bytes when it is not valid UTF-8.
+    const m = entry.MESSAGE;
+    const msg = typeof m === "string" ? m : Array.isArray(m) ? Buffer.from(m.filter((b) => typeof b === "number")).toString("utf8") : "";
+    if (msg === "" || ident === "" || msg.length > MAX_LINE) continue;
+    const ev = classifyLine(msg, ident, state);
+    if (ev && src.services.includes(ev.service)) addFound(found, ev, `${ident}: ${msg}`);
+  }
+  return { ident: cursor, offset: 0, skipping: 0 };
+}
+
+/**
+ * Reads every source since its cursor and adds what it found to the
+ * tallies, in one transaction. `seconds` caps the work (a connect); the
+ * caller learns which addresses got new evidence.
+ */
+export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
+  const sources = logSources(ctx.cfg, ctx.sys.fs);
+  const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), notes: [] };
+  const deadline = ctx.sys.now() + seconds * 1000;
+  try {
+    db.exec("BEGIN IMMEDIATE");
+  } catch (e) {
+    res.notes.push(`cannot lock sentry.db: ${errText(e)}`);
+    return res;
+  }
+  try {
+    const getCur = db.prepare("SELECT ident, offset, skipping FROM cursors WHERE source = ?");
+    const putCur = db.prepare(
+      "INSERT INTO cursors (source, ident, offset, skipping, read_at) VALUES (?, ?, ?, ?, ?) " +
+        "ON CONFLICT(source) DO UPDATE SET ident=excluded.ident, offset=excluded.offset, skipping=excluded.skipping, read_at=excluded.read_at",
+    );
+    const found: Found = new Map();
+    for (const src of sources) {
+      const row = getCur.get(src.key) as Cursor | undefined;
+      const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
+      if (next === null) continue;
+      res.readable++;
+      putCur.run(src.key, next.ident, next.offset, next.skipping, ctx.sys.now());
+    }
+    const upsert = db.prepare(
+      "INSERT INTO tallies (ip, service, success, failed, naughty, probe, sample, sample_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?) " +
+        "ON CONFLICT(ip, service) DO UPDATE SET success=success+excluded.success, failed=failed+excluded.failed, " +
+        "naughty=naughty+excluded.naughty, probe=probe+excluded.probe, " +
+        "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
+        "sample_rank=MAX(sample_rank, excluded.sample_rank)",
+    );
+    for (const [ip, per] of found) {
+      res.touched.add(ip);
+      for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
+    }
+    if (res.capped) res.notes.push(`stopped reading the logs after ${seconds} s; the next read carries on`);
+    const note = db.prepare("INSERT INTO notes (at, text) VALUES (?, ?)");
+    for (const n of res.notes) note.run(ctx.sys.now(), n);
+    db.exec("DELETE FROM notes WHERE rowid NOT IN (SELECT rowid FROM notes ORDER BY rowid DESC LIMIT 50)");
+    db.exec("COMMIT");
+  } catch (e) {
+    db.exec("ROLLBACK");
+    throw new SentryError(`cannot update the evidence index: ${errText(e)}`, 2);
+  }
+  return res;
+}
+
+/** The tallies of one address in the index. */
+export function tallies(db: Db, ip: string): Tallies {
+  const t: Tallies = {};
+  const rows = db.prepare("SELECT service, success, failed, naughty, probe, sample FROM tallies WHERE ip = ?").all(ip);
+  for (const r of rows) {
+    const s = String(r.service) as Service;
+    if (!SERVICES.includes(s)) continue;
+    t[s] = { success: Number(r.success), failed: Number(r.failed), naughty: Number(r.naughty), probe: Number(r.probe), sample: String(r.sample) };
+  }
+  return t;
+}
+
+/**
+ * The evidence for `ip` from every protected service's log, or null if no
+ * log could be read at all (fail safe: no log, no decision).
+ */
+export function gatherEvidence(ctx: Ctx, ip: string): Tallies | null {
+  const db = openIndex(ctx);
+  try {
+    const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS);
+    for (const n of res.notes) ctx.sys.warn(n);
+    if (res.capped) logDecision(ctx, ip, "scan-capped", `read ${res.bytes} bytes in ${ctx.cfg.SCAN_SECONDS} s; the next read carries on`);
+    if (res.readable === 0) {
+      ctx.sys.warn(`no log could be read for ${ip}; nothing decided`);
+      return null;
+    }
+    return tallies(db, ip);
+  } finally {
+    db.close();
+  }
+}
+
+/** Sets aside the evidence index's tallies for `ip`: a delisted or expired address starts again from nothing. */
+export function forgetEvidence(ctx: Ctx, ip: string): void {
+  if (!ctx.sys.fs.existsSync(path.join(ctx.cfg.ROOT_DIR, "sentry.db"))) return;
+  const db = openIndex(ctx);
+  try {
+    db.prepare("DELETE FROM tallies WHERE ip = ?").run(ip);
+  } finally {
+    db.close();
+  }
+}
+
+/** The evidence index's tallies for `ip`, or null when there is no index. */
+export function readEvidence(ctx: Ctx, ip: string): Tallies | null {
+  if (!ctx.sys.fs.existsSync(path.join(ctx.cfg.ROOT_DIR, "sentry.db"))) return null;
+  const db = openIndex(ctx);
+  try {
+    return tallies(db, ip);
+  } finally {
+    db.close();
+  }
+}
+
+/** The latest notes of the index (first reads, caps, unreadable logs), for --report --verbose. */
+export function indexNotes(ctx: Ctx): string[] {
+  if (!ctx.sys.fs.existsSync(path.join(ctx.cfg.ROOT_DIR, "sentry.db"))) return [];
+  const db = openIndex(ctx);
+  try {
+    return db
+      .prepare("SELECT at, text FROM notes ORDER BY rowid DESC LIMIT 10")
+      .all()
+      .map((r) => `${isoTime(Number(r.at))} ${String(r.text)}`)
+      .reverse();
+  } finally {
+    db.close();
+  }
 }
 
 // ==== 8. Decision ===========================================================
@@ -1026,12 +1601,6 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
   return liftEverywhere(ctx, ip);
-}
-
-/** Sets aside the evidence index's tallies for `ip` (section 7). */
-export function forgetEvidence(ctx: Ctx, ip: string): void {
-  void ctx;
-  void ip;
 }
 
 // ---- 8.2 Expiry --------------------------------------------------------------
@@ -1171,6 +1740,7 @@ export interface Report {
   top?: { ip: string; connections: number; status: Status }[];
   recent?: string[]; // latest lines of sentry.log
   backendFailures?: string[]; // sentry.log lines of firewalls that failed lately
+  notes?: string[]; // the evidence index's latest notes (first reads, caps, unreadable logs)
   ip?: IpRecord;
 }
 
@@ -1274,6 +1844,7 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
     r.recent = log.filter((l) => !/ backend-failed /.test(l)).slice(-10);
     const weekAgo = isoTime(ctx.sys.now() - 7 * 86_400_000);
     r.backendFailures = log.filter((l) => / backend-failed /.test(l) && l >= weekAgo).slice(-10);
+    r.notes = indexNotes(ctx);
   }
   if (opts.ip !== null) r.ip = ipRecord(ctx, opts.ip);
   return r;
@@ -1310,18 +1881,15 @@ export function formatReport(r: Report): string {
     if (r.recent.length === 0) out.push("  none yet");
     for (const l of r.recent) out.push(`  ${l}`);
   }
+  if (r.notes && r.notes.length) {
+    out.push("", "reading the logs (sentry.db):");
+    for (const l of r.notes) out.push(`  ${l}`);
+  }
   if (r.backendFailures && r.backendFailures.length) {
     out.push("", "firewall backends that failed in the last 7 days:");
     for (const l of r.backendFailures) out.push(`  ${l}`);
   }
   return out.join("\n");
-}
-
-/** The evidence index's tallies for `ip`, or null when there is no index. */
-export function readEvidence(ctx: Ctx, ip: string): Tallies | null {
-  void ctx;
-  void ip;
-  return null;
 }
 
 // ==== 11. Install, doctor, update ===========================================
