@@ -91,6 +91,7 @@ export const DEFAULTS = {
   CONNECT_THRESHOLD: 3, // connections before the logs are consulted
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
+  SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
   EXPIRE_CHECK_MINUTES: 60, // how often a --connect looks for expired blocks
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
@@ -247,7 +248,8 @@ export interface Sys {
   env: Record<string, string | undefined>;
   fs: FsTable;
   out(text: string): void; // one line or more to stdout
-  warn(text: string): void; // one line to stderr
+  warn(text: string): void; // one message to stderr, as "sentry: text"
+  err(text: string): void; // text to stderr as it is (the usage)
   /** Runs cmd with an argument vector, never a shell, killed after timeoutMs. */
   run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
   execPath: string; // this program (the binary itself when compiled)
@@ -279,6 +281,7 @@ export function realSys(): Sys {
     fs: realFs,
     out: (t) => void process.stdout.write(t.endsWith("\n") ? t : t + "\n"),
     warn: (t) => void process.stderr.write(`sentry: ${t}\n`),
+    err: (t) => void process.stderr.write(t),
     run: runCommand,
     execPath: process.execPath,
   };
@@ -913,6 +916,12 @@ export interface Evidence {
 }
 
 /** STUB until the classifier lands. */
+export function explainLine(line: string, defaultProgram: string, state?: ClassifierState): { ev: Evidence | null; why: string } {
+  const ev = classifyLine(line, defaultProgram, state);
+  return { ev, why: ev ? ev.rule : "not understood" };
+}
+
+/** STUB until the classifier lands. */
 export function classifyLine(line: string, defaultProgram: string, state?: ClassifierState): Evidence | null {
   void line;
   void defaultProgram;
@@ -1033,6 +1042,7 @@ CREATE TABLE IF NOT EXISTS tallies (
   ip TEXT NOT NULL, service TEXT NOT NULL,
   success INTEGER NOT NULL, failed INTEGER NOT NULL, naughty INTEGER NOT NULL, probe INTEGER NOT NULL,
   sample TEXT NOT NULL, sample_rank INTEGER NOT NULL,
+  pending INTEGER NOT NULL DEFAULT 1, -- new evidence not yet weighed by --scan
   PRIMARY KEY (ip, service)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
@@ -1390,7 +1400,7 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
         "ON CONFLICT(ip, service) DO UPDATE SET success=success+excluded.success, failed=failed+excluded.failed, " +
         "naughty=naughty+excluded.naughty, probe=probe+excluded.probe, " +
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
-        "sample_rank=MAX(sample_rank, excluded.sample_rank)",
+        "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=1",
     );
     for (const [ip, per] of found) {
       res.touched.add(ip);
@@ -1475,6 +1485,115 @@ export function indexNotes(ctx: Ctx): string[] {
   } finally {
     db.close();
   }
+}
+
+// ---- 7.4 --test-log: how sentry reads a log ---------------------------------
+//
+//   $ sentry --test-log /var/log/auth.log
+//        1  naughty  ssh  203.0.113.9   sshd: invalid user "admin"
+//        2  -                           not a watched program (CRON)
+//   …
+//   203.0.113.9   ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block
+//
+// fail2ban-regex's job: before trusting sentry with a server, an
+// administrator runs it over the server's own logs and sees every line's fate.
+
+/** The program assumed for lines without a syslog prefix, guessed from the file's name. */
+export function programForFile(file: string): string {
+  const base = path.basename(file).toLowerCase();
+  if (/ftp|xferlog/.test(base)) return "vsftpd";
+  if (/mail|dovecot|imap|pop3/.test(base)) return "dovecot";
+  return "sshd";
+}
+
+/** Calls `fn` for each line of an open file, in order; over-long lines are passed as null. */
+export function eachLine(fsys: FsTable, fd: number, fn: (line: string | null) => void): void {
+  const buf = Buffer.allocUnsafe(CHUNK + MAX_LINE);
+  let carry = 0;
+  let skipping = false;
+  for (;;) {
+    const n = fsys.readSync(fd, buf, carry, CHUNK, null);
+    const end = carry + n;
+    let lineStart = 0;
+    for (let nl = buf.indexOf(10, 0); nl !== -1 && nl < end; nl = buf.indexOf(10, nl + 1)) {
+      if (skipping) skipping = false;
+      else fn(nl - lineStart <= MAX_LINE ? buf.toString("utf8", lineStart, nl) : null);
+      lineStart = nl + 1;
+    }
+    const rest = end - lineStart;
+    if (n <= 0) {
+      if (rest > 0 && !skipping) fn(rest <= MAX_LINE ? buf.toString("utf8", lineStart, end) : null);
+      return;
+    }
+    if (skipping || rest > MAX_LINE) {
+      if (!skipping) fn(null);
+      skipping = true;
+      carry = 0;
+    } else {
+      buf.copy(buf, 0, lineStart, end);
+      carry = rest;
+    }
+  }
+}
+
+/** --test-log FILE|-: every line's classification and why, then a summary per address. */
+export function testLog(ctx: Ctx, file: string): number {
+  const fsys = ctx.sys.fs;
+  let fd: number;
+  try {
+    fd = file === "-" ? 0 : fsys.openSync(file, "r");
+  } catch (e) {
+    throw ioError("read", file, e);
+  }
+  const program = file === "-" ? "sshd" : programForFile(file);
+  const state = newClassifierState();
+  const found: Found = new Map();
+  let n = 0;
+  let understood = 0;
+  const out: string[] = [];
+  const flush = () => {
+    if (out.length) ctx.sys.out(out.join("\n"));
+    out.length = 0;
+  };
+  try {
+    eachLine(fsys, fd, (line) => {
+      n++;
+      if (line === null) {
+        out.push(`${String(n).padStart(6)}  -        longer than ${MAX_LINE} bytes: not read (no daemon writes such lines)`);
+      } else {
+        const { ev, why } = explainLine(line, program, state);
+        if (ev) {
+          understood++;
+          addFound(found, ev, line);
+          out.push(`${String(n).padStart(6)}  ${ev.kind.padEnd(8)} ${ev.service.padEnd(4)} ${ev.ip.padEnd(15)} ${sanitize(why, 200)}`);
+        } else out.push(`${String(n).padStart(6)}  -        ${sanitize(why, 200)}`);
+      }
+      if (out.length >= 1000) flush();
+    });
+  } catch (e) {
+    throw ioError("read", file, e);
+  } finally {
+    if (file !== "-") fsys.closeSync(fd);
+  }
+  flush();
+  out.push("", `${n} lines, ${understood} about logins from ${found.size} addresses${program !== "sshd" ? ` (lines without a prefix read as ${program})` : ""}`);
+  const ips = [...found.keys()].sort();
+  for (const ip of ips) {
+    const t: Tallies = {};
+    for (const [s, x] of found.get(ip) as Map<Service, Tally>) t[s] = x;
+    const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+    const counts = SERVICES.filter((s) => t[s])
+      .map((s) => {
+        const x = t[s] as Tally;
+        return `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe`;
+      })
+      .join("; ");
+    const would = v.action === "none" ? "would decide nothing yet" : `would ${v.action}`;
+    const safe = v.action === "block" && inRanges(ip, ctx.allowRanges) ? " (but it is in ALLOW_IPS or loopback: never blocked)" : "";
+    out.push(`${ip.padEnd(15)} ${counts} → ${would}${safe}`);
+  }
+  flush();
+  return 0;
 }
 
 // ==== 8. Decision ===========================================================
@@ -1648,6 +1767,62 @@ export function expireBlocks(ctx: Ctx): number {
   return due.length;
 }
 
+// ---- 8.3 --scan: the logs decide, without a connect ------------------------------
+//
+// For daemons that never spawn sentry (an sshd without libwrap, Dovecot,
+// Postfix, an FTP server), a timer runs `sentry --scan`: it reads every log
+// since its cursor and weighs every address with new evidence by the same
+// rules, once it shows CONNECT_THRESHOLD events (or seen/ holds that many
+// connections). The same locks as a connect make it safe to run meanwhile.
+
+/** --scan: read the logs, decide for every address with new evidence, lift expired blocks. */
+export function scanCommand(ctx: Ctx, verbose: boolean): number {
+  const db = openIndex(ctx);
+  let code = 0;
+  let allowed = 0;
+  let blocked = 0;
+  let weighed = 0;
+  let res: ScanResult;
+  try {
+    res = scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS);
+    for (const n of res.notes) ctx.sys.warn(n);
+    if (res.readable === 0) {
+      ctx.sys.warn("no log could be read; nothing decided");
+      code = 2;
+    }
+    const pending = db.prepare("SELECT DISTINCT ip FROM tallies WHERE pending = 1").all().map((r) => String(r.ip));
+    const done = db.prepare("UPDATE tallies SET pending = 0 WHERE ip = ?");
+    for (const ip of pending) {
+      weighed++;
+      const t = tallies(db, ip);
+      const events = SERVICES.reduce((a, s) => a + (t[s] ? t[s].success + t[s].failed + t[s].naughty + t[s].probe : 0), 0);
+      const status = ipStatus(ctx, ip);
+      if (status === null && (events >= ctx.cfg.CONNECT_THRESHOLD || countConnections(ctx, ip) >= ctx.cfg.CONNECT_THRESHOLD)) {
+        const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+        if (v.action !== "none") {
+          const c = withLock(ctx, () => {
+            if (ipStatus(ctx, ip) !== null) return 0; // a connect decided meanwhile
+            if (v.action === "allow") {
+              allowed++;
+              return setAllowed(ctx, ip, "scan", v.reason);
+            }
+            blocked++;
+            return setBlocked(ctx, ip, "scan", v.reason);
+          });
+          code = Math.max(code, c);
+        }
+      }
+      done.run(ip);
+    }
+  } finally {
+    db.close();
+  }
+  const expired = expireBlocks(ctx);
+  const summary = `scan: read ${res.bytes} bytes (${res.lines} lines) from ${res.readable} of ${res.sources} logs; weighed ${weighed} addresses: ${allowed} allowed, ${blocked} blocked; ${expired} expired blocks lifted`;
+  if (verbose || allowed || blocked || expired) ctx.sys.out(summary);
+  return code;
+}
+
 // ==== 9. Backends ===========================================================
 //
 // ---- 9.1 tcpwrappers: ROOT_DIR/hosts.deny -----------------------------------
@@ -1667,7 +1842,7 @@ export function expireBlocks(ctx: Ctx): number {
 export function hostsDenyText(blocked: string[], allowRanges: Cidr[]): string {
   const lines = blocked
     .filter((ip) => parseIp(ip) === ip && !inRanges(ip, allowRanges))
-    .sort()
+    .sort((a, b) => ipFamily(a) - ipFamily(b) || (a < b ? -1 : a > b ? 1 : 0)) // IPv4 first
     .map((ip) => (ipFamily(ip) === 6 ? `[${ip}]` : ip));
   return lines.length ? `${lines.join("\n")}\n` : "";
 }
@@ -1707,6 +1882,43 @@ function backendFailed(ctx: Ctx, ip: string, name: string, op: string, error: st
   ctx.sys.warn(`${name}: could not ${op} ${ip}: ${error} (the decision is recorded in ${ctx.cfg.ROOT_DIR})`);
   logDecision(ctx, ip, "backend-failed", `${name} ${op}: ${error}`);
   return 2;
+}
+
+// ---- 9.3 --resync -------------------------------------------------------------
+//
+// A firewall reload or a reboot empties the sets sentry filled; block/ still
+// says who is blocked. --resync makes every enabled backend hold exactly
+// block/ (minus ALLOW_IPS): adds what is missing, removes what is left over.
+
+/** --resync: make hosts.deny and every enabled firewall match block/. */
+export function resync(ctx: Ctx): number {
+  return withLock(ctx, () => {
+    const blocked = listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges));
+    const want = new Set(blocked);
+    let code = 0;
+    if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses` : "off"}`];
+    for (const b of enabledBackends(ctx)) {
+      const have = b.list(ctx.cfg, ctx.sys);
+      let added = 0;
+      let removed = 0;
+      for (const ip of blocked) {
+        if (have && have.includes(ip)) continue;
+        const r = b.add(ip, ctx.cfg, ctx.sys);
+        if (r.ok) added++;
+        else code = backendFailed(ctx, ip, b.name, "add", r.error);
+      }
+      for (const ip of have ?? []) {
+        if (want.has(ip)) continue;
+        const r = b.remove(ip, ctx.cfg, ctx.sys);
+        if (r.ok) removed++;
+        else code = backendFailed(ctx, ip, b.name, "remove", r.error);
+      }
+      lines.push(`${b.name}: ${added} added, ${removed} removed${have === null ? " (could not list the set: every block re-added)" : ""}`);
+    }
+    ctx.sys.out(lines.join("\n"));
+    return code;
+  });
 }
 
 // ==== 10. Report ============================================================
@@ -1994,7 +2206,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       // Plain `sentry` is a usage error, `sentry --help` is not.
       if (argv.length === 0) {
         sys.warn("no action given");
-        process.stderr.write(USAGE);
+        sys.err(USAGE);
         return 1;
       }
       sys.out(USAGE);
@@ -2009,7 +2221,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
   } catch (e) {
     if (e instanceof SentryError) {
       sys.warn(e.message);
-      if (e.exitCode === 1 && e.message.startsWith("Unknown option:")) process.stderr.write(USAGE);
+      if (e.exitCode === 1 && e.message.startsWith("Unknown option:")) sys.err(USAGE);
       return e.exitCode;
     }
     // Not expected: a bug. Say everything, exit as "could not do it".
@@ -2040,6 +2252,12 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       ctx.sys.out(a.json ? JSON.stringify(r, null, 2) : formatReport(r));
       return 0;
     }
+    case "scan":
+      return scanCommand(ctx, a.verbose);
+    case "resync":
+      return resync(ctx);
+    case "test-log":
+      return testLog(ctx, a.file as string);
     default:
       throw new SentryError(`--${a.action} is not available in this build`, 2);
   }

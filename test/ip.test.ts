@@ -1,0 +1,53 @@
+// Addresses are a security boundary: they become file names and command arguments.
+import t from "tap";
+import { parseIp, parseCidr, parseAllowList, inRanges, ipFamily } from "../sentry.ts";
+
+t.test("canonical spellings", async (t) => {
+  const cases: [string, string][] = [
+    ["192.0.2.7", "192.0.2.7"],
+    ["::ffff:192.0.2.7", "192.0.2.7"], // tcpd may hand over the mapped form
+    ["::FFFF:C000:0207", "192.0.2.7"],
+    ["2001:DB8:0:0:0:0:0:1", "2001:db8::1"],
+    ["2001:db8::0:1", "2001:db8::1"],
+    ["2001:0db8:0000:0000:0001:0000:0000:0001", "2001:db8::1:0:0:1"], // first longest run
+    ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"], // a single 0 group is not compressed
+    ["fe80::1%eth0", "fe80::1"], // zone id dropped
+    ["::1", "::1"],
+    ["1::", "1::"],
+    ["64:ff9b::192.0.2.33", "64:ff9b::c000:221"],
+    ["1.2.3.4", "1.2.3.4"],
+    ["127.0.0.1", "127.0.0.1"],
+  ];
+  for (const [input, want] of cases) t.equal(parseIp(input), want, input);
+});
+
+t.test("everything else is refused", async (t) => {
+  const bad = [
+    "", " ", "0.0.0.0", "255.255.255.255", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04",
+    "../../etc/passwd", "1.2.3.4;cmd", "$(cmd)", "`id`", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1:2::3::4",
+    "::", "1.2.3.4/24", "2001:db8::1/64", "[2001:db8::1]", "fe80::1%", "fe80::1%eth0/../x", "1:2:3:4:5:6:7:8:9",
+    "12345::1", "g::1", "1.2.3.-4", "+1.2.3.4", "0x1.2.3.4", "1e2.1.1.1", "ALL", "localhost", "::ffff:256.1.1.1",
+    "1:2:3:4:5:6:7::8", "1.2.3.4%eth0x;rm", "x".repeat(100),
+  ];
+  for (const b of bad) t.equal(parseIp(b), null, JSON.stringify(b));
+});
+
+t.test("families and ranges", async (t) => {
+  t.equal(ipFamily("192.0.2.1"), 4);
+  t.equal(ipFamily("2001:db8::1"), 6);
+  const r = parseAllowList("192.0.2.0/24, 2001:db8:1::/48 198.51.100.7");
+  t.ok(inRanges("192.0.2.200", r));
+  t.notOk(inRanges("192.0.3.1", r));
+  t.ok(inRanges("2001:db8:1:ffff::1", r));
+  t.notOk(inRanges("2001:db8:2::1", r));
+  t.ok(inRanges("198.51.100.7", r));
+  t.notOk(inRanges("198.51.100.8", r));
+  t.ok(inRanges("127.0.0.2", r), "loopback is always in");
+  t.ok(inRanges("::1", r), "IPv6 loopback is always in");
+  t.ok(inRanges("10.1.2.3", parseAllowList("0.0.0.0/0")), "0.0.0.0/0 covers every IPv4");
+  t.notOk(inRanges("2001:db8::1", parseAllowList("0.0.0.0/0")), "but no IPv6");
+  t.equal(parseCidr("192.0.2.9/24")?.text, "192.0.2.9/24", "text keeps the given address");
+  t.equal(parseCidr("192.0.2.0/33"), null);
+  t.equal(parseCidr("192.0.2.0/024"), null);
+  t.throws(() => parseAllowList("192.0.2.0/24 nonsense"), /ALLOW_IPS: "nonsense"/);
+});

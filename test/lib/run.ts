@@ -1,0 +1,66 @@
+// Helpers shared by the tests: run the built binary against a temporary ROOT_DIR.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const SENTRY = resolve(import.meta.dirname, "..", "..", "dist", "sentry");
+
+/** Fails loudly when the binary has not been built: every test below needs it. */
+export function requireBinary(): void {
+  if (!existsSync(SENTRY)) throw new Error(`${SENTRY} is missing: run "npm run build" first`);
+}
+
+export interface Ran {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A fresh temporary directory, removed at the end of the test. */
+export function tempDir(t: { teardown(fn: () => void): void }, prefix = "sentry-test-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * The environment of a test run: only what is given, plus a PATH, and the
+ * services other than ssh switched off so this machine's own logs stay out.
+ */
+export function envFor(root: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ROOT_DIR: root, PROTECT_FTP: "0", PROTECT_MUA: "0", SSH_LOG: join(root, "no-such.log"), ...extra };
+}
+
+/** Runs dist/sentry synchronously. */
+export function sentry(args: string[], env: Record<string, string>, opts: { cwd?: string; input?: string } = {}): Ran {
+  const r = spawnSync(SENTRY, args, { env, cwd: opts.cwd, input: opts.input, encoding: "utf8", timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+/** Runs dist/sentry as a child process (for parallel runs). */
+export function sentryAsync(args: string[], env: Record<string, string>): Promise<Ran> {
+  return new Promise((done, fail) => {
+    const p = spawn(SENTRY, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d) => (stdout += d));
+    p.stderr.on("data", (d) => (stderr += d));
+    p.on("error", fail);
+    p.on("close", (status) => done({ status, stdout, stderr }));
+  });
+}
+
+/** Runs `n` tasks at most `width` at a time. */
+export async function parallel<T>(n: number, width: number, task: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(n);
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      out[i] = await task(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, n) }, worker));
+  return out;
+}
