@@ -57,6 +57,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
+import type * as Crypto from "node:crypto";
 
 // ==== 1. Configuration ======================================================
 //
@@ -68,13 +69,19 @@ import { spawnSync } from "node:child_process";
 
 export const VERSION = "3.0.0";
 
+// A release build bakes its update channel in: `npm run release` defines these
+// two names (esbuild define, see build.mjs). Elsewhere they do not exist, and
+// typeof reads them safely.
+declare const SENTRY_BUILD_UPDATE_URL: string | undefined;
+declare const SENTRY_BUILD_UPDATE_PUBLIC_KEY: string | undefined;
+
 export const DEFAULTS = {
   ROOT_DIR: "/var/db/sentry", // where every file of sentry lives
   ADD_TO_TCPWRAPPERS: true, // write blocked addresses to ROOT_DIR/hosts.deny
   ADD_TO_PF: false, // pfctl table FIREWALL_TABLE (BSD, macOS)
   ADD_TO_IPFW: false, // ipfw table FIREWALL_TABLE (FreeBSD)
   ADD_TO_IPTABLES: false, // ipset sets FIREWALL_TABLE-4/-6 for iptables rules
-  ADD_TO_NFTABLES: false, // nft sets ip4/ip6 in table inet FIREWALL_TABLE
+  ADD_TO_NFTABLES: false, // nft sets v4/v6 in table inet FIREWALL_TABLE
   FIREWALL_TABLE: "sentry_blocklist", // name of the table or set sentry fills
   EXPIRE_BLOCK_DAYS: 90, // days a block lasts; 0 = never expire
   PROTECT_FTP: true, // read FTP logs (vsftpd, ProFTPD, Pure-FTPd, ftpd)
@@ -84,8 +91,8 @@ export const DEFAULTS = {
   FTP_LOG: "", // a file, or "journal"; empty = look in the usual places
   MAIL_LOG: "", // a file, or "journal"; empty = look in the usual places
   ALLOW_IPS: "", // addresses and CIDR ranges never blocked (space or comma)
-  UPDATE_URL: "", // release manifest (https://…/manifest.json); empty = --update is off
-  UPDATE_PUBLIC_KEY: "", // Ed25519 key releases are signed with (SPKI DER, base64)
+  UPDATE_URL: typeof SENTRY_BUILD_UPDATE_URL === "string" ? SENTRY_BUILD_UPDATE_URL : "", // release manifest (https://…/manifest.json); empty = --update is off
+  UPDATE_PUBLIC_KEY: typeof SENTRY_BUILD_UPDATE_PUBLIC_KEY === "string" ? SENTRY_BUILD_UPDATE_PUBLIC_KEY : "", // Ed25519 key releases are signed with (SPKI DER, base64)
   HOSTS_ALLOW: "/etc/hosts.allow", // the tcpwrappers file --install edits
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
   CONNECT_THRESHOLD: 3, // connections before the logs are consulted
@@ -913,6 +920,11 @@ export interface Evidence {
   kind: Kind;
   rule: string;
   user?: string;
+}
+
+/** STUB until the classifier lands. */
+export function splitLine(line: string, defaultProgram: string): { program: string; pid: string; message: string } | null {
+  return { program: defaultProgram, pid: "", message: line };
 }
 
 /** STUB until the classifier lands. */
@@ -1818,6 +1830,13 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
     db.close();
   }
   const expired = expireBlocks(ctx);
+  try {
+    // --doctor reads this: a server without libwrap is protected if --scan runs.
+    const stamp = path.join(ctx.cfg.ROOT_DIR, "scan.stamp");
+    ctx.sys.fs.writeFileSync(stamp, `${isoTime(ctx.sys.now())}\n`, { mode: 0o640 });
+  } catch (e) {
+    ctx.sys.warn(`cannot write scan.stamp: ${errText(e)}`);
+  }
   const summary = `scan: read ${res.bytes} bytes (${res.lines} lines) from ${res.readable} of ${res.sources} logs; weighed ${weighed} addresses: ${allowed} allowed, ${blocked} blocked; ${expired} expired blocks lifted`;
   if (verbose || allowed || blocked || expired) ctx.sys.out(summary);
   return code;
@@ -1853,25 +1872,568 @@ export function writeHostsDeny(ctx: Ctx): void {
   writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), text, 0o644);
 }
 
-// ---- 9.2 Firewalls ----------------------------------------------------------
+// ---- 9.2 Firewalls: nftables, iptables+ipset, pf, ipfw ---------------------------
 //
-// (nftables, iptables with ipset, pf and ipfw come here.)
+//   block 203.0.113.7, ADD_TO_NFTABLES=1  →  nft add element inet sentry_blocklist v4 { 203.0.113.7 }
+//   block 2001:db8::7, ADD_TO_IPTABLES=1  →  ipset add -exist sentry_blocklist-6 2001:db8::7
+//   block 203.0.113.7, ADD_TO_PF=1        →  pfctl -t sentry_blocklist -T add 203.0.113.7
+//                                            pfctl -k 203.0.113.7
+//   block 203.0.113.7, ADD_TO_IPFW=1      →  ipfw -q table sentry_blocklist add 203.0.113.7
+//
+// sentry never writes firewall rules. Each backend fills one table or set
+// that a rule written once by the admin refers to; rules(cfg) prints that
+// rule (README and --install show it). So sentry cannot lock the admin out
+// by a bad rule, and turning a backend off is one line in sentry.conf.
+//
+// Every call of a tool goes through sys.run: an argument vector, never a
+// shell, killed after COMMAND_TIMEOUT_SECONDS (sshd waits for a --connect,
+// so a wedged firewall tool must not hold logins up). The address is
+// canonical and was validated by parseIp; the table name is checked here,
+// because it comes from sentry.conf or the environment and lands on a
+// command line. Nothing here throws: a missing tool, a timeout or a refusal
+// is {ok:false, error} with one line naming the command, and the caller
+// turns it into a warning; the block itself is recorded regardless.
+//
+// Idempotency is the contract of add and remove (a --resync replays every
+// block; two connects of one botnet race to block one address): adding a
+// member twice or removing one that is absent is ok. Each backend gets that
+// from the tool itself where it can (ipset -exist, ipfw -q, pfctl counting
+// "0/1 addresses added"), and from an atomic nft batch otherwise, never from
+// a list-then-act sequence another sentry process could interleave with.
 
+
+/** What one backend operation did. error is "" when ok, else one line naming the tool and the command. */
 export interface BackendResult {
   ok: boolean;
   error: string;
 }
 
+/** One firewall that sentry can put addresses in. */
 export interface Backend {
-  name: string;
+  name: "nftables" | "iptables" | "pf" | "ipfw";
+  /** Whether the admin switched it on (ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW). */
   enabled(cfg: Config): boolean;
+  /** Puts canonical `ip` in the table; ok if it already was there. */
   add(ip: string, cfg: Config, sys: Sys): BackendResult;
+  /** Takes canonical `ip` out of the table; ok if it was not there. */
   remove(ip: string, cfg: Config, sys: Sys): BackendResult;
+  /** The addresses in the table now, canonical and sorted; [] if the table does not exist; null if it cannot be read. */
   list(cfg: Config, sys: Sys): string[] | null;
+  /** The rule(s) the admin loads once so the table takes effect, as a file or shell snippet with # comments. */
   rules(cfg: Config): string;
 }
 
-export const firewallBackends: Backend[] = [];
+// ---- Shared pieces ----------------------------------------------------------
+
+/**
+ * A table name sentry accepts: a letter, then letters, digits, _ or -, 29 at
+ * most. Why these limits: it is passed on a command line (so no spaces, no
+ * quotes, no leading "-" that a tool would read as an option, no "/" or "..");
+ * nft's grammar needs a letter first; ipfw reads an all-digit name as an old
+ * numbered table; ipset names are at most 31 characters and the iptables
+ * backend appends "-4"/"-6"; pf's limit is 31.
+ */
+export const TABLE_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,28}$/;
+
+/** "" if cfg.FIREWALL_TABLE is usable, else the one-line reason. */
+export function tableNameError(cfg: Config): string {
+  const name = cfg.FIREWALL_TABLE;
+  if (typeof name === "string" && TABLE_NAME_RE.test(name)) return "";
+  return (
+    `FIREWALL_TABLE=${JSON.stringify(name)} is not a valid table name: ` +
+    "use a letter, then letters, digits, _ or -, at most 29 characters"
+  );
+}
+
+const fail = (error: string): BackendResult => ({ ok: false, error });
+const OK: BackendResult = { ok: true, error: "" };
+
+/** Refuses what sentry's own checks should already have refused: a bad table name or a non-canonical address. */
+function precheck(ip: string | null, cfg: Config, tool: string): string {
+  const bad = tableNameError(cfg);
+  if (bad) return `${tool}: ${bad}; nothing was run`;
+  if (ip !== null && parseIp(ip) !== ip) return `${tool}: ${JSON.stringify(ip)} is not a canonical address; nothing was run`;
+  return "";
+}
+
+/** Text of a tool's output made into one readable line. */
+function oneLine(text: string, max = 240): string {
+  const line =
+    text
+      .split("\n")
+      .map((l) => l.replace(/[\x00-\x1f\x7f]+/g, " ").trim())
+      .find((l) => l !== "") ?? "";
+  return line.length > max ? line.slice(0, max - 1) + "…" : line;
+}
+
+/** The runner of one backend call: the same timeout for every command, and a uniform error line. */
+interface Call {
+  result: RunResult;
+  ok: boolean; // exit 0
+  ran: boolean; // the tool started and finished (false: not found, timed out, killed)
+  error: string; // "" when ok, else "CMDLINE: why"
+}
+
+function call(sys: Sys, cfg: Config, cmd: string, args: string[]): Call {
+  const timeoutMs = cfg.COMMAND_TIMEOUT_SECONDS * 1000;
+  const result = sys.run(cmd, args, { timeoutMs });
+  const line = [cmd, ...args].join(" ");
+  const ran = result.error === "";
+  const ok = ran && result.status === 0;
+  let why = "";
+  if (result.error === "timed out") {
+    why = `timed out after ${cfg.COMMAND_TIMEOUT_SECONDS} s (COMMAND_TIMEOUT_SECONDS) and was killed`;
+  } else if (result.error === "not found") {
+    why = `${cmd} not found: is it installed and on PATH?`;
+  } else if (!ran) {
+    why = result.error;
+  } else if (!ok) {
+    why = `exit ${result.status}: ${oneLine(result.stderr) || oneLine(result.stdout) || "no message"}`;
+  }
+  return { result, ok, ran, error: ok ? "" : `${line}: ${why}` };
+}
+
+/** Canonical, unique, sorted: what list() returns. Sorted as text, which is stable and all a comparison needs. */
+function tidy(ips: Iterable<string>): string[] {
+  return [...new Set(ips)].sort();
+}
+
+// ---- nftables ---------------------------------------------------------------
+//
+// Sentry's own table `inet FIREWALL_TABLE` holds two sets, v4 (ipv4_addr)
+// and v6 (ipv6_addr). Not "ip4"/"ip6": `ip6` is a keyword of nft's grammar
+// and cannot name a set (`set ip6 {` and `@ip6` are syntax errors).
+//
+//   add     nft add element inet T v4 { IP }
+//           One process, one atomic transaction; adding an element that is
+//           there is not an error for nft (only `create element` is).
+//           If it fails (no table or set yet: nothing was loaded, or a
+//           `flush ruleset` reload removed them), one batch creates what is
+//           missing and adds:
+//           nft add table inet T ; add set inet T v4 { type ipv4_addr ; } ; add element inet T v4 { IP }
+//           `add table`/`add set` are no-ops when the object exists with the
+//           same definition. The fast path comes first because a set the
+//           admin declared with extra flags (interval, timeout, counter)
+//           makes `add set` fail with "File exists", while adding an
+//           element to it works.
+//   remove  nft add element inet T v4 { IP } ; delete element inet T v4 { IP }
+//           nft < 1.0.8 has no `destroy element`, and `delete element` of
+//           an absent one fails. Adding then deleting in one transaction
+//           succeeds whether or not it was there, and is atomic: no other
+//           process sees the address come and go. If even that fails, the
+//           same batch runs after the create steps above.
+//   list    nft list table inet T, the elements of sets v4 and v6; if the
+//           table does not exist (nft list tables does not show it): [].
+//
+// The chain that uses the sets is the admin's (rules() below). It drops:
+// a dropped SYN tells a scanner nothing and costs it a timeout per try,
+// and a host that answers nothing cannot be used to reflect resets at a
+// spoofed source. A reject (`reject with tcp reset`) would fail faster,
+// which only helps someone testing the block by hand. The rule matches
+// every packet, not only new connections, so the attacker's open session
+// is cut off too (pf needs `pfctl -k` for that).
+
+/** The set of an address family: v4 or v6. */
+function nftSet(ip: string): { set: string; type: string } {
+  return ipFamily(ip) === 4 ? { set: "v4", type: "ipv4_addr" } : { set: "v6", type: "ipv6_addr" };
+}
+
+/** nft's argument vector of a script: its words. Table name and address are checked, so no word has a space. */
+const words = (script: string): string[] => script.split(/\s+/).filter((w) => w !== "");
+
+function nftCreateSteps(table: string, ip: string): string {
+  const { set, type } = nftSet(ip);
+  return `add table inet ${table} ; add set inet ${table} ${set} { type ${type} ; } ;`;
+}
+
+function nftAdd(ip: string, cfg: Config, sys: Sys): BackendResult {
+  const bad = precheck(ip, cfg, "nftables");
+  if (bad) return fail(bad);
+  const T = cfg.FIREWALL_TABLE;
+  const { set } = nftSet(ip);
+  const element = `add element inet ${T} ${set} { ${ip} }`;
+  const first = call(sys, cfg, "nft", words(element));
+  if (first.ok) return OK;
+  if (!first.ran) return fail(`nftables: ${first.error}`);
+  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip)} ${element}`));
+  if (second.ok) return OK;
+  return fail(`nftables: ${second.error} (before that: ${first.error})`);
+}
+
+function nftRemove(ip: string, cfg: Config, sys: Sys): BackendResult {
+  const bad = precheck(ip, cfg, "nftables");
+  if (bad) return fail(bad);
+  const T = cfg.FIREWALL_TABLE;
+  const { set } = nftSet(ip);
+  const addDelete = `add element inet ${T} ${set} { ${ip} } ; delete element inet ${T} ${set} { ${ip} }`;
+  const first = call(sys, cfg, "nft", words(addDelete));
+  if (first.ok) return OK;
+  if (!first.ran) return fail(`nftables: ${first.error}`);
+  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip)} ${addDelete}`));
+  if (second.ok) return OK;
+  return fail(`nftables: ${second.error} (before that: ${first.error})`);
+}
+
+/**
+ * The members of sets v4 and v6 in the output of `nft list table`:
+ *
+ *   table inet sentry_blocklist {
+ *           set v4 {
+ *                   type ipv4_addr
+ *                   elements = { 192.0.2.5, 192.0.2.6,
+ *                                192.0.2.7 }
+ *           }
+ *           chain input { ... }
+ *   }
+ *
+ * Only words that parse as an address of the set's family count: element
+ * options (timeout 1h, expires 59m, comment "…"), ranges and prefixes the
+ * admin put in by hand are not sentry's members.
+ */
+export function parseNftTable(text: string): string[] {
+  const out: string[] = [];
+  let inSet: 4 | 6 | 0 = 0; // the family of the set block we are in
+  let setDepth = 0; // brace depth at which that block opened
+  let inElements = false;
+  let depth = 0;
+  for (const line of text.split("\n")) {
+    const m = /^\s*set (v4|v6) \{\s*$/.exec(line);
+    if (m && inSet === 0) {
+      inSet = m[1] === "v4" ? 4 : 6;
+      setDepth = depth;
+      depth++;
+      continue;
+    }
+    let rest = line;
+    if (inSet !== 0 && !inElements) {
+      const e = /^\s*elements = \{(.*)$/.exec(line);
+      if (e) {
+        inElements = true;
+        depth++;
+        rest = e[1];
+      }
+    }
+    if (inSet !== 0 && inElements) {
+      const close = rest.indexOf("}");
+      const body = close === -1 ? rest : rest.slice(0, close);
+      for (const w of body.split(/[\s,]+/)) {
+        const ip = parseIp(w);
+        if (ip !== null && ip === w && ipFamily(ip) === inSet) out.push(ip);
+      }
+      if (close !== -1) {
+        inElements = false;
+        depth--;
+        rest = rest.slice(close + 1);
+      } else continue;
+    }
+    for (const ch of rest) {
+      if (ch === "{") depth++;
+      else if (ch === "}") depth--;
+    }
+    if (inSet !== 0 && depth <= setDepth) inSet = 0;
+  }
+  return tidy(out);
+}
+
+function nftList(cfg: Config, sys: Sys): string[] | null {
+  if (precheck(null, cfg, "nftables")) return null;
+  const T = cfg.FIREWALL_TABLE;
+  const r = call(sys, cfg, "nft", ["list", "table", "inet", T]);
+  if (r.ok) return parseNftTable(r.result.stdout);
+  if (!r.ran) return null;
+  // Failed: no such table (then it has no members), or nft cannot work here.
+  const tables = call(sys, cfg, "nft", ["list", "tables"]);
+  if (!tables.ok) return null;
+  const exists = tables.result.stdout.split("\n").some((l) => l.trim() === `table inet ${T}`);
+  return exists ? null : [];
+}
+
+function nftRules(cfg: Config): string {
+  const bad = tableNameError(cfg);
+  if (bad) return `# ${bad}\n`;
+  const T = cfg.FIREWALL_TABLE;
+  return `# sentry fills the sets v4 and v6 of table inet ${T}; this chain drops
+# every packet from their members. Load it with \`nft -f FILE\` or include it
+# from /etc/nftables.conf. Loading it again neither repeats the rules nor
+# empties the sets; a \`flush ruleset\` (nftables.service reload) does empty
+# them: run \`sentry --resync\` after one.
+table inet ${T} {
+	set v4 { type ipv4_addr; }
+	set v6 { type ipv6_addr; }
+	chain input { type filter hook input priority -10; policy accept; }
+}
+flush chain inet ${T} input
+table inet ${T} {
+	chain input {
+		ip saddr @v4 drop
+		ip6 saddr @v6 drop
+	}
+}
+`;
+}
+
+export const nftablesBackend: Backend = {
+  name: "nftables",
+  enabled: (cfg) => cfg.ADD_TO_NFTABLES,
+  add: nftAdd,
+  remove: nftRemove,
+  list: nftList,
+  rules: nftRules,
+};
+
+// ---- iptables + ipset -------------------------------------------------------
+//
+// iptables has no sets of its own: the rule matches an ipset. One set per
+// family, since a hash:ip set holds one family: FIREWALL_TABLE-4
+// (hash:ip family inet) for iptables, FIREWALL_TABLE-6 (family inet6) for
+// ip6tables. Sentry only runs ipset; the two iptables rules are the admin's.
+//
+//   add     ipset add -exist T-4 IP            (-exist: already there is ok)
+//           if that fails (no set yet), create it and try once more:
+//           ipset create T-4 hash:ip family inet -exist ; ipset add -exist T-4 IP
+//           (create -exist is a no-op for an identical set; a set the admin
+//           made with other options is used as it is, by the first command).
+//   remove  ipset del -exist T-4 IP            (-exist: absent is ok)
+//           if that fails (no set), create it and delete once more: an
+//           empty new set is exactly "not a member", and no error message
+//           has to be parsed to tell a missing set from a real failure.
+//   list    ipset save T-4 ("add T-4 IP" lines), same for T-6; a set that
+//           `ipset list -n` does not show has no members.
+
+const ipsetName = (cfg: Config, fam: 4 | 6) => `${cfg.FIREWALL_TABLE}-${fam}`;
+const ipsetCreate = (name: string, fam: 4 | 6) => ["create", name, "hash:ip", "family", fam === 4 ? "inet" : "inet6", "-exist"];
+
+function ipsetChange(ip: string, cfg: Config, sys: Sys, verb: "add" | "del"): BackendResult {
+  const bad = precheck(ip, cfg, "iptables");
+  if (bad) return fail(bad);
+  const fam = ipFamily(ip);
+  const name = ipsetName(cfg, fam);
+  const change = [verb, "-exist", name, ip];
+  const first = call(sys, cfg, "ipset", change);
+  if (first.ok) return OK;
+  if (!first.ran) return fail(`iptables: ${first.error}`);
+  const create = call(sys, cfg, "ipset", ipsetCreate(name, fam));
+  if (!create.ok) return fail(`iptables: ${create.error} (before that: ${first.error})`);
+  const again = call(sys, cfg, "ipset", change);
+  if (again.ok) return OK;
+  return fail(`iptables: ${again.error}`);
+}
+
+/** The members in `ipset save NAME` output: lines "add NAME IP". */
+export function parseIpsetSave(text: string, name: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] !== "add" || w[1] !== name || w.length < 3) continue;
+    const ip = parseIp(w[2]);
+    if (ip !== null && ip === w[2]) out.push(ip);
+  }
+  return tidy(out);
+}
+
+function ipsetList(cfg: Config, sys: Sys): string[] | null {
+  if (precheck(null, cfg, "iptables")) return null;
+  const out: string[] = [];
+  let names: string[] | null = null; // `ipset list -n`, fetched only if a save fails
+  for (const fam of [4, 6] as const) {
+    const name = ipsetName(cfg, fam);
+    const r = call(sys, cfg, "ipset", ["save", name]);
+    if (r.ok) {
+      out.push(...parseIpsetSave(r.result.stdout, name));
+      continue;
+    }
+    if (!r.ran) return null;
+    if (names === null) {
+      const n = call(sys, cfg, "ipset", ["list", "-n"]);
+      if (!n.ok) return null;
+      names = n.result.stdout.split("\n").map((l) => l.trim());
+    }
+    if (names.includes(name)) return null; // it exists, yet cannot be read
+  }
+  return tidy(out);
+}
+
+function ipsetRules(cfg: Config): string {
+  const bad = tableNameError(cfg);
+  if (bad) return `# ${bad}\n`;
+  const s4 = ipsetName(cfg, 4);
+  const s6 = ipsetName(cfg, 6);
+  return `# sentry fills the ipsets ${s4} and ${s6}; these rules drop every packet
+# from their members. Run them once at boot, before other INPUT rules (e.g.
+# from a netfilter-persistent or ifupdown hook): the sets must exist before
+# a rule names them. Running them again adds nothing twice.
+ipset create ${s4} hash:ip family inet -exist
+ipset create ${s6} hash:ip family inet6 -exist
+iptables -C INPUT -m set --match-set ${s4} src -j DROP 2>/dev/null || iptables -I INPUT -m set --match-set ${s4} src -j DROP
+ip6tables -C INPUT -m set --match-set ${s6} src -j DROP 2>/dev/null || ip6tables -I INPUT -m set --match-set ${s6} src -j DROP
+`;
+}
+
+export const iptablesBackend: Backend = {
+  name: "iptables",
+  enabled: (cfg) => cfg.ADD_TO_IPTABLES,
+  add: (ip, cfg, sys) => ipsetChange(ip, cfg, sys, "add"),
+  remove: (ip, cfg, sys) => ipsetChange(ip, cfg, sys, "del"),
+  list: ipsetList,
+  rules: ipsetRules,
+};
+
+// ---- pf (OpenBSD, FreeBSD, macOS) ------------------------------------------
+//
+//   add     pfctl -t T -T add IP     creates the table (persist) if missing;
+//                                    "0/1 addresses added" and exit 0 if
+//                                    the address was there already
+//           pfctl -k IP              kills the states from IP: pf passes
+//                                    packets of an established state without
+//                                    evaluating rules, so without this the
+//                                    attacker's open session would live on
+//   remove  pfctl -t T -T delete IP  "0/1 addresses deleted" and exit 0 if
+//                                    absent; "Table does not exist." if there
+//                                    is no table, which also means absent
+//   list    pfctl -t T -T show       one address per line ("   192.0.2.5");
+//                                    no table: []
+//
+// pfctl's messages are fixed English strings (pfr_strerror), not the C
+// library's, so matching "Table does not exist" is safe.
+
+const PF_NO_TABLE = /Table does not exist/;
+
+function pfAdd(ip: string, cfg: Config, sys: Sys): BackendResult {
+  const bad = precheck(ip, cfg, "pf");
+  if (bad) return fail(bad);
+  const add = call(sys, cfg, "pfctl", ["-t", cfg.FIREWALL_TABLE, "-T", "add", ip]);
+  if (!add.ok) return fail(`pf: ${add.error}`);
+  const kill = call(sys, cfg, "pfctl", ["-k", ip]);
+  if (!kill.ok) return fail(`pf: ${ip} is in table ${cfg.FIREWALL_TABLE}, but its open connections were not cut: ${kill.error}`);
+  return OK;
+}
+
+function pfRemove(ip: string, cfg: Config, sys: Sys): BackendResult {
+  const bad = precheck(ip, cfg, "pf");
+  if (bad) return fail(bad);
+  const del = call(sys, cfg, "pfctl", ["-t", cfg.FIREWALL_TABLE, "-T", "delete", ip]);
+  if (del.ok) return OK;
+  if (del.ran && PF_NO_TABLE.test(del.result.stderr)) return OK;
+  return fail(`pf: ${del.error}`);
+}
+
+/** The members in `pfctl -T show` output: "   192.0.2.5" lines; negated ("!…") and network ("…/24") entries are skipped. */
+export function parsePfShow(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const w = line.trim();
+    const ip = parseIp(w);
+    if (ip !== null && ip === w) out.push(ip);
+  }
+  return tidy(out);
+}
+
+function pfList(cfg: Config, sys: Sys): string[] | null {
+  if (precheck(null, cfg, "pf")) return null;
+  const r = call(sys, cfg, "pfctl", ["-t", cfg.FIREWALL_TABLE, "-T", "show"]);
+  if (r.ok) return parsePfShow(r.result.stdout);
+  if (r.ran && PF_NO_TABLE.test(r.result.stderr)) return [];
+  return null;
+}
+
+function pfRules(cfg: Config): string {
+  const bad = tableNameError(cfg);
+  if (bad) return `# ${bad}\n`;
+  const T = cfg.FIREWALL_TABLE;
+  return `# sentry fills the pf table <${T}>; put these lines in /etc/pf.conf, the
+# block rule before your pass rules, and load it with \`pfctl -f /etc/pf.conf\`.
+# A reload empties the table: run \`sentry --resync\` after one.
+table <${T}> persist
+block in quick from <${T}>
+`;
+}
+
+export const pfBackend: Backend = {
+  name: "pf",
+  enabled: (cfg) => cfg.ADD_TO_PF,
+  add: pfAdd,
+  remove: pfRemove,
+  list: pfList,
+  rules: pfRules,
+};
+
+// ---- ipfw (FreeBSD 11 and later: named tables) ------------------------------
+//
+//   add     ipfw -q table T add IP       -q makes a duplicate key not an
+//                                        error, and creates a missing table
+//                                        (type addr) without the warning
+//                                        "DEPRECATED: inserting data into
+//                                        non-existent table"; so no separate
+//                                        `ipfw table T create` (one process
+//                                        per block, and no "already exists"
+//                                        error to interpret)
+//   remove  ipfw -q table T delete IP    -q makes an absent key not an error;
+//                                        no table: "Table T does not exist"
+//                                        (exit 65), which means absent too
+//   list    ipfw table T list            "192.0.2.5/32 0" lines; no table:
+//                                        "No such process" (ESRCH): []
+//
+// One addr table holds IPv4 and IPv6 alike, so one rule covers both. The
+// rule matches every packet, so it must come before check-state or any
+// keep-state rule for the attacker's open session to be cut as well.
+
+const IPFW_NO_TABLE_DELETE = /does not exist/;
+const IPFW_NO_TABLE_LIST = /No such process/;
+
+function ipfwChange(ip: string, cfg: Config, sys: Sys, verb: "add" | "delete"): BackendResult {
+  const bad = precheck(ip, cfg, "ipfw");
+  if (bad) return fail(bad);
+  const r = call(sys, cfg, "ipfw", ["-q", "table", cfg.FIREWALL_TABLE, verb, ip]);
+  if (r.ok) return OK;
+  if (verb === "delete" && r.ran && IPFW_NO_TABLE_DELETE.test(r.result.stderr)) return OK;
+  return fail(`ipfw: ${r.error}`);
+}
+
+/** The members in `ipfw table T list` output: "ADDR/32 VALUE" or "ADDR/128 VALUE"; wider prefixes are skipped. */
+export function parseIpfwList(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*([0-9A-Fa-f.:]+)\/(\d+)(\s|$)/.exec(line);
+    if (!m) continue;
+    const ip = parseIp(m[1]);
+    if (ip === null) continue;
+    if (Number(m[2]) !== (ipFamily(ip) === 4 ? 32 : 128)) continue;
+    out.push(ip);
+  }
+  return tidy(out);
+}
+
+function ipfwList(cfg: Config, sys: Sys): string[] | null {
+  if (precheck(null, cfg, "ipfw")) return null;
+  const r = call(sys, cfg, "ipfw", ["table", cfg.FIREWALL_TABLE, "list"]);
+  if (r.ok) return parseIpfwList(r.result.stdout);
+  if (r.ran && IPFW_NO_TABLE_LIST.test(r.result.stderr)) return [];
+  return null;
+}
+
+function ipfwRules(cfg: Config): string {
+  const bad = tableNameError(cfg);
+  if (bad) return `# ${bad}\n`;
+  const T = cfg.FIREWALL_TABLE;
+  return `# sentry fills the ipfw table ${T} (IPv4 and IPv6); put these lines in your
+# firewall script (firewall_script in rc.conf) before any check-state,
+# keep-state or allow rule. Rule number 100 is an example.
+ipfw -q table ${T} create type addr missing
+ipfw -q add 100 deny ip from 'table(${T})' to any
+`;
+}
+
+export const ipfwBackend: Backend = {
+  name: "ipfw",
+  enabled: (cfg) => cfg.ADD_TO_IPFW,
+  add: (ip, cfg, sys) => ipfwChange(ip, cfg, sys, "add"),
+  remove: (ip, cfg, sys) => ipfwChange(ip, cfg, sys, "delete"),
+  list: ipfwList,
+  rules: ipfwRules,
+};
+
+/** Every firewall backend, in the order they are tried. tcpwrappers (hosts.deny) is not one: it is a file, not a tool. */
+export const firewallBackends: Backend[] = [nftablesBackend, iptablesBackend, pfBackend, ipfwBackend];
 
 function enabledBackends(ctx: Ctx): Backend[] {
   return firewallBackends.filter((b) => b.enabled(ctx.cfg));
@@ -2106,7 +2668,1086 @@ export function formatReport(r: Report): string {
 
 // ==== 11. Install, doctor, update ===========================================
 //
-// (--install, --doctor, --update and --rollback come here.)
+// ---- 11.1 --install, --uninstall --------------------------------------------
+//
+//   $ sentry --install            (run over SSH from 192.0.2.50)
+//   allowed 192.0.2.50, the address you are logged in from (SSH_CLIENT)
+//   installed /var/db/sentry/sentry
+//   add these lines near the top of /etc/hosts.allow, in this order:
+//     sshd : /var/db/sentry/hosts.deny : deny
+//     sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
+//
+// The installer's own address is allowed before anything else is done, so a
+// mistake in what follows can never lock them out. --write edits hosts.allow
+// only when sshd links libwrap: without it the lines do nothing, and a user
+// of sentry.pl once read "it doesn't seem to work" as "it works".
+
+/** The two hosts.allow lines, deny first: tcpd stops at the first match. */
+export function hostsAllowLines(root: string): [string, string] {
+  return [`sshd : ${root}/hosts.deny : deny`, `sshd : ALL : spawn ${root}/sentry --connect --ip=%a : allow`];
+}
+
+/** True if a hosts.allow line is one sentry (any version) wrote for this ROOT_DIR. */
+export function isSentryLine(line: string, root: string): boolean {
+  const l = line.trim();
+  if (l.startsWith("#")) return false;
+  return l.includes(`${root}/hosts.deny`) || new RegExp(`spawn\\s.*${root.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/sentry\\S*\\s`).test(l);
+}
+
+/** hosts.allow with sentry's two lines at the top and any older ones of sentry removed. */
+export function withSentryLines(text: string, root: string): string {
+  const rest = text.split("\n").filter((l) => !isSentryLine(l, root));
+  while (rest.length && rest[rest.length - 1] === "") rest.pop();
+  // Keep a leading comment block (the file's own header) above our lines.
+  let i = 0;
+  while (i < rest.length && rest[i].trim().startsWith("#")) i++;
+  const out = [...rest.slice(0, i), ...hostsAllowLines(root), ...rest.slice(i)];
+  return `${out.join("\n")}\n`;
+}
+
+/** Where sshd is: SSHD_PATH, else the usual places. */
+export function findSshd(ctx: Ctx): string | null {
+  if (ctx.cfg.SSHD_PATH) return ctx.cfg.SSHD_PATH;
+  for (const p of ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd", "/usr/bin/sshd"]) {
+    if (ctx.sys.fs.existsSync(p)) return p;
+  }
+  return null;
+}
+
+/**
+ * Whether `bin` links libwrap: `ldd` where there is one, else the ELF's
+ * dynamic string table (a NEEDED entry is the name as a NUL-ended string).
+ */
+export function linksLibwrap(ctx: Ctx, bin: string): boolean {
+  const r = ctx.sys.run("ldd", [bin]);
+  if (r.error === "") return /libwrap\.so/.test(r.stdout);
+  try {
+    return ctx.sys.fs.readFileSync(bin).includes("libwrap.so");
+  } catch (e) {
+    throw ioError("read", bin, e);
+  }
+}
+
+/** The text shown when tcpwrappers cannot work: the two other ways to run sentry. */
+function alternativesText(root: string): string {
+  return [
+    "Without libwrap, /etc/hosts.allow is ignored by sshd. Instead, either:",
+    `  run "${root}/sentry --scan" every minute (cron: * * * * * ${root}/sentry --scan,`,
+    "  or the systemd service and timer shown in README.md), or",
+    "  add to the top of /etc/pam.d/sshd:",
+    `    auth optional pam_exec.so quiet ${root}/sentry --connect`,
+  ].join("\n");
+}
+
+/** Copies the running binary to ROOT_DIR/sentry, atomically; nothing if it is that file. */
+function installBinary(ctx: Ctx): string {
+  const target = path.join(ctx.cfg.ROOT_DIR, "sentry");
+  const fsys = ctx.sys.fs;
+  const src = fsys.statSync(ctx.sys.execPath);
+  const dst = fsys.statSync(target, { throwIfNoEntry: false });
+  if (dst && dst.ino === src.ino && dst.dev === src.dev) return `${target} is this binary already`;
+  const tmp = path.join(ctx.cfg.ROOT_DIR, `.sentry.tmp-${process.pid}`);
+  try {
+    fsys.copyFileSync(ctx.sys.execPath, tmp);
+    fsys.chmodSync(tmp, 0o755);
+    const fd = fsys.openSync(tmp, "r");
+    try {
+      fsys.fsyncSync(fd);
+    } finally {
+      fsys.closeSync(fd);
+    }
+    fsys.renameSync(tmp, target); // a running copy keeps its old inode: no ETXTBSY
+  } catch (e) {
+    try {
+      fsys.unlinkSync(tmp);
+    } catch (e2) {
+      if (errCode(e2) !== "ENOENT") ctx.sys.warn(`cannot remove ${tmp}: ${errText(e2)}`);
+    }
+    throw ioError("install the binary as", target, e);
+  }
+  return `installed ${target}`;
+}
+
+/** Writes a backup of `file` beside it and returns its name. */
+function backup(ctx: Ctx, file: string, text: string): string {
+  const name = `${file}.sentry-backup-${isoTime(ctx.sys.now()).replace(/[-:]/g, "")}`;
+  writeAtomic(ctx, name, text, 0o644);
+  return name;
+}
+
+/** --install [--write]. */
+export function install(ctx: Ctx, write: boolean): number {
+  const root = ctx.cfg.ROOT_DIR;
+  ensureRoot(ctx);
+  // 1. The installer's own address, before anything can lock them out.
+  const client = (ctx.sys.env.SSH_CLIENT ?? ctx.sys.env.SSH_CONNECTION ?? "").split(" ")[0];
+  const me = client ? parseIp(client) : null;
+  if (me) {
+    if (ipStatus(ctx, me) === "allowed") ctx.sys.out(`${me}, the address you are logged in from, is allowed`);
+    else {
+      withLock(ctx, () => setAllowed(ctx, me, "install", "the installing administrator's address (SSH_CLIENT)"));
+      ctx.sys.out(`allowed ${me}, the address you are logged in from (SSH_CLIENT)`);
+    }
+  }
+  // 2. The binary.
+  ctx.sys.out(installBinary(ctx));
+  // 3. The hosts.allow lines.
+  const lines = hostsAllowLines(root);
+  const fw = firewallBackends.filter((b) => b.enabled(ctx.cfg));
+  for (const b of fw) ctx.sys.out(`\n${b.name}: sentry fills the set; load this rule yourself:\n${b.rules(ctx.cfg)}`);
+  if (!write) {
+    ctx.sys.out(`\nadd these lines near the top of ${ctx.cfg.HOSTS_ALLOW}, in this order (or run --install --write):\n  ${lines[0]}\n  ${lines[1]}`);
+    return 0;
+  }
+  const sshd = findSshd(ctx);
+  if (sshd === null || !linksLibwrap(ctx, sshd)) {
+    ctx.sys.warn(`not editing ${ctx.cfg.HOSTS_ALLOW}: ${sshd === null ? "no sshd found (set SSHD_PATH)" : `${sshd} does not link libwrap`}`);
+    ctx.sys.out(alternativesText(root));
+    return 2;
+  }
+  const file = ctx.cfg.HOSTS_ALLOW;
+  let text = "";
+  try {
+    text = ctx.sys.fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+  }
+  const next = withSentryLines(text, root);
+  if (next === text) {
+    ctx.sys.out(`${file} already has sentry's lines, in the right order`);
+    return 0;
+  }
+  if (text !== "") ctx.sys.out(`backup: ${backup(ctx, file, text)}`);
+  writeAtomic(ctx, file, next, 0o644);
+  ctx.sys.out(`added to ${file}:\n  ${lines[0]}\n  ${lines[1]}`);
+  return 0;
+}
+
+/** --uninstall: sentry's lines out of hosts.allow (after a backup); ROOT_DIR is left for the admin. */
+export function uninstall(ctx: Ctx): number {
+  const file = ctx.cfg.HOSTS_ALLOW;
+  let text: string;
+  try {
+    text = ctx.sys.fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (errCode(e) === "ENOENT") text = "";
+    else throw ioError("read", file, e);
+  }
+  const kept = text.split("\n").filter((l) => !isSentryLine(l, ctx.cfg.ROOT_DIR));
+  const next = kept.join("\n");
+  if (next === text) ctx.sys.out(`${file} has no lines of sentry`);
+  else {
+    ctx.sys.out(`backup: ${backup(ctx, file, text)}`);
+    writeAtomic(ctx, file, next, 0o644);
+    ctx.sys.out(`removed sentry's lines from ${file}`);
+  }
+  ctx.sys.out(
+    `sentry's files are still in ${ctx.cfg.ROOT_DIR}. To remove them: rm -r ${ctx.cfg.ROOT_DIR}` +
+      (firewallBackends.some((b) => b.enabled(ctx.cfg)) ? "\nand remove the firewall rule that refers to its sets" : ""),
+  );
+  return 0;
+}
+
+// ---- 11.2 --doctor ------------------------------------------------------------
+//
+//   $ sentry --doctor
+//   SENTRY CRITICAL - hosts.allow: no line "sshd : /var/db/sentry/hosts.deny : deny"
+//   OK: configuration is valid
+//   CRITICAL: hosts.allow: no line "sshd : /var/db/sentry/hosts.deny : deny" …
+//
+// Every link of the chain, one line each with what to do, and the exit code
+// and first line of a Nagios plugin, so it replaces the old check_sentry.
+
+export type Severity = 0 | 1 | 2 | 3; // OK, WARNING, CRITICAL, UNKNOWN
+const SEVERITY = ["OK", "WARNING", "CRITICAL", "UNKNOWN"];
+
+export interface Check {
+  severity: Severity;
+  text: string;
+}
+
+/** Runs every check; the caller prints them. */
+export function doctorChecks(ctx: Ctx): Check[] {
+  const out: Check[] = [];
+  const add = (severity: Severity, text: string) => out.push({ severity, text });
+  const root = ctx.cfg.ROOT_DIR;
+  const fsys = ctx.sys.fs;
+  add(0, `configuration is valid (ROOT_DIR=${root})`);
+
+  // ROOT_DIR writable: a real write, since root passes every permission check.
+  const probe = path.join(root, `.doctor-${process.pid}`);
+  try {
+    fsys.writeFileSync(probe, "x");
+    fsys.unlinkSync(probe);
+    add(0, `${root} is writable`);
+  } catch (e) {
+    add(2, `${root} is not writable: ${errText(e)}: sentry cannot count or block; fix the folder or the mount`);
+  }
+
+  // hosts.allow: both lines, deny first, and the spawned path executable.
+  let uses = false;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) {
+    const file = ctx.cfg.HOSTS_ALLOW;
+    let text = "";
+    try {
+      text = fsys.readFileSync(file, "utf8");
+    } catch (e) {
+      add(2, `cannot read ${file}: ${errText(e)}`);
+    }
+    const lines = text.split("\n").map((l) => l.trim());
+    const denyAt = lines.findIndex((l) => !l.startsWith("#") && l.includes(`${root}/hosts.deny`) && /:\s*deny\s*$/.test(l));
+    const spawnAt = lines.findIndex((l) => !l.startsWith("#") && /\bspawn\b.*--connect/.test(l) && /sentry/.test(l));
+    const [denyLine, spawnLine] = hostsAllowLines(root);
+    if (denyAt === -1) add(2, `${file}: no line "${denyLine}": add it near the top (sentry --install --write does)`);
+    if (spawnAt === -1) add(2, `${file}: no line "${spawnLine}": add it below the deny line`);
+    if (denyAt !== -1 && spawnAt !== -1) {
+      if (denyAt > spawnAt) add(2, `${file}: the deny line (line ${denyAt + 1}) comes after the spawn line (line ${spawnAt + 1}): tcpd stops at the spawn line's "allow", so blocked addresses get in; move the deny line up`);
+      else add(0, `${file} has the deny line (line ${denyAt + 1}) before the spawn line (line ${spawnAt + 1})`);
+      uses = true;
+      // The spawned program: the first word after "spawn" that is not a VAR=value.
+      const words = lines[spawnAt].replace(/^.*?\bspawn\s+/, "").split(/\s+/);
+      const bin = words.find((w) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(w)) ?? "";
+      const st = fsys.statSync(bin, { throwIfNoEntry: false });
+      if (!st || !st.isFile() || (st.mode & 0o111) === 0) add(2, `${file} spawns ${bin}, which is not an executable file: sentry --install puts it there`);
+      else add(0, `${bin} is executable`);
+    }
+    const sshd = findSshd(ctx);
+    const scanStamp = fsys.statSync(path.join(root, "scan.stamp"), { throwIfNoEntry: false });
+    const scanRecent = scanStamp !== undefined && ctx.sys.now() - scanStamp.mtimeMs < 3_600_000;
+    if (sshd === null) add(1, "no sshd found (set SSHD_PATH): cannot check that it links libwrap");
+    else if (linksLibwrap(ctx, sshd)) add(0, `${sshd} links libwrap`);
+    else if (scanRecent) add(0, `${sshd} does not link libwrap, but sentry --scan ran within the hour`);
+    else add(2, `${sshd} does not link libwrap: ${file} is ignored and sentry is never run. ${alternativesText(root).replace(/\n\s*/g, " ")}`);
+  }
+  void uses;
+
+  // Each protected service: a readable log, and recent lines understood.
+  const families: ["ssh" | "ftp" | "mail", boolean, string][] = [
+    ["ssh", true, "SSH_LOG"],
+    ["ftp", ctx.cfg.PROTECT_FTP, "FTP_LOG"],
+    ["mail", ctx.cfg.PROTECT_SMTP || ctx.cfg.PROTECT_MUA, "MAIL_LOG"],
+  ];
+  for (const [family, on, key] of families) {
+    if (!on) continue;
+    const one: Config = { ...ctx.cfg, PROTECT_FTP: family === "ftp", PROTECT_SMTP: family === "mail" && ctx.cfg.PROTECT_SMTP, PROTECT_MUA: family === "mail" && ctx.cfg.PROTECT_MUA };
+    const src = logSources(one, fsys).find((s) => (family === "ssh" ? s.services.includes("ssh") : family === "ftp" ? s.services.includes("ftp") : s.services.some((x) => x === "smtp" || x === "mua")));
+    const sev: Severity = family === "ssh" ? 2 : 1;
+    if (!src) {
+      add(sev, `${family}: no log found in the usual places and no journal: set ${key}${family !== "ssh" ? ` or PROTECT_${family === "ftp" ? "FTP" : "MUA/PROTECT_SMTP"}=0` : ""}`);
+      continue;
+    }
+    const sample = recentLines(ctx, src);
+    if (sample === null) {
+      add(sev, `${family}: cannot read ${src.kind === "journal" ? "the journal" : src.path}: run sentry as root, or set ${key}`);
+      continue;
+    }
+    const { ours, understood, where } = sample;
+    const text = `${family}: ${where}: ${ours} lines of its daemons among the latest, ${understood} understood`;
+    if (ours >= 10 && understood === 0) add(sev, `${text}: sentry does not understand this log; check it with sentry --test-log`);
+    else add(0, text);
+  }
+
+  // Firewalls: each enabled one answers.
+  for (const b of firewallBackends.filter((x) => x.enabled(ctx.cfg))) {
+    const have = b.list(ctx.cfg, ctx.sys);
+    if (have === null) add(2, `${b.name}: cannot list ${ctx.cfg.FIREWALL_TABLE}: is the tool installed and the set loaded? The rule:\n${b.rules(ctx.cfg)}`);
+    else add(0, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} holds ${have.length} addresses`);
+  }
+  return out;
+}
+
+/** Programs whose lines sentry reads, per service, for --doctor's "understood" count. */
+const WATCHED = /^(sshd(-session|-auth)?|vsftpd|proftpd|pure-ftpd|ftpd|dovecot|imap-login|pop3-login|postfix\/.*smtpd|vchkpw-.*)$/;
+
+/** The latest lines of a source: how many are its daemons', how many understood. */
+function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: number; where: string } | null {
+  let lines: string[] = [];
+  let where = src.path;
+  if (src.kind === "journal") {
+    const args = ["-o", "cat", "--no-pager", "-q", "-n", "500"];
+    if (src.path) args.push(`--file=${src.path}`);
+    for (const id of src.idents) args.push("-t", id);
+    const r = ctx.sys.run("journalctl", args, { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+    if (r.status !== 0) return null;
+    lines = r.stdout.split("\n").filter((l) => l !== "");
+    where = "the journal";
+    // journalctl -t already chose the daemons; -o cat drops the program name.
+    const understood = lines.filter((l) => classifyLine(l, src.idents[0])).length;
+    return { ours: lines.length, understood, where };
+  }
+  const fsys = ctx.sys.fs;
+  let fd: number;
+  try {
+    fd = fsys.openSync(src.path, "r");
+  } catch {
+    return null;
+  }
+  try {
+    const size = fsys.fstatSync(fd).size;
+    const len = Math.min(size, 512 * 1024);
+    const buf = Buffer.alloc(len);
+    fsys.readSync(fd, buf, 0, len, size - len);
+    lines = buf.toString("utf8").split("\n");
+    if (len < size) lines.shift();
+  } catch {
+    return null;
+  } finally {
+    fsys.closeSync(fd);
+  }
+  let ours = 0;
+  let understood = 0;
+  for (const l of lines) {
+    const parts = splitLine(l, src.program);
+    if (!parts || !WATCHED.test(parts.program)) continue;
+    ours++;
+    if (classifyLine(l, src.program)) understood++;
+  }
+  return { ours, understood, where };
+}
+
+/** --doctor: prints the Nagios first line, then one line per check; exits with the worst severity. */
+export function doctor(ctx: Ctx): number {
+  const checks = doctorChecks(ctx);
+  const worst = Math.max(0, ...checks.map((c) => c.severity)) as Severity;
+  const bad = checks.filter((c) => c.severity === worst && worst > 0);
+  const head = worst === 0 ? `${checks.length} checks passed` : bad.map((c) => c.text.split("\n")[0]).join("; ");
+  ctx.sys.out(`SENTRY ${SEVERITY[worst]} - ${head}`);
+  for (const c of checks) ctx.sys.out(`${SEVERITY[c.severity]}: ${c.text}`);
+  return worst;
+}
+
+// ---- 11.3 --update, --rollback: a signed release replaces the binary -------------
+//
+//   UPDATE_URL ──fetch──▶ manifest.json ──Ed25519──▶ version newer? ──fetch──▶
+//   .sentry.tmp-new-PID-RAND (size, SHA-256) ──run --version──▶ rename over
+//   sentry, the old one kept as sentry.prev
+//
+// WHY EACH STEP
+//
+//   sentry runs as root and replaces itself, so whoever can change the bytes
+//   it installs owns the machine. The only thing trusted is the Ed25519
+//   public key in the configuration block (UPDATE_PUBLIC_KEY, baked in by the
+//   release build). The manifest carries the SHA-256 and size of the binary
+//   and is signed; the binary is accepted only if it hashes to that value.
+//   HTTPS is required anyway (plain HTTP only to a loopback address, for
+//   tests and local mirrors), redirects included: each hop is checked, since
+//   fetch would otherwise follow https → http.
+//
+//   A replayed older manifest verifies too (it was signed once), so a
+//   version not newer than the running one is refused unless --force.
+//
+//   The binary is ~125 MB and running: writing over it fails with ETXTBSY,
+//   and a half-written one would break every connection tcpd spawns it for.
+//   So the download goes to a temporary file beside it (same file system, so
+//   rename is atomic), is checked, run once with an empty environment to see
+//   it answers "sentry <the manifest's version>", and only then renamed over
+//   the installed one. At every instant the installed path holds a whole,
+//   working binary; a failed step removes its temporary file and says which
+//   step failed and why.
+//
+// THE MANIFEST (format 1)
+//
+//   {
+//     "format": 1,
+//     "version": "3.1.0",
+//     "released": "2026-11-21T12:00:00.000Z",
+//     "platforms": {
+//       "linux-x64": {
+//         "url": "sentry-3.1.0-linux-x64",
+//         "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+//         "size": 125081240
+//       }
+//     },
+//     "signature": "q1w2…(base64 of 64 bytes)…=="
+//   }
+//
+//   - platforms is keyed by `${process.platform}-${process.arch}`.
+//   - url is absolute, or relative to the manifest's final URL (after
+//     redirects), like a link in a web page.
+//   - signature is Ed25519 over the CANONICAL bytes of the manifest without
+//     its "signature" member: JSON with object keys sorted (JavaScript's
+//     default sort, by UTF-16 code unit; the keys are ASCII), no whitespace,
+//     strings as JSON.stringify writes them, numbers only whole (safe
+//     integers). The example above signs exactly these bytes (UTF-8):
+//
+//     {"format":1,"platforms":{"linux-x64":{"sha256":"9f86…0a08","size":125081240,"url":"sentry-3.1.0-linux-x64"}},"released":"2026-11-21T12:00:00.000Z","version":"3.1.0"}
+//
+//     So the file itself may be pretty-printed, and the signature covers
+//     what is parsed and used, not the whitespace. Members this version does
+//     not know ("released", anything added later) are signed and ignored.
+//   - The public key (UPDATE_PUBLIC_KEY) is the SPKI DER of the Ed25519 key,
+//     base64 (44 bytes → 60 characters, "MCowBQYDK2VwAyEA…").
+//
+// ROLLBACK
+//
+//   --update keeps the replaced binary as sentry.prev. --rollback SWAPS the
+//   two: sentry.prev becomes sentry and the one it replaces becomes
+//   sentry.prev, so a second --rollback goes forward again. sentry.prev must
+//   answer --version as sentry first, or nothing is changed.
+
+/** One binary of a release. */
+export interface ManifestBinary {
+  url: string; // absolute, or relative to the manifest URL
+  sha256: string; // 64 lower-case hex digits
+  size: number; // bytes, 1 … BINARY_MAX_BYTES
+}
+
+/** A verified manifest: only what this version uses. */
+export interface Manifest {
+  format: 1;
+  version: string; // x.y.z
+  platforms: Record<string, ManifestBinary>;
+}
+
+// Limits (not tunables: nothing legitimate comes near them).
+export const MANIFEST_MAX_BYTES = 1024 * 1024; // a manifest is a few hundred bytes
+export const BINARY_MAX_BYTES = 512 * 1024 * 1024; // the binary is ~125 MB
+export const MAX_REDIRECTS = 5; // GitHub release assets take 1–2
+export const DOWNLOAD_TOTAL_FACTOR = 20; // a whole download may last 20 × UPDATE_TIMEOUT_SECONDS
+const STALE_TEMP_MS = 60 * 60 * 1000; // a temp file untouched this long is a crash's leftover
+
+/**
+ * node:crypto, loaded on first use: loading it costs about 2 ms, and the
+ * connect path, which never needs it, must not pay for it.
+ */
+function lazyCrypto(): typeof Crypto {
+  return process.getBuiltinModule("node:crypto");
+}
+
+/** Where this process runs, as a manifest platform key: "linux-x64". */
+export function platformKey(): string {
+  return `${process.platform}-${process.arch}`;
+}
+
+// ---- Versions --------------------------------------------------------------
+//
+//   isNewer("3.10.0", "3.9.2") → true   (numbers, not text)
+//   isNewer("3.1.0", "3.1.0")  → false
+
+const SEMVER = /^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$/;
+
+/** [major, minor, patch] of "x.y.z", or null. Pre-release tags are not used by sentry. */
+export function parseVersion(v: string): [number, number, number] | null {
+  const m = SEMVER.exec(v);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null;
+}
+
+/** True if version a is newer than b. Throws SentryError(2) if either is not x.y.z. */
+export function isNewer(a: string, b: string): boolean {
+  const x = parseVersion(a);
+  const y = parseVersion(b);
+  if (!x || !y) throw new SentryError(`not a version (x.y.z): ${JSON.stringify(x ? b : a)}`, 2);
+  for (let i = 0; i < 3; i++) if (x[i] !== y[i]) return x[i] > y[i];
+  return false;
+}
+
+// ---- The signed manifest -----------------------------------------------------
+//
+//   verifyManifest(text, key) → Manifest, or SentryError naming what is wrong.
+//   The signature is checked before anything else is looked at, so a forged
+//   manifest is reported as forged, not as "bad field".
+
+/** The canonical JSON of a parsed value (see THE MANIFEST above). */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value === "boolean" || typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "number") {
+    // Whole numbers only: every language prints them the same way.
+    if (!Number.isSafeInteger(value)) throw new SentryError(`manifest: ${value} is not a whole number`, 2);
+    return String(value);
+  }
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (typeof value === "object") return canonicalObject(value as Record<string, unknown>, null);
+  throw new SentryError(`manifest: cannot canonicalise a ${typeof value}`, 2);
+}
+
+function canonicalObject(obj: Record<string, unknown>, skip: string | null): string {
+  const keys = Object.keys(obj)
+    .filter((k) => k !== skip)
+    .sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(",")}}`;
+}
+
+/** The bytes the signature covers: the canonical manifest without "signature". */
+export function manifestSignedBytes(doc: Record<string, unknown>): Buffer {
+  return Buffer.from(canonicalObject(doc, "signature"), "utf8");
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Strict base64 (the standard alphabet, padded): bytes, or null. */
+function decodeBase64(s: string): Buffer | null {
+  if (s.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) return null;
+  const b = Buffer.from(s, "base64");
+  return b.toString("base64") === s ? b : null;
+}
+
+/** UPDATE_PUBLIC_KEY as a key object. Throws SentryError(1): it is configuration. */
+export function parsePublicKey(publicKeyB64: string): Crypto.KeyObject {
+  const text = publicKeyB64.trim();
+  if (text === "")
+    throw new SentryError(
+      "UPDATE_PUBLIC_KEY is not set: --update needs the Ed25519 public key releases are signed with (SPKI DER, base64; a release build bakes it in)",
+      1,
+    );
+  const der = decodeBase64(text);
+  let key: Crypto.KeyObject | null = null;
+  if (der) {
+    try {
+      key = lazyCrypto().createPublicKey({ key: der, format: "der", type: "spki" });
+    } catch {
+      key = null; // reported below, with what was expected
+    }
+  }
+  if (!key || key.asymmetricKeyType !== "ed25519")
+    throw new SentryError(
+      `UPDATE_PUBLIC_KEY is not an Ed25519 public key (expected SPKI DER in base64, "MCowBQYDK2VwAyEA…", 60 characters)`,
+      1,
+    );
+  return key;
+}
+
+/**
+ * Parses and verifies a manifest. Pure: no I/O. Throws SentryError(1) for a
+ * bad public key (configuration), SentryError(2) for a manifest that is not
+ * valid JSON, not signed by that key, or signed but malformed.
+ */
+export function verifyManifest(text: string, publicKeyB64: string): Manifest {
+  const key = parsePublicKey(publicKeyB64);
+  const bad = (why: string) => new SentryError(`the manifest ${why}`, 2);
+  if (Buffer.byteLength(text, "utf8") > MANIFEST_MAX_BYTES) throw bad(`is larger than ${MANIFEST_MAX_BYTES} bytes`);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw bad(`is not JSON (${errText(e)})`);
+  }
+  if (!isPlainObject(doc)) throw bad("is not a JSON object");
+  if (typeof doc.signature !== "string") throw bad('has no "signature"');
+  const sig = decodeBase64(doc.signature);
+  if (!sig || sig.length !== 64) throw bad('"signature" is not an Ed25519 signature (64 bytes, base64)');
+  const signed = manifestSignedBytes(doc); // throws on a fractional number
+  let ok = false;
+  try {
+    ok = lazyCrypto().verify(null, signed, key, sig);
+  } catch (e) {
+    throw bad(`signature could not be checked (${errText(e)})`);
+  }
+  if (!ok) throw bad("signature does not verify with UPDATE_PUBLIC_KEY: it was altered, or signed by another key");
+
+  // Signed by us from here on; still checked, since the code trusts the shape.
+  if (doc.format !== 1)
+    throw bad(`has format ${JSON.stringify(doc.format)}; this sentry ${VERSION} reads format 1 (install the new one by hand)`);
+  if (typeof doc.version !== "string" || !parseVersion(doc.version))
+    throw bad(`"version" is not x.y.z: ${JSON.stringify(doc.version)}`);
+  if (!isPlainObject(doc.platforms)) throw bad('has no "platforms" object');
+  const platforms: Record<string, ManifestBinary> = {};
+  for (const [name, e] of Object.entries(doc.platforms)) {
+    const where = `platforms.${name}`;
+    if (!isPlainObject(e)) throw bad(`${where} is not an object`);
+    if (typeof e.url !== "string" || e.url === "" || e.url.length > 4096) throw bad(`${where}.url is not a URL`);
+    if (typeof e.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(e.sha256))
+      throw bad(`${where}.sha256 is not 64 lower-case hex digits`);
+    if (typeof e.size !== "number" || !Number.isSafeInteger(e.size) || e.size < 1 || e.size > BINARY_MAX_BYTES)
+      throw bad(`${where}.size is not a byte count from 1 to ${BINARY_MAX_BYTES}`);
+    Object.defineProperty(platforms, name, {
+      value: { url: e.url, sha256: e.sha256, size: e.size },
+      enumerable: true,
+    }); // defineProperty: a key "__proto__" stays a plain key
+  }
+  return { format: 1, version: doc.version, platforms };
+}
+
+// ---- Transport ----------------------------------------------------------------
+//
+//   https://example.org/sentry/manifest.json   → allowed
+//   http://127.0.0.1:8080/manifest.json        → allowed (loopback: tests, a local mirror)
+//   http://example.org/manifest.json           → refused before any connection
+//
+// "localhost" is refused over http: it is a name, and names resolve.
+
+/** Why `url` may not be fetched, or null if it may. */
+export function transportProblem(url: URL): string | null {
+  if (url.protocol === "https:") return null;
+  if (url.protocol === "http:") {
+    const ip = parseIp(url.hostname.replace(/^\[(.*)\]$/, "$1"));
+    if (ip !== null && (ip === "::1" || ip.startsWith("127."))) return null;
+    return `${url.href} is plain http: only https is allowed (http only to a loopback address such as 127.0.0.1)`;
+  }
+  return `${url.href}: only https URLs are allowed`;
+}
+
+/** UPDATE_URL as a URL. Throws SentryError(1): it is configuration. */
+function configuredUrl(cfg: Config): URL {
+  if (cfg.UPDATE_URL === "")
+    throw new SentryError(
+      "--update is not configured: set UPDATE_URL (the release manifest, https://…/manifest.json) in sentry.conf",
+      1,
+    );
+  let url: URL;
+  try {
+    url = new URL(cfg.UPDATE_URL);
+  } catch {
+    throw new SentryError(`UPDATE_URL is not a URL: ${JSON.stringify(cfg.UPDATE_URL)}`, 1);
+  }
+  const problem = transportProblem(url);
+  if (problem) throw new SentryError(`UPDATE_URL: ${problem}`, 1);
+  return url;
+}
+
+/**
+ * A timer pair for one network step: `first` until the answer starts (and,
+ * re-armed by kick(), between chunks of a download), `total` for the whole
+ * step. Whichever fires aborts the fetch, and reason() says which.
+ */
+function deadline(firstMs: number, totalMs: number) {
+  const ctl = new AbortController();
+  let why = "";
+  const fire = (w: string) => {
+    why = w;
+    ctl.abort(new Error(w));
+  };
+  let idle = setTimeout(fire, firstMs, `no answer within ${firstMs / 1000} s`);
+  const total = setTimeout(fire, totalMs, `not finished within ${totalMs / 1000} s`);
+  return {
+    signal: ctl.signal,
+    reason: () => why,
+    kick(ms: number) {
+      clearTimeout(idle);
+      idle = setTimeout(fire, ms, `no data for ${ms / 1000} s`);
+    },
+    done() {
+      clearTimeout(idle);
+      clearTimeout(total);
+    },
+  };
+}
+
+/** A network error as one line: fetch's "fetch failed" hides the reason in .cause. */
+function netText(e: unknown, timerReason: string): string {
+  if (timerReason) return timerReason;
+  const cause = e instanceof Error && e.cause instanceof Error ? ` (${e.cause.message})` : "";
+  return errText(e) + cause;
+}
+
+/** GET, following at most MAX_REDIRECTS redirects, each hop checked by transportProblem. */
+async function fetchChecked(
+  start: URL,
+  signal: AbortSignal,
+  extraHeaders: Record<string, string> = {},
+): Promise<{ res: Response; url: URL }> {
+  let url = start;
+  for (let hop = 0; ; hop++) {
+    const problem = transportProblem(url);
+    if (problem) throw new Error(hop === 0 ? problem : `redirected to ${problem}`);
+    const res = await fetch(url, {
+      redirect: "manual",
+      signal,
+      headers: { "user-agent": `sentry/${VERSION}`, "cache-control": "no-cache", ...extraHeaders },
+    });
+    if ([301, 302, 303, 307, 308].includes(res.status)) {
+      await res.body?.cancel();
+      const location = res.headers.get("location");
+      if (!location) throw new Error(`HTTP ${res.status} from ${url.href} without a Location`);
+      if (hop >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+      try {
+        url = new URL(location, url);
+      } catch {
+        throw new Error(`${url.href} redirects to a bad URL: ${JSON.stringify(location)}`);
+      }
+      continue;
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new Error(`HTTP ${res.status} ${res.statusText} from ${url.href}`);
+    }
+    return { res, url };
+  }
+}
+
+/** Reads a body chunk by chunk; more than `limit` bytes is an error. */
+async function readBody(res: Response, limit: number, onChunk: (chunk: Uint8Array) => void): Promise<number> {
+  if (!res.body) return 0;
+  const reader = res.body.getReader();
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return received;
+    received += value.length;
+    if (received > limit) {
+      await reader.cancel();
+      throw new Error(`more than the expected ${limit} bytes`);
+    }
+    onChunk(value);
+  }
+}
+
+/** The manifest's text and final URL (relative binary URLs resolve against it). */
+async function fetchManifest(url: URL, timeoutMs: number): Promise<{ text: string; url: URL }> {
+  const dl = deadline(timeoutMs, timeoutMs);
+  try {
+    const { res, url: finalUrl } = await fetchChecked(url, dl.signal);
+    dl.kick(timeoutMs); // it answered: what is left is "not finished within"
+    const chunks: Uint8Array[] = [];
+    await readBody(res, MANIFEST_MAX_BYTES, (c) => chunks.push(c));
+    return { text: Buffer.concat(chunks).toString("utf8"), url: finalUrl };
+  } catch (e) {
+    throw new Error(netText(e, dl.reason()));
+  } finally {
+    dl.done();
+  }
+}
+
+/**
+ * Streams `url` into the open file `fd`, hashing as it goes. Checks the
+ * announced length, the received length and the SHA-256 against `want`.
+ */
+async function downloadTo(sys: Sys, fd: number, url: URL, want: ManifestBinary, timeoutMs: number): Promise<void> {
+  const dl = deadline(timeoutMs, timeoutMs * DOWNLOAD_TOTAL_FACTOR);
+  const hash = lazyCrypto().createHash("sha256");
+  let received = 0;
+  try {
+    // identity: the bytes on the wire are the bytes hashed, and Content-Length counts them.
+    const { res } = await fetchChecked(url, dl.signal, { "accept-encoding": "identity" });
+    const announced = res.headers.get("content-encoding") ? null : res.headers.get("content-length");
+    if (announced !== null && Number(announced) !== want.size) {
+      await res.body?.cancel();
+      throw new Error(`the server announces ${announced} bytes, the manifest says ${want.size}`);
+    }
+    dl.kick(timeoutMs);
+    await readBody(res, want.size, (chunk) => {
+      received += chunk.length;
+      hash.update(chunk);
+      for (let off = 0; off < chunk.length; ) off += sys.fs.writeSync(fd, chunk, off, chunk.length - off);
+      dl.kick(timeoutMs);
+    });
+  } catch (e) {
+    const got = received > 0 ? ` after ${received} of ${want.size} bytes` : "";
+    throw new Error(netText(e, dl.reason()) + got);
+  } finally {
+    dl.done();
+  }
+  if (received !== want.size) throw new Error(`got ${received} bytes, the manifest says ${want.size} (truncated)`);
+  const sum = hash.digest("hex");
+  if (sum !== want.sha256) throw new Error(`SHA-256 is ${sum}, the manifest says ${want.sha256}`);
+}
+
+// ---- The files beside the binary ----------------------------------------------
+
+/**
+ * The installed binary to replace, symbolic links followed (renaming over
+ * a link would replace the link). The default, this program, must be the
+ * compiled binary: under `node sentry.ts` it is node itself.
+ */
+function resolveTarget(sys: Sys, given: string | undefined, action: string): string {
+  if (given === undefined && !(process.getBuiltinModule("node:sea") as typeof import("node:sea")).isSea())
+    throw new SentryError(
+      `${action} works on the compiled sentry binary; this is ${sys.execPath} running sentry.ts as a script`,
+      1,
+    );
+  let p = path.resolve(given ?? sys.execPath);
+  for (let hops = 0; ; hops++) {
+    let st: fs.Stats;
+    try {
+      st = sys.fs.lstatSync(p);
+    } catch (e) {
+      throw new SentryError(`${action}: cannot find the installed binary ${p}: ${errText(e)}`, 2);
+    }
+    if (st.isSymbolicLink() && hops < 16) {
+      p = path.resolve(path.dirname(p), sys.fs.readlinkSync(p, "utf8"));
+      continue;
+    }
+    if (!st.isFile()) throw new SentryError(`${action}: ${p} is not a regular file`, 2);
+    return p;
+  }
+}
+
+/** Hidden temporary names beside the binary: .sentry.tmp-KIND-PID-RANDOM */
+function tempPrefix(target: string): string {
+  return `.${path.basename(target)}.tmp-`;
+}
+
+function tempName(target: string, kind: string): string {
+  const name = `${tempPrefix(target)}${kind}-${process.pid}-${lazyCrypto().randomBytes(4).toString("hex")}`;
+  return path.join(path.dirname(target), name);
+}
+
+/**
+ * Removes temporary files a killed --update left (a failed step removes its
+ * own). A live download writes at least every UPDATE_TIMEOUT_SECONDS, so an
+ * untouched file older than an hour (or two timeouts) belongs to nobody.
+ */
+function removeStaleTemps(sys: Sys, target: string, timeoutMs: number): void {
+  const dir = path.dirname(target);
+  const prefix = tempPrefix(target);
+  let names: string[];
+  try {
+    names = sys.fs.readdirSync(dir);
+  } catch (e) {
+    throw new SentryError(`cannot list ${dir}: ${errText(e)}`, 2);
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const p = path.join(dir, name);
+    try {
+      if (sys.now() - sys.fs.lstatSync(p).mtimeMs < Math.max(STALE_TEMP_MS, 2 * timeoutMs)) continue;
+      sys.fs.unlinkSync(p);
+      sys.warn(`removed ${p}, left by an interrupted update`);
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") sys.warn(`cannot remove ${p}: ${errText(e)}`);
+    }
+  }
+}
+
+/** Removes a temporary file if it is there; a failure to is reported, not hidden. */
+function removeTemp(sys: Sys, p: string): void {
+  try {
+    sys.fs.unlinkSync(p);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") sys.warn(`cannot remove the temporary file ${p}: ${errText(e)}`);
+  }
+}
+
+/** fsync of a path (a file, or a directory so a rename is on disk). */
+function fsyncPath(sys: Sys, p: string): void {
+  const fd = sys.fs.openSync(p, "r");
+  try {
+    sys.fs.fsyncSync(fd);
+  } finally {
+    sys.fs.closeSync(fd);
+  }
+}
+
+function syncDir(sys: Sys, dir: string): void {
+  try {
+    fsyncPath(sys, dir);
+  } catch (e) {
+    sys.warn(`cannot fsync ${dir} (the rename is done, but may not survive a power cut): ${errText(e)}`);
+  }
+}
+
+/** Copies a file to a new name (a reflink where the file system can), on disk before it returns. */
+function copyBeside(sys: Sys, from: string, to: string): void {
+  sys.fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+  fsyncPath(sys, to);
+}
+
+/**
+ * Runs `file --version` with an empty environment (nothing of ours, such as
+ * NODE_OPTIONS, reaches it), in /, killed after timeoutMs. Returns the
+ * version it printed as "sentry X.Y.Z", or why it did not.
+ * Not Sys.run: that passes our environment on. (Lead: if Sys.run gains an
+ * `env` option, use it here.)
+ */
+export function runVersion(file: string, timeoutMs: number): { version: string } | { why: string } {
+  const r = spawnSync(file, ["--version"], {
+    env: {},
+    cwd: "/",
+    encoding: "utf8",
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: 1024 * 1024,
+  });
+  const stderr = (r.stderr ?? "").trim().split("\n")[0].slice(0, 200);
+  if (r.error) {
+    const code = errCode(r.error);
+    return { why: code === "ETIMEDOUT" ? `no answer within ${timeoutMs / 1000} s` : `cannot run it: ${errText(r.error)}` };
+  }
+  if (r.signal) return { why: `it was killed by ${r.signal}` };
+  if (r.status !== 0) return { why: `it exited with status ${r.status}${stderr ? `: ${stderr}` : ""}` };
+  const m = /^sentry (\d+\.\d+\.\d+)$/.exec(r.stdout.trim());
+  if (!m) return { why: `it printed ${JSON.stringify(r.stdout.trim().slice(0, 80))}, not "sentry X.Y.Z"` };
+  return { version: m[1] };
+}
+
+function timeoutMsOf(cfg: Config): number {
+  if (cfg.UPDATE_TIMEOUT_SECONDS < 1) throw new SentryError("UPDATE_TIMEOUT_SECONDS must be 1 or more", 1);
+  return cfg.UPDATE_TIMEOUT_SECONDS * 1000;
+}
+
+// ---- --update ---------------------------------------------------------------
+
+/**
+ * `sentry --update [--check | --force]`. Returns the exit code: 0 updated,
+ * up to date, or (--check) reported. Throws SentryError(1) for missing or bad
+ * configuration, SentryError(2) naming the failed step; on any throw the
+ * installed binary is byte-for-byte what it was and no temporary file is left.
+ * `target` (tests) defaults to this binary.
+ */
+export async function update(
+  cfg: Config,
+  sys: Sys,
+  opts: { check: boolean; force: boolean; target?: string },
+): Promise<number> {
+  const manifestUrl = configuredUrl(cfg);
+  parsePublicKey(cfg.UPDATE_PUBLIC_KEY); // a configuration error before any connection
+  const timeoutMs = timeoutMsOf(cfg);
+  const target = opts.check ? null : resolveTarget(sys, opts.target, "--update");
+  const unchanged = target ? `; ${target} is unchanged` : "; nothing was changed";
+  const fail = (step: string, why: string) => new SentryError(`update failed ${step}: ${why}${unchanged}`, 2);
+
+  // 1. The manifest, and its signature.
+  let fetched: { text: string; url: URL };
+  try {
+    fetched = await fetchManifest(manifestUrl, timeoutMs);
+  } catch (e) {
+    throw fail(`fetching the manifest ${manifestUrl.href}`, errText(e));
+  }
+  let m: Manifest;
+  try {
+    m = verifyManifest(fetched.text, cfg.UPDATE_PUBLIC_KEY);
+  } catch (e) {
+    throw fail(`checking the manifest ${fetched.url.href}`, errText(e));
+  }
+
+  // 2. Is it newer? A replayed old manifest verifies too.
+  const plat = platformKey();
+  const entry = Object.hasOwn(m.platforms, plat) ? m.platforms[plat] : null;
+  const newer = isNewer(m.version, VERSION);
+  if (opts.check) {
+    if (newer)
+      sys.out(
+        entry
+          ? `sentry ${m.version} is available (this is ${VERSION}): sentry --update installs it`
+          : `sentry ${m.version} is available (this is ${VERSION}), but not for ${plat}`,
+      );
+    else sys.out(`sentry ${VERSION} is up to date (the release is ${m.version})`);
+    return 0;
+  }
+  if (!newer && !opts.force) {
+    if (m.version === VERSION) sys.out(`sentry ${VERSION} is up to date; nothing to do (--force reinstalls it)`);
+    else
+      sys.warn(
+        `the release at ${fetched.url.href} is ${m.version}, older than this sentry ${VERSION}: nothing done (--update --force installs it)`,
+      );
+    return 0;
+  }
+  if (!entry)
+    throw fail(
+      "choosing the binary",
+      `release ${m.version} has no binary for ${plat} (it has: ${Object.keys(m.platforms).join(", ") || "none"})`,
+    );
+  let binUrl: URL;
+  try {
+    binUrl = new URL(entry.url, fetched.url);
+  } catch {
+    throw fail("choosing the binary", `bad URL ${JSON.stringify(entry.url)}`);
+  }
+  const problem = transportProblem(binUrl);
+  if (problem) throw fail("choosing the binary", problem);
+
+  // 3. Download beside the installed binary, check, test-run, rename over it.
+  const installed = target as string;
+  const dir = path.dirname(installed);
+  removeStaleTemps(sys, installed, timeoutMs);
+  const tmp = tempName(installed, "new");
+  let fd: number | null = null;
+  try {
+    fd = sys.fs.openSync(tmp, "wx", 0o700);
+  } catch (e) {
+    throw fail(`creating a temporary file in ${dir}`, errText(e));
+  }
+  try {
+    sys.out(`downloading sentry ${m.version} for ${plat} (${(entry.size / 1e6).toFixed(1)} MB) from ${binUrl.href}`);
+    try {
+      await downloadTo(sys, fd, binUrl, entry, timeoutMs);
+      sys.fs.fsyncSync(fd);
+    } catch (e) {
+      throw fail(`downloading ${binUrl.href}`, errText(e));
+    } finally {
+      const open = fd;
+      fd = null;
+      sys.fs.closeSync(open); // closed before it runs: an open writer is ETXTBSY
+    }
+
+    const ran = runVersion(tmp, timeoutMs);
+    if ("why" in ran) throw fail("test-running the new binary with --version", ran.why);
+    if (ran.version !== m.version)
+      throw fail("test-running the new binary with --version", `it is ${ran.version}, the manifest says ${m.version}`);
+
+    // sentry.prev first, then the new binary: at every instant both names
+    // hold a whole binary, and a crash leaves the installed one working.
+    const prev = `${installed}.prev`;
+    const prevTmp = tempName(installed, "prev");
+    try {
+      copyBeside(sys, installed, prevTmp);
+      sys.fs.renameSync(prevTmp, prev);
+    } catch (e) {
+      removeTemp(sys, prevTmp);
+      throw fail(`keeping the installed binary as ${prev}`, errText(e));
+    }
+    try {
+      sys.fs.chmodSync(tmp, 0o755);
+      sys.fs.renameSync(tmp, installed);
+    } catch (e) {
+      throw fail(`renaming the new binary over ${installed}`, errText(e));
+    }
+    syncDir(sys, dir);
+    sys.out(
+      `updated ${installed} from sentry ${VERSION} to sentry ${m.version}; the previous binary is ${prev} (sentry --rollback restores it)`,
+    );
+    return 0;
+  } finally {
+    if (fd !== null) sys.fs.closeSync(fd);
+    removeTemp(sys, tmp); // gone already after the rename
+  }
+}
+
+// ---- --rollback ---------------------------------------------------------------
+
+/**
+ * `sentry --rollback`: swaps the binary and sentry.prev, so a second
+ * --rollback goes forward again. sentry.prev must answer --version as sentry
+ * first. Returns 0; throws SentryError(2) with nothing changed otherwise.
+ */
+export function rollback(cfg: Config, sys: Sys, opts: { target?: string }): number {
+  const target = resolveTarget(sys, opts.target, "--rollback");
+  const timeoutMs = timeoutMsOf(cfg);
+  const prev = `${target}.prev`;
+  const refuse = (why: string) => new SentryError(`rollback refused: ${why}; nothing was changed`, 2);
+  try {
+    if (!sys.fs.lstatSync(prev).isFile()) throw refuse(`${prev} is not a regular file`);
+  } catch (e) {
+    if (e instanceof SentryError) throw e;
+    throw refuse(
+      errCode(e) === "ENOENT"
+        ? `there is no ${prev} to go back to (a successful --update keeps one)`
+        : `cannot read ${prev}: ${errText(e)}`,
+    );
+  }
+  const back = runVersion(prev, timeoutMs);
+  if ("why" in back) throw refuse(`${prev} does not answer --version as sentry: ${back.why}`);
+  // The current one may be broken (that is why one rolls back): its version is only for the message.
+  const now = runVersion(target, timeoutMs);
+  const nowText = "version" in now ? `sentry ${now.version}` : "the current binary";
+
+  removeStaleTemps(sys, target, timeoutMs);
+  // current → temp copy; prev → target (atomic); temp → prev. target always holds a whole binary.
+  const tmp = tempName(target, "rollback");
+  try {
+    copyBeside(sys, target, tmp);
+    sys.fs.renameSync(prev, target);
+  } catch (e) {
+    removeTemp(sys, tmp);
+    throw refuse(`cannot swap ${target} and ${prev}: ${errText(e)}`);
+  }
+  try {
+    sys.fs.renameSync(tmp, prev);
+  } catch (e) {
+    removeTemp(sys, tmp);
+    throw new SentryError(
+      `rolled back ${target} to sentry ${back.version}, but could not keep ${nowText} as ${prev}: ${errText(e)}`,
+      2,
+    );
+  }
+  syncDir(sys, path.dirname(target));
+  sys.out(
+    `rolled back ${target} to sentry ${back.version}; ${prev} now holds ${nowText} (sentry --rollback again returns to it)`,
+  );
+  return 0;
+}
 
 // ==== 12. main() ============================================================
 
@@ -2216,8 +3857,18 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       sys.out(`sentry ${VERSION}`);
       return 0;
     }
-    const ctx = makeCtx(loadConfig(sys.env, sys.fs), sys);
-    return await run(ctx, a);
+    let cfg: Config;
+    try {
+      cfg = loadConfig(sys.env, sys.fs);
+    } catch (e) {
+      // --doctor answers a monitoring system: its first line and exit code stay Nagios'.
+      if (a.action === "doctor" && e instanceof SentryError) {
+        sys.out(`SENTRY CRITICAL - configuration: ${e.message}`);
+        return 2;
+      }
+      throw e;
+    }
+    return await run(makeCtx(cfg, sys), a);
   } catch (e) {
     if (e instanceof SentryError) {
       sys.warn(e.message);
@@ -2258,6 +3909,16 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       return resync(ctx);
     case "test-log":
       return testLog(ctx, a.file as string);
+    case "install":
+      return install(ctx, a.write);
+    case "uninstall":
+      return uninstall(ctx);
+    case "doctor":
+      return doctor(ctx);
+    case "update":
+      return update(ctx.cfg, ctx.sys, { check: a.check, force: a.force });
+    case "rollback":
+      return rollback(ctx.cfg, ctx.sys, {});
     default:
       throw new SentryError(`--${a.action} is not available in this build`, 2);
   }

@@ -34,6 +34,10 @@ openssl
 
 # --- firewall backends (appended by the firewall tests) -------------------
 FIREWALL_PACKAGES="
+nftables
+iptables
+ipset
+iproute2
 "
 
 PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES"
