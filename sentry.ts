@@ -674,7 +674,15 @@ export function ensureRoot(ctx: Ctx): void {
   const root = ctx.cfg.ROOT_DIR;
   for (const dir of [root, ...STATE_DIRS.map((d) => path.join(root, d))]) {
     try {
-      ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+      try {
+        ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+      } catch (e) {
+        // ROOT_DIR's parents (/var/db) may be missing on a new system. (Not
+        // recursive from the start: Node then reports a read-only disk as ENOENT.)
+        if (dir !== root || errCode(e) !== "ENOENT") throw e;
+        ctx.sys.fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+        ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+      }
     } catch (e) {
       if (errCode(e) === "EEXIST") {
         const st = ctx.sys.fs.statSync(dir, { throwIfNoEntry: false });
@@ -886,12 +894,1070 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
   }
 }
 
-// ==== 6. Evidence ===========================================================
+// ==== 6. Evidence: reading log lines safely =================================
 //
-// (The classifier of log lines comes here: see the section's own header.)
+// Input → output, one line at a time:
+//
+//   "Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242"
+//       → { service: "ssh", ip: "203.0.113.9", kind: "naughty", rule: "ssh.invalid-user", user: "admin" }
+//   "Nov 21 10:00:01 host CRON[99]: pam_unix(cron:session): session opened for user root"
+//       → null   (why: "not a watched program (CRON)")
+//
+// This section is pure: it takes a line of text and returns what the line
+// proves about one address, or null. Reading files, cursors and tallies live
+// elsewhere. `classifyLine` is what the scanner calls; `explainLine` is the
+// same thing with a human reason attached, for `sentry --test-log`.
+//
+// Kinds, from the point of view of the decision (section "Connect: the
+// decision" of DESIGN.md):
+//
+//   success  a login succeeded. Allows the address for good, so this is the
+//            kind an attacker most wants to forge: every success rule is
+//            anchored at BOTH ends of the message and refuses ambiguity.
+//   naughty  invalid/unknown/not-allowed user, any attempt on root, an
+//            exceeded attempt limit, a failed mail login. One blocks.
+//   failed   an ordinary failed authentication of an existing user.
+//   probe    a connection that never tried to authenticate (scanners,
+//            banner grabbers, key-exchange failures, OpenSSH 9.8+ penalties).
+//
+// ---------------------------------------------------------------------------
+// THE RULE OF THIS SECTION — read before changing anything below.
+//
+// A log line is attacker-influenced text. sshd escapes control characters
+// but not spaces, and logs a user name of up to 100 characters unquoted, so
+// a client can make its user name `x from 203.0.113.9 port 22 ssh2`, or
+// `Accepted`, or `2001:db8::1`. Mail and FTP daemons log user names the same
+// way. So each line is parsed by the fixed structure its daemon writes:
+//
+//   1. the program, taken from the syslog prefix (which the syslog daemon,
+//      not the client, writes) — cheap, and it drops ~all foreign lines;
+//   2. the fixed start of the message (`Invalid user `, `Failed password
+//      for `), which the daemon writes before any client text;
+//   3. the address at the position the daemon writes it: counted FROM THE
+//      END when client text comes before it (sshd), or from the start when
+//      client text comes after it (Postfix, ProFTPD, Pure-FTPd, penalties).
+//
+// An address is never searched for as a substring or a regex anywhere in
+// the line (`1.2.3.4` must not be found in `11.2.3.45`). The field that was
+// cut out goes through parseIp(), the same validator that guards file names;
+// if it is not exactly one address the line is ignored. A line whose shape
+// does not fit is ignored, never guessed at. Where client text can sit on
+// BOTH sides of the address (sshd key info, vsftpd's anonymous password),
+// the parser only accepts a line it can read one way; two readings → null.
+//
+// Which mistake is safe: calling the attacker's own line `failed` instead of
+// `naughty` (or the reverse) only changes how soon the attacker is blocked.
+// Crediting or blaming ANOTHER address is never acceptable: a forged
+// `success` would allow the attacker's next address, a forged `naughty`
+// would let a client block the administrator's address.
+//
+// What is outside this parser's reach: a local user can write any line with
+// `logger -t sshd ...`. Reading the journal with _UID/_COMM checks, or a
+// log file only root can write to, is the reader's job, not this one's.
+// ---------------------------------------------------------------------------
 
-export type Service = "ssh" | "ftp" | "smtp" | "mua";
+
+export type Service = "ssh" | "ftp" | "smtp" | "mua"; // smtp = Postfix SASL; mua = Dovecot/vpopmail IMAP/POP3
 export type Kind = "success" | "failed" | "naughty" | "probe";
+
+/** What one log line proves about one address. `user` is client text: display it escaped, never use it in a path. */
+export interface Evidence {
+  service: Service;
+  ip: string;
+  kind: Kind;
+  rule: string;
+  user?: string;
+}
+
+/**
+ * Memory a classifier needs between lines of one log. Only BSD ftpd needs
+ * any: its login lines name the client by host name, and only the earlier
+ * `connection from HOST (IP)` line of the same pid gives the address.
+ * Bounded: at most FTPD_PIDS_MAX entries, oldest dropped first.
+ */
+export interface ClassifierState {
+  ftpdConnections: Map<string, { host: string; ip: string }>;
+}
+
+/** Longest line worth reading. Real auth lines are under 1 KiB; a longer one is garbage or an attack on the parser. */
+export const MAX_LINE_CHARS = 8192;
+/** BSD ftpd pids remembered (a few dozen bytes each). */
+export const FTPD_PIDS_MAX = 4096;
+
+export function newClassifierState(): ClassifierState {
+  return { ftpdConnections: new Map() };
+}
+
+// ---------------------------------------------------------------------------
+// 6.1 The syslog prefix
+//
+// Four shapes reach us:
+//
+//   none (sshd -E FILE, journalctl -o cat):
+//     "Invalid user admin from 203.0.113.9 port 4242"
+//   classic syslog (RFC 3164; also journalctl -o short; the host and a
+//   facility.level word are optional — some syslogds omit the first and add
+//   the second; Dovecot's own log_path file has no host):
+//     "Nov 21 10:00:00 host sshd[123]: ..."
+//     "Nov 23 21:50:19 sshd[8148]: ..."
+//     "May 29 15:21:53 gr auth.info sshd-session[25292]: ..."
+//     "Jun 12 19:24:38 imap-login: Info: Login aborted: ..."
+//   RFC 3339 (rsyslog's default on newer systems; journalctl -o short-iso
+//   writes +0000 without the colon; some writers drop the zone):
+//     "2026-11-21T10:00:00.123456+00:00 host sshd[123]: ..."
+//   vsftpd's own log file (vsftpd.log, ctime date, no program field):
+//     "Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client \"64.106.46.98\""
+//
+// The prefix is written by the syslog daemon, so the program found here is
+// trustworthy as far as the log file is (see "outside this parser's reach").
+// A line that does not start with a timestamp is taken as unprefixed: daemon
+// messages never start with a month name or a year.
+
+const CLASSIC_TS = /^[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d /;
+const RFC3339_TS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)? /;
+const CTIME_TS = /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} /;
+// "prog[pid]: ", "prog: ", or (seen from ProFTPD through some syslogds) "prog[pid] ".
+const PROGRAM_FIELD = /^([^\s[\]:]{1,64})(?:\[(\d{1,10})\])?(:?)(?: |$)/;
+const FACILITY_LEVEL = /^[a-z0-9]{2,10}\.[a-z]{3,7} /;
+
+/**
+ * Splits the syslog prefix: none (`sshd -E FILE`, `journalctl -o cat`),
+ * classic (`Nov 21 10:00:00 host prog[pid]: msg`), RFC 3339
+ * (`2026-11-21T10:00:00.123456+00:00 host prog[pid]: msg`), and vsftpd's own
+ * ctime-dated log. For a line with no prefix, program = defaultProgram.
+ * Null when a timestamp is there but no program field follows it.
+ */
+export function splitLine(line: string, defaultProgram: string): { program: string; pid: string; message: string } | null {
+  let ts = CLASSIC_TS.exec(line) ?? RFC3339_TS.exec(line);
+  if (!ts) {
+    const ct = CTIME_TS.exec(line);
+    if (ct) {
+      // vsftpd.log: the pid, if any, is inside the message as "[pid N] ".
+      return { program: defaultProgram, pid: "", message: line.slice(ct[0].length) };
+    }
+    return { program: defaultProgram, pid: "", message: line };
+  }
+  let rest = line.slice(ts[0].length);
+  // Either "prog[pid]: msg" straight away (no host), or "host [fac.level ]prog[pid]: msg".
+  let p = PROGRAM_FIELD.exec(rest);
+  if (!p || (p[3] !== ":" && p[2] === undefined)) {
+    const sp = rest.indexOf(" ");
+    if (sp <= 0) return null;
+    rest = rest.slice(sp + 1);
+    const fl = FACILITY_LEVEL.exec(rest);
+    if (fl) rest = rest.slice(fl[0].length);
+    p = PROGRAM_FIELD.exec(rest);
+    // Without a colon the field is only a program if it carries a [pid].
+    if (!p || (p[3] !== ":" && p[2] === undefined)) return null;
+  }
+  return { program: p[1], pid: p[2] ?? "", message: rest.slice(p[0].length) };
+}
+
+// ---------------------------------------------------------------------------
+// 6.2 Which program, which service
+//
+// A cheap lookup on the program name comes before any regex, so the ~99% of
+// a busy log that is cron, kernel, systemd... costs one Map lookup.
+
+type DaemonFamily = "sshd" | "vsftpd" | "proftpd" | "pureftpd" | "bsdftpd" | "dovecot" | "postfix" | "vpopmail";
+
+const FAMILY_BY_PROGRAM = new Map<string, DaemonFamily>([
+  // OpenSSH < 9.8 logs as sshd; 9.8+ splits the per-connection process into
+  // sshd-session; 10.0 moves pre-authentication into sshd-auth.
+  ["sshd", "sshd"],
+  ["sshd-session", "sshd"],
+  ["sshd-auth", "sshd"],
+  ["vsftpd", "vsftpd"],
+  ["proftpd", "proftpd"],
+  ["pure-ftpd", "pureftpd"],
+  ["ftpd", "bsdftpd"],
+  ["dovecot", "dovecot"],
+  ["dovecot-auth", "dovecot"],
+  ["imap-login", "dovecot"],
+  ["pop3-login", "dovecot"],
+  ["submission-login", "dovecot"],
+  ["managesieve-login", "dovecot"],
+  ["vpopmail", "vpopmail"],
+]);
+
+function familyOf(program: string): DaemonFamily | null {
+  const f = FAMILY_BY_PROGRAM.get(program);
+  if (f) return f;
+  // Postfix: postfix/smtpd, postfix/submission/smtpd, postfix/smtps/smtpd,
+  // and multi-instance names like postfix-incoming/smtpd.
+  if (program.startsWith("postfix") && program.endsWith("/smtpd")) return "postfix";
+  // vpopmail run under a log name of its own, e.g. vchkpw-pop3.
+  if (program.startsWith("vchkpw-")) return "vpopmail";
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// 6.3 Small helpers
+
+interface Result {
+  ev: Evidence | null;
+  why: string;
+}
+
+function no(why: string): Result {
+  return { ev: null, why };
+}
+
+/** Client text quoted for a `why`: JSON escapes control characters, and long names are cut. */
+function q(text: string): string {
+  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}...` : text);
+}
+
+/** Builds the evidence, or refuses the line if the cut-out address is not exactly one IP. */
+function found(service: Service, addr: string, kind: Kind, rule: string, why: string, user?: string): Result {
+  const ip = parseIp(addr);
+  if (!ip) return no(`address field is not a valid IP (${q(addr)})`);
+  const ev: Evidence = { service, ip, kind, rule };
+  if (user !== undefined) ev.user = user;
+  return { ev, why };
+}
+
+function isDigits(s: string, max: number): boolean {
+  return s.length > 0 && s.length <= max && /^\d+$/.test(s);
+}
+
+/** "A port N" or "A" (older OpenSSH), exactly. Returns A or null. */
+function addrMaybePort(s: string): string | null {
+  const m = /^(\S+)(?: port \d{1,5})?$/.exec(s);
+  return m ? m[1] : null;
+}
+
+/**
+ * "U A port N" → { user: U, addr: A }: the address is the word before the
+ * final " port N", so whatever U contains (spaces, "1.2.3.4 port 22") lies
+ * to its left. Null if the text does not end with "A port N".
+ */
+function userThenAddrPort(s: string): { user: string; addr: string } | null {
+  const p = s.lastIndexOf(" port ");
+  if (p < 0 || !isDigits(s.slice(p + 6), 5)) return null;
+  const sp = s.lastIndexOf(" ", p - 1);
+  if (sp < 0) return null;
+  const addr = s.slice(sp + 1, p);
+  return addr ? { user: s.slice(0, sp), addr } : null;
+}
+
+// ---------------------------------------------------------------------------
+// 6.4 sshd (OpenSSH 7.4 to 10)
+//
+// Real lines this section reads (fail2ban's test corpus, OpenSSH auth.c,
+// auth2.c, packet.c, sshd.c, sshd-session.c, srclimit.c):
+//
+//   Accepted password for alice from 198.51.100.7 port 52100 ssh2
+//   Accepted publickey for alice from 198.51.100.7 port 52100 ssh2: ED25519 SHA256:Pcs5TWfcOSKb7Rw/XyvHfUcaQzmw6HtLrjUoyXuzIj8
+//   Failed password for invalid user ROOT from 194.117.26.69 port 50273 ssh2
+//   Failed publickey for invalid user graysky from 127.0.0.1 port 37954 ssh2: RSA SHA256:v3dpapGleDaUKf$4V1vKyR9ZyUgjaJAmoCTcb2PLljI
+//   Invalid user ftp from 192.0.2.2 port 37220
+//   User root from 46.45.128.3 not allowed because listed in DenyUsers
+//   error: maximum authentication attempts exceeded for root from 61.0.0.1 port 49940 ssh2 [preauth]
+//   Disconnecting invalid user admin 192.0.2.117 port 44004: Too many authentication failures [preauth]
+//   Connection closed by authenticating user root 192.0.2.10 port 46038 [preauth]
+//   Connection closed by invalid user  192.0.2.68 port 34916 [preauth]
+//   Connection closed by 192.0.2.212 port 22 [preauth]
+//   Did not receive identification string from 192.0.2.5 port 35836
+//   banner exchange: Connection from 20.64.105.146 port 47144: invalid format
+//   Unable to negotiate with 192.0.2.1 port 55419: no matching cipher found. Their offer: aes256-cbc [preauth]
+//   drop connection #13 from [192.168.133.142]:57590 on [192.168.133.132]:22 penalty: failed authentication
+//
+// The privilege-separated child appends " [preauth]"; "error: " and
+// "fatal: " are level prefixes. Both are server text and are peeled first.
+
+const NO_IDENT = "Did not receive identification string from ";
+const MAX_AUTH = "maximum authentication attempts exceeded for ";
+const GRACE = "Timeout before authentication for ";
+const ROOT_REFUSED = "ROOT LOGIN REFUSED FROM ";
+const TOO_MANY = ": Too many authentication failures";
+const SSH_METHOD = /^[a-z0-9-]{1,32}(?:\/[a-z0-9-]{1,32})?$/;
+
+// One "from ADDR port N[ ssh2]" field that is followed by the end of the
+// line or by ": " (key info). Sticky: tried at each " from " in turn.
+const FROM_FIELD = / from (\S+)(?: port (\d{1,5}))?(?: ssh[12])?(?=$|: )/y;
+
+/**
+ * Finds the address in "U from A port N ssh2[: INFO]". U is client text and
+ * comes first; INFO comes last and is client text too for some methods
+ * (hostbased: client user "..", client host ".."; a certificate's key ID;
+ * a GSSAPI principal). So a "from A port N ssh2" field that ends the line
+ * or is followed by ": " — a candidate — can be the daemon's or a forgery
+ * on either side, and the line is read only when there is exactly one:
+ *
+ *   Failed password for x from 1.2.3.4 port 1 ssh2 from 203.0.113.9 port 5 ssh2
+ *     — the first field is followed by " from", so it is no candidate:
+ *       one candidate, 203.0.113.9.
+ *   Failed password for invalid user test from 127.0.0.1 port 58946 ssh2: from 10.10.1.2 port 55555 ssh2
+ *     — two candidates: either U is "test from 127.0.0.1 port 58946 ssh2:"
+ *       or INFO is "from 10.10.1.2 port 55555 ssh2". Ignored.
+ *
+ * Ignoring such a line lets a client hide attempts made with user names
+ * that hold "from ADDR port N ssh2:". No account is named so, and a
+ * successful login (Accepted) always names a real account, so those
+ * attempts can never succeed and nothing of value is lost.
+ */
+function sshFromTail(rest: string): { user: string; addr: string } | { why: string } {
+  let hit: { start: number; addr: string } | null = null;
+  let i = rest.indexOf(" from ");
+  while (i !== -1) {
+    FROM_FIELD.lastIndex = i;
+    const m = FROM_FIELD.exec(rest);
+    if (m) {
+      if (hit) return { why: "ambiguous: several 'from ADDR port N' fields around client-chosen text; ignored" };
+      hit = { start: i, addr: m[1] };
+    }
+    i = rest.indexOf(" from ", i + 1);
+  }
+  if (!hit) return { why: "sshd line without a 'from ADDR port N' field at the end" };
+  return { user: rest.slice(0, hit.start), addr: hit.addr };
+}
+
+function parseSshd(msg: string): Result {
+  let m = msg;
+  if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(7);
+  const preauth = m.endsWith(" [preauth]");
+  if (preauth) m = m.slice(0, -10);
+  const c = m.charCodeAt(0);
+
+  // Accepted|Failed METHOD for [invalid user ]U from A port N ssh2[: INFO]
+  // (auth.c auth_log: "%s %s%s%s for %s%.100s from %.200s port %d ssh2%s%s")
+  if (m.startsWith("Accepted ") || m.startsWith("Failed ")) {
+    const accepted = c === 65; // 'A'
+    const sp = m.indexOf(" ");
+    const forAt = m.indexOf(" for ", sp);
+    if (forAt < 0 || forAt - sp > 70) return no("sshd Accepted/Failed line without 'METHOD for'");
+    const method = m.slice(sp + 1, forAt);
+    if (!SSH_METHOD.test(method)) return no("sshd Accepted/Failed line with an unknown method field");
+    const r = sshFromTail(m.slice(forAt + 5));
+    if ("why" in r) return no(r.why);
+    // "invalid user " is written by sshd before U for a user that does not
+    // exist. A client can also put those words in U, but an existing user
+    // cannot be named so: the worst a client gains is naughty for its own
+    // address, which is what it deserves anyway.
+    const invalid = r.user.startsWith("invalid user ");
+    const user = invalid ? r.user.slice(13) : r.user;
+    if (accepted) {
+      if (invalid) return no("sshd Accepted line for an invalid user: not a shape sshd writes");
+      return found("ssh", r.addr, "success", "ssh.accepted", `sshd: accepted ${method} for ${q(user)}`, user);
+    }
+    if (invalid) return found("ssh", r.addr, "naughty", "ssh.failed-invalid-user", `sshd: failed ${method} for invalid user ${q(user)}`, user);
+    if (user === "root") return found("ssh", r.addr, "naughty", "ssh.failed-root", `sshd: failed ${method} for root`, user);
+    return found("ssh", r.addr, "failed", "ssh.failed", `sshd: failed ${method} for ${q(user)}`, user);
+  }
+  if (m.startsWith("Postponed ") || m.startsWith("Partial ")) {
+    return no("sshd: intermediate step of a multi-step login, not an outcome");
+  }
+
+  // Invalid user U from A port N   (auth.c: "Invalid user %.100s from %.100s port %d")
+  // Nothing follows the address, so the LAST " from " is sshd's own.
+  if (m.startsWith("Invalid user ")) {
+    const f = m.lastIndexOf(" from ");
+    if (f < 12) return no("sshd 'Invalid user' line without 'from ADDR'");
+    const addr = addrMaybePort(m.slice(f + 6));
+    if (!addr) return no("sshd 'Invalid user' line does not end with 'from ADDR port N'");
+    const user = m.slice(13, Math.max(13, f));
+    return found("ssh", addr, "naughty", "ssh.invalid-user", `sshd: invalid user ${q(user)}`, user);
+  }
+
+  // User U from A not allowed because REASON   (auth.c allowed_user)
+  // U here is the passwd entry's name, not client text, and A comes before
+  // the server's reason: read from the start, U must be one word.
+  if (m.startsWith("User ")) {
+    const r = /^User (\S{1,100}) from (\S+) not allowed because /.exec(m);
+    if (!r) return no("sshd 'User ... not allowed' line without an address");
+    return found("ssh", r[2], "naughty", "ssh.user-not-allowed", `sshd: user ${q(r[1])} not allowed`, r[1]);
+  }
+
+  // Connection closed by [authenticating |invalid ]user U A port N [preauth]
+  // Connection reset by ..., Disconnected from ...        (packet.c, sshd 7.5+)
+  // Connection closed by A port N [preauth]               (no user yet)
+  // Without [preauth] these are ordinary ends of logged-in sessions.
+  for (const lead of ["Connection closed by ", "Connection reset by ", "Disconnected from "]) {
+    if (!m.startsWith(lead)) continue;
+    if (!preauth) return no("sshd: connection ended after login, not evidence");
+    const rest = m.slice(lead.length);
+    let who: "none" | "authenticating" | "invalid" = "none";
+    let body = rest;
+    if (rest.startsWith("authenticating user ")) {
+      who = "authenticating";
+      body = rest.slice("authenticating user ".length);
+    } else if (rest.startsWith("invalid user ")) {
+      who = "invalid";
+      body = rest.slice("invalid user ".length);
+    } else if (rest.startsWith("user ")) {
+      return no("sshd: connection of a logged-in user ended");
+    }
+    if (who === "none") {
+      const addr = addrMaybePort(body);
+      if (!addr) return no("sshd connection-closed line without 'ADDR port N'");
+      return found("ssh", addr, "probe", "ssh.closed-preauth", "sshd: connection closed before authentication");
+    }
+    // U may be empty: "invalid user  192.0.2.68 port 34916".
+    const r = userThenAddrPort(` ${body}`);
+    if (!r) return no("sshd connection-closed line does not end with 'ADDR port N'");
+    const user = r.user.slice(1);
+    if (who === "invalid") return found("ssh", r.addr, "naughty", "ssh.closed-invalid-user", `sshd: connection closed by invalid user ${q(user)}`, user);
+    if (user === "root") return found("ssh", r.addr, "naughty", "ssh.closed-root", "sshd: connection closed while authenticating as root", user);
+    // An existing user who gave up (their Failed lines, if any, are counted on their own).
+    return found("ssh", r.addr, "probe", "ssh.closed-authenticating", `sshd: connection closed while authenticating ${q(user)}`, user);
+  }
+
+  // maximum authentication attempts exceeded for [invalid user ]U from A port N ssh2 [preauth]
+  if (m.startsWith(MAX_AUTH)) {
+    const r = sshFromTail(m.slice(MAX_AUTH.length));
+    if ("why" in r) return no(r.why);
+    const user = r.user.startsWith("invalid user ") ? r.user.slice(13) : r.user;
+    return found("ssh", r.addr, "naughty", "ssh.max-auth-tries", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
+  }
+
+  // Disconnecting (authenticating|invalid) user U A port N: Too many authentication failures [preauth]
+  // Other "Disconnecting ...: REASON" lines can carry client text in REASON
+  // ("Change of username or service not allowed: (admin,ssh-connection) -> ..."),
+  // so only this fixed reason is read.
+  if (m.startsWith("Disconnecting ") && m.endsWith(TOO_MANY)) {
+    const body = m.slice("Disconnecting ".length, -TOO_MANY.length);
+    // Keep the space before U, so that an empty U still leaves "U A port N" its shape.
+    let who = "";
+    if (body.startsWith("authenticating user ")) who = body.slice("authenticating user".length);
+    else if (body.startsWith("invalid user ")) who = body.slice("invalid user".length);
+    else return no("sshd 'Disconnecting' line without a user field");
+    const r = userThenAddrPort(who);
+    if (!r) return no("sshd 'Disconnecting' line does not end with 'ADDR port N'");
+    const user = r.user.slice(1);
+    return found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user);
+  }
+
+  // Did not receive identification string from A[ port N]
+  // (a port scanner: connected and sent nothing)
+  if (m.startsWith(NO_IDENT)) {
+    const addr = addrMaybePort(m.slice(NO_IDENT.length));
+    if (!addr) return no("sshd 'Did not receive identification' line without 'ADDR port N'");
+    return found("ssh", addr, "probe", "ssh.no-identification", "sshd: client sent no identification string");
+  }
+
+  // banner exchange: Connection from A port N: invalid format   (OpenSSH 8.x+)
+  // Address read from the start: the reason after it is server text, but
+  // could one day quote the client's banner.
+  if (m.startsWith("banner exchange: Connection from ")) {
+    const r = /^banner exchange: Connection from (\S+) port \d{1,5}: /.exec(m);
+    if (!r) return no("sshd banner-exchange line without 'ADDR port N:'");
+    return found("ssh", r[1], "probe", "ssh.banner-exchange", "sshd: banner exchange failed");
+  }
+
+  // Bad protocol version identification 'JUNK' from A port N   (OpenSSH 7.x)
+  // JUNK is the client's; the address is the last field.
+  if (m.startsWith("Bad protocol version identification ")) {
+    const f = m.lastIndexOf(" from ");
+    const addr = f < 0 ? null : addrMaybePort(m.slice(f + 6));
+    if (!addr) return no("sshd bad-protocol line does not end with 'from ADDR port N'");
+    return found("ssh", addr, "probe", "ssh.bad-protocol", "sshd: bad protocol version identification");
+  }
+
+  // Unable to negotiate with A port N: no matching cipher found. Their offer: ...
+  // ("Their offer" is client text, at the end: read the address from the start.)
+  if (m.startsWith("Unable to negotiate with ")) {
+    const r = /^Unable to negotiate with (\S+) port \d{1,5}: /.exec(m);
+    if (!r) return no("sshd negotiation line without 'ADDR port N:'");
+    return found("ssh", r[1], "probe", "ssh.kex-negotiation", "sshd: key exchange negotiation failed");
+  }
+
+  // ssh_dispatch_run_fatal: Connection from A port N: message authentication code incorrect [preauth]
+  if (m.startsWith("ssh_dispatch_run_fatal: Connection from ")) {
+    const r = /^ssh_dispatch_run_fatal: Connection from (\S+) port \d{1,5}: /.exec(m);
+    if (!r || !preauth) return no("sshd dispatch error not before authentication, or of a known user");
+    return found("ssh", r[1], "probe", "ssh.kex-fatal", "sshd: protocol error before authentication");
+  }
+
+  // Timeout before authentication for A port N
+  if (m.startsWith(GRACE)) {
+    const addr = addrMaybePort(m.slice(GRACE.length));
+    if (!addr) return no("sshd timeout line without 'ADDR port N'");
+    return found("ssh", addr, "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
+  }
+
+  // OpenSSH 9.8+ (sshd.c / srclimit.c), all server text:
+  //   drop connection #13 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: failed authentication
+  //   drop connection #0 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: connections without attempting authentication
+  //   drop connection #3 from [192.0.2.7]:57590 on [192.0.2.1]:22 past MaxStartups
+  // A penalty refusal is a connection refused before any authentication:
+  // probe (the failures that earned the penalty are counted on their own
+  // lines). "past MaxStartups" is the server shedding load under a flood;
+  // the refused client may be anyone, so it is no evidence.
+  if (m.startsWith("drop connection #")) {
+    const r = /^drop connection #\d{1,10} from \[([^\]\s]+)\]:\d{1,5} on \[[^\]\s]+\]:\d{1,5} (.+)$/.exec(m);
+    if (!r) return no("sshd drop-connection line of an unknown shape");
+    if (!r[2].startsWith("penalty: ")) return no("sshd: connection dropped for server load (MaxStartups), not evidence");
+    return found("ssh", r[1], "probe", "ssh.penalty", `sshd: connection refused, ${r[2]}`);
+  }
+
+  // ROOT LOGIN REFUSED FROM A   (old and vendor sshd builds)
+  if (m.startsWith(ROOT_REFUSED)) {
+    const addr = addrMaybePort(m.slice(ROOT_REFUSED.length));
+    if (!addr) return no("sshd root-refused line without an address");
+    return found("ssh", addr, "naughty", "ssh.root-refused", "sshd: root login refused", "root");
+  }
+
+  // PAM's lines for sshd (pam_unix(sshd:auth): authentication failure; ...
+  // rhost=A  user=U; "PAM 2 more authentication failures"; "error: PAM:
+  // Authentication failure for U from A") describe an attempt sshd also
+  // logs itself as "Failed password/keyboard-interactive ..." or "Invalid
+  // user". Counting both would double a real user's typos towards the
+  // attempt limit, so PAM lines are left to sshd's own.
+  if (m.startsWith("pam_") || m.startsWith("PAM")) {
+    return no("PAM line for sshd: sshd logs its own line for the same attempt");
+  }
+  if (m.startsWith("Received disconnect from ")) {
+    return no("sshd: disconnect message (client text); the connection's close line is counted instead");
+  }
+  return no("sshd line not about authentication");
+}
+
+// ---------------------------------------------------------------------------
+// 6.5 PAM's authentication-failure line (pam_unix)
+//
+//   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=test rhost=58.254.172.161
+//   pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=root rhost=176.61.140.225  user=root
+//   (pam_unix) authentication failure; logname= uid=0 euid=0 tty= ruser= rhost=209.67.1.67
+//
+// ruser= is the name the client typed (fail2ban's corpus has
+// "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), so rhost= is read from the END:
+// the last " rhost=" field, followed by nothing or by "  user=NAME", which
+// pam_unix writes only for an account that exists (so NAME is one word).
+// No " user=" means pam_unix did not know the account: an unknown user.
+
+function pamRhost(msg: string): { addr: string; user: string | null } | { why: string } {
+  const r = msg.lastIndexOf(" rhost=");
+  if (r < 0) return { why: "PAM line without rhost=" };
+  const m = /^(\S*)(?: {1,2}user=(\S{1,100}))?$/.exec(msg.slice(r + 7));
+  if (!m) return { why: "PAM line with client text after rhost=: not a shape pam_unix writes" };
+  if (m[1] === "") return { why: "PAM line with an empty rhost= (local login)" };
+  return { addr: m[1], user: m[2] ?? null };
+}
+
+function isPamAuthFailure(m: string): boolean {
+  return (
+    (m.startsWith("pam_unix(") && m.includes(":auth): authentication failure; ")) ||
+    m.startsWith("(pam_unix) authentication failure; ")
+  );
+}
+
+// ---------------------------------------------------------------------------
+// 6.6 FTP
+
+// vsftpd (logging.c), through syslog or in its own vsftpd.log:
+//   [pid 27202] [anonymous] FAIL LOGIN: Client "64.106.46.98"
+//   [pid 15019] [guest] FAIL LOGIN: Client "::ffff:192.0.2.1", "User is not in the allow user list."
+//   [username] FAIL LOGIN: Client "192.0.2.222"              (syslog: the pid is in the prefix)
+//   [pid 3101] [alice] OK LOGIN: Client "198.51.100.7"
+//   [pid 3101] [ftp] OK LOGIN: Client "198.51.100.7", anon password "guest@"
+// The [user] is client text (it may hold `] FAIL LOGIN: Client "1.2.3.4"`),
+// and so is the anonymous password at the END of an OK line. FAIL lines
+// end in server text, so the address is the quoted field followed by the
+// end or by one quoted server reason — but only when no OK marker precedes
+// it: an anonymous OK line can END with a forged FAIL marker inside its
+// password. OK lines (which allow the address) are taken only when the
+// marker occurs exactly once and nothing follows the address; an anonymous
+// login proves nothing about a user and is no success at all.
+//
+// Ignoring a line with a doubled marker lets a client hide attempts made
+// with user names that hold such markers. No account is named that way, so
+// those attempts can never succeed: nothing is lost by not counting them.
+const VSFTPD_FAIL = "] FAIL LOGIN: ";
+const VSFTPD_OK = "] OK LOGIN: ";
+const VSFTPD_FAIL_TAIL = /^Client "([^"]*)"(?:, "([^"]*)")?$/;
+
+function parseVsftpd(msg: string): Result {
+  let m = msg;
+  const pid = /^\[pid \d{1,10}\] /.exec(m);
+  if (pid) m = m.slice(pid[0].length);
+  if (isPamAuthFailure(m)) return ftpPam(m);
+  if (!m.startsWith("[")) return no("vsftpd line not about a login");
+  const fail = m.lastIndexOf(`${VSFTPD_FAIL}Client "`);
+  const ok = m.lastIndexOf(`${VSFTPD_OK}Client "`);
+  if (fail > 0) {
+    if (ok !== -1) return no("ambiguous: vsftpd FAIL and OK login markers in one line; ignored");
+    const t = VSFTPD_FAIL_TAIL.exec(m.slice(fail + VSFTPD_FAIL.length));
+    if (!t) return no('vsftpd FAIL LOGIN line does not end with Client "ADDR"');
+    const user = m.slice(1, fail);
+    if (t[2] !== undefined) {
+      return found("ftp", t[1], "naughty", "ftp.vsftpd-refused", `vsftpd: login refused for ${q(user)}: ${q(t[2])}`, user);
+    }
+    if (user === "root") return found("ftp", t[1], "naughty", "ftp.vsftpd-failed-root", "vsftpd: failed login as root", user);
+    return found("ftp", t[1], "failed", "ftp.vsftpd-failed", `vsftpd: failed login for ${q(user)}`, user);
+  }
+  if (ok > 0) {
+    if (m.indexOf(`${VSFTPD_OK}Client "`) !== ok) {
+      return no("ambiguous: the vsftpd login marker appears more than once; ignored");
+    }
+    const t = /^Client "([^"]*)"$/.exec(m.slice(ok + VSFTPD_OK.length));
+    if (!t) return no("vsftpd OK LOGIN with text after the address (anonymous login): not a user's success");
+    const user = m.slice(1, ok);
+    return found("ftp", t[1], "success", "ftp.vsftpd-ok", `vsftpd: login of ${q(user)}`, user);
+  }
+  return no("vsftpd line not about a login");
+}
+
+// PAM lines from an FTP daemon. The daemon logs its own line for a failed
+// password (vsftpd FAIL LOGIN, ProFTPD "Login failed"), so a PAM failure of
+// an existing account is not counted twice. A PAM failure WITHOUT user= is
+// an unknown account: naughty, and counting a naughty twice changes nothing.
+function ftpPam(m: string): Result {
+  const r = pamRhost(m);
+  if ("why" in r) return no(r.why);
+  if (r.user !== null) return no("PAM failure of an existing FTP account: the FTP daemon logs its own line for it");
+  return found("ftp", r.addr, "naughty", "ftp.pam-unknown-user", "PAM: FTP login for an unknown user");
+}
+
+// ProFTPD (mod_auth.c). Every line starts "SERVERNAME (CLIENTHOST[CLIENTIP])"
+// then " - " or ": ", all server text and BEFORE the client's text, so the
+// address is read from the start (fail2ban's corpus has a user name carrying
+// "proftpd[17424] ... (hihoinjection[1.2.3.44])" that this ignores):
+//   myhost.example.com (example.com[192.0.2.4]) - USER jtittle@domain.org: no such user found from example.com [192.0.2.4] to 192.0.2.1:21
+//   myhost (mail.example.net[::ffff:67.227.224.66]): USER username (Login failed): Incorrect password.
+//   myhost (123.123.123.123[123.123.123.123]): USER username (Login failed): User in /etc/ftpusers
+//   myhost (::ffff:59.167.242.100[::ffff:59.167.242.100]): SECURITY VIOLATION: root login attempted.
+//   mail (::ffff:1.2.3.4[::ffff:1.2.3.4]) - Maximum login attempts (3) exceeded
+//   myhost (client.example.net[198.51.100.7]) - USER alice: Login successful.
+const PROFTPD_HEAD = /^\S{1,255} \([^\s[\]()]{0,255}\[([^\]\s]{1,64})\]\)(?: -|:) /;
+
+function parseProftpd(msg: string): Result {
+  if (isPamAuthFailure(msg)) return ftpPam(msg);
+  const h = PROFTPD_HEAD.exec(msg);
+  if (!h) return no("proftpd line without 'SERVER (HOST[ADDR])'");
+  const addr = h[1];
+  const m = msg.slice(h[0].length);
+  if (m.startsWith("USER ")) {
+    // Success is anchored at both ends: a failure line always ends in the
+    // server's reason or "to ADDR:PORT", never in ": Login successful."
+    const s = /^USER (.{0,255}): Login successful\.?$/.exec(m);
+    if (s) return found("ftp", addr, "success", "ftp.proftpd-ok", `proftpd: login of ${q(s[1])}`, s[1]);
+    const nf = m.lastIndexOf(": no such user found from ");
+    if (nf > 4) {
+      const user = m.slice(5, nf);
+      return found("ftp", addr, "naughty", "ftp.proftpd-no-such-user", `proftpd: no such user ${q(user)}`, user);
+    }
+    const lf = m.lastIndexOf(" (Login failed): ");
+    if (lf > 4) {
+      const user = m.slice(5, lf);
+      const reason = m.slice(lf + 17);
+      if (/^Incorrect password\.?$/.test(reason) && user !== "root") {
+        return found("ftp", addr, "failed", "ftp.proftpd-failed", `proftpd: incorrect password for ${q(user)}`, user);
+      }
+      // Root, or a user refused outright (ftpusers, invalid shell, <Limit LOGIN>).
+      return found("ftp", addr, "naughty", "ftp.proftpd-refused", `proftpd: login refused for ${q(user)}: ${q(reason)}`, user);
+    }
+    return no("proftpd USER line of an unknown shape");
+  }
+  if (/^SECURITY VIOLATION: root login attempted\.?$/i.test(m)) {
+    return found("ftp", addr, "naughty", "ftp.proftpd-root", "proftpd: root login attempted", "root");
+  }
+  if (/^Maximum login attempts \(\d{1,5}\) exceeded/.test(m)) {
+    return found("ftp", addr, "naughty", "ftp.proftpd-max-attempts", "proftpd: maximum login attempts exceeded");
+  }
+  return no("proftpd line not about a login");
+}
+
+// Pure-FTPd (log_pam/log_puredb via logfile()): "(USER@HOST) [LEVEL] TEXT".
+// USER is "?" until a login succeeds and then the account name, both
+// server-known; HOST is the client (an address when pure-ftpd runs with -H,
+// otherwise possibly a host name, which parseIp refuses). The client's own
+// text only appears inside TEXT, after the address.
+//   (?@203.0.113.9) [WARNING] Authentication failed for user [admin]
+//   (?@2001:db8::9) [WARNING] Authentication failed for user [root]
+//   (alice@198.51.100.7) [INFO] alice is now logged in
+function parsePureftpd(msg: string): Result {
+  if (isPamAuthFailure(msg)) return ftpPam(msg);
+  if (!msg.startsWith("(")) return no("pure-ftpd line without '(USER@HOST)'");
+  const close = msg.indexOf(") [");
+  if (close < 0 || close > 300) return no("pure-ftpd line without '(USER@HOST) [LEVEL]'");
+  const who = msg.slice(1, close);
+  const at = who.lastIndexOf("@");
+  if (at < 0) return no("pure-ftpd line without '(USER@HOST)'");
+  const addr = who.slice(at + 1);
+  const lv = /^\[([A-Z]{1,10})\] /.exec(msg.slice(close + 2));
+  if (!lv) return no("pure-ftpd line without a [LEVEL]");
+  const text = msg.slice(close + 2 + lv[0].length);
+  if (text.startsWith("Authentication failed for user [") && text.endsWith("]")) {
+    const user = text.slice(32, -1);
+    if (user === "root") return found("ftp", addr, "naughty", "ftp.pureftpd-failed-root", "pure-ftpd: failed login as root", user);
+    return found("ftp", addr, "failed", "ftp.pureftpd-failed", `pure-ftpd: failed login for ${q(user)}`, user);
+  }
+  if (lv[1] === "INFO" && text.endsWith(" is now logged in")) {
+    const user = text.slice(0, -17);
+    if (!/^\S{1,255}$/.test(user)) return no("pure-ftpd login line with an unusual user field");
+    return found("ftp", addr, "success", "ftp.pureftpd-ok", `pure-ftpd: login of ${q(user)}`, user);
+  }
+  return no("pure-ftpd line not about a login");
+}
+
+// BSD ftpd (FreeBSD/NetBSD/OpenBSD ftpd.c). Login lines name the client by
+// remotehost — the reverse-DNS name, which the client's own DNS controls —
+// so the address is never read from them. It comes from the earlier
+// connection line of the same pid (logged under the same -l flag):
+//   ftpd[123]: connection from host.example.com (192.0.2.4)
+//   ftpd[123]: connection from 192.0.2.4 (192.0.2.4) to ftp.example.org     (VIRTUAL_HOSTING)
+//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com, admin                 (authpriv, e.g. auth.log)
+//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com                        (ftp facility, e.g. messages)
+//   ftpd[123]: FTP LOGIN REFUSED FROM host.example.com, root                 (user in /etc/ftpusers)
+//   ftpd[123]: repeated login failures from host.example.com
+//   ftpd[123]: FTP LOGIN FROM host.example.com as alice
+//   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@             (anonymous: no success)
+// The two FAILED forms go to different facilities, so one file holds one.
+const FTPD_CONNECT = /^connection from (\S{1,255}) \(([^()\s]{1,64})\)(?: to \S{1,255})?$/;
+
+function parseBsdFtpd(pid: string, msg: string, state: ClassifierState | undefined): Result {
+  const c = FTPD_CONNECT.exec(msg);
+  if (c) {
+    if (!state) return no("ftpd connection line (no classifier state to remember it in)");
+    if (!pid) return no("ftpd connection line without a pid");
+    const ip = parseIp(c[2]);
+    if (!ip) return no(`address field is not a valid IP (${q(c[2])})`);
+    const map = state.ftpdConnections;
+    map.delete(pid); // re-insert at the end: the Map's order is age
+    map.set(pid, { host: c[1], ip });
+    while (map.size > FTPD_PIDS_MAX) {
+      const oldest = map.keys().next();
+      if (oldest.done) break;
+      map.delete(oldest.value);
+    }
+    return no(`ftpd connection line: ${ip} remembered for pid ${pid}`);
+  }
+  let kind: Kind;
+  let rule: string;
+  let what: string;
+  let host: string;
+  let user: string | undefined;
+  let r: RegExpExecArray | null;
+  if ((r = /^FTP LOGIN FAILED FROM ([^\s,]{1,255})(?:, (.{0,255}))?$/.exec(msg))) {
+    host = r[1];
+    user = r[2];
+    kind = user === "root" ? "naughty" : "failed";
+    rule = user === "root" ? "ftp.bsdftpd-failed-root" : "ftp.bsdftpd-failed";
+    what = user === undefined ? "failed login" : `failed login for ${q(user)}`;
+  } else if ((r = /^FTP LOGIN REFUSED FROM ([^\s,]{1,255}), (.{0,255})$/.exec(msg))) {
+    [, host, user] = r;
+    kind = "naughty";
+    rule = "ftp.bsdftpd-refused";
+    what = `login refused for ${q(user)}`;
+  } else if ((r = /^repeated login failures from (\S{1,255})$/.exec(msg))) {
+    host = r[1];
+    kind = "naughty";
+    rule = "ftp.bsdftpd-repeated";
+    what = "repeated login failures";
+  } else if ((r = /^FTP LOGIN FROM (\S{1,255}) as (\S{1,255})(?: .*)?$/.exec(msg))) {
+    [, host, user] = r;
+    kind = "success";
+    rule = "ftp.bsdftpd-ok";
+    what = `login of ${q(user)}`;
+  } else if (msg.startsWith("ANONYMOUS FTP LOGIN FROM ")) {
+    return no("ftpd anonymous login: proves nothing about a user");
+  } else {
+    return no("ftpd line not about a login");
+  }
+  const conn = state && pid ? state.ftpdConnections.get(pid) : undefined;
+  if (!conn) return no(`no earlier 'connection from' line for ftpd[${pid}]: address unknown`);
+  if (conn.host !== host) return no(`ftpd[${pid}] login names ${q(host)} but its connection was from ${q(conn.host)}`);
+  return found("ftp", conn.ip, kind, rule, `ftpd: ${what} from ${conn.host}`, user);
+}
+
+// ---------------------------------------------------------------------------
+// 6.7 Dovecot (imap-login, pop3-login, submission-login, managesieve-login)
+//
+//   dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, mpid=4242, TLS, session=<x>
+//   dovecot: imap-login: Disconnected (auth failed, 2 attempts): user=<username.bob>, method=PLAIN, rip=49.176.98.87, lip=113.212.99.194, TLS
+//   dovecot[442]: pop3-login: Aborted login (auth failed, 1 attempts in 17 secs): user=<test>, method=PLAIN, rip=192.51.100.13, lip=203.0.113.17, session=<Y>
+//   dovecot[996]: imap-login: Login aborted: Connection closed (auth failed, 2 attempts in 14 secs) (auth_failed): user=<jose>, method=PLAIN, rip=138.255.206.154, lip=5.135.93.75, TLS, session=<8o>   (2.4)
+//   imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, ...   (own log file)
+//   dovecot: pop3-login: Disconnected (no auth attempts): rip=121.44.24.254, lip=113.212.99.194, TLS: Disconnected
+//   dovecot: pop3-login: Aborted login (tried to use disabled plaintext auth): rip=190.210.136.21, lip=113.212.99.193
+//
+// The user name is client text: Dovecot passes it through str_sanitize(user,
+// 80), which replaces control characters but NOT "," or ">" — so
+// user=<x>, rip=192.0.2.66, lip=...> is a valid user name. The fields come
+// from login_log_format_elements, by default
+// "user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>":
+// user first, rip after it, and nothing the client chooses after rip.
+// So: a rip= field that comes BEFORE the first user=< (the admin moved it
+// forward) is Dovecot's; otherwise the LAST rip= field is Dovecot's. The
+// reason in parentheses before the fields is server text.
+//
+// This needs %r in login_log_format_elements, as in the default and every
+// distribution's configuration: with it removed, the only rip= left on a
+// line would be one a client typed into its user name, and nothing in the
+// line could tell. (`sentry --doctor` is the place to check the setting.)
+
+function dovecotRip(m: string): string | null {
+  const user = m.indexOf("user=<");
+  const rips: number[] = [];
+  let i = m.indexOf("rip=");
+  while (i !== -1) {
+    // A field starts after ", " or ": " (the first field), nowhere else.
+    if (i >= 2 && (m.startsWith(", ", i - 2) || m.startsWith(": ", i - 2))) rips.push(i);
+    i = m.indexOf("rip=", i + 4);
+  }
+  if (rips.length === 0) return null;
+  const at = user === -1 || rips[0] < user ? rips[0] : rips[rips.length - 1];
+  const end = m.indexOf(",", at);
+  return m.slice(at + 4, end === -1 ? m.length : end);
+}
+
+function parseDovecotLogin(service: Service, sub: string, msg: string): Result {
+  let m = msg;
+  if (m.startsWith("Info: ")) m = m.slice(6);
+  if (m.startsWith("Login: ")) {
+    const addr = dovecotRip(m);
+    if (addr === null) return no(`dovecot ${sub} login line without rip=`);
+    const u = /^Login: user=<([^>]{0,100})>, /.exec(m);
+    return found(service, addr, "success", "mail.dovecot-login", `dovecot ${sub}: login${u ? ` of ${q(u[1])}` : ""}`, u ? u[1] : undefined);
+  }
+  // The reason: everything before the first field.
+  let fields = m.length;
+  for (const f of [": user=<", ": method=", ": rip="]) {
+    const k = m.indexOf(f);
+    if (k !== -1 && k < fields) fields = k;
+  }
+  const head = m.slice(0, fields);
+  let kind: Kind;
+  let what: string;
+  if (head.includes("(auth failed")) {
+    kind = "naughty";
+    what = "authentication failed";
+  } else if (
+    head.includes("(no auth attempts") ||
+    head.includes("(disconnected before auth was ready") ||
+    head.includes("(tried to use disabled plaintext auth") ||
+    head.includes("(tried to use disallowed plaintext auth")
+  ) {
+    kind = "probe";
+    what = "connection closed without a login attempt";
+  } else {
+    return no(`dovecot ${sub} line not about authentication`);
+  }
+  const addr = dovecotRip(m);
+  if (addr === null) return no(`dovecot ${sub} line without rip=`);
+  const u = m.indexOf("user=<");
+  const user = u === -1 ? undefined : m.slice(u + 6, Math.min(m.length, u + 6 + 100)).split(">, ")[0];
+  return found(service, addr, kind, kind === "naughty" ? "mail.dovecot-auth-failed" : "mail.dovecot-no-auth", `dovecot ${sub}: ${what}`, user);
+}
+
+// Dovecot's auth process. Each of these repeats an attempt that the login
+// process also logs as "auth failed" — counted twice it stays one naughty,
+// which blocks either way, so they are read too (they are all a log has
+// when the login process logs elsewhere):
+//   auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=informix rhost=80.255.3.104
+//   auth-worker(default): pam(account@example.com,200.76.17.206): pam_authenticate() failed: User not known to the underlying authentication module
+//   auth-worker(12345): Info: pam(user,1.2.3.4,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)
+//   auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: ...   (2.4)
+// In pam(USER,ADDR) the user comes first and is split off at the first
+// comma, which is only safe because Dovecot's default auth_username_chars
+// ("a-zA-Z0-9.-_@") has no comma; a user name outside that set (the admin
+// widened it) makes the line ambiguous, and it is ignored.
+const DOVECOT_AUTH_HEAD = /^auth(?:-worker)?(?:\(([^()]{0,300})\))?((?:<[^<>]{0,64}>){0,3}): (?:(?:Info|Warning|Error): )?/;
+const DOVECOT_USER_CHARS = /^[A-Za-z0-9._@-]{0,100}$/;
+
+function parseDovecotAuth(msg: string): Result {
+  const h = DOVECOT_AUTH_HEAD.exec(msg);
+  if (!h) return no("dovecot auth line of an unknown shape");
+  const rest = msg.slice(h[0].length);
+  if (isPamAuthFailure(rest)) {
+    const r = pamRhost(rest);
+    if ("why" in r) return no(r.why);
+    return found("mua", r.addr, "naughty", "mail.dovecot-pam", "dovecot auth: PAM authentication failure", r.user ?? undefined);
+  }
+  if (!rest.includes("pam_authenticate() failed")) return no("dovecot auth line not about a failed authentication");
+  let inner: string | null = null;
+  if (rest.startsWith("pam(")) {
+    const close = rest.indexOf("): ");
+    if (close > 0) inner = rest.slice(4, close);
+  } else if (h[1] !== undefined && h[1].includes(",")) {
+    inner = h[1]; // 2.4: auth-worker(USER,ADDR)
+  }
+  if (inner === null) return no("dovecot pam_authenticate line without (USER,ADDR)");
+  const parts = inner.split(",");
+  if (parts.length > 3 || (parts.length === 3 && !parts[2].startsWith("<")) || parts.length < 2) {
+    return no("ambiguous: dovecot (USER,ADDR) field with extra commas; ignored");
+  }
+  if (!DOVECOT_USER_CHARS.test(parts[0])) return no("dovecot user name outside auth_username_chars: ambiguous, ignored");
+  return found("mua", parts[1], "naughty", "mail.dovecot-pam", `dovecot auth: pam_authenticate failed for ${q(parts[0])}`, parts[0]);
+}
+
+function parseDovecot(program: string, msg: string): Result {
+  let sub = program;
+  let m = msg;
+  if (program === "dovecot" || program === "dovecot-auth") {
+    const s = /^([a-z0-9]{1,16}-login): /.exec(m);
+    if (s) {
+      sub = s[1];
+      m = m.slice(s[0].length);
+    } else if (m.startsWith("auth")) {
+      return parseDovecotAuth(m);
+    } else if (isPamAuthFailure(m)) {
+      return parseDovecotAuth(`auth: ${m}`);
+    } else {
+      return no("dovecot line not from a login or auth process");
+    }
+  }
+  if (!sub.endsWith("-login")) return no("dovecot line not from a login process");
+  // Dovecot's submission service is SMTP AUTH: it follows PROTECT_SMTP, not PROTECT_MUA.
+  const service: Service = sub === "submission-login" ? "smtp" : "mua";
+  return parseDovecotLogin(service, sub, m);
+}
+
+// ---------------------------------------------------------------------------
+// 6.8 Postfix SASL (smtpd)
+//
+//   postfix/smtpd[3937]: warning: HOSTNAME[1.1.1.1]: SASL LOGIN authentication failed: authentication failure
+//   postfix/submission/smtpd[11538]: warning: unknown[82.221.106.233]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+//   postfix/smtps/smtpd[42]: warning: astra4139.startdedicated.de[62.138.2.143]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+//   postfix/smtpd[21022]: warning: unknown[1.1.1.1]: SASL LOGIN authentication failed: Connection lost to authentication server
+//   postfix/submission/smtpd[4242]: 4DXZ3k0Qf2z9sVR: client=client.example.net[198.51.100.7], sasl_method=PLAIN, sasl_username=alice
+//
+// "HOST[ADDR]" is Postfix's client name (a verified host name or "unknown")
+// and address, written before anything the client sends: read from the start.
+// "Connection lost to authentication server" is the server's own trouble,
+// not the client's (fail2ban agrees): no evidence.
+const POSTFIX_SASL_FAIL = /^warning: [^\s[\]]{1,255}\[([^\]\s]{1,64})\](?::\d{1,5})?: SASL [A-Za-z0-9_-]{1,32} authentication failed(?:: (.*))?$/;
+const POSTFIX_SASL_OK = /^[0-9A-Za-z]{5,20}: client=[^\s[\]]{1,255}\[([^\]\s]{1,64})\](?::\d{1,5})?, sasl_method=[A-Za-z0-9_-]{1,32}, sasl_username=(.{1,255})$/;
+
+function postfixAddr(a: string): string {
+  return a.startsWith("IPv6:") ? a.slice(5) : a; // older Postfix spelled IPv6 clients [IPv6:2001:db8::1]
+}
+
+function parsePostfix(msg: string): Result {
+  let r = POSTFIX_SASL_FAIL.exec(msg);
+  if (r) {
+    if (r[2] === "Connection lost to authentication server") {
+      return no("postfix: SASL server unreachable, not the client's failure");
+    }
+    return found("smtp", postfixAddr(r[1]), "naughty", "smtp.postfix-sasl-failed", "postfix: SASL authentication failed");
+  }
+  r = POSTFIX_SASL_OK.exec(msg);
+  if (r) return found("smtp", postfixAddr(r[1]), "success", "smtp.postfix-sasl-ok", `postfix: SASL login of ${q(r[2])}`, r[2]);
+  return no("postfix line not about SASL authentication");
+}
+
+// ---------------------------------------------------------------------------
+// 6.9 vpopmail (vchkpw.c), through syslog as "vpopmail[pid]: vchkpw-pop3: ..."
+//
+//   vchkpw-pop3: vpopmail user not found nobody@example.com:203.0.113.9
+//   vchkpw-smtp: password fail (pass: 'hunter2') alice@example.com:203.0.113.9
+//   vchkpw-pop3: password fail alice@example.com:2001:db8::9
+//   vchkpw-pop3: (PLAIN) login success alice@example.com:198.51.100.7
+//   vchkpw-pop3: system user not found nobody:203.0.113.9
+//
+// Format "%s@%s:%s" (user, domain, IpAddr) ends the line. vpopmail's
+// parse_email() admits no '@' ':' or space in the user and only [a-z0-9.-]
+// in the domain, and the address has no '@': so the LAST '@' starts the
+// domain, the first ':' after it ends it, and the rest is the address —
+// one reading only, whatever the password (client text) holds. The log
+// name follows the port: vchkpw-smtp/-submission/-smtps/-25/-465/-587 are
+// SMTP AUTH (PROTECT_SMTP); every other one is POP/IMAP (PROTECT_MUA).
+
+function vpopTail(s: string, withDomain: boolean): { user: string; addr: string } | null {
+  if (withDomain) {
+    const at = s.lastIndexOf("@");
+    if (at < 0) return null;
+    const colon = s.indexOf(":", at);
+    if (colon < 0 || !/^[A-Za-z0-9.-]{0,255}$/.test(s.slice(at + 1, colon))) return null;
+    const sp = s.lastIndexOf(" ", at);
+    return { user: s.slice(sp + 1, colon), addr: s.slice(colon + 1) };
+  }
+  const sp = s.lastIndexOf(" ");
+  const colon = s.indexOf(":", sp + 1);
+  if (colon < 0 || s.indexOf("@", sp + 1) !== -1) return null;
+  return { user: s.slice(sp + 1, colon), addr: s.slice(colon + 1) };
+}
+
+const VPOP_SMTP_NAMES = new Set(["vchkpw-smtp", "vchkpw-smtps", "vchkpw-submission", "vchkpw-25", "vchkpw-465", "vchkpw-587"]);
+
+function parseVpopmail(program: string, msg: string): Result {
+  let name = program;
+  let m = msg;
+  if (program === "vpopmail") {
+    const s = /^(vchkpw-[a-z0-9]{1,16}): /.exec(m);
+    if (!s) return no("vpopmail line not from vchkpw");
+    name = s[1];
+    m = m.slice(s[0].length);
+  }
+  const service: Service = VPOP_SMTP_NAMES.has(name) ? "smtp" : "mua";
+  let kind: Kind;
+  let what: string;
+  let withDomain = true;
+  if (m.startsWith("vpopmail user not found ")) {
+    kind = "naughty";
+    what = "unknown user";
+  } else if (m.startsWith("system user not found ")) {
+    kind = "naughty";
+    what = "unknown system user";
+    withDomain = false;
+  } else if (m.startsWith("password fail ")) {
+    kind = "naughty";
+    what = "password failure";
+    // "password fail (pass: '...') u@d:A" or, for /etc/passwd users, "u:A".
+    withDomain = m.lastIndexOf("@") > m.lastIndexOf("') ");
+  } else if (/^\([A-Z0-9-]{1,16}\) login success \S{1,400}$/.test(m)) {
+    kind = "success";
+    what = "login";
+    withDomain = m.includes("@");
+  } else {
+    return no(`${name} line not about authentication`);
+  }
+  const t = vpopTail(m, withDomain);
+  if (!t) return no(`${name} line does not end with USER@DOMAIN:ADDR`);
+  return found(service, t.addr, kind, kind === "success" ? "mail.vpopmail-ok" : "mail.vpopmail-failed", `${name}: ${what} for ${q(t.user)}`, t.user);
+}
+
+// ---------------------------------------------------------------------------
+// 6.10 The entry points
+
+/**
+ * Classification with a human reason, for `sentry --test-log`: the evidence
+ * and why (e.g. "sshd: invalid user \"admin\""), or null and why not
+ * ("not a watched program (cron)", "sshd line not about authentication",
+ * "address field is not a valid IP"). Never throws on any string.
+ */
+export function explainLine(line: string, defaultProgram: string, state?: ClassifierState): { ev: Evidence | null; why: string } {
+  if (typeof line !== "string") return no("not a line of text");
+  let s = line;
+  // First, before any regex: bound the work. A 10 MB "line" is not a log line.
+  if (s.length > MAX_LINE_CHARS + 2) return no(`line longer than ${MAX_LINE_CHARS} characters: not understood`);
+  if (s.endsWith("\n")) s = s.slice(0, -1);
+  if (s.endsWith("\r")) s = s.slice(0, -1); // sshd -E writes "\r\n"
+  if (s.length > MAX_LINE_CHARS) return no(`line longer than ${MAX_LINE_CHARS} characters: not understood`);
+  if (s.length === 0) return no("empty line");
+  const parts = splitLine(s, defaultProgram);
+  if (!parts) return no("timestamp without a program field: not a syslog line");
+  const family = familyOf(parts.program);
+  if (!family) return no(`not a watched program (${parts.program.slice(0, 64) || "none"})`);
+  const msg = parts.message;
+  switch (family) {
+    case "sshd":
+      return parseSshd(msg);
+    case "vsftpd":
+      return parseVsftpd(msg);
+    case "proftpd":
+      return parseProftpd(msg);
+    case "pureftpd":
+      return parsePureftpd(msg);
+    case "bsdftpd":
+      return parseBsdFtpd(parts.pid, msg, state);
+    case "dovecot":
+      return parseDovecot(parts.program, msg);
+    case "postfix":
+      return parsePostfix(msg);
+    case "vpopmail":
+      return parseVpopmail(parts.program, msg);
+  }
+}
+
+/** What one log line proves about one address, or null. See explainLine for why. */
+export function classifyLine(line: string, defaultProgram: string, state?: ClassifierState): Evidence | null {
+  return explainLine(line, defaultProgram, state).ev;
+}
+
+// ---- 6.2 What the logs say of one address ------------------------------------
+
 export const SERVICES: Service[] = ["ssh", "ftp", "smtp", "mua"];
 
 /** What the logs say of one address for one service. */
@@ -904,43 +1970,6 @@ export interface Tally {
 }
 
 export type Tallies = Partial<Record<Service, Tally>>;
-
-/** Per-file memory of the classifier (BSD ftpd names the address on an earlier line). */
-export interface ClassifierState {
-  ftpdPids: Map<string, string>;
-}
-
-export function newClassifierState(): ClassifierState {
-  return { ftpdPids: new Map() };
-}
-
-export interface Evidence {
-  service: Service;
-  ip: string;
-  kind: Kind;
-  rule: string;
-  user?: string;
-}
-
-/** STUB until the classifier lands. */
-export function splitLine(line: string, defaultProgram: string): { program: string; pid: string; message: string } | null {
-  return { program: defaultProgram, pid: "", message: line };
-}
-
-/** STUB until the classifier lands. */
-export function explainLine(line: string, defaultProgram: string, state?: ClassifierState): { ev: Evidence | null; why: string } {
-  const ev = classifyLine(line, defaultProgram, state);
-  return { ev, why: ev ? ev.rule : "not understood" };
-}
-
-/** STUB until the classifier lands. */
-export function classifyLine(line: string, defaultProgram: string, state?: ClassifierState): Evidence | null {
-  void line;
-  void defaultProgram;
-  void state;
-  return null;
-}
-
 
 // ==== 7. Log sources ========================================================
 //
@@ -1177,7 +2206,7 @@ export interface ScanResult {
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
-const MAX_LINE = 8192;
+const MAX_LINE = MAX_LINE_CHARS;
 const CHUNK = 1 << 20;
 
 function addFound(found: Found, ev: Evidence, line: string): void {
@@ -2881,7 +3910,8 @@ export function doctorChecks(ctx: Ctx): Check[] {
     fsys.unlinkSync(probe);
     add(0, `${root} is writable`);
   } catch (e) {
-    add(2, `${root} is not writable: ${errText(e)}: sentry cannot count or block; fix the folder or the mount`);
+    if (errCode(e) === "ENOENT") add(2, `${root} does not exist: sentry --install creates it`);
+    else add(2, `${root} is not writable: ${errText(e)}: sentry cannot count or block; fix the folder or the mount`);
   }
 
   // hosts.allow: both lines, deny first, and the spawned path executable.
@@ -2997,6 +4027,7 @@ function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: numb
   let ours = 0;
   let understood = 0;
   for (const l of lines) {
+    if (l.trim() === "") continue;
     const parts = splitLine(l, src.program);
     if (!parts || !WATCHED.test(parts.program)) continue;
     ours++;
