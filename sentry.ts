@@ -2156,11 +2156,15 @@ export function openIndex(ctx: Ctx): Db {
  * nothing an administrator had is lost.
  */
 export function importBash200(ctx: Ctx, db: Db): number {
-  const has = db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
-  if (!has) return 0;
-  const rows = db.prepare("SELECT ip, seen, allow, block FROM ip_records").all();
+  const hasTable = () => db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
+  if (!hasTable()) return 0;
   let n = 0;
   withLock(ctx, () => {
+    // Look again under the lock: processes that met the old table at the same
+    // time queue here, and all but the first find it already renamed (the
+    // RENAME would fail, and the rows must not be read twice).
+    if (!hasTable()) return;
+    const rows = db.prepare("SELECT ip, seen, allow, block FROM ip_records").all();
     for (const row of rows) {
       const ip = parseIp(String(row.ip));
       if (ip === null) {
@@ -2242,15 +2246,20 @@ function readFileFrom(
   found: Found,
   res: ScanResult,
   deadline: number,
-): { offset: number; skipping: boolean } {
+): { offset: number; skipping: boolean; stopped: boolean } {
   const fsys = ctx.sys.fs;
   const state = newClassifierState();
+  let stopped = false; // by the deadline, before the end
   const buf = Buffer.allocUnsafe(CHUNK + MAX_LINE);
   let pos = start; // file offset of buf[0]
   let carry = 0; // bytes of an unfinished line at the start of buf
   while (pos + carry < size) {
-    if (ctx.sys.now() > deadline) {
-      res.capped = true;
+    // One chunk is always read, whatever the clock says: the deadline is
+    // set before the wait for the index's lock, and a read that stopped
+    // before its first chunk would leave the cursor where it was, so every
+    // later connect would stop there too and the log would never be read.
+    if (pos + carry > start && ctx.sys.now() > deadline) {
+      res.capped = stopped = true;
       break;
     }
     const want = Math.min(CHUNK, size - pos - carry);
@@ -2281,7 +2290,7 @@ function readFileFrom(
       carry = rest;
     }
   }
-  return { offset: pos, skipping };
+  return { offset: pos, skipping, stopped };
 }
 
 /** Finds the rotated copy of `file` that has inode `ident` (NAME.1, NAME-20261121, …). */
@@ -2339,7 +2348,11 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
           try {
             ofd = fsys.openSync(old, "r");
             const ost = fsys.fstatSync(ofd);
-            readFileFrom(ctx, ofd, ost.size, Math.min(cur.offset, ost.size), cur.skipping === 1, src, found, res, deadline);
+            const r = readFileFrom(ctx, ofd, ost.size, Math.min(cur.offset, ost.size), cur.skipping === 1, src, found, res, deadline);
+            // Stopped by the time cap inside the old file: keep its cursor, so
+            // the next read finds it again beside the new file and carries on
+            // (moving on to the new file now would drop the rest of the old tail).
+            if (r.stopped) return { ident: cur.ident, offset: r.offset, skipping: r.skipping ? 1 : 0 };
           } catch (e) {
             res.notes.push(`cannot read the rotated ${old}: ${errText(e)}`);
           } finally {
@@ -2366,25 +2379,57 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
   }
 }
 
+/**
+ * Who may speak for a daemon in the journal. SYSLOG_IDENTIFIER is whatever
+ * the writer says (`logger -t sshd "Accepted password for root from A port 1
+ * ssh2"` by any local user would allow A); _UID is a trusted field journald
+ * adds from the socket's credentials. sshd logs only through its root
+ * process (the privilege-separated child's messages go through the
+ * monitor), so an sshd entry must come from uid 0; FTP and mail daemons
+ * may run as their own system accounts (postfix, ftp), never as a login
+ * user. An entry without _UID (a journal-remote file from another host) is
+ * as trustworthy as that file.
+ */
+const JOURNAL_LOGIN_UID_MIN = 1000; // Debian's and Fedora's first login user (SYS_UID_MAX + 1)
+function journalWriterOk(entry: Record<string, unknown>, ident: string): boolean {
+  if (typeof entry._UID !== "string") return entry._UID === undefined;
+  const uid = Number(entry._UID);
+  if (!Number.isInteger(uid)) return false;
+  return JOURNAL_IDENTS.ssh.includes(ident) ? uid === 0 : uid < JOURNAL_LOGIN_UID_MIN;
+}
+
 /** How many journal entries a first read takes (the journal has no byte offsets to bound). */
 const JOURNAL_FIRST_ENTRIES = 100_000;
 
 /** Reads the journal since its cursor through `journalctl -o json`. */
 function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Found, res: ScanResult, deadline: number): Cursor | null {
-  const args = ["-o", "json", "--no-pager", "-q"];
+  // Only the fields read here (journalctl adds __CURSOR and the timestamps
+  // itself): a real entry carries some 30 fields, over 1 KB of JSON, so a
+  // first read of 100 000 entries would overflow the output buffer
+  // (ENOBUFS), and a journal that can never be read decides nothing, ever.
+  // (--output-fields needs systemd 236, 2017.)
+  const args = ["-o", "json", "--output-fields=MESSAGE,SYSLOG_IDENTIFIER,_UID", "--no-pager", "-q"];
   if (src.path) args.push(`--file=${src.path}`);
   for (const id of src.idents) args.push("-t", id);
   if (cur && cur.ident) args.push(`--after-cursor=${cur.ident}`);
   else args.push("-n", String(JOURNAL_FIRST_ENTRIES));
   const timeoutMs = Math.max(1000, Math.min(ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000, deadline - ctx.sys.now()));
   const r = ctx.sys.run("journalctl", args, { timeoutMs });
-  if (r.status !== 0) {
+  // Killed at the time cap (or at the output buffer's end) after printing
+  // some entries: a capped read, like a file's. The complete lines are read
+  // and the cursor moves past them, so the next read carries on; refusing
+  // them would leave the cursor where it was, and a journal too big to read
+  // in one go (100 000 entries take journalctl seconds) would never be read.
+  const full = r.stdout.lastIndexOf("\n") + 1;
+  const stopped = r.status === null && full > 0 && (r.error === "timed out" || /ENOBUFS/.test(r.error));
+  if (r.status !== 0 && !stopped) {
     res.notes.push(`cannot read the journal${src.path ? ` ${src.path}` : ""}: journalctl ${r.error || `exited ${r.status}: ${r.stderr.trim().slice(0, 200)}`}`);
     return null;
   }
+  if (stopped) res.capped = true;
   let cursor = cur ? cur.ident : "";
   const state = newClassifierState();
-  for (const line of r.stdout.split("\n")) {
+  for (const line of r.stdout.slice(0, full).split("\n")) {
     if (line === "") continue;
     res.lines++;
     res.bytes += line.length + 1;
@@ -2401,6 +2446,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     const m = entry.MESSAGE;
     const msg = typeof m === "string" ? m : Array.isArray(m) ? Buffer.from(m.filter((b) => typeof b === "number")).toString("utf8") : "";
     if (msg === "" || ident === "" || msg.length > MAX_LINE) continue;
+    if (!journalWriterOk(entry, ident)) continue;
     const ev = classifyLine(msg, ident, state);
     if (ev && src.services.includes(ev.service)) addFound(found, ev, `${ident}: ${msg}`);
   }
@@ -2472,10 +2518,24 @@ export function tallies(db: Db, ip: string): Tallies {
 }
 
 /**
- * The evidence for `ip` from every protected service's log, or null if no
- * log could be read at all (fail safe: no log, no decision).
+ * Why what the logs say so far is not the whole story, or null if it is:
+ * a protected service's log could not be read, or the time cap stopped the
+ * read before the end. A success may sit in what was not read, so such
+ * evidence can allow but must not block (DESIGN.md step 5: a read failure
+ * never blocks a legitimate user); the next read settles it.
  */
-export function gatherEvidence(ctx: Ctx, ip: string): Tallies | null {
+export function incomplete(res: ScanResult): string | null {
+  if (res.readable < res.sources) return `${res.sources - res.readable} of ${res.sources} logs could not be read`;
+  if (res.capped) return "the logs were not read to their end";
+  return null;
+}
+
+/**
+ * The evidence for `ip` from every protected service's log, or null if no
+ * log could be read at all (fail safe: no log, no decision). `partial` says
+ * why the evidence may lack a success (see incomplete).
+ */
+export function gatherEvidence(ctx: Ctx, ip: string): { tallies: Tallies; partial: string | null } | null {
   const db = openIndex(ctx);
   try {
     const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS);
@@ -2485,7 +2545,7 @@ export function gatherEvidence(ctx: Ctx, ip: string): Tallies | null {
       ctx.sys.warn(`no log could be read for ${ip}; nothing decided`);
       return null;
     }
-    return tallies(db, ip);
+    return { tallies: tallies(db, ip), partial: incomplete(res) };
   } finally {
     db.close();
   }
@@ -2641,7 +2701,8 @@ export function testLog(ctx: Ctx, file: string): number {
 //
 //   { ssh: { success: 1, failed: 4, … } }           → allow  (a user who got in)
 //   { ssh: { naughty: 1, … } }                      → block  (invalid user, root…)
-//   { ssh: { failed: 11, … } }                      → block  (more than 10 tries)
+//   { ssh: { failed: 11, … } }                      → block  (more than 10 failures)
+//   { ssh: { failed: 3, probe: 40, … } }            → none   (probes are not attempts)
 //   { ssh: { failed: 3, … } }                       → none   (not known yet)
 //
 // The order of the rules is the safety of the whole tool: a success, on any
@@ -2662,13 +2723,17 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
     (x.sample ? `; e.g. ${JSON.stringify(x.sample)}` : "");
   for (const [s, x] of entries) if (x.success > 0) return { action: "allow", reason: describe(s, x) };
   for (const [s, x] of entries) if (x.naughty > 0) return { action: "block", reason: describe(s, x) };
+  // Attempts are failed authentications. Probes (a scanner's banner grab, a
+  // client that gave up) are shown but not counted: sshd ends every failed
+  // connection with a "Connection closed by authenticating user" line, and
+  // counting it too would block a user with 9 typos instead of 11.
   let attempts = 0;
-  for (const [, x] of entries) attempts += x.failed + x.naughty + x.probe;
+  for (const [, x] of entries) attempts += x.failed;
   if (attempts > failLimit) {
-    const [s, x] = entries.reduce((a, b) => (b[1].failed + b[1].probe > a[1].failed + a[1].probe ? b : a));
-    return { action: "block", reason: `${attempts} attempts (more than ${failLimit}); ${describe(s, x)}` };
+    const [s, x] = entries.reduce((a, b) => (b[1].failed > a[1].failed ? b : a));
+    return { action: "block", reason: `${attempts} failed attempts (more than ${failLimit}); ${describe(s, x)}` };
   }
-  return { action: "none", reason: `${attempts} attempts, no success, nothing naughty` };
+  return { action: "none", reason: `${attempts} failed attempts, no success, nothing naughty` };
 }
 
 /** The record line the old scripts printed and admins grep: "   3 connections from IP and it is blocked". */
@@ -2691,8 +2756,13 @@ export function connect(ctx: Ctx, ip: string): number {
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
   if (evidence === null) return 0; // 5: no readable log, no decision
-  const v = decide(evidence, ctx.cfg.FAIL_THRESHOLD);
+  const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return 0;
+  if (v.action === "block" && evidence.partial !== null) {
+    // 5: what was not read may hold this address's success.
+    ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
+    return 0;
+  }
   return withLock(ctx, () => {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
@@ -2823,6 +2893,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   let allowed = 0;
   let blocked = 0;
   let weighed = 0;
+  let held = 0; // blocks waiting for a complete read
   let res: ScanResult;
   try {
     res = scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS);
@@ -2831,6 +2902,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       ctx.sys.warn("no log could be read; nothing decided");
       code = 2;
     }
+    const partial = incomplete(res);
     const pending = db.prepare("SELECT DISTINCT ip FROM tallies WHERE pending = 1").all().map((r) => String(r.ip));
     const done = db.prepare("UPDATE tallies SET pending = 0 WHERE ip = ?");
     for (const ip of pending) {
@@ -2840,6 +2912,11 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       const status = ipStatus(ctx, ip);
       if (status === null && (events >= ctx.cfg.CONNECT_THRESHOLD || countConnections(ctx, ip) >= ctx.cfg.CONNECT_THRESHOLD)) {
         const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+        // A block on partial evidence waits, still pending, for a complete read (see incomplete).
+        if (v.action === "block" && partial !== null) {
+          held++;
+          continue;
+        }
         if (v.action !== "none") {
           const c = withLock(ctx, () => {
             if (ipStatus(ctx, ip) !== null) return 0; // a connect decided meanwhile
@@ -2868,6 +2945,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   }
   const summary = `scan: read ${res.bytes} bytes (${res.lines} lines) from ${res.readable} of ${res.sources} logs; weighed ${weighed} addresses: ${allowed} allowed, ${blocked} blocked; ${expired} expired blocks lifted`;
   if (verbose || allowed || blocked || expired) ctx.sys.out(summary);
+  if (held) ctx.sys.warn(`${held} blocks wait for a complete read: ${incomplete(res)}`);
   return code;
 }
 

@@ -22,6 +22,8 @@ t.test("the rules, in their order", async (t) => {
   t.equal(decide({ ssh: tally({ failed: 11 }) }).action, "block");
   t.equal(decide({ ssh: tally({ failed: 6 }), ftp: tally({ failed: 5 }) }).action, "block", "attempts add up across services");
   t.equal(decide({ ssh: tally({ failed: 3 }) }, 2).action, "block", "the limit is a setting");
+  t.equal(decide({ ssh: tally({ failed: 9, probe: 3 }) }).action, "none", "probes (closing lines) are not attempts");
+  t.equal(decide({ ssh: tally({ probe: 500 }) }).action, "none", "a scanner that never tried a password is not blocked by the logs");
   t.match(decide({ ssh: { ...tally({ naughty: 1 }), sample: "Invalid user x" } }).reason, /ssh: .*1 naughty.*Invalid user x/);
 });
 

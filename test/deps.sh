@@ -40,7 +40,16 @@ ipset
 iproute2
 "
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES"
+# --- test/journal.test.ts: real .journal files ---------------------------
+JOURNAL_PACKAGES="
+systemd
+systemd-journal-remote
+"
+# systemd                 journalctl, which sentry runs for SSH_LOG=journal:FILE
+# systemd-journal-remote  /lib/systemd/systemd-journal-remote -o FILE.journal -
+#                         turns Journal Export Format into a real journal file
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do
@@ -61,6 +70,17 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Installing openssh-server starts the system's sshd on port 22 unless a
+# policy-rc.d forbids it (container images ship one that does). The tests
+# start their own sshd in a namespace; a machine without that policy gets one
+# for the duration of this install only.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ] && [ ! -d /run/systemd/system ]; then
+  printf '#!/bin/sh\n# test/deps.sh: no service starts during this install\nexit 101\n' > "$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+  trap 'exit 130' INT TERM
+fi
 apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the list is intended
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
