@@ -1956,7 +1956,8 @@ export function classifyLine(line: string, defaultProgram: string, state?: Class
   return explainLine(line, defaultProgram, state).ev;
 }
 
-// ---- 6.2 What the logs say of one address ------------------------------------
+// ---------------------------------------------------------------------------
+// 6.11 What the logs say of one address
 
 export const SERVICES: Service[] = ["ssh", "ftp", "smtp", "mua"];
 
@@ -3030,7 +3031,7 @@ export interface Backend {
   rules(cfg: Config): string;
 }
 
-// ---- Shared pieces ----------------------------------------------------------
+// ---- 9.2.1 Shared pieces ----------------------------------------------------------
 
 /**
  * A table name sentry accepts: a letter, then letters, digits, _ or -, 29 at
@@ -3105,7 +3106,7 @@ function tidy(ips: Iterable<string>): string[] {
   return [...new Set(ips)].sort();
 }
 
-// ---- nftables ---------------------------------------------------------------
+// ---- 9.2.2 nftables ---------------------------------------------------------------
 //
 // Sentry's own table `inet FIREWALL_TABLE` holds two sets, v4 (ipv4_addr)
 // and v6 (ipv6_addr). Not "ip4"/"ip6": `ip6` is a keyword of nft's grammar
@@ -3288,7 +3289,7 @@ export const nftablesBackend: Backend = {
   rules: nftRules,
 };
 
-// ---- iptables + ipset -------------------------------------------------------
+// ---- 9.2.3 iptables + ipset -------------------------------------------------------
 //
 // iptables has no sets of its own: the rule matches an ipset. One set per
 // family, since a hash:ip set holds one family: FIREWALL_TABLE-4
@@ -3385,7 +3386,7 @@ export const iptablesBackend: Backend = {
   rules: ipsetRules,
 };
 
-// ---- pf (OpenBSD, FreeBSD, macOS) ------------------------------------------
+// ---- 9.2.4 pf (OpenBSD, FreeBSD, macOS) ------------------------------------------
 //
 //   add     pfctl -t T -T add IP     creates the table (persist) if missing;
 //                                    "0/1 addresses added" and exit 0 if
@@ -3464,7 +3465,7 @@ export const pfBackend: Backend = {
   rules: pfRules,
 };
 
-// ---- ipfw (FreeBSD 11 and later: named tables) ------------------------------
+// ---- 9.2.5 ipfw (FreeBSD 11 and later: named tables) ------------------------------
 //
 //   add     ipfw -q table T add IP       -q makes a duplicate key not an
 //                                        error, and creates a missing table
@@ -4228,7 +4229,7 @@ export function platformKey(): string {
   return `${process.platform}-${process.arch}`;
 }
 
-// ---- Versions --------------------------------------------------------------
+// ---- 11.3.1 Versions --------------------------------------------------------------
 //
 //   isNewer("3.10.0", "3.9.2") → true   (numbers, not text)
 //   isNewer("3.1.0", "3.1.0")  → false
@@ -4250,7 +4251,7 @@ export function isNewer(a: string, b: string): boolean {
   return false;
 }
 
-// ---- The signed manifest -----------------------------------------------------
+// ---- 11.3.2 The signed manifest -----------------------------------------------------
 //
 //   verifyManifest(text, key) → Manifest, or SentryError naming what is wrong.
 //   The signature is checked before anything else is looked at, so a forged
@@ -4368,7 +4369,7 @@ export function verifyManifest(text: string, publicKeyB64: string): Manifest {
   return { format: 1, version: doc.version, platforms };
 }
 
-// ---- Transport ----------------------------------------------------------------
+// ---- 11.3.3 Transport ----------------------------------------------------------------
 //
 //   https://example.org/sentry/manifest.json   → allowed
 //   http://127.0.0.1:8080/manifest.json        → allowed (loopback: tests, a local mirror)
@@ -4542,7 +4543,7 @@ async function downloadTo(sys: Sys, fd: number, url: URL, want: ManifestBinary, 
   if (sum !== want.sha256) throw new Error(`SHA-256 is ${sum}, the manifest says ${want.sha256}`);
 }
 
-// ---- The files beside the binary ----------------------------------------------
+// ---- 11.3.4 The files beside the binary ----------------------------------------------
 
 /**
  * The installed binary to replace, symbolic links followed (renaming over
@@ -4676,7 +4677,7 @@ function timeoutMsOf(cfg: Config): number {
   return cfg.UPDATE_TIMEOUT_SECONDS * 1000;
 }
 
-// ---- --update ---------------------------------------------------------------
+// ---- 11.3.5 --update ---------------------------------------------------------------
 
 /**
  * `sentry --update [--check | --force]`. Returns the exit code: 0 updated,
@@ -4804,7 +4805,7 @@ export async function update(
   }
 }
 
-// ---- --rollback ---------------------------------------------------------------
+// ---- 11.3.6 --rollback ---------------------------------------------------------------
 
 /**
  * `sentry --rollback`: swaps the binary and sentry.prev, so a second
