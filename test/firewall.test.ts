@@ -541,12 +541,13 @@ t.test("binary: dist/sentry --block/--delist/--resync fill the firewall", async 
           ? ns.run("nft", ["-f", "-"], { input: backend.rules(cfg) })
           : ns.run("sh", ["-ec", backend.rules(cfg)]);
       t.equal(load.status, 0, `rules load: ${load.stderr}`);
-      const sentry = (...args: string[]) => {
+      const sentryEnv = (extra: string[], ...args: string[]) => {
         const only = ["ADD_TO_NFTABLES", "ADD_TO_IPTABLES", "ADD_TO_PF", "ADD_TO_IPFW"].map((k) => `${k}=${k === key ? 1 : 0}`);
-        const r = ns.run("env", [`ROOT_DIR=${root}`, ...only, BIN, ...args], { timeoutMs: 30_000 });
+        const r = ns.run("env", [`ROOT_DIR=${root}`, ...only, ...extra, BIN, ...args], { timeoutMs: 30_000 });
         t.equal(r.status, 0, `sentry ${args.join(" ")}: ${r.stderr.trim()}`);
         return r;
       };
+      const sentry = (...args: string[]) => sentryEnv([], ...args);
       const [a4, b4] = CLIENTS4;
       const [a6] = CLIENTS6;
 
@@ -565,6 +566,33 @@ t.test("binary: dist/sentry --block/--delist/--resync fill the firewall", async 
       t.same(backend.list(cfg, nsSys(ns)), [a6], "--resync puts back what block/ holds, and only that");
       expectReachability(t, ns, [a6], "after --resync");
       t.equal(ns.probe(b4, SERVER4), "connected");
+
+      // Blocks the logs decide, by a connect and by --scan, reach the firewall
+      // too; expiry, run by any later connect, lifts them from it.
+      const c4 = CLIENTS4[2];
+      const b6 = CLIENTS6[1];
+      const log = path.join(root, "auth.log");
+      fs.writeFileSync(
+        log,
+        `Invalid user admin from ${c4} port 40000\n` +
+          [1, 2, 3].map((i) => `Invalid user u${i} from ${b6} port 4100${i}\n`).join(""),
+      );
+      const logs = [`SSH_LOG=${log}`, "PROTECT_FTP=0", "PROTECT_MUA=0"];
+      for (let i = 0; i < 3; i++) sentryEnv(logs, "--connect", `--ip=${c4}`);
+      t.ok(fs.existsSync(path.join(root, "block", c4)), "the third connect blocked it");
+      t.same(backend.list(cfg, nsSys(ns)), [c4, a6], "and the set holds it");
+      expectReachability(t, ns, [a6, c4], "after a block by --connect");
+      sentryEnv(logs, "--scan");
+      t.same(backend.list(cfg, nsSys(ns)), [c4, a6, b6], "--scan blocked the other attacker");
+      expectReachability(t, ns, [a6, c4, b6], "after a block by --scan");
+      const old = Date.now() / 1000 - 2 * 86400;
+      fs.utimesSync(path.join(root, "block", c4), old, old);
+      fs.utimesSync(path.join(root, "block", b6), old, old);
+      fs.rmSync(path.join(root, "expire.stamp"), { force: true });
+      sentryEnv([...logs, "EXPIRE_BLOCK_DAYS=1"], "--connect", `--ip=${b4}`);
+      t.notOk(fs.existsSync(path.join(root, "block", c4)), "expired");
+      t.same(backend.list(cfg, nsSys(ns)), [a6], "expiry lifted both from the set, and only them");
+      expectReachability(t, ns, [a6], "after expiry");
     });
   }
 
