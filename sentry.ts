@@ -2078,13 +2078,14 @@ CREATE TABLE IF NOT EXISTS cursors (
   ident    TEXT NOT NULL,         -- "dev:ino" of the file read, or the journal cursor
   offset   INTEGER NOT NULL,      -- bytes of that file already read
   skipping INTEGER NOT NULL,      -- 1: offset is inside an over-long line, skip to its end
+  head     TEXT NOT NULL DEFAULT '', -- hex of the file's first bytes (copytruncate)
   read_at  INTEGER NOT NULL       -- epoch ms of the last read
 );
 CREATE TABLE IF NOT EXISTS tallies (
   ip TEXT NOT NULL, service TEXT NOT NULL,
   success INTEGER NOT NULL, failed INTEGER NOT NULL, naughty INTEGER NOT NULL, probe INTEGER NOT NULL,
   sample TEXT NOT NULL, sample_rank INTEGER NOT NULL,
-  pending INTEGER NOT NULL DEFAULT 1, -- new evidence not yet weighed by --scan
+  pending INTEGER NOT NULL DEFAULT 1, -- how often new evidence came since --scan last weighed it
   PRIMARY KEY (ip, service)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
@@ -2113,6 +2114,9 @@ export function openIndex(ctx: Ctx): Db {
     try {
       db.exec("PRAGMA journal_mode=WAL");
       db.exec(SCHEMA);
+      // An index made by an earlier build of this version lacks later columns.
+      const cols = db.prepare("PRAGMA table_info(cursors)").all().map((r) => String(r.name));
+      if (!cols.includes("head")) db.exec("ALTER TABLE cursors ADD COLUMN head TEXT NOT NULL DEFAULT ''");
     } catch (e) {
       db.close();
       throw e;
@@ -2230,6 +2234,22 @@ interface Cursor {
   ident: string;
   offset: number;
   skipping: number;
+  head: string; // hex of the file's first bytes (up to HEAD_BYTES): its content's identity
+}
+
+/**
+ * logrotate's copytruncate keeps the inode: the file is copied away and
+ * emptied in place. If it then grows past the old offset before the next
+ * read, size and inode look unchanged and the new lines would be skipped.
+ * The first bytes of a log (a timestamp, a host) tell the contents apart.
+ */
+const HEAD_BYTES = 64;
+
+/** Hex of the first `n` bytes of an open file (fewer if it is shorter). */
+function readHead(fsys: FsTable, fd: number, n: number): string {
+  const buf = Buffer.alloc(n);
+  const got = fsys.readSync(fd, buf, 0, n, 0);
+  return buf.subarray(0, got).toString("hex");
 }
 
 /**
@@ -2317,7 +2337,9 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
   const fsys = ctx.sys.fs;
   let fd: number;
   try {
-    fd = fsys.openSync(src.path, "r");
+    // O_NONBLOCK: a FIFO named as a log must not hang the connect in open();
+    // it is refused just below as not a regular file.
+    fd = fsys.openSync(src.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
     if (src.explicit || errCode(e) !== "ENOENT") res.notes.push(`cannot read ${src.path}: ${errText(e)}`);
     return null;
@@ -2329,11 +2351,17 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
       return null;
     }
     const ident = `${st.dev}:${st.ino}`;
+    const oldHead = cur ? cur.head : "";
+    const head = readHead(fsys, fd, Math.min(HEAD_BYTES, st.size));
     let start: number;
     let skipping: boolean;
     if (cur && cur.ident === ident) {
       if (st.size < cur.offset) {
         res.notes.push(`${src.path} was truncated; reading it from the start`);
+        start = 0;
+        skipping = false;
+      } else if (oldHead !== "" && head.slice(0, oldHead.length) !== oldHead) {
+        res.notes.push(`${src.path} was emptied and written again (copytruncate); reading it from the start`);
         start = 0;
         skipping = false;
       } else {
@@ -2353,7 +2381,7 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
             // Stopped by the time cap inside the old file: keep its cursor, so
             // the next read finds it again beside the new file and carries on
             // (moving on to the new file now would drop the rest of the old tail).
-            if (r.stopped) return { ident: cur.ident, offset: r.offset, skipping: r.skipping ? 1 : 0 };
+            if (r.stopped) return { ident: cur.ident, offset: r.offset, skipping: r.skipping ? 1 : 0, head: cur.head };
           } catch (e) {
             res.notes.push(`cannot read the rotated ${old}: ${errText(e)}`);
           } finally {
@@ -2371,7 +2399,7 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
       }
     }
     const r = readFileFrom(ctx, fd, st.size, start, skipping, src, found, res, deadline);
-    return { ident, offset: r.offset, skipping: r.skipping ? 1 : 0 };
+    return { ident, offset: r.offset, skipping: r.skipping ? 1 : 0, head };
   } catch (e) {
     res.notes.push(`cannot read ${src.path}: ${errText(e)}`);
     return null;
@@ -2451,7 +2479,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     const ev = classifyLine(msg, ident, state);
     if (ev && src.services.includes(ev.service)) addFound(found, ev, `${ident}: ${msg}`);
   }
-  return { ident: cursor, offset: 0, skipping: 0 };
+  return { ident: cursor, offset: 0, skipping: 0, head: "" };
 }
 
 /**
@@ -2470,10 +2498,10 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
     return res;
   }
   try {
-    const getCur = db.prepare("SELECT ident, offset, skipping FROM cursors WHERE source = ?");
+    const getCur = db.prepare("SELECT ident, offset, skipping, head FROM cursors WHERE source = ?");
     const putCur = db.prepare(
-      "INSERT INTO cursors (source, ident, offset, skipping, read_at) VALUES (?, ?, ?, ?, ?) " +
-        "ON CONFLICT(source) DO UPDATE SET ident=excluded.ident, offset=excluded.offset, skipping=excluded.skipping, read_at=excluded.read_at",
+      "INSERT INTO cursors (source, ident, offset, skipping, head, read_at) VALUES (?, ?, ?, ?, ?, ?) " +
+        "ON CONFLICT(source) DO UPDATE SET ident=excluded.ident, offset=excluded.offset, skipping=excluded.skipping, head=excluded.head, read_at=excluded.read_at",
     );
     const found: Found = new Map();
     for (const src of sources) {
@@ -2481,14 +2509,14 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
       const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
       if (next === null) continue;
       res.readable++;
-      putCur.run(src.key, next.ident, next.offset, next.skipping, ctx.sys.now());
+      putCur.run(src.key, next.ident, next.offset, next.skipping, next.head, ctx.sys.now());
     }
     const upsert = db.prepare(
       "INSERT INTO tallies (ip, service, success, failed, naughty, probe, sample, sample_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?) " +
         "ON CONFLICT(ip, service) DO UPDATE SET success=success+excluded.success, failed=failed+excluded.failed, " +
         "naughty=naughty+excluded.naughty, probe=probe+excluded.probe, " +
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
-        "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=1",
+        "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=pending+1",
     );
     for (const [ip, per] of found) {
       res.touched.add(ip);
@@ -2904,9 +2932,22 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       code = 2;
     }
     const partial = incomplete(res);
-    const pending = db.prepare("SELECT DISTINCT ip FROM tallies WHERE pending = 1").all().map((r) => String(r.ip));
-    const done = db.prepare("UPDATE tallies SET pending = 0 WHERE ip = ?");
-    for (const ip of pending) {
+    // Each row's pending count is cleared only if it is still what was read:
+    // evidence a parallel connect adds meanwhile keeps its row pending, and
+    // the next --scan weighs it.
+    const rows = db.prepare("SELECT ip, service, pending FROM tallies WHERE pending > 0").all();
+    const pending = new Map<string, [string, number][]>();
+    for (const r of rows) {
+      const ip = String(r.ip);
+      const list = pending.get(ip) ?? [];
+      list.push([String(r.service), Number(r.pending)]);
+      pending.set(ip, list);
+    }
+    const clear = db.prepare("UPDATE tallies SET pending = 0 WHERE ip = ? AND service = ? AND pending = ?");
+    const markWeighed = (ip: string) => {
+      for (const [service, n] of pending.get(ip) ?? []) clear.run(ip, service, n);
+    };
+    for (const ip of pending.keys()) {
       weighed++;
       const t = tallies(db, ip);
       const events = SERVICES.reduce((a, s) => a + (t[s] ? t[s].success + t[s].failed + t[s].naughty + t[s].probe : 0), 0);
@@ -2931,7 +2972,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
           code = Math.max(code, c);
         }
       }
-      done.run(ip);
+      markWeighed(ip);
     }
   } finally {
     db.close();

@@ -280,11 +280,13 @@ t.test("incremental: a later decision reads only the bytes written since the las
   const first = Date.now() - t0;
   t.equal(state(b.root, "203.0.113.40"), "blocked", "the first decision reads the 30 MB");
 
-  // Overwrite the start of the already-read part in place (same inode, same
-  // size): had sentry read from 0 again, 203.0.113.42 would be blocked.
+  // Overwrite a line in the middle of the already-read part, in place (same
+  // inode, same size, same first bytes): had sentry read it again,
+  // 203.0.113.42 would be blocked. (A change to the first bytes is a
+  // copytruncate, which is read again on purpose: see the test below.)
   const forged = Buffer.from(`Invalid user z from 203.0.113.42 port 1\n`);
   const wfd = fs.openSync(b.log, "r+");
-  fs.writeSync(wfd, forged, 0, forged.length, 0);
+  fs.writeSync(wfd, forged, 0, forged.length, noise.length * 1000);
   fs.closeSync(wfd);
   fs.appendFileSync(b.log, `${CLASSIC}Invalid user b from 203.0.113.41 port 1\n`);
   t0 = Date.now();
@@ -379,6 +381,35 @@ t.test("truncation: a log cut to nothing between two connects is read from its s
   t.equal(state(b.root, "203.0.113.73"), "blocked");
   t.match(r.stderr, /was truncated; reading it from the start/);
   t.same(counts(evidence(t, b.env, "203.0.113.72")), [0, 0, 50, 0]);
+});
+
+t.test("copytruncate: a log emptied in place and grown past the old offset is read from its start", async (t) => {
+  const b = box(t);
+  fs.writeFileSync(b.log, `${CLASSIC}Server listening on 0.0.0.0 port 22.\n${rep(failed("203.0.113.80"), 20)}`);
+  connects(t, b.env, "203.0.113.81", 3); // reads the log to its end
+  const readTo = fs.statSync(b.log).size;
+  // logrotate's copytruncate: same inode, emptied, then written again past where sentry stopped.
+  fs.truncateSync(b.log, 0);
+  const again = `${RFC3339}Invalid user z from 203.0.113.81 port 1\n${rep(`${RFC3339}Connection closed by 198.51.100.1 port 2 [preauth]\n`, 40)}`;
+  fs.appendFileSync(b.log, again);
+  t.ok(fs.statSync(b.log).size > readTo, "the new content is longer than what was read");
+  const r = connect(b.env, "203.0.113.81");
+  t.match(r.stderr, /emptied and written again \(copytruncate\)/);
+  t.equal(state(b.root, "203.0.113.81"), "blocked", "the line at the start of the new content was read");
+});
+
+t.test("a FIFO named as the log does not hang a connect", async (t) => {
+  const b = box(t);
+  const fifo = join(b.root, "auth.fifo");
+  const mk = spawnSync("mkfifo", [fifo]);
+  t.equal(mk.status, 0, "mkfifo");
+  const env = { ...b.env, SSH_LOG: fifo };
+  const started = Date.now();
+  connects(t, env, "203.0.113.82", 2);
+  const r = connect(env, "203.0.113.82");
+  t.ok(Date.now() - started < 10_000, "returned promptly");
+  t.match(r.stderr, /not a regular file/);
+  t.equal(state(b.root, "203.0.113.82"), "none");
 });
 
 t.test("a log growing while it is read: no line counted twice or lost", async (t) => {
