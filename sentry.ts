@@ -101,6 +101,7 @@ export const DEFAULTS = {
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
   EXPIRE_CHECK_MINUTES: 60, // how often a --connect looks for expired blocks
+  REPORT_REBUILD_HOURS: 24, // the report's index is rebuilt from seen/ at least this often
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
@@ -732,8 +733,12 @@ export function recordConnection(ctx: Ctx, ip: string): number {
   }
   try {
     fsys.writeSync(fd, line);
-    // Count the lines the file holds now, our own included.
+    noteChange(ctx, ip);
+    // Count the lines the file holds now, our own included. Every line
+    // sentry writes is SEEN_LINE_BYTES long, so a file of a multiple of that
+    // size costs no read (an address allowed for years has megabytes here).
     const size = fsys.fstatSync(fd).size;
+    if (size % SEEN_LINE_BYTES === 0) return size / SEEN_LINE_BYTES;
     const buf = Buffer.allocUnsafe(Math.min(size, 1 << 20));
     let count = 0;
     for (let pos = 0; pos < size; ) {
@@ -749,6 +754,29 @@ export function recordConnection(ctx: Ctx, ip: string): number {
     fsys.closeSync(fd);
   }
 }
+
+/**
+ * Appends "EPOCH IP" to ROOT_DIR/connections.log: a change feed that keeps
+ * the report's index in sentry.db current without listing seen/ (a million
+ * files take seconds to list and stat). seen/IP stays the truth: the index
+ * re-reads the size of every file the feed names. Losing a line costs an
+ * inexact report until the next daily rebuild, never a decision.
+ */
+export function noteChange(ctx: Ctx, ip: string, what = ""): void {
+  const file = path.join(ctx.cfg.ROOT_DIR, CONNECTIONS_LOG);
+  try {
+    ctx.sys.fs.appendFileSync(file, `${epoch(ctx)} ${ip}${what ? ` ${what}` : ""}\n`, { mode: 0o640 });
+  } catch (e) {
+    ctx.sys.warn(`cannot append to ${file}: ${errText(e)} (the report's index will be rebuilt)`);
+  }
+}
+
+/** Every seen line sentry writes is exactly this long: "1795262400\n" (ten digits until the year 2286). */
+export const SEEN_LINE_BYTES = 11;
+
+/** The change feed of seen/ (see noteChange), and its size at which expiry rotates it. */
+export const CONNECTIONS_LOG = "connections.log";
+const CONNECTIONS_LOG_ROTATE_BYTES = 16 * 1024 * 1024;
 
 /** How many connections seen/IP holds (0 if none). */
 export function countConnections(ctx: Ctx, ip: string): number {
@@ -2089,6 +2117,11 @@ CREATE TABLE IF NOT EXISTS tallies (
   PRIMARY KEY (ip, service)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS report_ips (  -- the report's index of seen/ (section 10.2)
+  ip TEXT PRIMARY KEY, n INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS report_ips_n ON report_ips (n);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 `;
 
 /** How telling a line is as the sample of a reason: a success explains an allow, naughty a block. */
@@ -2855,7 +2888,7 @@ function liftEverywhere(ctx: Ctx, ip: string): number {
 export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): number {
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
-  removeFile(ctx, statePath(ctx, "seen", ip));
+  if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
   forgetEvidence(ctx, ip);
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
@@ -2885,7 +2918,24 @@ export function expireIfDue(ctx: Ctx): void {
     ctx.sys.warn(`cannot write ${stamp}: ${errText(e)}`);
     return;
   }
+  rotateFeed(ctx);
   expireBlocks(ctx);
+}
+
+/**
+ * The same hourly moment keeps connections.log small: past
+ * CONNECTIONS_LOG_ROTATE_BYTES it becomes connections.log.1 (the report's
+ * index finishes a rotated file it had not read to its end, by inode).
+ */
+function rotateFeed(ctx: Ctx): void {
+  const feed = path.join(ctx.cfg.ROOT_DIR, CONNECTIONS_LOG);
+  const st = ctx.sys.fs.statSync(feed, { throwIfNoEntry: false });
+  if (!st || st.size < CONNECTIONS_LOG_ROTATE_BYTES) return;
+  try {
+    ctx.sys.fs.renameSync(feed, `${feed}.1`);
+  } catch (e) {
+    ctx.sys.warn(`cannot rotate ${feed}: ${errText(e)}`);
+  }
 }
 
 /** Lifts every block older than EXPIRE_BLOCK_DAYS from every list. Returns how many. */
@@ -3667,8 +3717,6 @@ export interface Report {
   ip?: IpRecord;
 }
 
-const SEEN_LINE_BYTES = 11;
-
 /** Connections in every seen file: [ip, count][]. */
 function seenCounts(ctx: Ctx): [string, number][] {
   const dir = path.join(ctx.cfg.ROOT_DIR, "seen");
@@ -3751,18 +3799,197 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
   };
 }
 
+// ---- 10.2 The report's index -------------------------------------------------
+//
+//   connections.log  "1795262400 203.0.113.9\n"   ──▶  report_ips (203.0.113.9, 7)
+//                                                       meta report_ips=…, report_connections=…
+//
+// Listing and stating a million seen/ files takes seconds; --report should
+// not. So sentry.db keeps each address's count and the totals, and each
+// report first catches up with connections.log, the change feed every
+// connect and delist appends to (noteChange): only the addresses named
+// since the last report are looked at again, and their count is read from
+// seen/IP itself, so the feed says what changed and the files say how much.
+// A feed that was rotated is finished by inode, like a log (7.3). The index
+// is rebuilt from seen/ when it is new, when the feed cannot be followed,
+// and at least every REPORT_REBUILD_HOURS, which also catches files an
+// administrator removed by hand. Without a writable sentry.db (a read-only
+// ROOT_DIR, another user) the report lists seen/ directly.
+
+/** Connections in seen/IP from its size (one stat), or by reading it; 0 if it is gone. */
+function seenCount(ctx: Ctx, ip: string): number {
+  const st = ctx.sys.fs.statSync(statePath(ctx, "seen", ip), { throwIfNoEntry: false });
+  if (!st || !st.isFile()) return 0;
+  return st.size % SEEN_LINE_BYTES === 0 ? st.size / SEEN_LINE_BYTES : countConnections(ctx, ip);
+}
+
+interface FeedPos {
+  ident: string; // "dev:ino" of connections.log, "" if there is none
+  offset: number;
+}
+
+/** Reads complete feed lines of an open file from `start`; adds their addresses; returns where it stopped. */
+function readFeedLines(ctx: Ctx, fd: number, start: number, size: number, into: Set<string>): number {
+  let pos = start;
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let carry = "";
+  while (pos < size) {
+    const n = ctx.sys.fs.readSync(fd, buf, 0, Math.min(CHUNK, size - pos), pos);
+    if (n <= 0) break;
+    const text = carry + buf.toString("latin1", 0, n);
+    const last = text.lastIndexOf("\n");
+    for (const line of text.slice(0, last + 1).split("\n")) {
+      const ip = line.split(" ")[1];
+      if (ip !== undefined && parseIp(ip) === ip) into.add(ip);
+    }
+    carry = text.slice(last + 1);
+    pos += n;
+  }
+  return pos - Buffer.byteLength(carry, "latin1"); // a line still being written is read next time
+}
+
+/** Addresses named in the feed since `cur`, and the new position; null if the feed cannot be followed. */
+function readFeed(ctx: Ctx, cur: FeedPos): { ips: Set<string>; pos: FeedPos } | null {
+  const feed = path.join(ctx.cfg.ROOT_DIR, CONNECTIONS_LOG);
+  const fsys = ctx.sys.fs;
+  const ips = new Set<string>();
+  let fd: number | null = null;
+  try {
+    fd = fsys.openSync(feed, "r");
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") return null;
+  }
+  try {
+    const st = fd === null ? null : fsys.fstatSync(fd);
+    const ident = st ? `${st.dev}:${st.ino}` : "";
+    if (cur.ident !== "" && cur.ident !== ident) {
+      // Rotated since: finish the old file first, found beside it by inode.
+      const old = findRotated(ctx, feed, cur.ident);
+      if (old === null) return null;
+      const ofd = fsys.openSync(old, "r");
+      try {
+        const ost = fsys.fstatSync(ofd);
+        if (ost.size < cur.offset) return null;
+        readFeedLines(ctx, ofd, cur.offset, ost.size, ips);
+      } finally {
+        fsys.closeSync(ofd);
+      }
+      cur = { ident, offset: 0 };
+    }
+    if (fd === null || st === null) return { ips, pos: { ident: "", offset: 0 } };
+    if (st.size < cur.offset) return null; // truncated: start again from seen/
+    const offset = readFeedLines(ctx, fd, cur.offset, st.size, ips);
+    return { ips, pos: { ident, offset } };
+  } finally {
+    if (fd !== null) fsys.closeSync(fd);
+  }
+}
+
+/** Where the feed ends now (taken before a rebuild lists seen/, so nothing in between is missed). */
+function feedEnd(ctx: Ctx): FeedPos {
+  const st = ctx.sys.fs.statSync(path.join(ctx.cfg.ROOT_DIR, CONNECTIONS_LOG), { throwIfNoEntry: false });
+  return st ? { ident: `${st.dev}:${st.ino}`, offset: st.size } : { ident: "", offset: 0 };
+}
+
+/**
+ * Brings the index up to date and returns the totals and the ten busiest
+ * addresses. One BEGIN IMMEDIATE transaction: two reports do not both
+ * rebuild, and a connect never waits for it (connects do not open sentry.db).
+ */
+export function syncReportIndex(ctx: Ctx, db: Db): { ips: number; connections: number; top: [string, number][]; rebuilt: boolean } {
+  const getMeta = db.prepare("SELECT value FROM meta WHERE key = ?");
+  const setMeta = db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+  const meta = (k: string): string | null => {
+    const r = getMeta.get(k);
+    return r ? String(r.value) : null;
+  };
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const now = ctx.sys.now();
+    const builtAt = Number(meta("report_built_at") ?? 0);
+    let ips = Number(meta("report_ips") ?? 0);
+    let connections = Number(meta("report_connections") ?? 0);
+    const fresh = builtAt > 0 && now - builtAt < ctx.cfg.REPORT_REBUILD_HOURS * 3_600_000;
+    const cur: FeedPos = { ident: meta("report_feed_ident") ?? "", offset: Number(meta("report_feed_offset") ?? 0) };
+    const caught = fresh ? readFeed(ctx, cur) : null;
+    let pos: FeedPos;
+    if (caught === null) {
+      pos = feedEnd(ctx);
+      db.exec("DELETE FROM report_ips");
+      const put = db.prepare("INSERT INTO report_ips (ip, n) VALUES (?, ?)");
+      const counts = seenCounts(ctx);
+      for (const [ip, n] of counts) put.run(ip, n);
+      ips = counts.length;
+      connections = counts.reduce((a, [, n]) => a + n, 0);
+      setMeta.run("report_built_at", String(now));
+    } else {
+      pos = caught.pos;
+      const get = db.prepare("SELECT n FROM report_ips WHERE ip = ?");
+      const put = db.prepare("INSERT INTO report_ips (ip, n) VALUES (?, ?) ON CONFLICT(ip) DO UPDATE SET n = excluded.n");
+      const del = db.prepare("DELETE FROM report_ips WHERE ip = ?");
+      for (const ip of caught.ips) {
+        const row = get.get(ip);
+        const before = row ? Number(row.n) : null;
+        const n = seenCount(ctx, ip);
+        if (before !== null) {
+          ips--;
+          connections -= before;
+        }
+        if (n > 0 || ctx.sys.fs.existsSync(statePath(ctx, "seen", ip))) {
+          put.run(ip, n);
+          ips++;
+          connections += n;
+        } else if (before !== null) del.run(ip);
+      }
+    }
+    setMeta.run("report_ips", String(ips));
+    setMeta.run("report_connections", String(connections));
+    setMeta.run("report_feed_ident", pos.ident);
+    setMeta.run("report_feed_offset", String(pos.offset));
+    const top = db
+      .prepare("SELECT ip, n FROM report_ips ORDER BY n DESC, ip LIMIT 10")
+      .all()
+      .map((r) => [String(r.ip), Number(r.n)] as [string, number]);
+    db.exec("COMMIT");
+    return { ips, connections, top, rebuilt: caught === null };
+  } catch (e) {
+    db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+/** Totals and the ten busiest addresses of seen/: from the index, or by listing seen/ where there can be none. */
+function seenSummary(ctx: Ctx): { ips: number; connections: number; top: [string, number][] } {
+  // A report never creates ROOT_DIR, and works without write access to it.
+  const st = ctx.sys.fs.statSync(ctx.cfg.ROOT_DIR, { throwIfNoEntry: false });
+  if (st && st.isDirectory()) {
+    try {
+      const db = openIndex(ctx);
+      try {
+        return syncReportIndex(ctx, db);
+      } finally {
+        db.close();
+      }
+    } catch (e) {
+      ctx.sys.warn(`the report's index in sentry.db cannot be used (${errText(e)}): listing seen/ instead`);
+    }
+  }
+  const counts = seenCounts(ctx);
+  counts.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  return { ips: counts.length, connections: counts.reduce((a, [, n]) => a + n, 0), top: counts.slice(0, 10) };
+}
+
 /** Builds the report: the summary, plus detail when verbose, plus one address. */
 export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | null }): Report {
-  const counts = seenCounts(ctx);
+  const summary = seenSummary(ctx);
   const r: Report = {
-    uniqueIps: counts.length,
-    connections: counts.reduce((a, [, n]) => a + n, 0),
+    uniqueIps: summary.ips,
+    connections: summary.connections,
     allowed: listDir(ctx, "allow").length,
     blocked: listDir(ctx, "block").length,
   };
   if (opts.verbose) {
-    counts.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
-    r.top = counts.slice(0, 10).map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
+    r.top = summary.top.map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
     const log = tailLog(ctx, 2000);
     r.recent = log.filter((l) => !/ backend-failed /.test(l)).slice(-10);
     const weekAgo = isoTime(ctx.sys.now() - 7 * 86_400_000);

@@ -1,0 +1,91 @@
+// The report's index (sentry.db, fed by connections.log): always the same
+// totals as listing seen/ would give, however the feed and the files change.
+import t from "tap";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel } from "./lib/run.ts";
+
+requireBinary();
+
+/** What listing seen/ says: unique addresses and connections (lines). */
+function truth(root: string): { uniqueIps: number; connections: number } {
+  const dir = join(root, "seen");
+  const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  let connections = 0;
+  for (const n of names) connections += fs.readFileSync(join(dir, n), "utf8").split("\n").filter(Boolean).length;
+  return { uniqueIps: names.length, connections };
+}
+
+function report(env: Record<string, string>): { uniqueIps: number; connections: number; top: { ip: string; connections: number }[]; stderr: string } {
+  const r = sentry(["--report", "--verbose", "--json"], env);
+  if (r.status !== 0) throw new Error(`report exited ${r.status}: ${r.stderr}`);
+  const j = JSON.parse(r.stdout);
+  return { uniqueIps: j.uniqueIps, connections: j.connections, top: j.top, stderr: r.stderr };
+}
+
+type TT = Parameters<Parameters<typeof t.test>[0]>[0];
+const same = (t: TT, env: Record<string, string>, root: string, what: string) => {
+  const r = report(env);
+  t.same({ uniqueIps: r.uniqueIps, connections: r.connections }, truth(root), what);
+  return r;
+};
+
+t.test("incremental: connects, reports, more connects, delist: always the truth", async (t) => {
+  const root = tempDir(t);
+  const env = envFor(root);
+  for (let i = 0; i < 30; i++) sentry(["-c", `--ip=198.51.100.${i % 7}`], env);
+  let r = same(t, env, root, "first report (builds the index)");
+  t.equal(r.connections, 30);
+  t.same(r.top[0], { ip: "198.51.100.0", connections: 5, status: null }, "the busiest, from the index");
+  await parallel(40, 20, (i) => sentryAsync(["-c", `--ip=198.51.100.${i % 10}`], env));
+  r = same(t, env, root, "after 40 parallel connects, caught up from the feed");
+  t.equal(r.connections, 70);
+  sentry(["--delist", "--ip=198.51.100.3"], env);
+  r = same(t, env, root, "a delisted address leaves the index");
+  t.equal(r.uniqueIps, 9);
+  const feed = fs.readFileSync(join(root, "connections.log"), "utf8");
+  t.match(feed, /^(\d{10} [0-9a-f.:]+( delist)?\n)+$/, "the feed holds time and address, nothing else");
+});
+
+t.test("the feed rotated, lost or truncated; a seen file edited or removed by hand", async (t) => {
+  const root = tempDir(t);
+  const env = envFor(root);
+  for (let i = 0; i < 10; i++) sentry(["-c", `--ip=203.0.113.${i}`], env);
+  same(t, env, root, "built");
+  for (let i = 0; i < 5; i++) sentry(["-c", `--ip=203.0.113.${i}`], env);
+  fs.renameSync(join(root, "connections.log"), join(root, "connections.log.1")); // rotated with unread lines
+  for (let i = 0; i < 5; i++) sentry(["-c", `--ip=203.0.113.${20 + i}`], env);
+  same(t, env, root, "the rotated file's unread lines are read by inode, then the new file");
+  fs.rmSync(join(root, "connections.log.1"));
+  fs.rmSync(join(root, "connections.log"));
+  sentry(["-c", "--ip=203.0.113.99"], env);
+  same(t, env, root, "a feed whose position is lost: rebuilt from seen/");
+  fs.writeFileSync(join(root, "connections.log"), "");
+  same(t, env, root, "a truncated feed: rebuilt from seen/");
+  fs.appendFileSync(join(root, "seen", "203.0.113.0"), "1795262400\nnot-a-timestamp\n");
+  sentry(["-c", "--ip=203.0.113.0"], env);
+  same(t, env, root, "a hand-edited seen file (not 11-byte lines) is counted by its lines");
+  fs.rmSync(join(root, "seen", "203.0.113.1"));
+  const stale = report(env);
+  t.equal(stale.uniqueIps, truth(root).uniqueIps + 1, "a file removed by hand is not in the feed: counted until the next rebuild");
+  same(t, { ...env, REPORT_REBUILD_HOURS: "0" }, root, "REPORT_REBUILD_HOURS forces the rebuild that catches it");
+});
+
+t.test("without sentry.db: a report does not create ROOT_DIR, and works read-only", async (t) => {
+  const dir = tempDir(t);
+  const missing = join(dir, "none");
+  const r = sentry(["--report"], envFor(missing));
+  t.equal(r.status, 0);
+  t.match(r.stdout, /^ {3}0 unique IPs have connected 0 times/);
+  t.notOk(fs.existsSync(missing), "ROOT_DIR not created by a report");
+  const root = join(dir, "root");
+  for (let i = 0; i < 6; i++) sentry(["-c", `--ip=192.0.2.${i % 3}`], envFor(root));
+  fs.rmSync(join(root, "sentry.db"), { force: true });
+  const ro = spawnSync("unshare", ["-m", "sh", "-c", `mount -o bind,ro ${root} ${root} && exec "$0" --report`, SENTRY], {
+    env: envFor(root), encoding: "utf8",
+  });
+  t.equal(ro.status, 0, ro.stderr);
+  t.match(ro.stdout, /^ {3}3 unique IPs have connected 6 times/, "read-only: seen/ is listed instead");
+  t.match(ro.stderr, /cannot be used .*listing seen\/ instead/);
+});
