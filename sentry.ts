@@ -56,7 +56,6 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { spawnSync } from "node:child_process";
 import type * as Crypto from "node:crypto";
 
 // ==== 1. Configuration ======================================================
@@ -263,9 +262,17 @@ export interface Sys {
   execPath: string; // this program (the binary itself when compiled)
 }
 
+/**
+ * node:child_process, loaded on first use: it costs about 5 ms of start-up
+ * (a sixth of Node's own), and a plain connect never runs a command.
+ */
+function childProcess(): typeof import("node:child_process") {
+  return process.getBuiltinModule("node:child_process") as typeof import("node:child_process");
+}
+
 /** Runs a command without a shell; a missing tool or a timeout is a value. */
 export function runCommand(cmd: string, args: string[], opts: { timeoutMs?: number; input?: string } = {}): RunResult {
-  const r = spawnSync(cmd, args, {
+  const r = childProcess().spawnSync(cmd, args, {
     encoding: "utf8",
     timeout: opts.timeoutMs ?? DEFAULTS.COMMAND_TIMEOUT_SECONDS * 1000,
     killSignal: "SIGKILL",
@@ -4931,7 +4938,7 @@ function copyBeside(sys: Sys, from: string, to: string): void {
  * `env` option, use it here.)
  */
 export function runVersion(file: string, timeoutMs: number): { version: string } | { why: string } {
-  const r = spawnSync(file, ["--version"], {
+  const r = childProcess().spawnSync(file, ["--version"], {
     env: {},
     cwd: "/",
     encoding: "utf8",
