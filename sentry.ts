@@ -4186,7 +4186,17 @@ export function install(ctx: Ctx, write: boolean): number {
   }
   // 2. The binary.
   ctx.sys.out(installBinary(ctx));
-  // 3. The hosts.allow lines.
+  // 3. The first read of the logs (up to FIRST_SCAN_MB each) happens now,
+  //    not inside the first login that crosses the threshold.
+  const db = openIndex(ctx);
+  try {
+    const res = scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS);
+    for (const n of res.notes) ctx.sys.warn(n);
+    ctx.sys.out(`read ${res.readable} of ${res.sources} logs once (${res.bytes} bytes): from now on a connect reads only new lines`);
+  } finally {
+    db.close();
+  }
+  // 4. The hosts.allow lines.
   const lines = hostsAllowLines(root);
   const fw = firewallBackends.filter((b) => b.enabled(ctx.cfg));
   for (const b of fw) ctx.sys.out(`\n${b.name}: sentry fills the set; load this rule yourself:\n${b.rules(ctx.cfg)}`);

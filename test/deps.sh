@@ -49,7 +49,13 @@ systemd-journal-remote
 # systemd-journal-remote  /lib/systemd/systemd-journal-remote -o FILE.journal -
 #                         turns Journal Export Format into a real journal file
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES"
+# --- npm run bench: peak RSS of each run -------------------------------------
+BENCH_PACKAGES="
+time
+"
+# time            GNU time (/usr/bin/time -f %M): the peak RSS column
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do

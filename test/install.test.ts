@@ -179,3 +179,18 @@ t.test("doctor: each broken link gives its line and the Nagios code", async (t) 
   t.equal(ro.status, 2, "unwritable ROOT_DIR: CRITICAL");
   t.match(ro.stdout, /CRITICAL: .* is not writable: .*read-only/i);
 });
+
+t.test("install reads the logs once, so no login pays for the first read", async (t) => {
+  const s = scene(t);
+  const text = Array.from({ length: 12 }, (_, i) => `Invalid user u${i} from 203.0.113.${i + 1} port 4${i}22\n`).join("");
+  fs.writeFileSync(s.log, text);
+  const r = s.run(["--install"]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, new RegExp(`read 1 of 1 logs once \\(${text.length} bytes\\)`));
+  const { DatabaseSync } = await import("node:sqlite");
+  const db = new DatabaseSync(join(s.root, "sentry.db"), { readOnly: true });
+  const cur = db.prepare("SELECT offset FROM cursors WHERE source = ?").get(s.log);
+  db.close();
+  t.equal(Number(cur?.offset), text.length, "the cursor stands at the end of the log");
+  t.notOk(fs.existsSync(join(s.root, "block", "203.0.113.1")), "reading decides nothing by itself");
+});

@@ -1,0 +1,961 @@
+#!/usr/bin/env node
+// test/bench.mjs — `npm run bench`: what sentry costs, whole process, beside
+// baselines measured in the same run.
+//
+// WHAT IT MEASURES
+//
+//   connect    `sentry --connect` for an undecided IP (its 2nd connection) and
+//              an allowed one, beside the pinned `node -e 0` (the runtime's
+//              floor), `sentry --version` (the binary's own start) and
+//              `sh -c 'echo 1 >> F; test -f G'` (the floor of any spawned tool)
+//   decision   the 3rd connect of an undecided IP, which reads the sshd log,
+//              over a 2 MB and a 200 MB auth.log, beside `grep -c IP LOG` (what
+//              sentry 1.06/2.00 paid on every connect): the first decision
+//              (no sentry.db yet) and later ones (index warm, a few lines
+//              appended to the log, a fresh IP decided)
+//   report     `sentry --report` over 10,000 and 1,000,000 IPs of synthetic
+//              state, beside `ls -f seen | wc -l`
+//   burst      5,000 connects from 500 IPs, 8 at a time: throughput, and proof
+//              that every count is exact and every IP is decided as its log
+//              evidence says (blocked, allowed, or left undecided)
+//
+// HOW
+//
+//   Every figure is a whole process spawned from here with a clean environment
+//   (only PATH, ROOT_DIR, SSH_LOG, PROTECT_FTP=0, PROTECT_MUA=0, PROTECT_SMTP=0:
+//   nothing like NODE_OPTIONS leaks in), stdio on /dev/null like tcpd's spawn.
+//   Wall time: the time from spawn to exit seen by this process (Node's
+//   spawnSync; the `true` row is that harness's own cost, included in every
+//   figure). Peak RSS: separate runs under GNU time (`/usr/bin/time -f %M`,
+//   Debian package `time`), so the wrapper never adds to a wall time. Cases of
+//   one group run interleaved (A B C A B C …), so a noisy machine slows the
+//   baseline and the subject alike. Median of RUNS (11; --quick 5), min–max.
+//
+//   Synthetic data: deterministic, made here, only reserved addresses
+//   (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 198.18.0.0/15,
+//   2001:db8::/32) written as strings in files; nothing is sent anywhere.
+//   It is cached under $TMPDIR/sentry-bench-<stamp> and removed at the end
+//   unless --keep (then the next run reuses it: the million-IP state takes a
+//   while to write and to delete).
+//
+// USAGE
+//
+//   npm run bench [-- OPTIONS]          (or: node_modules/.bin/node test/bench.mjs)
+//     --quick          5 runs, no 200 MB log, no million-IP report, a 500-connect burst
+//     --only A,B       only these parts: connect, decision, report, burst
+//     --runs N         runs per figure (at least 1; the table says how many)
+//     --keep           keep the generated data for the next run
+//     --bin PATH       the binary to measure (default dist/sentry)
+//
+//   The table goes to stdout (Markdown: paste it into README.md), progress to
+//   stderr. Exit 1 when a correctness check fails (a count not exact, an IP not
+//   blocked or wrongly decided, a wrong report); missed speed targets are only
+//   printed. Exit 2 when the benchmark itself cannot run.
+
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { spawn, spawnSync } from "node:child_process";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { genLog, genState, reportIp, reportTotals, syslogLine, rng } from "./lib/bench-gen.mjs";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = resolve(HERE, "..");
+const GEN_STAMP = "g1"; // bump when the generators change: old caches are then ignored
+
+// ---- options ---------------------------------------------------------------
+
+const PARTS = ["connect", "decision", "report", "burst"];
+const opt = { quick: false, keep: false, only: new Set(PARTS), runs: 0, bin: join(REPO, "dist/sentry") };
+{
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      if (a.includes("=")) return a.slice(a.indexOf("=") + 1);
+      if (i + 1 >= argv.length) die(`${a} needs a value`, 2);
+      return argv[++i];
+    };
+    if (a === "--quick") opt.quick = true;
+    else if (a === "--keep") opt.keep = true;
+    else if (a === "--only" || a.startsWith("--only=")) {
+      const names = val().split(",").map((s) => s.trim()).filter(Boolean);
+      for (const n of names) if (!PARTS.includes(n)) die(`--only: unknown part ${n} (parts: ${PARTS.join(", ")})`, 2);
+      opt.only = new Set(names);
+    } else if (a === "--runs" || a.startsWith("--runs=")) {
+      opt.runs = Number(val());
+      if (!Number.isInteger(opt.runs) || opt.runs < 1) die("--runs needs a whole number, 1 or more", 2);
+    } else if (a === "--bin" || a.startsWith("--bin=")) opt.bin = resolve(val());
+    else if (a === "--help" || a === "-h") {
+      const head = fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+      console.log(head.slice(1, head.findIndex((l) => l.startsWith("import"))).map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
+      process.exit(0);
+    } else die(`unknown option ${a} (try --help)`, 2);
+  }
+}
+const RUNS = opt.runs || (opt.quick ? 5 : 11);
+const RSS_RUNS = Math.min(RUNS, opt.quick ? 2 : 5);
+const BURST = opt.quick ? { connects: 500, ips: 50, parallel: 8 } : { connects: 5000, ips: 500, parallel: 8 };
+const LOGS = [
+  { key: "2mb", label: "2 MB", bytes: 2e6, spanDays: 1 },
+  ...(opt.quick ? [] : [{ key: "200mb", label: "200 MB", bytes: 200e6, spanDays: 30 }]),
+];
+const STATES = [{ key: "10k", label: "10,000", n: 10_000 }, ...(opt.quick ? [] : [{ key: "1m", label: "1,000,000", n: 1_000_000 }])];
+
+function die(msg, code) {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(code);
+}
+const say = (msg) => process.stderr.write(`bench: ${msg}\n`);
+
+// ---- tools -------------------------------------------------------------------
+
+const BIN_GIVEN = opt.bin;
+if (!fs.existsSync(BIN_GIVEN)) die(`${BIN_GIVEN} is missing: run npm run build first`, 2);
+const NODE = (() => {
+  try {
+    return fs.realpathSync(join(REPO, "node_modules/.bin/node"));
+  } catch {
+    return die("node_modules/.bin/node is missing: run npm install (the pinned Node 24 is the baseline)", 2);
+  }
+})();
+const GNU_TIME = (() => {
+  const r = spawnSync("/usr/bin/time", ["--version"], { encoding: "utf8" });
+  return r.status === 0 && /GNU/.test(r.stdout + r.stderr) ? "/usr/bin/time" : null;
+})();
+const SH = "/bin/sh";
+
+// The cache holds what is slow to make (logs, synthetic state), each made
+// under a temporary name and renamed into place, so runs at the same time
+// share it safely. Each run works in its own CACHE/run-PID. Without --keep a
+// run removes the cache at its end, unless another live run is using it.
+const CACHE = join(fs.realpathSync(os.tmpdir()), `sentry-bench-${GEN_STAMP}`);
+const WORK = join(CACHE, `run-${process.pid}`);
+fs.mkdirSync(WORK, { recursive: true });
+const SCRATCH = join(WORK, "scratch");
+fs.mkdirSync(SCRATCH);
+
+const alive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === "EPERM";
+  }
+};
+let cleaned = false;
+function cleanup() {
+  if (cleaned) return;
+  cleaned = true;
+  rmTree(WORK);
+  const others = fs
+    .readdirSync(CACHE)
+    .map((n) => /^run-(\d+)$/.exec(n))
+    .filter((m) => m && Number(m[1]) !== process.pid)
+    .filter((m) => (alive(Number(m[1])) ? true : (rmTree(join(CACHE, m[0])), false)));
+  if (opt.keep) say(`kept ${CACHE} for the next run`);
+  else if (others.length) say(`left ${CACHE}: another benchmark (pid ${others.map((m) => m[1]).join(", ")}) is using it`);
+  else {
+    say(`removing ${CACHE} (--keep keeps it for the next run)`);
+    // Renamed away first, so no other run ever sees a half-removed cache.
+    const trash = `${CACHE}.trash-${process.pid}`;
+    try {
+      fs.renameSync(CACHE, trash);
+      rmTree(trash);
+    } catch {
+      rmTree(CACHE);
+    }
+  }
+}
+function rmTree(p) {
+  spawnSync("rm", ["-rf", "--", p], { stdio: "ignore" });
+}
+
+// The binary measured is a snapshot taken now (a hard link, or a copy), so a
+// rebuild during the run (build.mjs renames a new file over dist/sentry)
+// cannot mix two builds in one table.
+const BIN = join(WORK, "sentry");
+try {
+  fs.linkSync(BIN_GIVEN, BIN);
+} catch {
+  fs.copyFileSync(BIN_GIVEN, BIN);
+}
+const BIN_STAT = fs.statSync(BIN);
+const BIN_SHA = (() => {
+  const r = spawnSync("sha256sum", [BIN], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout.slice(0, 12) : "?";
+})();
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"])
+  process.on(sig, () => {
+    say(`${sig}: cleaning up`);
+    cleanup();
+    process.exit(130);
+  });
+
+// ---- running one process -----------------------------------------------------
+
+const BASE_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" };
+const sentryEnv = (root, log) => ({ ...BASE_ENV, ROOT_DIR: root, SSH_LOG: log, PROTECT_FTP: "0", PROTECT_MUA: "0", PROTECT_SMTP: "0" });
+
+const ERR_FILE = join(SCRATCH, "stderr");
+const RSS_FILE = join(SCRATCH, "rss");
+
+/** Runs argv once, stdio on /dev/null but stderr kept; returns wall ms, status, stderr. */
+function timed(argv, env, timeoutMs = 300_000) {
+  const fd = fs.openSync(ERR_FILE, "w");
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(argv[0], argv.slice(1), { env, cwd: SCRATCH, stdio: ["ignore", "ignore", fd], timeout: timeoutMs });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  fs.closeSync(fd);
+  return { ms, status: r.status, signal: r.signal, error: r.error, stderr: fs.readFileSync(ERR_FILE, "utf8") };
+}
+
+/** Runs argv once under GNU time; returns its peak RSS in KiB (null without GNU time). */
+function rssOf(argv, env, timeoutMs = 300_000) {
+  if (!GNU_TIME) return { kib: null, ...timed(argv, env, timeoutMs) };
+  fs.writeFileSync(RSS_FILE, "");
+  const r = timed([GNU_TIME, "-o", RSS_FILE, "-f", "%M", ...argv], env, timeoutMs);
+  const last = fs.readFileSync(RSS_FILE, "utf8").trim().split("\n").pop();
+  return { ...r, kib: /^\d+$/.test(last ?? "") ? Number(last) : null };
+}
+
+/** Runs argv and returns its stdout (for checks, not timed). */
+function output(argv, env, input) {
+  const r = spawnSync(argv[0], argv.slice(1), { env, cwd: SCRATCH, encoding: "utf8", input, timeout: 300_000 });
+  return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+// ---- results -------------------------------------------------------------------
+
+const rows = []; // the table
+const targets = []; // { what, figure, met }
+const checks = []; // { what, ok, detail }
+const notes = []; // printed under the table
+const stderrSeen = new Map(); // case label → first stderr text seen
+
+function check(what, ok, detail = "") {
+  checks.push({ what, ok, detail });
+  if (!ok) say(`CHECK FAILED: ${what}${detail ? `: ${detail}` : ""}`);
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+function fmtMs(ms) {
+  if (ms == null || Number.isNaN(ms)) return "–";
+  if (ms >= 1000) return `${(ms / 1000).toFixed(ms >= 10000 ? 1 : 2)} s`;
+  if (ms >= 100) return `${ms.toFixed(0)} ms`;
+  if (ms >= 10) return `${ms.toFixed(1)} ms`;
+  return `${ms.toFixed(2)} ms`;
+}
+const fmtRange = (a, b) => {
+  const [x, y] = [fmtMs(a), fmtMs(b)];
+  const ux = x.split(" ")[1];
+  return ux === y.split(" ")[1] ? `${x.split(" ")[0]} – ${y}` : `${x} – ${y}`;
+};
+const fmtKiB = (k) => (k == null ? "n/a" : `${(k / 1024).toFixed(k < 10240 ? 1 : 0)} MiB`);
+const fmtN = (n) => n.toLocaleString("en-US");
+const ratio = (a, b) => (b > 0 ? a / b : NaN);
+const fmtX = (x) => (Number.isFinite(x) ? `${x >= 10 ? x.toFixed(0) : x.toFixed(2)}×` : "–");
+
+/**
+ * Measures a group of cases, interleaved. A case: { key, label, argv(i),
+ * env, prepare?(i), after?(i, result), ok?: statuses, timeoutMs? }. i counts
+ * every run of that case (warm-up, timed and RSS runs alike), so prepare can
+ * hand each run a fresh address. Returns key → { times, rss, runs }.
+ */
+function measure(groupName, cases, { runs = RUNS, rssRuns = RSS_RUNS, warmup = 1 } = {}) {
+  const res = new Map(cases.map((c) => [c.key, { times: [], rss: [], n: 0, fails: 0 }]));
+  const once = (c, mode) => {
+    const st = res.get(c.key);
+    const i = st.n++;
+    c.prepare?.(i);
+    const argv = c.argv(i);
+    const r = mode === "rss" ? rssOf(argv, c.env, c.timeoutMs) : timed(argv, c.env, c.timeoutMs);
+    const ok = (c.ok ?? [0]).includes(r.status);
+    if (!ok) {
+      st.fails++;
+      const why = r.error ? String(r.error.message) : r.signal ? `signal ${r.signal}` : `exit ${r.status}`;
+      if (st.fails <= 3) say(`${c.label}: ${why}${r.stderr ? `: ${r.stderr.trim().slice(0, 500)}` : ""}`);
+    } else if (r.stderr.trim() && !stderrSeen.has(c.label)) stderrSeen.set(c.label, r.stderr.trim());
+    c.after?.(i, r, mode);
+    return r;
+  };
+  say(`${groupName}: ${warmup} warm-up, ${runs} timed and ${GNU_TIME ? rssRuns : 0} RSS runs of ${cases.map((c) => c.key).join(", ")}`);
+  for (let w = 0; w < warmup; w++) for (const c of cases) once(c, "warmup");
+  for (let k = 0; k < runs; k++) for (const c of cases) res.get(c.key).times.push(once(c, "time").ms);
+  if (GNU_TIME) for (let k = 0; k < rssRuns; k++) for (const c of cases) res.get(c.key).rss.push(once(c, "rss").kib);
+  for (const c of cases) {
+    const st = res.get(c.key);
+    if (st.fails) check(`${c.label}: every run exits ${(c.ok ?? [0]).join(" or ")}`, false, `${st.fails} of ${st.n} runs did not`);
+  }
+  return res;
+}
+
+/** Adds a table row from a measure() result; beside = another result and its label. */
+function row(label, st, beside = null, target = null) {
+  const t = st.times;
+  const rssVals = st.rss.filter((x) => x != null);
+  const r = {
+    label,
+    runs: t.length,
+    median: median(t),
+    min: Math.min(...t),
+    max: Math.max(...t),
+    rss: rssVals.length ? Math.max(...rssVals) : null,
+  };
+  if (beside) {
+    r.beside = beside.label;
+    r.ratio = ratio(r.median, median(beside.st.times));
+  }
+  if (target) {
+    r.target = target.text;
+    r.met = target.met(r);
+    targets.push({ what: target.text, figure: `${label}: ${target.figure ? target.figure(r) : fmtMs(r.median)}`, met: r.met });
+  }
+  rows.push(r);
+  return r;
+}
+const section = (title) => rows.push({ section: title });
+
+// ---- what the binary can do ------------------------------------------------------
+
+function probe() {
+  const dir = join(SCRATCH, "probe");
+  fs.mkdirSync(dir, { recursive: true });
+  const env = sentryEnv(join(dir, "root"), join(dir, "auth.log"));
+  const version = output([BIN, "--version"], env).stdout.trim();
+  const rep = output([BIN, "--report"], env);
+  const core = rep.status === 0 && /unique IPs have connected/.test(rep.stdout);
+  const tl = output([BIN, "--test-log", "-"], env, "Nov 21 10:00:00 web1 sshd[123]: Failed password for root from 203.0.113.9 port 4242 ssh2\n");
+  const evidence = tl.status === 0 && /naughty/.test(tl.stdout);
+  rmTree(dir);
+  return { version, core, evidence };
+}
+
+// ---- data: logs --------------------------------------------------------------------
+
+const LOG_DIR = join(CACHE, "logs");
+fs.mkdirSync(LOG_DIR, { recursive: true });
+const DECIDE_IP = "203.0.113.200"; // the first decision's address: evidence at 30%, 60%, 90% of the log
+const DECIDE_EVIDENCE = [
+  { frac: 0.3, lines: [["sshd", `Invalid user admin from ${DECIDE_IP} port 40022`], ["sshd", `Connection closed by invalid user admin ${DECIDE_IP} port 40022 [preauth]`]] },
+  { frac: 0.6, lines: [["sshd", `Failed password for invalid user admin from ${DECIDE_IP} port 40188 ssh2`]] },
+  { frac: 0.9, lines: [["sshd", `Failed password for root from ${DECIDE_IP} port 40240 ssh2`], ["sshd", `Connection closed by authenticating user root ${DECIDE_IP} port 40240 [preauth]`]] },
+];
+
+/**
+ * The log of l for this run: made once into the cache (under a temporary
+ * name, then renamed), then copied into WORK, since the later decisions
+ * append to it.
+ */
+function runLog(l) {
+  const cached = join(LOG_DIR, `auth-${l.key}.log`);
+  if (!fs.existsSync(cached)) {
+    const t0 = Date.now();
+    const tmp = `${cached}.tmp-${process.pid}`;
+    const r = genLog(tmp, l.bytes, { seed: 1000 + l.bytes / 1e6, spanDays: l.spanDays, evidence: DECIDE_EVIDENCE });
+    fs.renameSync(tmp, cached);
+    say(`wrote ${cached}: ${fmtN(r.bytes)} bytes, ${fmtN(r.lines)} lines in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  const mine = join(WORK, `auth-${l.key}.log`);
+  fs.copyFileSync(cached, mine);
+  return mine;
+}
+
+const epoch = () => Math.floor(Date.now() / 1000);
+const seenLines = (n, t = epoch() - 600) => Array.from({ length: n }, (_, k) => `${t + k * 60}\n`).join("");
+function resetRoot(root) {
+  rmTree(root);
+  for (const d of ["seen", "allow", "block"]) fs.mkdirSync(join(root, d), { recursive: true });
+}
+function rmDb(root) {
+  for (const f of fs.readdirSync(root)) if (f.startsWith("sentry.db")) fs.rmSync(join(root, f), { force: true });
+}
+const stateOf = (root, ip) => (fs.existsSync(join(root, "block", ip)) ? "blocked" : fs.existsSync(join(root, "allow", ip)) ? "allowed" : "undecided");
+const seenCount = (root, ip) => {
+  try {
+    return fs.readFileSync(join(root, "seen", ip), "latin1").split("\n").filter((l) => l !== "").length;
+  } catch {
+    return 0;
+  }
+};
+
+// ---- 1. connect ------------------------------------------------------------------
+
+function benchConnect(feat) {
+  section("connect (every SSH connection pays this)");
+  const root = join(WORK, "root-connect");
+  resetRoot(root);
+  const log = join(WORK, "connect-auth.log");
+  fs.writeFileSync(log, syslogLine(epoch() - 30, "sshd", 999, "Server listening on 0.0.0.0 port 22."));
+  const env = sentryEnv(root, log);
+  const f1 = join(SCRATCH, "sh-floor-seen");
+  const f2 = join(SCRATCH, "sh-floor-allow");
+  fs.writeFileSync(f2, "");
+  const UND = "203.0.113.10";
+  const ALW = "203.0.113.20";
+  const cases = [
+    { key: "true", label: "harness: spawn `true`", argv: () => ["/bin/true"], env: BASE_ENV },
+    {
+      key: "sh",
+      label: "floor: `sh -c 'echo 1 >> F; test -f G'`",
+      argv: () => [SH, "-c", `echo 1 >> ${f1}; test -f ${f2}`],
+      env: BASE_ENV,
+      prepare: () => fs.writeFileSync(f1, "1\n"),
+    },
+    { key: "node", label: "floor: `node -e 0` (pinned Node 24)", argv: () => [NODE, "-e", "0"], env: BASE_ENV },
+    { key: "version", label: "`sentry --version` (the binary's start, no work)", argv: () => [BIN, "--version"], env },
+  ];
+  if (feat.core) {
+    cases.push(
+      {
+        key: "undecided",
+        label: "connect, undecided IP (its 2nd connection)",
+        argv: () => [BIN, "--connect", `--ip=${UND}`],
+        env,
+        prepare: () => fs.writeFileSync(join(root, "seen", UND), seenLines(1)),
+        after: (i, r) => {
+          if (r.status === 0 && (seenCount(root, UND) !== 2 || stateOf(root, UND) !== "undecided"))
+            check("connect, undecided IP: 2 seen lines and no decision", false, `${seenCount(root, UND)} lines, ${stateOf(root, UND)}`);
+        },
+      },
+      {
+        key: "allowed",
+        label: "connect, allowed IP",
+        argv: () => [BIN, "--connect", `--ip=${ALW}`],
+        env,
+        prepare: () => {
+          fs.writeFileSync(join(root, "seen", ALW), seenLines(5));
+          fs.writeFileSync(join(root, "allow", ALW), "2026-01-01T00:00:00Z allow by bench: an allowed address\n");
+        },
+        after: (i, r) => {
+          if (r.status === 0 && (seenCount(root, ALW) !== 6 || stateOf(root, ALW) !== "allowed"))
+            check("connect, allowed IP: counted and still allowed", false, `${seenCount(root, ALW)} lines, ${stateOf(root, ALW)}`);
+        },
+      },
+    );
+  }
+  const m = measure("connect", cases);
+  const node = { label: "`node -e 0`", st: m.get("node") };
+  row(cases[0].label, m.get("true"));
+  row(cases[1].label, m.get("sh"));
+  row(cases[2].label, m.get("node"));
+  row(cases[3].label, m.get("version"), node);
+  if (feat.core) {
+    const tgt = (what) => ({
+      text: "≤ 1.15× `node -e 0`",
+      met: (r) => r.ratio <= 1.15,
+      figure: (r) => `${fmtMs(r.median)} = ${fmtX(r.ratio)} \`node -e 0\` (${fmtMs(median(m.get("node").times))})`,
+    });
+    const u = row(cases[4].label, m.get("undecided"), node, tgt());
+    const a = row(cases[5].label, m.get("allowed"), node, tgt());
+    const shMed = median(m.get("sh").times);
+    notes.push(
+      `A connect costs ${fmtX(ratio(u.median, shMed))} (undecided) and ${fmtX(ratio(a.median, shMed))} (allowed) the shell one-liner's ${fmtMs(shMed)}; ` +
+        `\`sentry --version\` alone is ${fmtMs(median(m.get("version").times))}, so the binary's start is most of a connect.`,
+    );
+    check("connect: counts exact and decisions unchanged over every run", !checks.some((c) => c.what.startsWith("connect,") && !c.ok));
+  } else notes.push("connect: skipped the sentry rows: this dist/sentry does not answer `--report` yet (core not landed).");
+}
+
+// ---- 2. decision -------------------------------------------------------------------
+
+function benchDecision(feat) {
+  section("decision (the 3rd connection of an undecided IP reads the sshd log)");
+  if (!feat.core || !feat.evidence) {
+    notes.push("decision: skipped: this dist/sentry does not read logs yet (`--test-log` does not answer).");
+    return;
+  }
+  const meds = {};
+  const per = [];
+  for (const l of LOGS) {
+    const log = runLog(l);
+    const root = join(WORK, `root-decision-${l.key}`);
+    resetRoot(root);
+    const env = sentryEnv(root, log);
+    const grep = { key: `grep-${l.key}`, label: `\`grep -c IP\` over the ${l.label} log`, argv: () => ["grep", "-c", DECIDE_IP, log], env: BASE_ENV, ok: [0, 1] };
+    const outcomes = { blocked: 0, other: [] };
+    const first = {
+      key: `first-${l.key}`,
+      label: `decision, ${l.label} log, first (no sentry.db yet)`,
+      argv: () => [BIN, "--connect", `--ip=${DECIDE_IP}`],
+      env,
+      prepare: () => {
+        rmDb(root);
+        for (const d of ["seen", "block", "allow"]) fs.rmSync(join(root, d, DECIDE_IP), { force: true });
+        fs.rmSync(join(root, "hosts.deny"), { force: true });
+        fs.writeFileSync(join(root, "seen", DECIDE_IP), seenLines(2));
+      },
+      after: (i, r) => {
+        const s = stateOf(root, DECIDE_IP);
+        if (s === "blocked") outcomes.blocked++;
+        else outcomes.other.push(s);
+      },
+    };
+    say(`decision over ${l.label}: first decisions (sentry.db removed before each)`);
+    const m = measure(`decision ${l.label} first`, [grep, first]);
+    per.push({ l, log, root, env, grep, firstSt: m.get(first.key), grepSt: m.get(grep.key), firstLabel: first.label });
+    const n = outcomes.blocked + outcomes.other.length;
+    check(`decision, ${l.label} log, first: ${DECIDE_IP} (root and invalid-user attempts in the log) is blocked`, outcomes.other.length === 0, outcomes.other.length ? `${outcomes.other.length} of ${n} runs left it ${[...new Set(outcomes.other)].join("/")}` : `${n} of ${n} runs`);
+  }
+  // Later decisions: every log's index is warm now. Both sizes in one
+  // interleaved group, so the comparison that matters (flat in log size) sees
+  // the same machine.
+  const later = [];
+  for (const p of per) {
+    const { l, log, root, env } = p;
+    const expected = new Map();
+    const rnd = rng(77);
+    const wrong = [];
+    const ipOf = (i) => (i < 254 ? `192.0.2.${i + 1}` : `2001:db8:d::${(i + 1).toString(16)}`);
+    later.push({ ...p.grep, key: `grep2-${l.key}` });
+    later.push({
+      key: `later-${l.key}`,
+      label: `decision, ${l.label} log, later (index warm, ~2 KB new lines)`,
+      argv: (i) => [BIN, "--connect", `--ip=${ipOf(i)}`],
+      env,
+      prepare: (i) => {
+        const ip = ipOf(i);
+        const t = epoch();
+        const port = () => 1024 + Math.floor(rnd() * 60000);
+        let s = "";
+        for (let k = 0; k < 6; k++) s += syslogLine(t, "sshd", 60000 + i * 10 + k, `Failed password for root from 198.18.77.${1 + ((i * 7 + k) % 250)} port ${port()} ssh2`);
+        s += syslogLine(t, "CRON", 61000 + i, "pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)");
+        const block = i % 2 === 0;
+        const pp = port();
+        if (block) {
+          s += syslogLine(t, "sshd", 62000 + i, `Failed password for root from ${ip} port ${pp} ssh2`);
+          s += syslogLine(t, "sshd", 62000 + i, `Connection closed by authenticating user root ${ip} port ${pp} [preauth]`);
+        } else {
+          s += syslogLine(t, "sshd", 62000 + i, `Failed password for alice from ${ip} port ${pp} ssh2`);
+          s += syslogLine(t, "sshd", 62000 + i, `Accepted password for alice from ${ip} port ${pp} ssh2`);
+          s += syslogLine(t, "sshd", 62000 + i, "pam_unix(sshd:session): session opened for user alice(uid=1001) by alice(uid=0)");
+        }
+        while (s.length < 2000) s += syslogLine(t, "CRON", 63000 + i, "pam_unix(cron:session): session closed for user root");
+        fs.appendFileSync(log, s);
+        expected.set(ip, block ? "blocked" : "allowed");
+        fs.writeFileSync(join(root, "seen", ip), seenLines(2));
+      },
+      after: (i) => {
+        const ip = ipOf(i);
+        const s = stateOf(root, ip);
+        if (s !== expected.get(ip)) wrong.push(`${ip} ${s}, expected ${expected.get(ip)}`);
+      },
+      wrong,
+      expected,
+    });
+  }
+  const m = measure("decision later", later);
+  for (const c of later.filter((c) => c.key.startsWith("later-"))) {
+    const n = c.expected.size;
+    check(`${c.label.split(",").slice(0, 2).join(",")}, later: each fresh IP blocked or allowed as its new log lines say`, c.wrong.length === 0, c.wrong.length ? `${c.wrong.length} of ${n}: ${c.wrong.slice(0, 3).join("; ")}` : `${n} of ${n}`);
+  }
+  for (const p of per) {
+    const g = { label: `\`grep -c\` ${p.l.label}`, st: m.get(`grep2-${p.l.key}`) };
+    row(p.grep.label, m.get(`grep2-${p.l.key}`));
+    row(p.firstLabel, p.firstSt, { label: `\`grep -c\` ${p.l.label}`, st: p.grepSt });
+    const lr = row(later.find((c) => c.key === `later-${p.l.key}`).label, m.get(`later-${p.l.key}`), g);
+    meds[p.l.key] = lr.median;
+  }
+  if (meds["200mb"] != null && meds["2mb"] != null) {
+    const x = ratio(meds["200mb"], meds["2mb"]);
+    targets.push({
+      what: "later decisions flat in log size (taken as ≤ 1.25×)",
+      figure: `later decision, 200 MB log / 2 MB log: ${fmtMs(meds["200mb"])} / ${fmtMs(meds["2mb"])} = ${fmtX(x)}`,
+      met: x <= 1.25,
+    });
+  }
+  notes.push(
+    "decision: the first read of a log starts FIRST_SCAN_MB (default 50 MB) from its end, so a first decision over a 200 MB log reads its last 50 MB only " +
+      "(the evidence at 90% is inside that window; the older lines are never read). A connect stops reading after SCAN_SECONDS (2 s) and does not block on a partial read. " +
+      "Logs are in the page cache (written just before): a cold disk adds its read time to the first decision and to `grep`.",
+  );
+}
+
+// ---- 3. report ---------------------------------------------------------------------
+
+async function ensureState(s) {
+  const root = join(CACHE, `state-${s.key}`);
+  const done = join(CACHE, `state-${s.key}.done`);
+  if (fs.existsSync(done)) return { root, totals: JSON.parse(fs.readFileSync(done, "utf8")) };
+  const tmp = `${root}.tmp-${process.pid}`;
+  const t0 = Date.now();
+  let last = 0;
+  const workers = Math.max(1, Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+  say(`writing synthetic state of ${s.label} IPs to ${root} (${workers} workers)…`);
+  await genState(tmp, s.n, workers, (d, n) => {
+    if (Date.now() - last > 10_000) {
+      last = Date.now();
+      say(`  ${fmtN(d)} of ${fmtN(n)} IPs (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+    }
+  });
+  const totals = reportTotals(s.n);
+  try {
+    fs.renameSync(tmp, root);
+  } catch {
+    // Another run made it first (or a half-made one is in the way: replace it).
+    if (fs.existsSync(done)) rmTree(tmp);
+    else {
+      rmTree(root);
+      fs.renameSync(tmp, root);
+    }
+  }
+  fs.writeFileSync(done, JSON.stringify(totals));
+  const secs = (Date.now() - t0) / 1000;
+  say(`wrote ${fmtN(s.n)} IPs (${fmtN(s.n + totals.allowed + totals.blocked)} files) in ${secs.toFixed(1)} s`);
+  notes.push(`report: writing the ${s.label}-IP state took ${secs.toFixed(0)} s here (cached with --keep).`);
+  return { root, totals };
+}
+
+async function benchReport(feat) {
+  section("report");
+  if (!feat.core) {
+    notes.push("report: skipped: this dist/sentry does not answer `--report` yet.");
+    return;
+  }
+  for (const s of STATES) {
+    const { root, totals } = await ensureState(s);
+    rmDb(root);
+    const env = sentryEnv(root, join(root, "no-such-auth.log"));
+    const ls = { key: `ls-${s.key}`, label: `\`ls -f seen | wc -l\`, ${s.label} IPs`, argv: () => [SH, "-c", 'ls -f "$1" | wc -l', "sh", join(root, "seen")], env: BASE_ENV };
+    const find = {
+      key: `find-${s.key}`,
+      label: `\`find seen -printf '%s\\n' | wc -l\`, ${s.label} IPs (a stat of every file, in C)`,
+      argv: () => [SH, "-c", `find "$1" -mindepth 1 -printf '%s\\n' | wc -l`, "sh", join(root, "seen")],
+      env: BASE_ENV,
+    };
+    // The first report builds the index in sentry.db from seen/ (as after an
+    // install, a deleted sentry.db, or once every REPORT_REBUILD_HOURS); the
+    // reports after it catch up with connections.log only.
+    const first = {
+      key: `report-first-${s.key}`,
+      label: `\`--report\`, ${s.label} IPs, first (builds the index from seen/)`,
+      prepare: () => rmDb(root),
+      argv: () => [BIN, "--report"],
+      env,
+      timeoutMs: 600_000,
+    };
+    const rep = { key: `report-${s.key}`, label: `\`--report\`, ${s.label} IPs, later (index in sentry.db)`, argv: () => [BIN, "--report"], env, timeoutMs: 600_000 };
+    const m = measure(`report ${s.label}`, [ls, find, first, rep]);
+    row(ls.label, m.get(ls.key));
+    row(find.label, m.get(find.key));
+    row(first.label, m.get(first.key), { label: "`find -printf`", st: m.get(find.key) });
+    row(rep.label, m.get(rep.key), { label: "`ls -f seen | wc -l`", st: m.get(ls.key) }, s.n >= 1e6 ? { text: "< 1 s", met: (r) => r.median < 1000 } : null);
+    const out = output([BIN, "--report"], env).stdout;
+    const num = (re) => {
+      const x = re.exec(out);
+      return x ? Number(x[1].replace(/,/g, "")) : null;
+    };
+    const got = {
+      ips: num(/([\d,]+) unique IPs/),
+      lines: num(/have connected ([\d,]+) times/),
+      allowed: num(/([\d,]+) IPs are allowed/),
+      blocked: num(/([\d,]+) IPs are blocked/),
+    };
+    const exp = { ips: totals.ips, lines: totals.lines, allowed: totals.allowed, blocked: totals.blocked };
+    check(
+      `report, ${s.label} IPs: summary matches the synthetic state (${fmtN(exp.ips)} IPs, ${fmtN(exp.lines)} connections, ${fmtN(exp.allowed)} allowed, ${fmtN(exp.blocked)} blocked)`,
+      JSON.stringify(got) === JSON.stringify(exp),
+      JSON.stringify(got) === JSON.stringify(exp) ? "" : `got ${JSON.stringify(got)}`,
+    );
+    rmDb(root);
+  }
+  notes.push(
+    "report: the first report lists seen/ and stats every file (a seen line is 11 bytes, so size/11 is the count) into an index in sentry.db; later reports re-read only the files connections.log names since, plus list allow/ and block/. " +
+      "Directory entries and inodes were in the kernel's cache (the state was just written or read): after a reboot the first report waits for the disk.",
+  );
+}
+
+// ---- 4. burst -----------------------------------------------------------------------
+
+/** Runs jobs (argv lists) `parallel` at a time; returns wall ms, per-job latencies, failures. */
+function burstRun(jobs, env, parallel) {
+  return new Promise((resolveAll) => {
+    let next = 0;
+    let running = 0;
+    const lat = [];
+    const failures = [];
+    const t0 = process.hrtime.bigint();
+    const startOne = () => {
+      if (next >= jobs.length) {
+        if (running === 0) resolveAll({ wallMs: Number(process.hrtime.bigint() - t0) / 1e6, lat, failures });
+        return;
+      }
+      const argv = jobs[next++];
+      running++;
+      const s = process.hrtime.bigint();
+      const ch = spawn(argv[0], argv.slice(1), { env, cwd: SCRATCH, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      ch.stderr.on("data", (d) => (err += d));
+      ch.on("close", (code, sig) => {
+        lat.push(Number(process.hrtime.bigint() - s) / 1e6);
+        if (code !== 0) failures.push(`${argv.slice(1).join(" ")}: ${sig ?? `exit ${code}`} ${err.trim().slice(0, 300)}`);
+        else if (err.trim()) failures.push(`(stderr only) ${argv.slice(1).join(" ")}: ${err.trim().slice(0, 300)}`);
+        running--;
+        startOne();
+      });
+      ch.on("error", (e) => failures.push(`${argv.join(" ")}: ${e.message}`));
+    };
+    for (let k = 0; k < parallel; k++) startOne();
+  });
+}
+
+/** Burst IP k: 400 IPv4 (TEST-NET-1 and -2), then IPv6; its class from k % 10. */
+function burstIp(k, nIps) {
+  const v4 = Math.floor(nIps * 0.8);
+  if (k < v4) return k < 254 ? `192.0.2.${k + 1}` : `198.51.100.${k - 253}`;
+  return `2001:db8:b::${(k - v4 + 1).toString(16)}`;
+}
+const BURST_CLASSES = ["root", "root", "invalid", "invalid", "maxauth", "fail12", "accept", "accept", "fail5", "nothing"];
+const burstExpect = (cls) => (cls === "accept" ? "allowed" : cls === "fail5" || cls === "nothing" ? "undecided" : "blocked");
+
+function burstEvidence(ip, cls, r) {
+  const port = () => 1024 + Math.floor(r() * 60000);
+  const p = port();
+  switch (cls) {
+    case "root":
+      return [["sshd", `Failed password for root from ${ip} port ${p} ssh2`], ["sshd", `Connection closed by authenticating user root ${ip} port ${p} [preauth]`]];
+    case "invalid":
+      return [["sshd", `Invalid user oracle from ${ip} port ${p}`], ["sshd", `Failed password for invalid user oracle from ${ip} port ${p} ssh2`]];
+    case "maxauth":
+      return [["sshd", `error: maximum authentication attempts exceeded for invalid user support from ${ip} port ${p} ssh2 [preauth]`]];
+    case "fail12":
+      return Array.from({ length: 12 }, () => ["sshd", `Failed password for alice from ${ip} port ${port()} ssh2`]);
+    case "fail5":
+      return Array.from({ length: 5 }, () => ["sshd", `Failed password for alice from ${ip} port ${port()} ssh2`]);
+    case "accept":
+      return [
+        ["sshd", `Failed password for alice from ${ip} port ${p} ssh2`],
+        ["sshd", `Accepted password for alice from ${ip} port ${p} ssh2`],
+        ["sshd", "pam_unix(sshd:session): session opened for user alice(uid=1001) by alice(uid=0)"],
+      ];
+    default:
+      return [];
+  }
+}
+
+async function benchBurst(feat) {
+  if (!feat.core || !feat.evidence) {
+    notes.push("burst: skipped: this dist/sentry does not decide from logs yet.");
+    return;
+  }
+  const { connects, ips: nIps, parallel } = BURST;
+  const per = connects / nIps;
+  const root = join(WORK, "root-burst");
+  resetRoot(root);
+  const log = join(WORK, "burst-auth.log");
+  const r = rng(4242);
+  const ips = Array.from({ length: nIps }, (_, k) => ({ ip: burstIp(k, nIps), cls: BURST_CLASSES[k % 10] }));
+  genLog(log, 2e6, { seed: 99, spanDays: 1, evidence: ips.map((x) => ({ frac: 0.02 + r() * 0.96, lines: burstEvidence(x.ip, x.cls, r) })) });
+  const env = sentryEnv(root, log);
+  // Each IP `per` times, shuffled; one IPv4 connect in ten is handed over in
+  // IPv4-mapped form (::ffff:a.b.c.d), as tcpd may do on a dual-stack socket.
+  const jobs = [];
+  for (const x of ips) for (let k = 0; k < per; k++) jobs.push(x.ip);
+  for (let k = jobs.length - 1; k > 0; k--) {
+    const j = Math.floor(r() * (k + 1));
+    [jobs[k], jobs[j]] = [jobs[j], jobs[k]];
+  }
+  const argvs = jobs.map((ip) => [BIN, "--connect", `--ip=${!ip.includes(":") && r() < 0.1 ? `::ffff:${ip}` : ip}`]);
+  const nBase = Math.min(connects, 1000);
+  say(`burst baseline: ${fmtN(nBase)} × \`node -e 0\`, ${parallel} at a time`);
+  const base = await burstRun(Array.from({ length: nBase }, () => [NODE, "-e", "0"]), BASE_ENV, parallel);
+  say(`burst: ${fmtN(connects)} connects from ${fmtN(nIps)} IPs, ${parallel} at a time`);
+  const b = await burstRun(argvs, env, parallel);
+  const tp = (x, n) => (n / x.wallMs) * 1000;
+  const q = (xs, p) => {
+    const s = [...xs].sort((a, c) => a - c);
+    return s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  };
+  rows.push({ section: `burst: ${fmtN(connects)} connects from ${fmtN(nIps)} IPs, ${parallel} at a time` });
+  rows.push({ burst: true, label: `\`node -e 0\` × ${fmtN(nBase)}, ${parallel} at a time (same spawner)`, n: nBase, wallMs: base.wallMs, tp: tp(base, nBase), p50: q(base.lat, 0.5), p95: q(base.lat, 0.95), max: Math.max(...base.lat) });
+  const br = { burst: true, label: `\`sentry --connect\` × ${fmtN(connects)}, ${fmtN(nIps)} IPs, ${parallel} at a time`, n: connects, wallMs: b.wallMs, tp: tp(b, connects), p50: q(b.lat, 0.5), p95: q(b.lat, 0.95), max: Math.max(...b.lat) };
+  br.ratio = br.tp / tp(base, nBase);
+  br.beside = "`node -e 0` throughput";
+  rows.push(br);
+
+  // The proof.
+  const hard = b.failures.filter((f) => !f.startsWith("(stderr only)"));
+  check(`burst: all ${fmtN(connects)} connects exit 0`, hard.length === 0, hard.length ? `${hard.length} failed, e.g. ${hard[0]}` : "");
+  const soft = b.failures.filter((f) => f.startsWith("(stderr only)"));
+  if (soft.length) notes.push(`burst: ${soft.length} connects wrote to stderr, e.g. ${soft[0].slice(15)}`);
+  const seen = fs.readdirSync(join(root, "seen")).sort();
+  const want = ips.map((x) => x.ip).sort();
+  const badCounts = [];
+  let total = 0;
+  for (const ip of seen) {
+    const text = fs.readFileSync(join(root, "seen", ip), "latin1");
+    const lines = text.split("\n").filter((l) => l !== "");
+    total += lines.length;
+    if (lines.length !== per || !lines.every((l) => /^\d{10}$/.test(l)) || !text.endsWith("\n")) badCounts.push(`${ip}: ${lines.length}`);
+  }
+  check(
+    `burst: counts exact: seen/ holds the ${fmtN(nIps)} IPs (canonical names, ::ffff: folded), ${per} well-formed lines each, ${fmtN(connects)} in all`,
+    JSON.stringify(seen) === JSON.stringify(want) && badCounts.length === 0 && total === connects,
+    `${seen.length} files, ${fmtN(total)} lines${badCounts.length ? `; wrong: ${badCounts.slice(0, 5).join(", ")}` : ""}${seen.filter((x) => !want.includes(x)).length ? `; unexpected: ${seen.filter((x) => !want.includes(x)).slice(0, 5).join(", ")}` : ""}`,
+  );
+  const expBlock = ips.filter((x) => burstExpect(x.cls) === "blocked").map((x) => x.ip);
+  const expAllow = ips.filter((x) => burstExpect(x.cls) === "allowed").map((x) => x.ip);
+  const blocked = new Set(fs.readdirSync(join(root, "block")));
+  const allowed = new Set(fs.readdirSync(join(root, "allow")));
+  const notBlocked = expBlock.filter((ip) => !blocked.has(ip));
+  const notAllowed = expAllow.filter((ip) => !allowed.has(ip));
+  const wrongBlock = [...blocked].filter((ip) => !expBlock.includes(ip));
+  const wrongAllow = [...allowed].filter((ip) => !expAllow.includes(ip));
+  const clsOf = new Map(ips.map((x) => [x.ip, x.cls]));
+  const desc = (list) => list.slice(0, 5).map((ip) => `${ip} (${clsOf.get(ip) ?? "?"})`).join(", ");
+  check(`burst: every over-threshold IP is blocked (${expBlock.length}: root, invalid user, max-auth exceeded, 12 failures)`, notBlocked.length === 0, notBlocked.length ? `${notBlocked.length} not blocked: ${desc(notBlocked)}` : "");
+  check(`burst: every IP with a successful login is allowed (${expAllow.length})`, notAllowed.length === 0, notAllowed.length ? `${notAllowed.length} not allowed: ${desc(notAllowed)}` : "");
+  check(`burst: nothing else is blocked or allowed (${nIps - expBlock.length - expAllow.length} with 5 failures or no log lines stay undecided)`, wrongBlock.length === 0 && wrongAllow.length === 0, wrongBlock.length + wrongAllow.length ? `blocked: ${desc(wrongBlock)}; allowed: ${desc(wrongAllow)}` : "");
+  let deny = [];
+  try {
+    deny = fs.readFileSync(join(root, "hosts.deny"), "utf8").split("\n").filter((l) => l !== "");
+  } catch {}
+  const expDeny = expBlock.map((ip) => (ip.includes(":") ? `[${ip}]` : ip)).sort();
+  check(`burst: hosts.deny lists each blocked IP once and nothing else (${expDeny.length} lines)`, JSON.stringify([...deny].sort()) === JSON.stringify(expDeny), JSON.stringify([...deny].sort()) === JSON.stringify(expDeny) ? "" : `${deny.length} lines${deny.length !== new Set(deny).size ? ", duplicates" : ""}`);
+  const rep = output([BIN, "--report"], env).stdout;
+  const expRep = [`${nIps} unique IPs have connected ${connects} times`, `${expAllow.length} IPs are allowed`, `${expBlock.length} IPs are blocked`];
+  check(`burst: --report says ${expRep.join(", ")}`, expRep.every((s) => rep.replace(/ +/g, " ").includes(s)), rep.trim().replace(/\s*\n\s*/g, "; "));
+  let capped = 0;
+  try {
+    capped = fs.readFileSync(join(root, "sentry.log"), "utf8").split("\n").filter((l) => / scan-capped /.test(l)).length;
+  } catch {}
+  if (capped) notes.push(`burst: ${capped} connects hit the SCAN_SECONDS cap (sentry.log scan-capped).`);
+  notes.push("burst: every connect is spawned, even those of IPs already blocked (tcpd would refuse those before spawning sentry), so this is a worst case.");
+}
+
+// ---- the machine, the table ---------------------------------------------------------
+
+function gnuTimeVersion(first) {
+  const v = first(GNU_TIME, ["--version"]); // Debian's says "time (GNU Time) UNKNOWN"
+  if (!/UNKNOWN/.test(v)) return v;
+  const d = spawnSync("dpkg-query", ["-W", "-f", "${Version}", "time"], { encoding: "utf8" });
+  return d.status === 0 && d.stdout ? `GNU time (Debian package time ${d.stdout.trim()})` : "GNU time";
+}
+
+function machine() {
+  const cpu = (() => {
+    try {
+      const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"));
+      return m ? m[1].trim() : os.cpus()[0]?.model ?? "?";
+    } catch {
+      return os.cpus()[0]?.model ?? "?";
+    }
+  })();
+  const nproc = (() => {
+    const r = spawnSync("nproc", [], { encoding: "utf8" });
+    return r.status === 0 ? r.stdout.trim() : String(os.availableParallelism?.() ?? os.cpus().length);
+  })();
+  const first = (cmd, args) => {
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    return r.status === 0 ? (r.stdout || r.stderr).split("\n")[0].trim() : "not found";
+  };
+  const git = spawnSync("git", ["-C", REPO, "rev-parse", "--short", "HEAD"], { encoding: "utf8" });
+  const fsType = (() => {
+    const r = spawnSync("findmnt", ["-n", "-o", "FSTYPE", "-T", CACHE], { encoding: "utf8" });
+    if (r.status === 0 && r.stdout.trim()) return r.stdout.trim();
+    const s = spawnSync("stat", ["-f", "-c", "%T", CACHE], { encoding: "utf8" });
+    return s.status === 0 ? s.stdout.trim() : "?";
+  })();
+  return {
+    cpu,
+    nproc,
+    mem: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    kernel: `${os.type()} ${os.release()}`,
+    fsType,
+    nodePinned: first(NODE, ["--version"]),
+    nodeHarness: process.version,
+    grep: first("grep", ["--version"]),
+    time: GNU_TIME ? gnuTimeVersion(first) : "GNU time not installed (no RSS figures)",
+    git: git.status === 0 ? git.stdout.trim() : "?",
+  };
+}
+
+/** A table cell: a `|` (even inside backquotes) would end the cell in Markdown. */
+const cell = (s) => s.replace(/\|/g, "\\|");
+
+function render(info, feat, startedAt, loadStart) {
+  const o = [];
+  const st = BIN_STAT;
+  o.push(`### sentry benchmark, ${startedAt.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")}`);
+  o.push("");
+  o.push(`- machine: ${info.nproc} × ${info.cpu}, ${info.mem} RAM, ${info.kernel}, state and logs on ${info.fsType}; load average ${loadStart.map((x) => x.toFixed(2)).join(" ")} at the start, ${os.loadavg().map((x) => x.toFixed(2)).join(" ")} at the end`);
+  o.push(`- versions: ${feat.version || "sentry ?"} (\`${BIN_GIVEN.startsWith(REPO) ? BIN_GIVEN.slice(REPO.length + 1) : BIN_GIVEN}\`, ${(st.size / 2 ** 20).toFixed(0)} MiB, built ${st.mtime.toISOString().replace(/\.\d+Z$/, "Z")}, sha256 ${BIN_SHA}…, commit ${info.git}); pinned Node ${info.nodePinned}; harness Node ${info.nodeHarness}; ${info.grep}; ${info.time}`);
+  o.push(`- method: each figure is a whole process, spawned with a clean environment; median of ${RUNS} runs (min – max), cases of a group interleaved; peak RSS is the largest of ${GNU_TIME ? RSS_RUNS : 0} separate runs under GNU time${opt.quick ? "; **--quick**: fewer runs, no 200 MB log, no million-IP report, a small burst" : ""}`);
+  o.push("");
+  o.push("| what | runs | median | min – max | peak RSS | beside | ratio | target |");
+  o.push("| --- | --: | --: | --: | --: | --- | --: | --- |");
+  for (const r of rows) {
+    if (r.section) {
+      if (r.section.startsWith("burst")) continue;
+      o.push(`| **${r.section}** | | | | | | | |`);
+    } else if (!r.burst) {
+      const tgt = r.target ? `${r.target}: ${r.met ? "met" : "**missed**"}` : "";
+      o.push(`| ${cell(r.label)} | ${r.runs} | ${fmtMs(r.median)} | ${fmtRange(r.min, r.max)} | ${fmtKiB(r.rss)} | ${cell(r.beside ?? "")} | ${r.beside ? fmtX(r.ratio) : ""} | ${tgt} |`);
+    }
+  }
+  const bursts = rows.filter((r) => r.burst);
+  if (bursts.length) {
+    o.push("");
+    o.push("| burst | processes | wall | throughput | per process p50 / p95 / max | vs baseline |");
+    o.push("| --- | --: | --: | --: | --: | --: |");
+    for (const r of bursts)
+      o.push(`| ${cell(r.label)} | ${fmtN(r.n)} | ${fmtMs(r.wallMs)} | ${r.tp.toFixed(0)} /s | ${fmtMs(r.p50)} / ${fmtMs(r.p95)} / ${fmtMs(r.max)} | ${r.ratio ? `${fmtX(r.ratio)} throughput` : ""} |`);
+  }
+  if (targets.length) {
+    o.push("");
+    o.push("Targets:");
+    for (const t of targets) o.push(`- ${t.met ? "met" : "**missed**"}: ${t.what} — ${t.figure}`);
+  }
+  if (checks.length) {
+    o.push("");
+    o.push(`Correctness (${checks.filter((c) => c.ok).length} of ${checks.length} passed):`);
+    for (const c of checks) o.push(`- ${c.ok ? "ok" : "**FAILED**"}: ${c.what}${c.detail ? ` (${c.detail})` : ""}`);
+  }
+  const n2 = [...notes];
+  for (const [label, text] of stderrSeen) n2.push(`stderr of ${label.replace(/`/g, "")}: ${JSON.stringify(text.slice(0, 200))}`);
+  if (n2.length) {
+    o.push("");
+    o.push("Notes:");
+    for (const n of n2) o.push(`- ${n}`);
+  }
+  return o.join("\n");
+}
+
+// ---- main -------------------------------------------------------------------------
+
+async function main() {
+  const startedAt = new Date();
+  const loadStart = os.loadavg();
+  const feat = probe();
+  say(`${feat.version}: core ${feat.core ? "yes" : "no"} (--report), evidence ${feat.evidence ? "yes" : "no"} (--test-log); ${RUNS} runs per figure; data in ${CACHE}`);
+  try {
+    if (BIN_GIVEN === join(REPO, "dist/sentry") && fs.statSync(join(REPO, "sentry.ts")).mtimeMs > BIN_STAT.mtimeMs)
+      notes.push("sentry.ts is newer than dist/sentry: these figures may be of an older build.");
+  } catch {}
+  if (!GNU_TIME) notes.push("GNU time (/usr/bin/time, Debian package `time`) is not installed: no peak RSS figures.");
+  const info = machine();
+  if (opt.only.has("connect")) benchConnect(feat);
+  if (opt.only.has("decision")) benchDecision(feat);
+  if (opt.only.has("report")) await benchReport(feat);
+  if (opt.only.has("burst")) await benchBurst(feat);
+  const text = render(info, feat, startedAt, loadStart);
+  process.stdout.write(text + "\n");
+  const failed = checks.filter((c) => !c.ok).length;
+  say(`done in ${((Date.now() - startedAt) / 1000).toFixed(0)} s${failed ? `; ${failed} correctness checks FAILED` : ""}`);
+  return failed ? 1 : 0;
+}
+
+let code = 2;
+try {
+  code = await main();
+} catch (e) {
+  say(`error: ${e?.stack ?? e}`);
+  code = 2;
+} finally {
+  cleanup();
+}
+process.exit(code);
