@@ -18,14 +18,16 @@
  *   1. tcpd hands over the client's socket address (%a). It is parsed into
  *      one canonical spelling, or refused: the address becomes a file name.
  *   2. One line is appended to seen/IP (a single O_APPEND write, so a botnet
- *      connecting 40 times at once is counted 40 times).
+ *      connecting 40 times at once is counted 40 times), and one to
+ *      connections.log, the feed that keeps --report's index current.
  *   3. An address already in allow/ or block/ is done. So is one seen fewer
  *      than 3 times: most clients never cost more than steps 1–3.
  *   4. Otherwise the logs of each protected service are read, only the bytes
  *      written since the last decision, and tallied per address in sentry.db.
  *      Any successful login allows the address for good; a naughty attempt
  *      (invalid user, root, an exceeded limit) or more than 10 failures
- *      blocks it. Logs that cannot be read decide nothing.
+ *      blocks it. Logs that cannot be read decide nothing, and a block
+ *      waits until every protected log has been read to its end.
  *   5. A block is written to block/IP, to hosts.deny (which tcpd reads on
  *      the next connection) and to any firewall table that is switched on.
  *
@@ -46,10 +48,14 @@
  *    4. Command line             options into an Action
  *    5. State files              seen/, allow/, block/, sentry.log, the lock
  *    6. Evidence                 log lines into success/failed/naughty/probe
- *    7. Log sources              files, rotation, the journal, the index
- *    8. Decision                 the rules; connect, allow, block, delist
- *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw
- *   10. Report                   summary, verbose, one address, JSON
+ *    7. Log sources              files, rotation, the journal, the evidence
+ *                                index in sentry.db; --test-log
+ *    8. Decision                 the rules; connect, allow, block, delist;
+ *                                expiry; --scan
+ *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw;
+ *                                --resync
+ *   10. Report                   summary, verbose, one address, JSON; the
+ *                                index of seen/ in sentry.db
  *   11. Install, doctor, update  hosts.allow, checks, signed self-update
  *   12. main()                   usage text, dispatch, the one catch
  */
@@ -4291,7 +4297,6 @@ export function doctorChecks(ctx: Ctx): Check[] {
   }
 
   // hosts.allow: both lines, deny first, and the spawned path executable.
-  let uses = false;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) {
     const file = ctx.cfg.HOSTS_ALLOW;
     let text = "";
@@ -4309,7 +4314,6 @@ export function doctorChecks(ctx: Ctx): Check[] {
     if (denyAt !== -1 && spawnAt !== -1) {
       if (denyAt > spawnAt) add(2, `${file}: the deny line (line ${denyAt + 1}) comes after the spawn line (line ${spawnAt + 1}): tcpd stops at the spawn line's "allow", so blocked addresses get in; move the deny line up`);
       else add(0, `${file} has the deny line (line ${denyAt + 1}) before the spawn line (line ${spawnAt + 1})`);
-      uses = true;
       // The spawned program: the first word after "spawn" that is not a VAR=value.
       const words = lines[spawnAt].replace(/^.*?\bspawn\s+/, "").split(/\s+/);
       const bin = words.find((w) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(w)) ?? "";
@@ -4325,7 +4329,6 @@ export function doctorChecks(ctx: Ctx): Check[] {
     else if (scanRecent) add(0, `${sshd} does not link libwrap, but sentry --scan ran within the hour`);
     else add(2, `${sshd} does not link libwrap: ${file} is ignored and sentry is never run. ${alternativesText(root).replace(/\n\s*/g, " ")}`);
   }
-  void uses;
 
   // Each protected service: a readable log, and recent lines understood.
   const families: ["ssh" | "ftp" | "mail", boolean, string][] = [
@@ -4335,8 +4338,9 @@ export function doctorChecks(ctx: Ctx): Check[] {
   ];
   for (const [family, on, key] of families) {
     if (!on) continue;
-    const one: Config = { ...ctx.cfg, PROTECT_FTP: family === "ftp", PROTECT_SMTP: family === "mail" && ctx.cfg.PROTECT_SMTP, PROTECT_MUA: family === "mail" && ctx.cfg.PROTECT_MUA };
-    const src = logSources(one, fsys).find((s) => (family === "ssh" ? s.services.includes("ssh") : family === "ftp" ? s.services.includes("ftp") : s.services.some((x) => x === "smtp" || x === "mua")));
+    // The source that carries this family's services (two families may share one file).
+    const wanted: Service[] = family === "ssh" ? ["ssh"] : family === "ftp" ? ["ftp"] : ["smtp", "mua"];
+    const src = logSources(ctx.cfg, fsys).find((s) => s.services.some((x) => wanted.includes(x)));
     const sev: Severity = family === "ssh" ? 2 : 1;
     if (!src) {
       add(sev, `${family}: no log found in the usual places and no journal: set ${key}${family !== "ssh" ? ` or PROTECT_${family === "ftp" ? "FTP" : "MUA/PROTECT_SMTP"}=0` : ""}`);
