@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { DatabaseSync } from "node:sqlite";
-import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel } from "./lib/run.ts";
+import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state } from "./lib/run.ts";
 import type { Ran } from "./lib/run.ts";
 
 requireBinary();
@@ -45,14 +45,6 @@ function connects(t: TT, env: Record<string, string>, ip: string, n = 3): Ran {
     if (r.status !== 0) t.fail(`connect ${ip} #${i + 1} exited ${r.status}: ${r.stderr}`);
   }
   return r;
-}
-
-type State = "allowed" | "blocked" | "none";
-function state(root: string, ip: string): State {
-  const a = fs.existsSync(join(root, "allow", ip));
-  const b = fs.existsSync(join(root, "block", ip));
-  if (a && b) throw new Error(`${ip} is both allowed and blocked`);
-  return a ? "allowed" : b ? "blocked" : "none";
 }
 
 function sentryLog(root: string): string {
@@ -120,7 +112,7 @@ t.test("three connects and the logs: allowed, blocked, untouched, in every line 
     `${RFC3339}Invalid user oracle from 2001:db8::10 port 4244\n` +
     `Accepted publickey for u from 2001:DB8:0:0::11 port 50002 ssh2: ED25519 SHA256:abc\n`;
   fs.writeFileSync(b.log, lines);
-  const want: Record<string, State> = {
+  const want: Record<string, ReturnType<typeof state>> = {
     "198.51.100.10": "allowed",
     "203.0.113.10": "blocked",
     "203.0.113.11": "blocked",

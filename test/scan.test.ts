@@ -5,20 +5,12 @@
 import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel } from "./lib/run.ts";
+import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state } from "./lib/run.ts";
 import type { Ran } from "./lib/run.ts";
 
 requireBinary();
 
 type TT = Parameters<Parameters<typeof t.test>[0]>[0];
-
-type State = "allowed" | "blocked" | "none";
-function state(root: string, ip: string): State {
-  const a = fs.existsSync(join(root, "allow", ip));
-  const b = fs.existsSync(join(root, "block", ip));
-  if (a && b) throw new Error(`${ip} is both allowed and blocked`);
-  return a ? "allowed" : b ? "blocked" : "none";
-}
 
 function sentryLog(root: string): string {
   return fs.existsSync(join(root, "sentry.log")) ? fs.readFileSync(join(root, "sentry.log"), "utf8") : "";
@@ -88,7 +80,7 @@ t.test("--scan decides from ssh, mail (SMTP and IMAP) and FTP logs once an addre
   t.equal(state(root, "203.0.113.6"), "none", "no log read by those connects");
 
   const r = scan(t, env);
-  const want: Record<string, State> = {
+  const want: Record<string, ReturnType<typeof state>> = {
     "203.0.113.1": "blocked",
     "198.51.100.1": "allowed",
     "203.0.113.2": "none",

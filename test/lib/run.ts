@@ -64,3 +64,11 @@ export async function parallel<T>(n: number, width: number, task: (i: number) =>
   await Promise.all(Array.from({ length: Math.min(width, n) }, worker));
   return out;
 }
+
+/** Where sentry's files say an address stands; both at once is a bug. */
+export function state(root: string, ip: string): "allowed" | "blocked" | "none" {
+  const a = existsSync(join(root, "allow", ip));
+  const b = existsSync(join(root, "block", ip));
+  if (a && b) throw new Error(`${ip} is both allowed and blocked`);
+  return a ? "allowed" : b ? "blocked" : "none";
+}
