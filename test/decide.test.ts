@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { DatabaseSync } from "node:sqlite";
-import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state } from "./lib/run.ts";
+import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions } from "./lib/run.ts";
 import type { Ran } from "./lib/run.ts";
 
 requireBinary();
@@ -47,23 +47,6 @@ function connects(t: TT, env: Record<string, string>, ip: string, n = 3): Ran {
   return r;
 }
 
-function sentryLog(root: string): string {
-  try {
-    return fs.readFileSync(join(root, "sentry.log"), "utf8");
-  } catch {
-    return "";
-  }
-}
-
-/** sentry.log lines that record a decision (allow or block) about `ip`. */
-function decisions(root: string, ip: string): string[] {
-  return sentryLog(root)
-    .split("\n")
-    .filter((l) => {
-      const w = l.split(" ");
-      return w[1] === ip && (w[2] === "allow" || w[2] === "block");
-    });
-}
 
 interface TallyJson {
   success: number;

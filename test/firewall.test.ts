@@ -381,6 +381,32 @@ function expectReachability(t: TT, ns: Netns, blocked: string[], label: string) 
   }
 }
 
+/** Adds an IPv4 and an IPv6 member (the first twice): listed, and refused at the door. */
+function addBoth(t: TT, ns: Netns, b: Backend, cfg: Config, sys: Sys) {
+  const [a4] = CLIENTS4;
+  const [a6] = CLIENTS6;
+  t.same(b.add(a4, cfg, sys), { ok: true, error: "" });
+  t.same(b.add(a4, cfg, sys), { ok: true, error: "" }, "adding twice is ok");
+  t.same(b.add(a6, cfg, sys), { ok: true, error: "" });
+  t.same(b.list(cfg, sys), [a4, a6]);
+  expectReachability(t, ns, [a4, a6], "after add");
+}
+
+/** Removes them again, twice and absent ones too: nothing listed, nobody refused. */
+function removeBoth(t: TT, ns: Netns, b: Backend, cfg: Config, sys: Sys) {
+  const [a4, , c4] = CLIENTS4;
+  const [a6, , c6] = CLIENTS6;
+  t.same(b.remove(a4, cfg, sys), { ok: true, error: "" });
+  t.same(b.remove(a4, cfg, sys), { ok: true, error: "" }, "removing twice is ok");
+  t.same(b.remove(c4, cfg, sys), { ok: true, error: "" }, "removing an absent address is ok");
+  t.same(b.remove(c6, cfg, sys), { ok: true, error: "" });
+  t.same(b.list(cfg, sys), [a6]);
+  expectReachability(t, ns, [a6], "after removing the IPv4 one");
+  t.same(b.remove(a6, cfg, sys), { ok: true, error: "" });
+  t.same(b.list(cfg, sys), []);
+  expectReachability(t, ns, [], "after removing both");
+}
+
 t.test("nftables for real: the rule, add, list, remove, IPv4 and IPv6", async (t) => {
   const ns = withNetns(t);
   if (!ns) return;
@@ -395,11 +421,7 @@ t.test("nftables for real: the rule, add, list, remove, IPv4 and IPv6", async (t
   t.same(b.list(cfg, sys), [], "empty after loading the rule");
   expectReachability(t, ns, [], "before any block");
 
-  t.same(b.add(a4, cfg, sys), { ok: true, error: "" });
-  t.same(b.add(a4, cfg, sys), { ok: true, error: "" }, "adding twice is ok");
-  t.same(b.add(a6, cfg, sys), { ok: true, error: "" });
-  t.same(b.list(cfg, sys), [a4, a6]);
-  expectReachability(t, ns, [a4, a6], "after add");
+  addBoth(t, ns, b, cfg, sys);
 
   // Loading the rule again neither repeats it nor empties the sets.
   t.equal(ns.run("nft", ["-f", "-"], { input: b.rules(cfg) }).status, 0);
@@ -407,15 +429,7 @@ t.test("nftables for real: the rule, add, list, remove, IPv4 and IPv6", async (t
   const chain = ns.run("nft", ["list", "chain", "inet", T, "input"]).stdout;
   t.equal(chain.split("\n").filter((l) => /saddr @v[46] drop/.test(l)).length, 2, "two rules, not four");
 
-  t.same(b.remove(a4, cfg, sys), { ok: true, error: "" });
-  t.same(b.remove(a4, cfg, sys), { ok: true, error: "" }, "removing twice is ok");
-  t.same(b.remove(c4, cfg, sys), { ok: true, error: "" }, "removing an absent address is ok");
-  t.same(b.remove(c6, cfg, sys), { ok: true, error: "" });
-  t.same(b.list(cfg, sys), [a6]);
-  expectReachability(t, ns, [a6], "after removing the IPv4 one");
-  t.same(b.remove(a6, cfg, sys), { ok: true, error: "" });
-  t.same(b.list(cfg, sys), []);
-  expectReachability(t, ns, [], "after removing both");
+  removeBoth(t, ns, b, cfg, sys);
 });
 
 t.test("nftables for real: no table yet, and a set the admin declared differently", async (t) => {
@@ -463,21 +477,9 @@ t.test("iptables+ipset for real: the rules, add, list, remove, IPv4 and IPv6", a
   t.equal(rules6.split("\n").filter((l) => l.includes(`--match-set ${T}-6 src -j DROP`)).length, 1, "one ip6tables rule");
   expectReachability(t, ns, [], "before any block");
 
-  t.same(b.add(a4, cfg, sys), { ok: true, error: "" });
-  t.same(b.add(a4, cfg, sys), { ok: true, error: "" }, "adding twice is ok");
-  t.same(b.add(a6, cfg, sys), { ok: true, error: "" });
-  t.same(b.list(cfg, sys), [a4, a6]);
-  expectReachability(t, ns, [a4, a6], "after add");
+  addBoth(t, ns, b, cfg, sys);
 
-  t.same(b.remove(a4, cfg, sys), { ok: true, error: "" });
-  t.same(b.remove(a4, cfg, sys), { ok: true, error: "" }, "removing twice is ok");
-  t.same(b.remove(c4, cfg, sys), { ok: true, error: "" }, "removing an absent address is ok");
-  t.same(b.remove(c6, cfg, sys), { ok: true, error: "" });
-  t.same(b.list(cfg, sys), [a6]);
-  expectReachability(t, ns, [a6], "after removing the IPv4 one");
-  t.same(b.remove(a6, cfg, sys), { ok: true, error: "" });
-  t.same(b.list(cfg, sys), []);
-  expectReachability(t, ns, [], "after removing both");
+  removeBoth(t, ns, b, cfg, sys);
 
   // With no set at all, add creates it and remove is a no-op.
   const other = cfgOf({ FIREWALL_TABLE: "other" });

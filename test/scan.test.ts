@@ -5,26 +5,13 @@
 import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state } from "./lib/run.ts";
+import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions } from "./lib/run.ts";
 import type { Ran } from "./lib/run.ts";
 
 requireBinary();
 
 type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
-function sentryLog(root: string): string {
-  return fs.existsSync(join(root, "sentry.log")) ? fs.readFileSync(join(root, "sentry.log"), "utf8") : "";
-}
-
-/** sentry.log lines that record an allow or block of `ip`. */
-function decisions(root: string, ip: string): string[] {
-  return sentryLog(root)
-    .split("\n")
-    .filter((l) => {
-      const w = l.split(" ");
-      return w[1] === ip && (w[2] === "allow" || w[2] === "block");
-    });
-}
 
 function evidence(t: TT, env: Record<string, string>, ip: string): Record<string, [number, number, number, number]> {
   const r = sentry(["--report", "--json", `--ip=${ip}`], env);

@@ -1,6 +1,6 @@
 // Helpers shared by the tests: run the built binary against a temporary ROOT_DIR.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -71,4 +71,19 @@ export function state(root: string, ip: string): "allowed" | "blocked" | "none" 
   const b = existsSync(join(root, "block", ip));
   if (a && b) throw new Error(`${ip} is both allowed and blocked`);
   return a ? "allowed" : b ? "blocked" : "none";
+}
+
+/** ROOT_DIR/sentry.log, or "" before the first decision. */
+export function sentryLog(root: string): string {
+  return existsSync(join(root, "sentry.log")) ? readFileSync(join(root, "sentry.log"), "utf8") : "";
+}
+
+/** sentry.log lines that record a decision (allow or block) about `ip`. */
+export function decisions(root: string, ip: string): string[] {
+  return sentryLog(root)
+    .split("\n")
+    .filter((l) => {
+      const w = l.split(" ");
+      return w[1] === ip && (w[2] === "allow" || w[2] === "block");
+    });
 }
