@@ -93,6 +93,8 @@ export interface SshRequest {
   prompts?: number;
   /** kill the client after this long (default 30 s) */
   timeoutMs?: number;
+  /** the authentication method the client offers (default password) */
+  method?: "password" | "keyboard-interactive";
 }
 
 export interface Harness {
@@ -207,7 +209,12 @@ export function checkPrerequisites(sentry: string): void {
 
 // ---- the harness ---------------------------------------------------------
 
-export async function startHarness(opts: { addresses: string[] }): Promise<Harness> {
+/**
+ * `sshdConfig` replaces (or adds) sshd_config keywords, e.g.
+ * `{ KbdInteractiveAuthentication: "yes", LogLevel: "INFO" }`: a scenario
+ * that needs another sshd than the default one says so in one place.
+ */
+export async function startHarness(opts: { addresses: string[]; sshdConfig?: Record<string, string> }): Promise<Harness> {
   const ns = `sentry-e2e-${process.pid}`;
   const tmp = mkdtempSync(join(tmpdir(), "sentry-e2e-"));
   if (/[\s:%\\'"]/.test(tmp)) {
@@ -305,7 +312,7 @@ export async function startHarness(opts: { addresses: string[] }): Promise<Harne
     const version = sh("ssh", ["-V"]).stderr; // "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL ..."
     const m = /OpenSSH_(\d+)\.(\d+)/.exec(version);
     const atLeast98 = m !== null && (Number(m[1]) > 9 || (Number(m[1]) === 9 && Number(m[2]) >= 8));
-    writeFileSync(join(tmp, "sshd_config"), [
+    const config = [
       `Port ${PORT}`,
       "AddressFamily any",
       `ListenAddress ${SERVER_V4}`,
@@ -328,8 +335,13 @@ export async function startHarness(opts: { addresses: string[] }): Promise<Harne
       "MaxStartups 200",
       // OpenSSH 9.8+ penalises failing sources itself; this test is about sentry
       ...(atLeast98 ? ["PerSourcePenalties no", "PerSourceMaxStartups none"] : []),
-      "",
-    ].join("\n"));
+    ];
+    for (const [key, value] of Object.entries(opts.sshdConfig ?? {})) {
+      const at = config.findIndex((l) => l.split(" ")[0].toLowerCase() === key.toLowerCase());
+      if (at === -1) config.push(`${key} ${value}`);
+      else config[at] = `${key} ${value}`;
+    }
+    writeFileSync(join(tmp, "sshd_config"), `${config.join("\n")}\n`);
     writeFileSync(join(tmp, "askpass"), '#!/bin/sh\nprintf "%s\\n" "$SENTRY_E2E_PASSWORD"\n', { mode: 0o755 });
 
     // -- start sshd inside both namespaces
@@ -382,7 +394,7 @@ export async function startHarness(opts: { addresses: string[] }): Promise<Harne
       "-F", "/dev/null", "-T", "-p", String(PORT), "-b", req.from, "-l", req.user,
       "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
       "-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-      "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+      "-o", "PubkeyAuthentication=no", "-o", `PreferredAuthentications=${req.method ?? "password"}`,
       "-o", `NumberOfPasswordPrompts=${prompts}`, "-o", "ConnectTimeout=20",
       "-o", "ControlMaster=no", "-o", "ControlPath=none",
       to, `echo ${LOGIN_MARKER}`,
