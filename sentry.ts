@@ -266,6 +266,7 @@ export interface Sys {
   /** Runs cmd with an argument vector, never a shell, killed after timeoutMs. */
   run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
   execPath: string; // this program (the binary itself when compiled)
+  outClosed?(): boolean; // true once stdout's reader has gone (`| head`): long output may stop early
 }
 
 /**
@@ -294,15 +295,46 @@ export function runCommand(cmd: string, args: string[], opts: { timeoutMs?: numb
   return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "", error };
 }
 
+/**
+ * Set when stdout or stderr failed for another reason than a reader that
+ * went away (a full disk under `sentry --report > file`): the command then
+ * exits 2 whatever it did, since what it printed was lost.
+ */
+let outputFailed = false;
+
+/**
+ * Makes a stream safe to write to when its reader is gone. `sentry --doctor
+ * | head -1` closes the pipe after one line; Node then emits EPIPE as an
+ * unhandled 'error' event, prints a stack trace and exits 1, so a CRITICAL
+ * reached Nagios as WARNING. A closed reader ends our output, quietly, and
+ * the command finishes its work and keeps its own exit code. Returns a test
+ * of whether output still goes anywhere.
+ */
+function guardStream(stream: NodeJS.WriteStream, name: string): () => boolean {
+  let open = true;
+  stream.on("error", (e: unknown) => {
+    if (!open) return; // the same failure, reported again by a later write
+    open = false;
+    if (errCode(e) === "EPIPE") return;
+    outputFailed = true;
+    process.exitCode = 2;
+    if (name !== "stderr" && !process.stderr.destroyed) process.stderr.write(`sentry: cannot write to ${name}: ${errText(e)}\n`);
+  });
+  return () => open && !stream.destroyed && !stream.errored;
+}
+
 /** The Sys of a real run. */
 export function realSys(): Sys {
+  const stdoutOpen = guardStream(process.stdout, "stdout");
+  const stderrOpen = guardStream(process.stderr, "stderr");
   return {
     now: () => Date.now(),
     env: process.env,
     fs: realFs,
-    out: (t) => void process.stdout.write(t.endsWith("\n") ? t : t + "\n"),
-    warn: (t) => void process.stderr.write(`sentry: ${t}\n`),
-    err: (t) => void process.stderr.write(t),
+    out: (t) => void (stdoutOpen() && process.stdout.write(t.endsWith("\n") ? t : t + "\n")),
+    warn: (t) => void (stderrOpen() && process.stderr.write(`sentry: ${t}\n`)),
+    err: (t) => void (stderrOpen() && process.stderr.write(t)),
+    outClosed: () => !stdoutOpen(),
     run: runCommand,
     execPath: process.execPath,
   };
@@ -5303,6 +5335,6 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
 
 if (import.meta.main) {
   main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
+    process.exitCode = outputFailed ? Math.max(code, 2) : code;
   });
 }
