@@ -558,8 +558,9 @@ export interface Action {
   json: boolean;
   write: boolean; // --install --write
   check: boolean; // --update --check
-  force: boolean; // --update --force
+  force: boolean; // --update --force, --block --force
   file: string | null; // --test-log FILE
+  missed: boolean; // --test-log --missed
 }
 
 /** Option → the action it names. Several names for one action are aliases. */
@@ -618,6 +619,7 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     check: false,
     force: false,
     file: null,
+    missed: false,
   };
   let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
@@ -652,8 +654,11 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
       a.check = true;
     } else if (flag === "--force" && inline === null) {
       a.force = true;
+    } else if (flag === "--missed" && inline === null) {
+      a.missed = true;
     } else {
-      throw new SentryError(`Unknown option: ${arg}`, 1);
+      // One line, not the manual: the manual would scroll the mistake away.
+      throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
     }
   }
   // `sentry --ip=IP` alone shows that address, as sentry.pl did.
@@ -666,7 +671,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     throw new SentryError(`--${a.action} needs an address: --ip=IP`, 1);
   }
   if (a.write && a.action !== "install") throw new SentryError("--write goes with --install", 1);
-  if ((a.check || a.force) && a.action !== "update") throw new SentryError("--check and --force go with --update", 1);
+  if (a.check && a.action !== "update") throw new SentryError("--check goes with --update", 1);
+  if (a.force && a.action !== "update" && a.action !== "block") throw new SentryError("--force goes with --update or --block", 1);
+  if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
   if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
   return a;
 }
@@ -4062,6 +4069,8 @@ export function formatReport(r: Report): string {
     }
     out.push("");
   }
+  // sentry.pl's and sentry.sh's header above the counts: scripts and habits look for it.
+  out.push("   -------- summary ---------");
   out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
   out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
   out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
@@ -5161,7 +5170,8 @@ export function rollback(cfg: Config, sys: Sys, opts: { target?: string }): numb
 // ==== 12. main() ============================================================
 
 export const USAGE = `NAME
-    sentry ${VERSION} - safe and effective protection against brute-force attacks
+    sentry - safe and effective protection against bruteforce attacks
+    version ${VERSION}
 
 SYNOPSIS
     sentry --ip=IP [ --connect | -c | --allow | --block | --delist ]
@@ -5187,21 +5197,33 @@ ACTIONS
     --allow            allow IP for good, lifting any block (alias --whitelist)
     --block            block IP everywhere, lifting any allow (alias --blacklist)
     --delist           forget IP: no allow, no block, no count, old evidence set aside
-    --report, -r       summary; --verbose adds the most active addresses and the
-                       latest decisions; --ip shows one address; --json as JSON
+    --report, -r       summary; with --ip, that address's record and evidence
     --scan             read all logs since the last run and decide for every address
                        they show (cron or a systemd timer, for daemons without libwrap)
     --resync           re-apply block/ to every enabled backend (after a reboot)
-    --test-log FILE    show how each line of FILE (- for stdin) is understood
+    --test-log FILE    show how each line of FILE (- for stdin) is understood and
+                       what --scan and --connect would do with each address, with
+                       totals per kind of line and per daemon
     --install          copy this binary to ROOT_DIR/sentry and show the hosts.allow
-                       lines; --write adds them to /etc/hosts.allow itself
+                       lines
     --uninstall        remove sentry's lines from /etc/hosts.allow
     --doctor           check every link of the chain (Nagios exit codes)
-    --update           fetch, verify and install a newer signed release;
-                       --check only reports; --force allows the same or older
+    --update           fetch, verify and install a newer signed release
     --rollback         go back to the binary --update replaced
     --version          print the version
     --help, -h         this text
+
+OPTIONS
+    --verbose, -v      --report: add the most active addresses, the latest
+                       decisions and notes; --scan: print its summary always
+    --json             --report: the same as JSON
+    --force            --block: block an address even though the logs show
+                       successful logins from it; --update: allow the same or
+                       an older version
+    --write            --install: add the lines to /etc/hosts.allow itself
+    --check            --update: only report whether a newer release exists
+    --missed           --test-log: print only the lines of known daemons that
+                       were not understood (the totals go to stderr)
 
 CONNECT
     In /etc/hosts.allow, near the top, in this order (the deny line first):
@@ -5281,13 +5303,88 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
   } catch (e) {
     if (e instanceof SentryError) {
       sys.warn(e.message);
-      if (e.exitCode === 1 && e.message.startsWith("Unknown option:")) sys.err(USAGE);
       return e.exitCode;
     }
     // Not expected: a bug. Say everything, exit as "could not do it".
     sys.warn(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     return 2;
   }
+}
+
+// ---- 12.1 Manual actions say what they did ------------------------------------
+//
+//   $ sentry --ip=192.0.2.200 --block
+//      0 connections from 192.0.2.200 and it is blocked
+//   blocked 192.0.2.200 (was: not decided)
+//   $ sentry --ip=192.0.2.200 --delist
+//      0 connections from 192.0.2.200
+//   delisted 192.0.2.200 (was: blocked since 2026-11-29T13:00:00Z by admin)
+//
+// The record line admins grep shows the state after the action (it showed
+// the state before, which read as "nothing happened"); the second line says
+// what changed.
+
+/** "not decided", "blocked since T by connect", "allowed (ALLOW_IPS or loopback)": an address's state, for "(was: …)". */
+export function stateText(status: Status, record: string | null, inAllowList: boolean): string {
+  if (status === null) return "not decided";
+  if (status === "allowed" && inAllowList && record === null) return "allowed (ALLOW_IPS or loopback)";
+  // allow/IP and block/IP start "2026-11-29T13:00:00Z block by connect: reason".
+  const m = record === null ? null : /^(\d{4}-\d\d-\d\dT[\d:.]+Z) \S+ by ([^:\s]+)/.exec(record);
+  return m ? `${status} since ${m[1]} by ${m[2]}` : status;
+}
+
+/** The state of `ip` for "(was: …)": from allow/IP or block/IP, whichever decides ipStatus. */
+function describeState(ctx: Ctx, ip: string): string {
+  const status = ipStatus(ctx, ip);
+  let record: string | null = null;
+  if (status !== null) {
+    const file = statePath(ctx, status === "allowed" ? "allow" : "block", ip);
+    try {
+      record = ctx.sys.fs.readFileSync(file, "utf8");
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+    }
+  }
+  return stateText(status, record, inRanges(ip, ctx.allowRanges));
+}
+
+/**
+ * Why --block must not go ahead without --force, or null: the evidence
+ * index holds successful logins from `ip`. An admin blocking "that noisy
+ * address" may be blocking their own office, or the user who phoned.
+ */
+export function loginsBlockingBlock(ip: string, t: Tallies | null): string | null {
+  if (t === null) return null;
+  const found = SERVICES.flatMap((s) => (t[s] && t[s].success > 0 ? [[s, t[s]] as const] : []));
+  if (found.length === 0) return null;
+  const n = found.reduce((acc, [, x]) => acc + x.success, 0);
+  const where = found.map(([s, x]) => `${s}: ${x.success}`).join(", ");
+  // The sample is the most telling line seen, and a success outranks every other kind.
+  const sample = found[0][1].sample;
+  return (
+    `not blocking ${ip}: the logs show ${n} successful login${n === 1 ? "" : "s"} from it (${where})` +
+    (sample ? `, e.g. ${JSON.stringify(sample)}` : "") +
+    `; it may be you or one of your users. Add --force to block it anyway`
+  );
+}
+
+/** --allow, --block, --delist by hand: do it under the lock, then say what the state is and what it was. */
+export function manualAction(ctx: Ctx, action: "allow" | "block" | "delist", ip: string, force: boolean): number {
+  if (action === "block" && !force) {
+    const why = loginsBlockingBlock(ip, readEvidence(ctx, ip));
+    if (why !== null) throw new SentryError(why, 1);
+  }
+  let was = "";
+  const code = withLock(ctx, () => {
+    was = describeState(ctx, ip);
+    if (action === "allow") return setAllowed(ctx, ip, "admin", "--allow");
+    if (action === "block") return setBlocked(ctx, ip, "admin", force ? "--block --force" : "--block");
+    return setDelisted(ctx, ip, "admin", "--delist");
+  });
+  ctx.sys.out(recordLine(countConnections(ctx, ip), ip, ipStatus(ctx, ip)));
+  const done = action === "allow" ? "allowed" : action === "block" ? "blocked" : "delisted";
+  ctx.sys.out(`${done} ${ip} (was: ${was})${code !== 0 ? "; a backend failed, see above" : ""}`);
+  return code;
 }
 
 /** Dispatches a parsed command line. */
@@ -5298,15 +5395,8 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       return connect(ctx, ip as string);
     case "allow":
     case "block":
-    case "delist": {
-      const target = ip as string;
-      ctx.sys.out(recordLine(countConnections(ctx, target), target, ipStatus(ctx, target)));
-      return withLock(ctx, () => {
-        if (a.action === "allow") return setAllowed(ctx, target, "admin", "--allow");
-        if (a.action === "block") return setBlocked(ctx, target, "admin", "--block");
-        return setDelisted(ctx, target, "admin", "--delist");
-      });
-    }
+    case "delist":
+      return manualAction(ctx, a.action, ip as string, a.force);
     case "report": {
       const r = buildReport(ctx, { verbose: a.verbose, ip });
       ctx.sys.out(a.json ? JSON.stringify(r, null, 2) : formatReport(r));

@@ -77,7 +77,7 @@ t.test("without sentry.db: a report does not create ROOT_DIR, and works read-onl
   const missing = join(dir, "none");
   const r = sentry(["--report"], envFor(missing));
   t.equal(r.status, 0);
-  t.match(r.stdout, /^ {3}0 unique IPs have connected 0 times/);
+  t.match(r.stdout, /^ {3}-------- summary ---------\n {3}0 unique IPs have connected 0 times/);
   t.notOk(fs.existsSync(missing), "ROOT_DIR not created by a report");
   const root = join(dir, "root");
   for (let i = 0; i < 6; i++) sentry(["-c", `--ip=192.0.2.${i % 3}`], envFor(root));
@@ -86,6 +86,6 @@ t.test("without sentry.db: a report does not create ROOT_DIR, and works read-onl
     env: envFor(root), encoding: "utf8",
   });
   t.equal(ro.status, 0, ro.stderr);
-  t.match(ro.stdout, /^ {3}3 unique IPs have connected 6 times/, "read-only: seen/ is listed instead");
+  t.match(ro.stdout, /^ {3}-------- summary ---------\n {3}3 unique IPs have connected 6 times/, "read-only: seen/ is listed instead");
   t.match(ro.stderr, /cannot be used .*listing seen\/ instead/);
 });
