@@ -2736,13 +2736,29 @@ export function indexNotes(ctx: Ctx): string[] {
 // ---- 7.4 --test-log: how sentry reads a log ---------------------------------
 //
 //   $ sentry --test-log /var/log/auth.log
-//        1  naughty  ssh  203.0.113.9   sshd: invalid user "admin"
-//        2  -                           not a watched program (CRON)
+//        1  naughty  ssh  203.0.113.9                             sshd: invalid user "admin"
+//        2  other    not a watched program (CRON)
+//        3  off      smtp 198.51.100.4                            ignored: PROTECT_SMTP=0 (postfix: SASL LOGIN failed)
+//        4  missed   sshd timeout line without 'ADDR port N'
 //   …
-//   203.0.113.9   ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block
+//   addresses (numeric order), with what --scan and --connect would do:
+//   203.0.113.9   ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block once seen 3 times
+//   2001:db8::9   ssh: 0 success, 4 naughty, 0 failed, 0 probe → would block
+//
+//   totals: 4 lines: 1 matched (0 success, 0 failed, 1 naughty, 0 probe), 1 off (service not protected or read elsewhere), 0 ignored (known daemon, not about a login), 1 missed (known daemon, not understood), 1 other (not a watched program)
+//     sshd               2 lines: 1 matched (1 naughty), 1 missed
 //
 // fail2ban-regex's job: before trusting sentry with a server, an
-// administrator runs it over the server's own logs and sees every line's fate.
+// administrator runs it over the server's own logs and sees every line's
+// fate and what sentry would do, with the settings in force: a service
+// that is off is said to be off, never "would block"; an address that has
+// not reached the threshold says when it would be decided. A prediction
+// that differs from what --scan does is a lie to the admin, so the rules
+// are the ones --scan uses (thresholdReached, decide), not a copy.
+//
+// The address column is as wide as the longest address (39 characters:
+// eight groups of four hex digits), so IPv4 and IPv6 lines stay aligned;
+// the output is written as the file is read, and a log may be gigabytes.
 
 /** The program assumed for lines without a syslog prefix, guessed from the file's name. */
 export function programForFile(file: string): string {
@@ -2752,62 +2768,210 @@ export function programForFile(file: string): string {
   return "sshd";
 }
 
-/** --test-log FILE|-: every line's classification and why, then a summary per address. */
-export function testLog(ctx: Ctx, file: string): number {
+/** Why lines of `service` are not read with these settings ("PROTECT_SMTP=0"), or null when they are (mirrors logSources). */
+export function serviceOff(cfg: Config, service: Service): string | null {
+  if (service === "ftp" && !cfg.PROTECT_FTP) return "PROTECT_FTP=0";
+  if (service === "smtp" && !cfg.PROTECT_SMTP) return "PROTECT_SMTP=0";
+  if (service === "mua" && !cfg.PROTECT_MUA) return "PROTECT_MUA=0";
+  return null;
+}
+
+/** Numeric order of canonical addresses: IPv4 before IPv6, each by value (10.0.0.9 before 10.0.0.10). */
+export function compareIps(a: string, b: string): number {
+  const fa = ipFamily(a);
+  const fb = ipFamily(b);
+  if (fa !== fb) return fa - fb;
+  const x = (parseCidr(a) as Cidr).base;
+  const y = (parseCidr(b) as Cidr).base;
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** The fate of one line in --test-log; the four kinds of evidence, or why it is not evidence. */
+export type LineClass = Kind | "off" | "ignored" | "missed" | "other";
+
+/**
+ * Reasons (explainLine's `why`) of a known daemon's line that was
+ * understood and is deliberately not evidence: the daemon speaking of
+ * something else, a line another line already counts, an ambiguous line
+ * refused. Any other reason of a known daemon means its shape was not
+ * understood: "missed", what --missed lists so a new daemon version's
+ * wording is noticed. Kept to the wording of section 6's no(...) calls.
+ */
+const NOT_EVIDENCE_BY_DESIGN =
+  /not about|not from |not evidence|intermediate step|logs its own line|counted instead|proves nothing|remembered for pid|not a user's success|not the client's failure|user ended|\bignored$/;
+
+/** Reasons explainLine gives for a line that is not of a watched daemon at all. */
+const NOT_A_DAEMON_LINE = /^(not a watched program|empty line|timestamp without a program field|line longer than|not a line of text)/;
+
+/** The class of a line explainLine found no evidence in, from its reason. */
+export function classOfReason(why: string): "ignored" | "missed" | "other" {
+  if (NOT_A_DAEMON_LINE.test(why)) return "other";
+  return NOT_EVIDENCE_BY_DESIGN.test(why) ? "ignored" : "missed";
+}
+
+/** What --scan and --connect would do with an address, in words: "would block once seen 3 times". */
+export function predict(
+  t: Tallies,
+  o: { status: Status; allowListed: boolean; connections: number; threshold: number; failLimit: number },
+): string {
+  if (o.status === "allowed") return o.allowListed ? "in ALLOW_IPS or loopback: never blocked" : "already allowed (allow/): nothing to do";
+  if (o.status === "blocked") return "already blocked (block/): nothing to do";
+  const v = decide(t, o.failLimit);
+  if (v.action === "none") return "would decide nothing yet";
+  if (!thresholdReached(t, o.connections, o.threshold)) return `would ${v.action} once seen ${o.threshold} times`;
+  return `would ${v.action}`;
+}
+
+interface LineCounts {
+  lines: number;
+  success: number;
+  failed: number;
+  naughty: number;
+  probe: number;
+  off: number;
+  ignored: number;
+  missed: number;
+  other: number;
+}
+
+function newCounts(): LineCounts {
+  return { lines: 0, success: 0, failed: 0, naughty: 0, probe: 0, off: 0, ignored: 0, missed: 0, other: 0 };
+}
+
+/** "12 lines: 3 matched (1 success, 2 failed), 9 ignored"; `all` shows the zero counts too; `width` right-aligns the first number. */
+export function formatCounts(c: LineCounts, all: boolean, width = 0): string {
+  const matched = c.success + c.failed + c.naughty + c.probe;
+  const kinds = (["success", "failed", "naughty", "probe"] as const).filter((k) => all || c[k] > 0).map((k) => `${c[k]} ${k}`);
+  const parts: string[] = [];
+  const part = (n: number, text: string) => void ((all || n > 0) && parts.push(text));
+  part(matched, `${matched} matched (${kinds.join(", ")})`);
+  part(c.off, `${c.off} off${all ? " (service not protected, or read from another log)" : ""}`);
+  part(c.ignored, `${c.ignored} ignored${all ? " (known daemon, not about a login)" : ""}`);
+  part(c.missed, `${c.missed} missed${all ? " (known daemon, not understood: --missed lists them)" : ""}`);
+  part(c.other, `${c.other} other${all ? " (not a watched program)" : ""}`);
+  return `${String(c.lines).padStart(width)} lines${parts.length ? ": " : ""}${parts.join(", ")}`;
+}
+
+/** The address column: wide enough for any canonical address. */
+const IP_COLUMN = 39;
+
+/** --test-log FILE|-: every line's class and why, what would be done with each address, and totals. */
+export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
   const fsys = ctx.sys.fs;
+  // The source this file is, if sentry reads it with these settings: its
+  // services and its prefix-less program are then exactly those of --scan.
+  const sources = logSources(ctx.cfg, fsys);
+  const src = file === "-" ? undefined : sources.find((x) => x.kind === "file" && path.resolve(x.path) === path.resolve(file));
   let fd: number;
   try {
     fd = file === "-" ? 0 : fsys.openSync(file, "r");
   } catch (e) {
     throw ioError("read", file, e);
   }
-  const program = file === "-" ? "sshd" : programForFile(file);
+  const program = src ? src.program : file === "-" ? "sshd" : programForFile(file);
   const state = newClassifierState();
   const found: Found = new Map();
-  let n = 0;
-  let understood = 0;
+  const total = newCounts();
+  const perDaemon = new Map<string, LineCounts>();
   const out: string[] = [];
   const flush = () => {
     if (out.length) ctx.sys.out(out.join("\n"));
     out.length = 0;
   };
+  const elsewhere = (service: Service): string => {
+    const other = sources.find((x) => x.services.includes(service));
+    return other ? `sentry reads ${service} evidence from ${other.kind === "journal" ? "the journal" : other.path}` : `sentry reads no log for ${service}`;
+  };
+  let n = 0;
+  const show = (cls: LineClass, text: string) => {
+    if (!missedOnly || cls === "missed") out.push(`${String(n).padStart(6)}  ${cls.padEnd(8)} ${text}`);
+  };
+  let res: { stopped: boolean };
   try {
-    readLines(fsys, fd, { start: null, size: Infinity, skipping: false }, (line) => {
+    res = readLines(fsys, fd, { start: null, size: Infinity, skipping: false }, (line) => {
       n++;
+      total.lines++;
       if (line === null) {
-        out.push(`${String(n).padStart(6)}  -        longer than ${MAX_LINE} bytes: not read (no daemon writes such lines)`);
+        total.other++;
+        show("other", `longer than ${MAX_LINE} bytes: not read (no daemon writes such lines)`);
       } else {
         const { ev, why } = explainLine(line, program, state);
+        let cls: LineClass;
         if (ev) {
-          understood++;
-          addFound(found, ev, line);
-          out.push(`${String(n).padStart(6)}  ${ev.kind.padEnd(8)} ${ev.service.padEnd(4)} ${ev.ip.padEnd(15)} ${sanitize(why, 200)}`);
-        } else out.push(`${String(n).padStart(6)}  -        ${sanitize(why, 200)}`);
+          const off = serviceOff(ctx.cfg, ev.service) ?? (src && !src.services.includes(ev.service) ? elsewhere(ev.service) : null);
+          cls = off === null ? ev.kind : "off";
+          if (off === null) addFound(found, ev, line);
+          const shown = off === null ? why : `ignored: ${off} (${why})`;
+          show(cls, `${ev.service.padEnd(4)} ${ev.ip.padEnd(IP_COLUMN)} ${sanitize(shown, 240)}`);
+        } else {
+          cls = classOfReason(why);
+          show(cls, sanitize(why, 200));
+        }
+        total[cls]++;
+        if (cls !== "other") {
+          const daemon = splitLine(line.replace(/\r?\n$/, ""), program)?.program ?? program;
+          let d = perDaemon.get(daemon);
+          if (!d) perDaemon.set(daemon, (d = newCounts()));
+          d.lines++;
+          d[cls]++;
+        }
       }
       if (out.length >= 1000) flush();
-    }, { lastPartial: true });
+      // Stop reading once nobody reads what we print (`| head`).
+    }, { lastPartial: true, more: () => !(ctx.sys.outClosed?.() ?? false) });
   } catch (e) {
     throw ioError("read", file, e);
   } finally {
     if (file !== "-") fsys.closeSync(fd);
   }
   flush();
-  out.push("", `${n} lines, ${understood} about logins from ${found.size} addresses${program !== "sshd" ? ` (lines without a prefix read as ${program})` : ""}`);
-  const ips = [...found.keys()].sort();
+  if (res.stopped) return 0;
+
+  const summary: string[] = [];
+  summary.push(`totals: ${formatCounts(total, true)}`);
+  const daemons = [...perDaemon.keys()].sort();
+  const dw = Math.max(16, ...daemons.map((d) => d.length));
+  const lw = String(total.lines).length;
+  for (const d of daemons) summary.push(`  ${d.padEnd(dw)} ${formatCounts(perDaemon.get(d) as LineCounts, false, lw)}`);
+  if (program !== "sshd") summary.push(`lines without a syslog prefix were read as ${program}'s`);
+  if (missedOnly) {
+    // stdout holds the missed lines alone, for scripts; the totals are for the reader.
+    for (const l of summary) ctx.sys.err(`${l}\n`);
+    return 0;
+  }
+
+  // What is known of each address in ROOT_DIR (seen/, allow/, block/) is part of the prediction.
+  let stateNote: string | null = null;
+  try {
+    fsys.accessSync(ctx.cfg.ROOT_DIR, fs.constants.R_OK | fs.constants.X_OK);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") stateNote = `cannot read ${ctx.cfg.ROOT_DIR} (${errText(e)}): predictions assume no address was seen, allowed or blocked yet`;
+  }
+  const ips = [...found.keys()].sort(compareIps);
+  const iw = Math.max(15, ...ips.map((ip) => ip.length));
+  out.push("", `${ips.length} addresses (numeric order), with what --scan and --connect would do:`);
   for (const ip of ips) {
     const t: Tallies = {};
     for (const [s, x] of found.get(ip) as Map<Service, Tally>) t[s] = x;
-    const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
     const counts = SERVICES.filter((s) => t[s])
       .map((s) => {
         const x = t[s] as Tally;
         return `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe`;
       })
       .join("; ");
-    const would = v.action === "none" ? "would decide nothing yet" : `would ${v.action}`;
-    const safe = v.action === "block" && inRanges(ip, ctx.allowRanges) ? " (but it is in ALLOW_IPS or loopback: never blocked)" : "";
-    out.push(`${ip.padEnd(15)} ${counts} → ${would}${safe}`);
+    const would = predict(t, {
+      status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
+      allowListed: inRanges(ip, ctx.allowRanges),
+      connections: stateNote === null ? countConnections(ctx, ip) : 0,
+      threshold: ctx.cfg.CONNECT_THRESHOLD,
+      failLimit: ctx.cfg.FAIL_THRESHOLD,
+    });
+    out.push(`${ip.padEnd(iw)} ${counts} → ${would}`);
   }
+  out.push("", ...summary);
+  if (file !== "-" && !src)
+    out.push(`note: ${file} is not a log sentry reads with these settings (${sources.map((x) => (x.kind === "journal" ? "the journal" : x.path)).join(", ") || "none"}); predictions assume it were read for every protected service`);
+  if (stateNote) out.push(`note: ${stateNote}`);
   flush();
   return 0;
 }
@@ -3018,6 +3182,21 @@ export function expireBlocks(ctx: Ctx): number {
 // rules, once it shows CONNECT_THRESHOLD events (or seen/ holds that many
 // connections). The same locks as a connect make it safe to run meanwhile.
 
+/**
+ * Whether the logs may decide for an address yet: it shows `threshold`
+ * events in the logs, or seen/ holds that many connections (a connect
+ * decides at that count). The one rule --scan and --test-log share, so
+ * that --test-log predicts what --scan does.
+ */
+export function thresholdReached(t: Tallies, connections: number, threshold: number): boolean {
+  let events = 0;
+  for (const s of SERVICES) {
+    const x = t[s];
+    if (x) events += x.success + x.failed + x.naughty + x.probe;
+  }
+  return events >= threshold || connections >= threshold;
+}
+
 /** --scan: read the logs, decide for every address with new evidence, lift expired blocks. */
 export function scanCommand(ctx: Ctx, verbose: boolean): number {
   const db = openIndex(ctx);
@@ -3053,9 +3232,8 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
     for (const ip of pending.keys()) {
       weighed++;
       const t = tallies(db, ip);
-      const events = SERVICES.reduce((a, s) => a + (t[s] ? t[s].success + t[s].failed + t[s].naughty + t[s].probe : 0), 0);
       const status = ipStatus(ctx, ip);
-      if (status === null && (events >= ctx.cfg.CONNECT_THRESHOLD || countConnections(ctx, ip) >= ctx.cfg.CONNECT_THRESHOLD)) {
+      if (status === null && thresholdReached(t, countConnections(ctx, ip), ctx.cfg.CONNECT_THRESHOLD)) {
         const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
         // A block on partial evidence waits, still pending, for a complete read (see incomplete).
         if (v.action === "block" && partial !== null) {
@@ -5407,7 +5585,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "resync":
       return resync(ctx);
     case "test-log":
-      return testLog(ctx, a.file as string);
+      return testLog(ctx, a.file as string, a.missed);
     case "install":
       return install(ctx, a.write);
     case "uninstall":

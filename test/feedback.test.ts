@@ -114,3 +114,95 @@ t.test("--help opens with the original's NAME line and has an OPTIONS section; -
   const r = sentry(["--report"], envFor(root));
   t.equal(r.stdout, "   -------- summary ---------\n   1 unique IPs have connected 1 times\n   0 IPs are allowed\n   0 IPs are blocked\n");
 });
+
+// ---- point 7: --test-log predicts what --scan and --connect do ------------------------
+
+const L = (pid: number, prog: string, msg: string) => `Nov 29 10:00:${String(pid % 60).padStart(2, "0")} host ${prog}[${pid}]: ${msg}\n`;
+const invalid = (ip: string, i: number) => L(i, "sshd", `Invalid user admin${i} from ${ip} port ${40000 + i}`);
+const sasl = (ip: string, i: number) => L(i, "postfix/smtpd", `warning: unknown[${ip}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6`);
+
+/** The per-address line of --test-log's table for `ip`. */
+const verdict = (out: string, ip: string) => out.split("\n").find((l) => l.startsWith(`${ip} `) && l.includes(" → ")) ?? "";
+
+t.test("--test-log says what --scan then does: services that are off, the threshold, seen/, block/", async (t) => {
+  const root = tempDir(t);
+  const log = join(root, "auth.log");
+  fs.writeFileSync(
+    log,
+    [sasl("203.0.113.30", 1), sasl("203.0.113.30", 2), sasl("203.0.113.30", 3), sasl("203.0.113.30", 4)].join("") +
+      invalid("203.0.113.31", 5) + // one line: below the threshold
+      invalid("203.0.113.32", 6) + invalid("203.0.113.32", 7) + invalid("203.0.113.32", 8) +
+      invalid("203.0.113.33", 9) + // one line, but seen/ already holds 3 connections
+      invalid("203.0.113.34", 10) + invalid("203.0.113.34", 11) + invalid("203.0.113.34", 12), // already blocked by hand
+  );
+  const off = envFor(root, { SSH_LOG: log, MAIL_LOG: log, PROTECT_SMTP: "0" });
+  for (let i = 0; i < 3; i++) sentry(["-c", "--ip=203.0.113.33"], envFor(root)); // no readable log: counted, not decided
+  sentry(["--block", "--ip=203.0.113.34"], off);
+
+  const r = sentry(["--test-log", log], off);
+  t.equal(r.status, 0, r.stderr);
+  const postfixLines = r.stdout.split("\n").filter((l) => /^ +[1-4]  /.test(l));
+  t.equal(postfixLines.length, 4);
+  for (const l of postfixLines) t.match(l, /^ +\d  off +smtp 203\.0\.113\.30 +ignored: PROTECT_SMTP=0 \(/, "a line of a service that is off says so");
+  t.notMatch(r.stdout, /^203\.0\.113\.30 /m, "and its address is not predicted at all");
+  t.notMatch(r.stdout, /would block[^\n]*PROTECT_SMTP|203\.0\.113\.30[^\n]*would block/);
+  t.match(verdict(r.stdout, "203.0.113.31"), /→ would block once seen 3 times$/);
+  t.match(verdict(r.stdout, "203.0.113.32"), /→ would block$/);
+  t.match(verdict(r.stdout, "203.0.113.33"), /→ would block$/, "seen/ holds 3 connections: decided now");
+  t.match(verdict(r.stdout, "203.0.113.34"), /→ already blocked \(block\/\): nothing to do$/);
+  t.notMatch(r.stdout, /note: .* is not a log sentry reads/, "the file is the configured log");
+
+  const scan = sentry(["--scan"], off);
+  t.equal(scan.status, 0, scan.stderr);
+  const blocked = fs.readdirSync(join(root, "block")).sort();
+  t.same(blocked, ["203.0.113.32", "203.0.113.33", "203.0.113.34"], "--scan blocks exactly the addresses --test-log said it would");
+
+  // The same file with PROTECT_SMTP=1 (a fresh ROOT_DIR: --scan never reads a line twice): the mail lines count, and --scan agrees again.
+  const on = { ...off, PROTECT_SMTP: "1", ROOT_DIR: join(root, "second") };
+  const r2 = sentry(["--test-log", log], on);
+  t.match(r2.stdout, /^ +1  naughty +smtp 203\.0\.113\.30 /m);
+  t.match(verdict(r2.stdout, "203.0.113.30"), /→ would block$/);
+  sentry(["--scan"], on);
+  t.ok(fs.existsSync(join(root, "second", "block", "203.0.113.30")), "--scan blocks it too");
+});
+
+t.test("--test-log: numeric order, aligned IPv6, fail2ban-style totals per class and per daemon, --missed", async (t) => {
+  const root = tempDir(t);
+  const log = join(root, "auth.log");
+  const lines = [
+    invalid("10.0.0.10", 1),
+    invalid("2001:db8:aaaa:bbbb:cccc:dddd:eeee:1", 2),
+    invalid("9.9.9.9", 3),
+    invalid("10.0.0.9", 4),
+    L(5, "sshd", "Accepted password for bob from 10.0.0.9 port 50000 ssh2"),
+    L(6, "sshd", "Server listening on 0.0.0.0 port 22."),
+    L(7, "CRON", "(root) CMD (true)"),
+    L(8, "sshd", "Invalid user bob from"),
+    invalid("2001:db8::2", 9),
+    L(10, "postfix/smtpd", "warning: unknown[198.51.100.7]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
+  ];
+  fs.writeFileSync(log, lines.join(""));
+  const env = envFor(root, { SSH_LOG: log });
+  const r = sentry(["--test-log", log], env);
+  t.equal(r.status, 0, r.stderr);
+  const table = r.stdout.split("\n").filter((l) => l.includes(" → "));
+  t.same(table.map((l) => l.split(" ")[0]), ["9.9.9.9", "10.0.0.9", "10.0.0.10", "2001:db8::2", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:1"], "IPv4 before IPv6, each by value");
+  t.same(new Set(table.map((l) => l.indexOf(" ssh: "))).size, 1, "the table's columns line up");
+  const matched = r.stdout.split("\n").filter((l) => /^ +\d+  (naughty|success) /.test(l));
+  t.equal(matched.length, 6);
+  t.same(new Set(matched.map((l) => l.indexOf("sshd: "))).size, 1, "the per-line reason column lines up for IPv4 and IPv6");
+  t.match(
+    r.stdout,
+    /^totals: 10 lines: 6 matched \(1 success, 0 failed, 5 naughty, 0 probe\), 1 off \(service not protected, or read from another log\), 1 ignored \(known daemon, not about a login\), 1 missed \(known daemon, not understood: --missed lists them\), 1 other \(not a watched program\)$/m,
+  );
+  t.match(r.stdout, /^ {2}postfix\/smtpd +1 lines: 1 off$/m);
+  t.match(r.stdout, /^ {2}sshd +8 lines: 6 matched \(1 success, 5 naughty\), 1 ignored, 1 missed$/m);
+  t.match(r.stdout, /^ +8  missed +sshd 'Invalid user' line/m);
+  t.match(r.stdout, /^ +7  other +not a watched program \(CRON\)$/m);
+
+  const m = sentry(["--test-log", log, "--missed"], env);
+  t.equal(m.status, 0);
+  t.match(m.stdout, /^ +8  missed +sshd 'Invalid user' line[^\n]*\n$/, "--missed: the missed line alone");
+  t.match(m.stderr, /^totals: 10 lines: .* 1 missed /m, "its totals on stderr");
+  t.equal(sentry(["--report", "--missed"], env).status, 1, "--missed goes with --test-log");
+});
