@@ -310,7 +310,10 @@ let outputFailed = false;
  * the command finishes its work and keeps its own exit code. Returns a test
  * of whether output still goes anywhere.
  */
+const guarded = new Map<NodeJS.WriteStream, () => boolean>(); // one listener per stream, however many Sys are made
 function guardStream(stream: NodeJS.WriteStream, name: string): () => boolean {
+  const known = guarded.get(stream);
+  if (known) return known;
   let open = true;
   stream.on("error", (e: unknown) => {
     if (!open) return; // the same failure, reported again by a later write
@@ -320,7 +323,9 @@ function guardStream(stream: NodeJS.WriteStream, name: string): () => boolean {
     process.exitCode = 2;
     if (name !== "stderr" && !process.stderr.destroyed) process.stderr.write(`sentry: cannot write to ${name}: ${errText(e)}\n`);
   });
-  return () => open && !stream.destroyed && !stream.errored;
+  const isOpen = () => open && !stream.destroyed && !stream.errored;
+  guarded.set(stream, isOpen);
+  return isOpen;
 }
 
 /** The Sys of a real run. */
@@ -5352,9 +5357,9 @@ export const USAGE = `NAME
     version ${VERSION}
 
 SYNOPSIS
-    sentry --ip=IP [ --connect | -c | --allow | --block | --delist ]
+    sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] | --delist ]
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
-    sentry --scan | --resync | --test-log FILE|-
+    sentry --scan | --resync | --test-log FILE|- [ --missed ]
     sentry --install [ --write ] | --uninstall | --doctor
     sentry --update [ --check | --force ] | --rollback | --version | --help | -h
 
@@ -5445,6 +5450,7 @@ EXAMPLES
     sentry --ip=203.0.113.7 --block
     sentry --ip 2001:db8::7 --delist
     sentry --test-log /var/log/auth.log
+    sentry --test-log /var/log/auth.log --missed
     ROOT_DIR=/tmp/sentry-test sentry --ip=192.0.2.1 --connect
 `;
 
