@@ -5,7 +5,9 @@ import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
+import fc from "fast-check";
 import { SENTRY, requireBinary, tempDir, envFor, sentry } from "./lib/run.ts";
+import { compareIps, thresholdReached, classOfReason, explainLine } from "../sentry.ts";
 
 requireBinary();
 
@@ -205,4 +207,25 @@ t.test("--test-log: numeric order, aligned IPv6, fail2ban-style totals per class
   t.match(m.stdout, /^ +8  missed +sshd 'Invalid user' line[^\n]*\n$/, "--missed: the missed line alone");
   t.match(m.stderr, /^totals: 10 lines: .* 1 missed /m, "its totals on stderr");
   t.equal(sentry(["--report", "--missed"], env).status, 1, "--missed goes with --test-log");
+});
+
+t.test("the pure parts: numeric address order, the shared threshold rule, the class of a reason", async (t) => {
+  const v4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
+  const value = (b: number[]) => ((b[0] * 256 + b[1]) * 256 + b[2]) * 256 + b[3];
+  fc.assert(
+    fc.property(v4.filter((b) => b[0] > 0), v4.filter((b) => b[0] > 0), (a, b) => {
+      const c = compareIps(a.join("."), b.join("."));
+      return Math.sign(c) === Math.sign(value(a) - value(b));
+    }),
+  );
+  t.same(["2001:db8::10", "10.0.0.1", "2001:db8::9", "9.0.0.1", "::2"].sort(compareIps), ["9.0.0.1", "10.0.0.1", "::2", "2001:db8::9", "2001:db8::10"]);
+  const one = { ssh: { success: 0, failed: 0, naughty: 1, probe: 0, sample: "" } };
+  t.equal(thresholdReached(one, 0, 3), false, "one event, never connected: not yet");
+  t.equal(thresholdReached(one, 3, 3), true, "seen/ holds 3 connections");
+  t.equal(thresholdReached({ ssh: { ...one.ssh, probe: 2 } }, 0, 3), true, "3 events of any kind");
+  const why = (line: string) => classOfReason(explainLine(line, "sshd").why);
+  t.equal(why("Nov 29 10:00:00 host sshd[1]: Server listening on 0.0.0.0 port 22."), "ignored");
+  t.equal(why("Nov 29 10:00:00 host CRON[1]: (root) CMD (true)"), "other");
+  t.equal(why("Nov 29 10:00:00 host sshd[1]: Invalid user bob from"), "missed");
+  t.equal(why("Nov 29 10:00:00 host sshd[1]: Invalid user bob from 999.1.1.1 port 22"), "missed", "an address that is not one");
 });
