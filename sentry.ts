@@ -1635,18 +1635,50 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
 //   (pam_unix) authentication failure; logname= uid=0 euid=0 tty= ruser= rhost=209.67.1.67
 //
 // ruser= is the name the client typed (fail2ban's corpus has
-// "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), so rhost= is read from the END:
-// the last " rhost=" field, followed by nothing or by "  user=NAME", which
-// pam_unix writes only for an account that exists (so NAME is one word).
-// No " user=" means pam_unix did not know the account: an unknown user.
+// "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), and with pam_unix's `audit`
+// option so is user=: pam_unix then logs what was typed, spaces included,
+// for unknown accounts too. So client text can sit on BOTH sides of the
+// address, and this line is read the way sshFromTail reads sshd's:
+//
+//   a reading is a " rhost=" after the first " ruser=" (logname= and tty=
+//   before it are the server's) followed by one word and then the end of
+//   the line or " user=" / "  user=" and anything;
+//   exactly one reading → its address; none or several → the line decides
+//   nothing.
+//
+//   ruser=x rhost=192.0.2.66  user=x rhost=198.51.100.7
+//     — two readings: rhost 192.0.2.66 with user "x rhost=198.51.100.7",
+//       or ruser "x rhost=192.0.2.66  user=x" and rhost 198.51.100.7.
+//       Ignored (it used to blame 198.51.100.7, which never connected).
+//   ruser=rhost=1.2.3.4 rhost=192.0.43.10
+//     — "rhost=1.2.3.4" follows "=", not " ": one reading, 192.0.43.10.
+//
+// Ignoring a line lets a client hide a PAM failure behind a typed name that
+// holds " rhost=": no account is named so, and the daemon's own line for
+// the attempt (vsftpd FAIL LOGIN, Dovecot's auth failed) still counts.
+// A present user= no longer proves an existing account (audit logs any
+// name); callers only use its absence, which still means an unknown one.
+
+// Sticky: tried at each " rhost=" in turn, without copying the line's tail.
+const PAM_RHOST_FIELD = /(\S*)(?: {1,2}user=(.*))?$/y;
 
 function pamRhost(msg: string): { addr: string; user: string | null } | { why: string } {
-  const r = msg.lastIndexOf(" rhost=");
-  if (r < 0) return { why: "PAM line without rhost=" };
-  const m = /^(\S*)(?: {1,2}user=(\S{1,100}))?$/.exec(msg.slice(r + 7));
-  if (!m) return { why: "PAM line with client text after rhost=: not a shape pam_unix writes" };
-  if (m[1] === "") return { why: "PAM line with an empty rhost= (local login)" };
-  return { addr: m[1], user: m[2] ?? null };
+  const ruser = msg.indexOf(" ruser=");
+  let hit: { addr: string; user: string | null } | null = null;
+  let i = msg.indexOf(" rhost=", ruser < 0 ? 0 : ruser);
+  if (i < 0) return { why: "PAM line without rhost=" };
+  while (i !== -1) {
+    PAM_RHOST_FIELD.lastIndex = i + 7;
+    const m = PAM_RHOST_FIELD.exec(msg);
+    if (m) {
+      if (hit) return { why: "ambiguous: several 'rhost=ADDR' fields around client-typed ruser=/user= text; ignored" };
+      hit = { addr: m[1], user: m[2] ?? null };
+    }
+    i = msg.indexOf(" rhost=", i + 1);
+  }
+  if (!hit) return { why: "PAM line with client text after rhost=: not a shape pam_unix writes" };
+  if (hit.addr === "") return { why: "PAM line with an empty rhost= (local login)" };
+  return hit;
 }
 
 function isPamAuthFailure(m: string): boolean {
@@ -1719,7 +1751,7 @@ function parseVsftpd(msg: string): Result {
 function ftpPam(m: string): Result {
   const r = pamRhost(m);
   if ("why" in r) return no(r.why);
-  if (r.user !== null) return no("PAM failure of an existing FTP account: the FTP daemon logs its own line for it");
+  if (r.user !== null) return no("PAM failure naming user= (an existing account, or any name under pam_unix audit): the FTP daemon logs its own line for it");
   return found("ftp", r.addr, "naughty", "ftp.pam-unknown-user", "PAM: FTP login for an unknown user");
 }
 
@@ -1733,6 +1765,10 @@ function ftpPam(m: string): Result {
 //   myhost (::ffff:59.167.242.100[::ffff:59.167.242.100]): SECURITY VIOLATION: root login attempted.
 //   mail (::ffff:1.2.3.4[::ffff:1.2.3.4]) - Maximum login attempts (3) exceeded
 //   myhost (client.example.net[198.51.100.7]) - USER alice: Login successful.
+// One reading: CLIENTHOST is a reverse-DNS name (the client's DNS chooses
+// it), but the head refuses one holding a space, "[", "]", "(" or ")", so
+// the first "[" after "(" opens the address and nothing the client types
+// (the USER text) comes before it.
 const PROFTPD_HEAD = /^\S{1,255} \([^\s[\]()]{0,255}\[([^\]\s]{1,64})\]\)(?: -|:) /;
 
 function parseProftpd(msg: string): Result {
@@ -1780,6 +1816,10 @@ function parseProftpd(msg: string): Result {
 //   (?@203.0.113.9) [WARNING] Authentication failed for user [admin]
 //   (?@2001:db8::9) [WARNING] Authentication failed for user [root]
 //   (alice@198.51.100.7) [INFO] alice is now logged in
+// One reading: nothing the client types comes before the address (USER is
+// "?" until a login succeeds), HOST cannot hold ") [" or "@" (a host name
+// or an address), so the first ") [" closes the field and its last "@"
+// opens HOST; the typed name in TEXT comes after both.
 function parsePureftpd(msg: string): Result {
   if (isPamAuthFailure(msg)) return ftpPam(msg);
   if (!msg.startsWith("(")) return no("pure-ftpd line without '(USER@HOST)'");
@@ -1818,6 +1858,10 @@ function parsePureftpd(msg: string): Result {
 //   ftpd[123]: FTP LOGIN FROM host.example.com as alice
 //   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@             (anonymous: no success)
 // The two FAILED forms go to different facilities, so one file holds one.
+// One reading: the address is taken only from the connection line, whose
+// HOST has no space, so " (" after it is ftpd's and the parenthesised
+// field is the address; the login lines' client text (user name, anonymous
+// password) only has to name the same HOST as that line.
 const FTPD_CONNECT = /^connection from (\S{1,255}) \(([^()\s]{1,64})\)(?: to \S{1,255})?$/;
 
 function parseBsdFtpd(pid: string, msg: string, state: ClassifierState | undefined): Result {
@@ -2029,6 +2073,10 @@ function parseDovecot(program: string, msg: string): Result {
 //
 // "HOST[ADDR]" is Postfix's client name (a verified host name or "unknown")
 // and address, written before anything the client sends: read from the start.
+// One reading: the client's text (the SASL reply quoted in the reason,
+// sasl_username) all comes after "]", and HOST (a name Postfix verified
+// forward and back, or "unknown") holds no "[" or "]", so the first "["
+// opens the address.
 // "Connection lost to authentication server" is the server's own trouble,
 // not the client's (fail2ban agrees): no evidence.
 const POSTFIX_SASL_FAIL = /^warning: [^\s[\]]{1,255}\[([^\]\s]{1,64})\](?::\d{1,5})?: SASL [A-Za-z0-9_-]{1,32} authentication failed(?:: (.*))?$/;
