@@ -1338,10 +1338,14 @@ function sshFromTail(rest: string): { user: string; addr: string } | { why: stri
 // nothing (its [preauth] line may come from another process, sshd-auth in
 // OpenSSH 10, so this match ignores the pid).
 //
-// What this memory does not see: a PAM line and its Failed line read by two
-// different runs of the scanner (the state lives for one read of one log).
-// Then the Failed line counts too, once more for the same attempt of the
-// same address: a faster block of that client, never evidence about another.
+// What this memory does not see: lines of one connection read by two
+// different runs of the scanner (the state lives for one read of one log;
+// a busy server's other clients trigger reads mid-connection). Then a
+// Failed line whose PAM line was read before counts too, once more for the
+// same attempt of the same address (a faster block of that client), and
+// the close line is a probe again (which blocks nobody): never evidence
+// about another address. With UseDNS yes the PAM line names a host, not an
+// address, and decides nothing; sshd's Failed lines still count.
 // pam_unix's own lines (pam_unix(sshd:auth): authentication failure; ...)
 // go to syslog only and repeat sshd's PAM line: they stay uncounted.
 //
