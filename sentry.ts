@@ -1055,22 +1055,42 @@ export interface Evidence {
 }
 
 /**
- * Memory a classifier needs between lines of one log. Only BSD ftpd needs
- * any: its login lines name the client by host name, and only the earlier
- * `connection from HOST (IP)` line of the same pid gives the address.
- * Bounded: at most FTPD_PIDS_MAX entries, oldest dropped first.
+ * Memory a classifier needs between lines of one log. BSD ftpd: its login
+ * lines name the client by host name, and only the earlier `connection from
+ * HOST (IP)` line of the same pid gives the address. sshd with PAM
+ * keyboard-interactive: which PAM failures sshd has not (yet) logged a
+ * `Failed` line of its own for, and which connections had PAM failures
+ * (see 6.4, "PAM failures"). Bounded: at most FTPD_PIDS_MAX / SSH_PAM_MAX
+ * entries each, oldest dropped first.
  */
 export interface ClassifierState {
   ftpdConnections: Map<string, { host: string; ip: string }>;
+  /** "pid NUL ip NUL user" → PAM failure lines not yet matched by a `Failed keyboard-interactive` line */
+  sshPamUnmatched: Map<string, number>;
+  /** "ip NUL user" → PAM failures since that client's last connection-closed line */
+  sshPamFailures: Map<string, number>;
 }
 
 /** Longest line worth reading. Real auth lines are under 1 KiB; a longer one is garbage or an attack on the parser. */
 export const MAX_LINE_CHARS = 8192;
 /** BSD ftpd pids remembered (a few dozen bytes each). */
 export const FTPD_PIDS_MAX = 4096;
+/** sshd PAM attempts remembered per map (a few dozen bytes each). */
+export const SSH_PAM_MAX = 4096;
 
 export function newClassifierState(): ClassifierState {
-  return { ftpdConnections: new Map() };
+  return { ftpdConnections: new Map(), sshPamUnmatched: new Map(), sshPamFailures: new Map() };
+}
+
+/** Sets `key` in a Map used as a bounded age-ordered memory: re-inserted at the end, oldest dropped past `max`. */
+function remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > max) {
+    const oldest = map.keys().next();
+    if (oldest.done) break;
+    map.delete(oldest.value);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1113,16 +1133,30 @@ const FACILITY_LEVEL = /^[a-z0-9]{2,10}\.[a-z]{3,7} /;
  * Null when a timestamp is there but no program field follows it.
  */
 export function splitLine(line: string, defaultProgram: string): { program: string; pid: string; message: string } | null {
+  const r = splitPrefix(line, defaultProgram);
+  return r && { program: r.program, pid: r.pid, message: r.message };
+}
+
+/**
+ * splitLine, and which prefix the line had: "none" (no timestamp), "host"
+ * (timestamp, host, program: what a syslog daemon writes) or "hostless"
+ * (timestamp then program: some syslogds, and logs programs write
+ * themselves, like Dovecot's log_path and vsftpd.log). sshd reaches a file
+ * only through syslog, so its successes are taken from "none" (sshd -E,
+ * the journal's MESSAGE) and "host" lines only (see parseSshd).
+ */
+function splitPrefix(line: string, defaultProgram: string): { program: string; pid: string; message: string; prefix: "none" | "host" | "hostless" } | null {
   let ts = CLASSIC_TS.exec(line) ?? RFC3339_TS.exec(line);
   if (!ts) {
     const ct = CTIME_TS.exec(line);
     if (ct) {
       // vsftpd.log: the pid, if any, is inside the message as "[pid N] ".
-      return { program: defaultProgram, pid: "", message: line.slice(ct[0].length) };
+      return { program: defaultProgram, pid: "", message: line.slice(ct[0].length), prefix: "hostless" };
     }
-    return { program: defaultProgram, pid: "", message: line };
+    return { program: defaultProgram, pid: "", message: line, prefix: "none" };
   }
   let rest = line.slice(ts[0].length);
+  let prefix: "host" | "hostless" = "hostless";
   // Either "prog[pid]: msg" straight away (no host), or "host [fac.level ]prog[pid]: msg".
   let p = PROGRAM_FIELD.exec(rest);
   if (!p || (p[3] !== ":" && p[2] === undefined)) {
@@ -1134,8 +1168,9 @@ export function splitLine(line: string, defaultProgram: string): { program: stri
     p = PROGRAM_FIELD.exec(rest);
     // Without a colon the field is only a program if it carries a [pid].
     if (!p || (p[3] !== ":" && p[2] === undefined)) return null;
+    prefix = "host";
   }
-  return { program: p[1], pid: p[2] ?? "", message: rest.slice(p[0].length) };
+  return { program: p[1], pid: p[2] ?? "", message: rest.slice(p[0].length), prefix };
 }
 
 // ---------------------------------------------------------------------------
@@ -1247,13 +1282,29 @@ function userThenAddrPort(s: string): { user: string; addr: string } | null {
 //   banner exchange: Connection from 20.64.105.146 port 47144: invalid format
 //   Unable to negotiate with 192.0.2.1 port 55419: no matching cipher found. Their offer: aes256-cbc [preauth]
 //   drop connection #13 from [192.168.133.142]:57590 on [192.168.133.132]:22 penalty: failed authentication
+//   Timeout before authentication for connection from 192.0.2.31 to 192.0.2.1, pid = 4242
+//   error: PAM: Authentication failure for alice from 192.0.2.10
+//   PAM: Authentication failure for illegal user nosuchuser from 192.0.2.10     (sshd -E: no "error: ")
 //
 // The privilege-separated child appends " [preauth]"; "error: " and
 // "fatal: " are level prefixes. Both are server text and are peeled first.
+//
+// Where client text sits, line by line (THE RULE: one reading or none):
+//   - Accepted/Failed/maximum attempts: U before the address, key info
+//     (client text for some methods) after it: sshFromTail, two readings → none.
+//   - Invalid user, PAM: ... for U from A, Connection closed/Disconnecting
+//     ... U A port N: U before the address and only server text after it,
+//     so the address is counted from the end: one reading.
+//   - User U from A not allowed, banner exchange, Unable to negotiate,
+//     ssh_dispatch_run_fatal, drop connection, Timeout before authentication
+//     for connection: server text up to the address, read from the start.
+//   - Bad protocol version identification 'JUNK' from A port N: JUNK before,
+//     nothing after: from the end.
 
 const NO_IDENT = "Did not receive identification string from ";
 const MAX_AUTH = "maximum authentication attempts exceeded for ";
 const GRACE = "Timeout before authentication for ";
+const GRACE_98 = "Timeout before authentication for connection from ";
 const ROOT_REFUSED = "ROOT LOGIN REFUSED FROM ";
 const TOO_MANY = ": Too many authentication failures";
 const SSH_METHOD = /^[a-z0-9-]{1,32}(?:\/[a-z0-9-]{1,32})?$/;
@@ -1298,7 +1349,110 @@ function sshFromTail(rest: string): { user: string; addr: string } | { why: stri
   return { user: rest.slice(0, hit.start), addr: hit.addr };
 }
 
-function parseSshd(msg: string): Result {
+// ---------------------------------------------------------------------------
+// PAM failures (sshd with UsePAM yes and keyboard-interactive logins)
+//
+// auth-pam.c, sshpam_query(), for every failed PAM conversation:
+//   error("PAM: %s for %s%.100s from %.100s", pam_strerror(...),
+//         valid ? "" : "illegal user ", user, rhost)
+// auth.c, auth_log(), for the same attempt: "Failed keyboard-interactive/pam
+// for U from A port N ssh2" — but at LogLevel VERBOSE only, unless the user
+// is invalid or the connection's failures reached MaxAuthTries/2. Measured
+// against OpenSSH 9.2 (kbd-int, 3 wrong answers per connection):
+//   INFO:    PAM: Authentication failure for alice from 192.0.2.10   (x3)
+//            Connection closed by authenticating user alice 192.0.2.10 port 36379 [preauth]
+//   VERBOSE: PAM: ..., then Failed keyboard-interactive/pam ..., per attempt;
+//            the same close line.
+// So at INFO the PAM line is the only trace of a guess, and a bot guessing
+// three passwords per connection looked like a string of probes.
+//
+// Rule: every PAM failure line counts (failed; naughty for root or an
+// illegal user, as the Failed line would), and a `Failed keyboard-interactive`
+// line is the same attempt as an earlier PAM line of the same process, address
+// and user that no Failed line has claimed yet: it counts nothing. The PAM
+// line always comes first (sshpam_query returns the failure to the caller,
+// which then calls auth_log), so the pairing is a count per key, which holds
+// however the attempts of several connections interleave. The key has the pid
+// where the log has one (syslog; PAM and auth_log both run in the monitor
+// process, so their pids agree); `sshd -E FILE` and the journal's MESSAGE have
+// none, and there address + user + order decide: two connections from one
+// address as one user are one client, whichever of its lines pairs up.
+// The close line of a connection whose address + user had PAM failures since
+// its previous close line is that connection's end, not a probe: it counts
+// nothing (its [preauth] line may come from another process, sshd-auth in
+// OpenSSH 10, so this match ignores the pid).
+//
+// What this memory does not see: lines of one connection read by two
+// different runs of the scanner (the state lives for one read of one log;
+// a busy server's other clients trigger reads mid-connection). Then a
+// Failed line whose PAM line was read before counts too, once more for the
+// same attempt of the same address (a faster block of that client), and
+// the close line is a probe again (which blocks nobody): never evidence
+// about another address. With UseDNS yes the PAM line names a host, not an
+// address, and decides nothing; sshd's Failed lines still count.
+// pam_unix's own lines (pam_unix(sshd:auth): authentication failure; ...)
+// go to syslog only and repeat sshd's PAM line: they stay uncounted.
+//
+// pam_strerror() texts that reach this error() (PAM_AUTH_ERR, PAM_MAXTRIES,
+// PAM_ACCT_EXPIRED; the success path returns before it). One of them holds
+// " for ", so the message is matched whole, never cut at a " for ".
+const SSH_PAM_MESSAGES = ["Authentication failure", "Have exhausted maximum number of retries for service", "User account has expired"];
+
+function sshPamKey(pid: string, ip: string, user: string): string {
+  return `${pid}\0${ip}\0${user}`;
+}
+
+/** PAM: MSG for [illegal user ]U from A — U is client text, nothing follows A: the last " from " is sshd's. */
+function parseSshPam(m: string, pid: string, state: ClassifierState | undefined): Result {
+  let rest: string | null = null;
+  for (const text of SSH_PAM_MESSAGES) {
+    if (m.startsWith(`PAM: ${text} for `)) rest = m.slice(`PAM: ${text} for `.length);
+  }
+  if (rest === null) return no("sshd PAM line not about a failed authentication");
+  const f = rest.lastIndexOf(" from ");
+  if (f < 0) return no("sshd PAM failure line without 'from ADDR'");
+  const addr = rest.slice(f + 6);
+  if (!/^\S+$/.test(addr)) return no("sshd PAM failure line does not end with 'from ADDR'");
+  const ip = parseIp(addr);
+  if (!ip) return no(`address field is not a valid IP (${q(addr)})`);
+  // "illegal user " is sshd's for an account that does not exist; a client
+  // typing those words gets naughty for its own address, as it deserves.
+  const illegal = rest.startsWith("illegal user ");
+  const user = rest.slice(illegal ? 13 : 0, f);
+  if (state) {
+    const k = sshPamKey(pid, ip, user);
+    remember(state.sshPamUnmatched, k, (state.sshPamUnmatched.get(k) ?? 0) + 1, SSH_PAM_MAX);
+    const c = `${ip}\0${user}`;
+    remember(state.sshPamFailures, c, (state.sshPamFailures.get(c) ?? 0) + 1, SSH_PAM_MAX);
+  }
+  if (illegal) return found("ssh", ip, "naughty", "ssh.pam-invalid-user", `sshd: PAM authentication failure for invalid user ${q(user)}`, user);
+  if (user === "root") return found("ssh", ip, "naughty", "ssh.pam-root", "sshd: PAM authentication failure for root", user);
+  return found("ssh", ip, "failed", "ssh.pam-failed", `sshd: PAM authentication failure for ${q(user)}`, user);
+}
+
+/** True (and the PAM line's claim used up) when a `Failed keyboard-interactive` line repeats an earlier PAM line. */
+function claimSshPam(state: ClassifierState | undefined, pid: string, addr: string, user: string): boolean {
+  const ip = parseIp(addr);
+  if (!state || !ip) return false;
+  const k = sshPamKey(pid, ip, user);
+  const n = state.sshPamUnmatched.get(k) ?? 0;
+  if (n <= 0) return false;
+  if (n === 1) state.sshPamUnmatched.delete(k);
+  else state.sshPamUnmatched.set(k, n - 1);
+  return true;
+}
+
+/** A connection of `user` from `addr` ended: how many PAM failures it had (0: none remembered), forgotten now. */
+function endSshPam(state: ClassifierState | undefined, addr: string, user: string): number {
+  const ip = parseIp(addr);
+  if (!state || !ip) return 0;
+  const c = `${ip}\0${user}`;
+  const n = state.sshPamFailures.get(c) ?? 0;
+  state.sshPamFailures.delete(c);
+  return n;
+}
+
+function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" = "none", state?: ClassifierState): Result {
   let m = msg;
   if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(7);
   const preauth = m.endsWith(" [preauth]");
@@ -1324,7 +1478,16 @@ function parseSshd(msg: string): Result {
     const user = invalid ? r.user.slice(13) : r.user;
     if (accepted) {
       if (invalid) return no("sshd Accepted line for an invalid user: not a shape sshd writes");
+      // The monitor logs a success after authentication, so never with the
+      // unprivileged child's " [preauth]"; and sshd reaches a log file only
+      // through a syslog daemon, which writes the host field. A success
+      // allows its address for good: only sshd's exact forms are taken.
+      if (preauth) return no("sshd Accepted line with [preauth]: not a shape sshd writes");
+      if (prefix === "hostless") return no("sshd Accepted line without the syslog host field: not a shape syslog writes");
       return found("ssh", r.addr, "success", "ssh.accepted", `sshd: accepted ${method} for ${q(user)}`, user);
+    }
+    if (method.startsWith("keyboard-interactive") && claimSshPam(state, pid, r.addr, user)) {
+      return no(`sshd: failed ${method} for ${q(user)}: the attempt its PAM line already counted`);
     }
     if (invalid) return found("ssh", r.addr, "naughty", "ssh.failed-invalid-user", `sshd: failed ${method} for invalid user ${q(user)}`, user);
     if (user === "root") return found("ssh", r.addr, "naughty", "ssh.failed-root", `sshd: failed ${method} for root`, user);
@@ -1348,7 +1511,9 @@ function parseSshd(msg: string): Result {
   // User U from A not allowed because REASON   (auth.c allowed_user)
   // U here is the passwd entry's name, not client text, and A comes before
   // the server's reason: read from the start, U must be one word.
-  if (m.startsWith("User ")) {
+  // Other lines start "User " too: "User child is on pid 17441" (VERBOSE,
+  // after every login) is not this one.
+  if (m.startsWith("User ") && m.includes(" not allowed because ")) {
     const r = /^User (\S{1,100}) from (\S+) not allowed because /.exec(m);
     if (!r) return no("sshd 'User ... not allowed' line without an address");
     return found("ssh", r[2], "naughty", "ssh.user-not-allowed", `sshd: user ${q(r[1])} not allowed`, r[1]);
@@ -1382,8 +1547,10 @@ function parseSshd(msg: string): Result {
     const r = userThenAddrPort(` ${body}`);
     if (!r) return no("sshd connection-closed line does not end with 'ADDR port N'");
     const user = r.user.slice(1);
+    const pamFailures = endSshPam(state, r.addr, user);
     if (who === "invalid") return found("ssh", r.addr, "naughty", "ssh.closed-invalid-user", `sshd: connection closed by invalid user ${q(user)}`, user);
     if (user === "root") return found("ssh", r.addr, "naughty", "ssh.closed-root", "sshd: connection closed while authenticating as root", user);
+    if (pamFailures > 0) return no(`sshd: connection of ${q(user)} closed after ${pamFailures} PAM failure(s), counted on their own lines: not a probe`);
     // An existing user who gave up (their Failed lines, if any, are counted on their own).
     return found("ssh", r.addr, "probe", "ssh.closed-authenticating", `sshd: connection closed while authenticating ${q(user)}`, user);
   }
@@ -1410,6 +1577,7 @@ function parseSshd(msg: string): Result {
     const r = userThenAddrPort(who);
     if (!r) return no("sshd 'Disconnecting' line does not end with 'ADDR port N'");
     const user = r.user.slice(1);
+    endSshPam(state, r.addr, user);
     return found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user);
   }
 
@@ -1454,6 +1622,14 @@ function parseSshd(msg: string): Result {
     return found("ssh", r[1], "probe", "ssh.kex-fatal", "sshd: protocol error before authentication");
   }
 
+  // Timeout before authentication for connection from A to B, pid = N
+  // (OpenSSH 9.8+: the listener logs its child's LoginGraceTime exit; all
+  // server text, A is the client and B the server's own address.)
+  if (m.startsWith(GRACE_98)) {
+    const r = /^Timeout before authentication for connection from (\S+) to \S+, pid = \d{1,10}$/.exec(m);
+    if (!r) return no("sshd timeout line without 'from ADDR to ADDR, pid = N'");
+    return found("ssh", r[1], "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
+  }
   // Timeout before authentication for A port N
   if (m.startsWith(GRACE)) {
     const addr = addrMaybePort(m.slice(GRACE.length));
@@ -1483,14 +1659,15 @@ function parseSshd(msg: string): Result {
     return found("ssh", addr, "naughty", "ssh.root-refused", "sshd: root login refused", "root");
   }
 
-  // PAM's lines for sshd (pam_unix(sshd:auth): authentication failure; ...
-  // rhost=A  user=U; "PAM 2 more authentication failures"; "error: PAM:
-  // Authentication failure for U from A") describe an attempt sshd also
-  // logs itself as "Failed password/keyboard-interactive ..." or "Invalid
-  // user". Counting both would double a real user's typos towards the
-  // attempt limit, so PAM lines are left to sshd's own.
+  // sshd's own PAM failure line: see "PAM failures" above.
+  if (m.startsWith("PAM: ")) return parseSshPam(m, pid, state);
+  // The PAM modules' lines for sshd (pam_unix(sshd:auth): authentication
+  // failure; ... rhost=A  user=U; "PAM 2 more authentication failures")
+  // repeat an attempt sshd logs itself ("Failed password", "PAM: ...",
+  // "Invalid user"). Counting both would double a real user's typos towards
+  // the attempt limit, so they are left to sshd's own.
   if (m.startsWith("pam_") || m.startsWith("PAM")) {
-    return no("PAM line for sshd: sshd logs its own line for the same attempt");
+    return no("PAM module line for sshd: sshd logs its own line for the same attempt");
   }
   if (m.startsWith("Received disconnect from ")) {
     return no("sshd: disconnect message (client text); the connection's close line is counted instead");
@@ -1506,18 +1683,50 @@ function parseSshd(msg: string): Result {
 //   (pam_unix) authentication failure; logname= uid=0 euid=0 tty= ruser= rhost=209.67.1.67
 //
 // ruser= is the name the client typed (fail2ban's corpus has
-// "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), so rhost= is read from the END:
-// the last " rhost=" field, followed by nothing or by "  user=NAME", which
-// pam_unix writes only for an account that exists (so NAME is one word).
-// No " user=" means pam_unix did not know the account: an unknown user.
+// "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), and with pam_unix's `audit`
+// option so is user=: pam_unix then logs what was typed, spaces included,
+// for unknown accounts too. So client text can sit on BOTH sides of the
+// address, and this line is read the way sshFromTail reads sshd's:
+//
+//   a reading is a " rhost=" after the first " ruser=" (logname= and tty=
+//   before it are the server's) followed by one word and then the end of
+//   the line or " user=" / "  user=" and anything;
+//   exactly one reading → its address; none or several → the line decides
+//   nothing.
+//
+//   ruser=x rhost=192.0.2.66  user=x rhost=198.51.100.7
+//     — two readings: rhost 192.0.2.66 with user "x rhost=198.51.100.7",
+//       or ruser "x rhost=192.0.2.66  user=x" and rhost 198.51.100.7.
+//       Ignored (it used to blame 198.51.100.7, which never connected).
+//   ruser=rhost=1.2.3.4 rhost=192.0.43.10
+//     — "rhost=1.2.3.4" follows "=", not " ": one reading, 192.0.43.10.
+//
+// Ignoring a line lets a client hide a PAM failure behind a typed name that
+// holds " rhost=": no account is named so, and the daemon's own line for
+// the attempt (vsftpd FAIL LOGIN, Dovecot's auth failed) still counts.
+// A present user= no longer proves an existing account (audit logs any
+// name); callers only use its absence, which still means an unknown one.
+
+// Sticky: tried at each " rhost=" in turn, without copying the line's tail.
+const PAM_RHOST_FIELD = /(\S*)(?: {1,2}user=(.*))?$/y;
 
 function pamRhost(msg: string): { addr: string; user: string | null } | { why: string } {
-  const r = msg.lastIndexOf(" rhost=");
-  if (r < 0) return { why: "PAM line without rhost=" };
-  const m = /^(\S*)(?: {1,2}user=(\S{1,100}))?$/.exec(msg.slice(r + 7));
-  if (!m) return { why: "PAM line with client text after rhost=: not a shape pam_unix writes" };
-  if (m[1] === "") return { why: "PAM line with an empty rhost= (local login)" };
-  return { addr: m[1], user: m[2] ?? null };
+  const ruser = msg.indexOf(" ruser=");
+  let hit: { addr: string; user: string | null } | null = null;
+  let i = msg.indexOf(" rhost=", ruser < 0 ? 0 : ruser);
+  if (i < 0) return { why: "PAM line without rhost=" };
+  while (i !== -1) {
+    PAM_RHOST_FIELD.lastIndex = i + 7;
+    const m = PAM_RHOST_FIELD.exec(msg);
+    if (m) {
+      if (hit) return { why: "ambiguous: several 'rhost=ADDR' fields around client-typed ruser=/user= text; ignored" };
+      hit = { addr: m[1], user: m[2] ?? null };
+    }
+    i = msg.indexOf(" rhost=", i + 1);
+  }
+  if (!hit) return { why: "PAM line with client text after rhost=: not a shape pam_unix writes" };
+  if (hit.addr === "") return { why: "PAM line with an empty rhost= (local login)" };
+  return hit;
 }
 
 function isPamAuthFailure(m: string): boolean {
@@ -1590,7 +1799,7 @@ function parseVsftpd(msg: string): Result {
 function ftpPam(m: string): Result {
   const r = pamRhost(m);
   if ("why" in r) return no(r.why);
-  if (r.user !== null) return no("PAM failure of an existing FTP account: the FTP daemon logs its own line for it");
+  if (r.user !== null) return no("PAM failure naming user= (an existing account, or any name under pam_unix audit): the FTP daemon logs its own line for it");
   return found("ftp", r.addr, "naughty", "ftp.pam-unknown-user", "PAM: FTP login for an unknown user");
 }
 
@@ -1604,6 +1813,10 @@ function ftpPam(m: string): Result {
 //   myhost (::ffff:59.167.242.100[::ffff:59.167.242.100]): SECURITY VIOLATION: root login attempted.
 //   mail (::ffff:1.2.3.4[::ffff:1.2.3.4]) - Maximum login attempts (3) exceeded
 //   myhost (client.example.net[198.51.100.7]) - USER alice: Login successful.
+// One reading: CLIENTHOST is a reverse-DNS name (the client's DNS chooses
+// it), but the head refuses one holding a space, "[", "]", "(" or ")", so
+// the first "[" after "(" opens the address and nothing the client types
+// (the USER text) comes before it.
 const PROFTPD_HEAD = /^\S{1,255} \([^\s[\]()]{0,255}\[([^\]\s]{1,64})\]\)(?: -|:) /;
 
 function parseProftpd(msg: string): Result {
@@ -1651,6 +1864,10 @@ function parseProftpd(msg: string): Result {
 //   (?@203.0.113.9) [WARNING] Authentication failed for user [admin]
 //   (?@2001:db8::9) [WARNING] Authentication failed for user [root]
 //   (alice@198.51.100.7) [INFO] alice is now logged in
+// One reading: nothing the client types comes before the address (USER is
+// "?" until a login succeeds), HOST cannot hold ") [" or "@" (a host name
+// or an address), so the first ") [" closes the field and its last "@"
+// opens HOST; the typed name in TEXT comes after both.
 function parsePureftpd(msg: string): Result {
   if (isPamAuthFailure(msg)) return ftpPam(msg);
   if (!msg.startsWith("(")) return no("pure-ftpd line without '(USER@HOST)'");
@@ -1689,6 +1906,10 @@ function parsePureftpd(msg: string): Result {
 //   ftpd[123]: FTP LOGIN FROM host.example.com as alice
 //   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@             (anonymous: no success)
 // The two FAILED forms go to different facilities, so one file holds one.
+// One reading: the address is taken only from the connection line, whose
+// HOST has no space, so " (" after it is ftpd's and the parenthesised
+// field is the address; the login lines' client text (user name, anonymous
+// password) only has to name the same HOST as that line.
 const FTPD_CONNECT = /^connection from (\S{1,255}) \(([^()\s]{1,64})\)(?: to \S{1,255})?$/;
 
 function parseBsdFtpd(pid: string, msg: string, state: ClassifierState | undefined): Result {
@@ -1900,6 +2121,10 @@ function parseDovecot(program: string, msg: string): Result {
 //
 // "HOST[ADDR]" is Postfix's client name (a verified host name or "unknown")
 // and address, written before anything the client sends: read from the start.
+// One reading: the client's text (the SASL reply quoted in the reason,
+// sasl_username) all comes after "]", and HOST (a name Postfix verified
+// forward and back, or "unknown") holds no "[" or "]", so the first "["
+// opens the address.
 // "Connection lost to authentication server" is the server's own trouble,
 // not the client's (fail2ban agrees): no evidence.
 const POSTFIX_SASL_FAIL = /^warning: [^\s[\]]{1,255}\[([^\]\s]{1,64})\](?::\d{1,5})?: SASL [A-Za-z0-9_-]{1,32} authentication failed(?:: (.*))?$/;
@@ -2011,14 +2236,14 @@ export function explainLine(line: string, defaultProgram: string, state?: Classi
   if (s.endsWith("\r")) s = s.slice(0, -1); // sshd -E writes "\r\n"
   if (s.length > MAX_LINE_CHARS) return no(`line longer than ${MAX_LINE_CHARS} characters: not understood`);
   if (s.length === 0) return no("empty line");
-  const parts = splitLine(s, defaultProgram);
+  const parts = splitPrefix(s, defaultProgram);
   if (!parts) return no("timestamp without a program field: not a syslog line");
   const family = familyOf(parts.program);
   if (!family) return no(`not a watched program (${parts.program.slice(0, 64) || "none"})`);
   const msg = parts.message;
   switch (family) {
     case "sshd":
-      return parseSshd(msg);
+      return parseSshd(msg, parts.pid, parts.prefix, state);
     case "vsftpd":
       return parseVsftpd(msg);
     case "proftpd":

@@ -388,3 +388,28 @@ t.test("BSD ftpd state: keyed by pid, bounded, not shared without a state", asyn
   classifyLine(conn(1, "198.51.100.1"), "x", state);
   t.equal(classifyLine(fail(1), "x", state)?.ip, "198.51.100.1");
 });
+
+t.test("sshd lines that only look like known ones are described for what they are (issue 14)", async (t) => {
+  // VERBOSE writes this after every login; --test-log used to call it a "User ... not allowed" line.
+  const child = explainLine("User child is on pid 17441", "sshd");
+  t.equal(child.ev, null);
+  t.notMatch(child.why, /not allowed/, child.why);
+  t.equal(explainLine("Nov 21 10:00:06 host sshd[900]: Timeout before authentication for connection from 192.0.2.31 to 192.0.2.1, pid = 4242", "x").ev?.ip, "192.0.2.31");
+});
+
+t.test("sshd PAM failures pair with sshd's own Failed line by pid, address and user", async (t) => {
+  const state = newClassifierState();
+  const pam = (pid: number, user: string, ip: string) => classifyLine(`Nov 21 10:00:00 host sshd[${pid}]: error: PAM: Authentication failure for ${user} from ${ip}`, "x", state);
+  const failed = (pid: number, user: string, ip: string) =>
+    classifyLine(`Nov 21 10:00:00 host sshd[${pid}]: Failed keyboard-interactive/pam for ${user} from ${ip} port 1 ssh2`, "x", state);
+  t.equal(pam(1, "alice", "192.0.2.10")?.kind, "failed");
+  t.equal(failed(1, "bob", "192.0.2.10")?.kind, "failed", "another user: another attempt");
+  t.equal(failed(1, "alice", "192.0.2.11")?.kind, "failed", "another address: another attempt");
+  t.equal(failed(1, "alice", "192.0.2.10"), null, "the same attempt");
+  t.equal(failed(1, "alice", "192.0.2.10")?.kind, "failed", "claimed once only");
+  // A mapped address in one line and the plain one in the other are one client.
+  t.equal(pam(2, "alice", "::ffff:192.0.2.12")?.ip, "192.0.2.12");
+  t.equal(failed(2, "alice", "192.0.2.12"), null);
+  // Without state (as --doctor counts lines) each line counts on its own.
+  t.equal(classifyLine("Failed keyboard-interactive/pam for alice from 192.0.2.10 port 1 ssh2", "sshd")?.kind, "failed");
+});
