@@ -110,6 +110,7 @@ export const DEFAULTS = {
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
+  WITHHELD_LOG_MINUTES: 60, // sentry.log says blocks are held back at most once per this many minutes per cause; 0 = every time
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
@@ -2895,6 +2896,7 @@ export function connect(ctx: Ctx, ip: string): number {
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
+    withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], evidence.partial as string));
     return 0;
   }
   return withLock(ctx, () => {
@@ -2902,6 +2904,97 @@ export function connect(ctx: Ctx, ip: string): number {
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
     return setBlocked(ctx, ip, "connect", v.reason);
+  });
+}
+
+// ---- 8.1.1 Withheld blocks: a trace where the admin looks -----------------------
+//
+//   connect 203.0.113.9, FTP_LOG unreadable  →  sentry.db withheld: 203.0.113.9, since, "1 of 2 logs could not be read"
+//                                            →  sentry.log (once an hour per cause):
+//   2026-11-29T10:00:00Z 203.0.113.9 withheld not blocking it yet: 1 of 2 logs could not be read; …
+//
+// A block held back for want of a complete read (see incomplete()) is said
+// on stderr, which is /dev/null under tcpd. One unreadable log holds back
+// EVERY block, so this is protection silently off: it must show in
+// sentry.log and --report. The list of addresses lives in sentry.db (one
+// row each, updated in place); sentry.log gets one line per cause per
+// WITHHELD_LOG_MINUTES, so a botnet of 10 000 addresses, each connecting
+// while the log is unreadable, writes one line an hour, not 10 000. The
+// cause is its text without numbers ("1 of 3 logs…" and "2 of 3 logs…" are
+// one cause); the stamp is a meta row, taken in the same transaction as the
+// rows, so two connects at once do not both write the line.
+
+const WITHHELD_SCHEMA = `CREATE TABLE IF NOT EXISTS withheld (
+  ip TEXT PRIMARY KEY, since INTEGER NOT NULL, at INTEGER NOT NULL, why TEXT NOT NULL
+) WITHOUT ROWID`;
+const WITHHELD_KEEP_MS = 30 * 86_400_000; // a row not renewed for 30 days is forgotten (no unbounded growth)
+
+/** Records that the blocks of `ips` wait for `why`, and says so in sentry.log at most once per WITHHELD_LOG_MINUTES per cause. */
+export function noteWithheld(ctx: Ctx, db: Db, ips: string[], why: string): void {
+  if (ips.length === 0) return;
+  const now = ctx.sys.now();
+  const key = `withheld_logged:${why.replace(/\d+/g, "N")}`;
+  let say = false;
+  try {
+    db.exec(WITHHELD_SCHEMA);
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const put = db.prepare(
+        "INSERT INTO withheld (ip, since, at, why) VALUES (?, ?, ?, ?) ON CONFLICT(ip) DO UPDATE SET at = excluded.at, why = excluded.why",
+      );
+      for (const ip of ips) put.run(ip, now, now, why);
+      db.prepare("DELETE FROM withheld WHERE at < ?").run(now - WITHHELD_KEEP_MS);
+      const last = db.prepare("SELECT value FROM meta WHERE key = ?").get(key);
+      const at = last ? Number(last.value) : NaN;
+      // A clock set back (at > now) must not silence it for good.
+      if (!(now - at < ctx.cfg.WITHHELD_LOG_MINUTES * 60_000 && at <= now)) {
+        say = true;
+        db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, String(now));
+      }
+      db.exec("COMMIT");
+    } catch (e) {
+      db.exec("ROLLBACK");
+      throw e;
+    }
+  } catch (e) {
+    throw new SentryError(`cannot record the withheld blocks in sentry.db: ${errText(e)}`, 2);
+  }
+  if (!say) return;
+  const who = ips.length === 1 ? ips[0] : "-";
+  const what = ips.length === 1 ? "it" : `${ips.length} addresses`;
+  logDecision(
+    ctx,
+    who,
+    "withheld",
+    `not blocking ${what} yet: ${why}; no address is blocked until every protected log is read to its end ` +
+      `(sentry --doctor says which; sentry --report lists the addresses waiting); said at most every ${ctx.cfg.WITHHELD_LOG_MINUTES} minutes`,
+  );
+}
+
+/** A complete read weighed every pending address: nothing is withheld any more. */
+function clearWithheld(db: Db): void {
+  db.exec(WITHHELD_SCHEMA);
+  db.exec("DELETE FROM withheld");
+}
+
+/** One block that waits: the address, since when, why. */
+export interface Withheld {
+  ip: string;
+  since: string; // ISO time it was first held back
+  why: string;
+}
+
+/**
+ * The blocks that wait now: recorded by noteWithheld, still neither allowed
+ * nor blocked, and whose evidence still says block (a --delist set it aside).
+ */
+export function withheldBlocks(ctx: Ctx): Withheld[] {
+  return ifIndex(ctx, [] as Withheld[], (db) => {
+    if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'withheld'").get()) return [];
+    const rows = db.prepare("SELECT ip, since, why FROM withheld ORDER BY since, ip").all();
+    return rows
+      .map((r) => ({ ip: String(r.ip), since: isoTime(Number(r.since)), why: String(r.why) }))
+      .filter((w) => parseIp(w.ip) === w.ip && ipStatus(ctx, w.ip) === null && decide(tallies(db, w.ip), ctx.cfg.FAIL_THRESHOLD).action === "block");
   });
 }
 
@@ -3045,6 +3138,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   let blocked = 0;
   let weighed = 0;
   let held = 0; // blocks waiting for a complete read
+  const heldIps: string[] = [];
   let res: ScanResult;
   try {
     res = scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS);
@@ -3079,6 +3173,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
         // A block on partial evidence waits, still pending, for a complete read (see incomplete).
         if (v.action === "block" && partial !== null) {
           held++;
+          heldIps.push(ip);
           continue;
         }
         if (v.action !== "none") {
@@ -3096,6 +3191,8 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       }
       markWeighed(ip);
     }
+    if (partial !== null) noteWithheld(ctx, db, heldIps, partial);
+    else if (res.readable > 0) clearWithheld(db);
   } finally {
     db.close();
   }
@@ -3786,6 +3883,7 @@ export interface Report {
   recent?: string[]; // latest lines of sentry.log
   backendFailures?: string[]; // sentry.log lines of firewalls that failed lately
   notes?: string[]; // the evidence index's latest notes (first reads, caps, unreadable logs)
+  withheld: Withheld[]; // blocks that wait for a complete read of the logs (section 8.1.1)
   ip?: IpRecord;
 }
 
@@ -4056,6 +4154,7 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
     connections: summary.connections,
     allowed: listDir(ctx, "allow").length,
     blocked: listDir(ctx, "block").length,
+    withheld: withheldBlocks(ctx),
   };
   if (opts.verbose) {
     r.top = summary.top.map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
@@ -4091,6 +4190,12 @@ export function formatReport(r: Report): string {
   out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
   out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
   out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
+  if (r.withheld.length) {
+    // Protection is off while these wait: say it in the summary, not only with --verbose.
+    out.push(`${String(r.withheld.length).padStart(4)} IPs wait to be blocked: a log could not be read, or not to its end (sentry --doctor)`);
+    for (const w of r.withheld.slice(0, 20)) out.push(`       ${w.ip.padEnd(15)} since ${w.since}: ${w.why}`);
+    if (r.withheld.length > 20) out.push(`       … and ${r.withheld.length - 20} more (--report --json lists them all)`);
+  }
   if (r.top) {
     out.push("", "most active:");
     for (const t of r.top) out.push(recordLine(t.connections, t.ip, t.status));

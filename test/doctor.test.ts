@@ -260,3 +260,53 @@ t.test("iptables on, but no iptables/ip6tables rule matches its ipsets: CRITICAL
   r = inNs("--doctor");
   expectDoctor(t, r, 1, /^SENTRY WARNING - 1 warning: iptables: sentry_doctor differs from block\/: 1 \(192\.0\.2\.6\) blocked/, "set emptied");
 });
+
+// ---- withheld blocks leave a trace (sentry.log, --report) --------------------
+
+t.test("a block held back by an unreadable log: one sentry.log line per cause and hour, and --report lists it", async (t) => {
+  const s = scene(t);
+  const ftp = join(s.dir, "vsftpd.log"); // configured, missing: every block waits
+  const env = { PROTECT_FTP: "1", FTP_LOG: ftp };
+  const withheldLines = () =>
+    fs
+      .readFileSync(join(s.root, "sentry.log"), "utf8")
+      .split("\n")
+      .filter((l) => l.split(" ")[2] === "withheld");
+  for (const ip of ["203.0.113.1", "203.0.113.2"]) {
+    for (let i = 0; i < 3; i++) t.equal(s.run(["--connect", `--ip=${ip}`], env).status, 0);
+    t.notOk(fs.existsSync(join(s.root, "block", ip)), `${ip}: the block is held back`);
+  }
+  let lines = withheldLines();
+  t.equal(lines.length, 1, `one line for two addresses and several connects:\n${lines.join("\n")}`);
+  t.match(lines[0], /^\S+ 203\.0\.113\.1 withheld not blocking it yet: 1 of 2 logs could not be read; no address is blocked until/);
+  t.equal(s.run(["--scan"], env).status, 0);
+  t.equal(withheldLines().length, 1, "--scan, held back for the same cause, adds no line within the hour");
+
+  let r = s.run(["--report"], env);
+  t.equal(r.status, 0);
+  t.match(r.stdout, /\n   2 IPs wait to be blocked: a log could not be read, or not to its end \(sentry --doctor\)\n/);
+  t.match(r.stdout, /\n {7}203\.0\.113\.1 +since \S+: 1 of 2 logs could not be read\n {7}203\.0\.113\.2 /);
+  let json = JSON.parse(s.run(["--report", "--json"], env).stdout);
+  t.same(json.withheld.map((w: { ip: string; why: string }) => [w.ip, w.why]), [
+    ["203.0.113.1", "1 of 2 logs could not be read"],
+    ["203.0.113.2", "1 of 2 logs could not be read"],
+  ]);
+
+  // The hourly limit is the stamp, not chance: with 0 minutes every hold-back is said.
+  s.run(["--connect", "--ip=203.0.113.2"], { ...env, WITHHELD_LOG_MINUTES: "0" });
+  lines = withheldLines();
+  t.equal(lines.length, 2);
+  t.match(lines[1], / 203\.0\.113\.2 withheld not blocking it yet/);
+
+  // The log appears: the next connect blocks, the next --scan blocks the rest, nothing waits.
+  fs.writeFileSync(ftp, "");
+  s.run(["--connect", "--ip=203.0.113.1"], env);
+  t.ok(fs.existsSync(join(s.root, "block", "203.0.113.1")), "blocked once every log is read");
+  json = JSON.parse(s.run(["--report", "--json"], env).stdout);
+  t.same(json.withheld.map((w: { ip: string }) => w.ip), ["203.0.113.2"], "a blocked address no longer waits");
+  t.equal(s.run(["--scan"], env).status, 0);
+  t.ok(fs.existsSync(join(s.root, "block", "203.0.113.2")));
+  r = s.run(["--report"], env);
+  t.notMatch(r.stdout, /wait to be blocked/);
+  t.same(JSON.parse(s.run(["--report", "--json"], env).stdout).withheld, []);
+});
