@@ -4406,12 +4406,20 @@ export function uninstall(ctx: Ctx): number {
 // ---- 11.2 --doctor ------------------------------------------------------------
 //
 //   $ sentry --doctor
-//   SENTRY CRITICAL - hosts.allow: no line "sshd : /var/db/sentry/hosts.deny : deny"
-//   OK: configuration is valid
-//   CRITICAL: hosts.allow: no line "sshd : /var/db/sentry/hosts.deny : deny" …
+//   SENTRY CRITICAL - 2 critical, 1 warning: ssh: /var/log/auth.log does not exist; until it can be…
+//   OK: configuration is valid (ROOT_DIR=/var/db/sentry)
+//   CRITICAL: ssh: /var/log/auth.log does not exist; until it can be read, sentry blocks nobody (or set SSH_LOG)
+//   …
 //
 // Every link of the chain, one line each with what to do, and the exit code
 // and first line of a Nagios plugin, so it replaces the old check_sentry.
+// The first line is what a monitoring screen shows: the counts and the
+// first of the worst problems, cut at DOCTOR_HEAD_MAX characters; the
+// details follow. A check says OK only where it saw protection working:
+// no line of the daemons (sentry is blind), a set no firewall rule uses or
+// a hosts.deny that lacks a block (sentry is toothless), a log that cannot
+// be read (every block is held back) are never OK. A configuration that
+// cannot be loaded is UNKNOWN (3): nothing could be judged.
 
 export type Severity = 0 | 1 | 2 | 3; // OK, WARNING, CRITICAL, UNKNOWN
 const SEVERITY = ["OK", "WARNING", "CRITICAL", "UNKNOWN"];
@@ -4475,13 +4483,22 @@ export function doctorChecks(ctx: Ctx): Check[] {
     else add(2, `${sshd} does not link libwrap: ${file} is ignored and sentry is never run. ${alternativesText(root).replace(/\n\s*/g, " ")}`);
   }
 
+  // What sentry decided: hosts.deny and every firewall set are compared with it.
+  let blockDir: string[] | null = null;
+  try {
+    blockDir = listDir(ctx, "block");
+  } catch (e) {
+    // A --doctor that cannot see block/ (not root) cannot judge the lists: UNKNOWN, not OK.
+    add(3, `${e instanceof SentryError ? e.message : errText(e)}: hosts.deny and the firewall sets not compared (run as root)`);
+  }
+
   // ROOT_DIR/hosts.deny is what tcpd reads; block/ is what sentry decided.
   // They part when an admin edits one by hand, a write failed, or a backup
   // restored one of them: an address recorded as blocked that is missing
   // from hosts.deny is let in by tcpd, while --report calls it blocked.
-  if (ctx.cfg.ADD_TO_TCPWRAPPERS) {
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS && blockDir !== null) {
     const file = path.join(root, "hosts.deny");
-    const want = hostsDenyText(listDir(ctx, "block"), ctx.allowRanges);
+    const want = hostsDenyText(blockDir, ctx.allowRanges);
     let have: string | null = null;
     let readable = true;
     try {
@@ -4538,7 +4555,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
 
   // Firewalls: each enabled one answers, a rule refers to its set (without
   // one, sentry fills a set that drops nothing), and it holds what block/ says.
-  const blocked = listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges));
+  const blocked = (blockDir ?? []).filter((ip) => !inRanges(ip, ctx.allowRanges));
   for (const b of firewallBackends.filter((x) => x.enabled(ctx.cfg))) {
     const have = b.list(ctx.cfg, ctx.sys);
     if (have === null) {
@@ -4548,6 +4565,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
     add(0, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} holds ${have.length} addresses`);
     const rule = firewallRuleProblem(ctx, b.name);
     if (rule !== null) add(2, `${b.name}: ${rule}: nothing drops the blocked addresses; load the rule:\n${b.rules(ctx.cfg)}`);
+    if (blockDir === null) continue; // said above: block/ cannot be read
     const missing = blocked.filter((ip) => !have.includes(ip));
     const extra = have.filter((ip) => !blocked.includes(ip));
     if (missing.length || extra.length) {
@@ -4665,7 +4683,10 @@ export const DOCTOR_HEAD_MAX = 100;
 
 /** "SENTRY CRITICAL - 2 critical, 1 warning: FIRST PROBLEM", cut to DOCTOR_HEAD_MAX characters. */
 export function doctorHead(checks: Check[]): { worst: Severity; head: string } {
-  const worst = Math.max(0, ...checks.map((c) => c.severity)) as Severity;
+  // CRITICAL outranks UNKNOWN: a check that could not judge one link must
+  // not hide another link that is known broken.
+  const rank = (sev: Severity) => [0, 1, 3, 2][sev];
+  const worst = checks.reduce<Severity>((w, c) => (rank(c.severity) > rank(w) ? c.severity : w), 0);
   let head: string;
   if (worst === 0) head = `SENTRY OK - ${checks.length} checks passed`;
   else {
