@@ -4565,6 +4565,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
     add(0, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} holds ${have.length} addresses`);
     const rule = firewallRuleProblem(ctx, b.name);
     if (rule !== null) add(2, `${b.name}: ${rule}: nothing drops the blocked addresses; load the rule:\n${b.rules(ctx.cfg)}`);
+    else if (b.name === "pf" || b.name === "ipfw") add(0, `${b.name}: not checked whether a rule uses ${ctx.cfg.FIREWALL_TABLE} (sentry --install shows the rule)`);
     if (blockDir === null) continue; // said above: block/ cannot be read
     const missing = blocked.filter((ip) => !have.includes(ip));
     const extra = have.filter((ip) => !blocked.includes(ip));
