@@ -4489,7 +4489,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
     blockDir = listDir(ctx, "block");
   } catch (e) {
     // A --doctor that cannot see block/ (not root) cannot judge the lists: UNKNOWN, not OK.
-    add(3, `${e instanceof SentryError ? e.message : errText(e)}: hosts.deny and the firewall sets not compared (run as root)`);
+    add(3, `${errText(e)}: hosts.deny and the firewall sets not compared (run as root)`);
   }
 
   // ROOT_DIR/hosts.deny is what tcpd reads; block/ is what sentry decided.
