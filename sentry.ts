@@ -2890,7 +2890,11 @@ export function connect(ctx: Ctx, ip: string): number {
   if (status !== null) return 0; // 2
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
-  if (evidence === null) return 0; // 5: no readable log, no decision
+  if (evidence === null) {
+    // 5: no readable log, no decision; said where the admin looks (stderr is /dev/null under tcpd).
+    withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], "no log could be read, nothing decided"));
+    return 0;
+  }
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return 0;
   if (v.action === "block" && evidence.partial !== null) {
@@ -3884,6 +3888,7 @@ export interface Report {
   backendFailures?: string[]; // sentry.log lines of firewalls that failed lately
   notes?: string[]; // the evidence index's latest notes (first reads, caps, unreadable logs)
   withheld: Withheld[]; // blocks that wait for a complete read of the logs (section 8.1.1)
+  heldBack?: string[]; // sentry.log lines of the last 7 days that say decisions were held back
   ip?: IpRecord;
 }
 
@@ -4159,9 +4164,10 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
   if (opts.verbose) {
     r.top = summary.top.map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
     const log = tailLog(ctx, 2000);
-    r.recent = log.filter((l) => !/ backend-failed /.test(l)).slice(-10);
+    r.recent = log.filter((l) => !/ (backend-failed|withheld) /.test(l)).slice(-10);
     const weekAgo = isoTime(ctx.sys.now() - 7 * 86_400_000);
     r.backendFailures = log.filter((l) => / backend-failed /.test(l) && l >= weekAgo).slice(-10);
+    r.heldBack = log.filter((l) => / withheld /.test(l) && l >= weekAgo).slice(-10);
     r.notes = indexNotes(ctx);
   }
   if (opts.ip !== null) r.ip = ipRecord(ctx, opts.ip);
@@ -4208,6 +4214,10 @@ export function formatReport(r: Report): string {
   if (r.notes && r.notes.length) {
     out.push("", "reading the logs (sentry.db):");
     for (const l of r.notes) out.push(`  ${l}`);
+  }
+  if (r.heldBack && r.heldBack.length) {
+    out.push("", "decisions held back in the last 7 days, a log unread (sentry.log):");
+    for (const l of r.heldBack) out.push(`  ${l}`);
   }
   if (r.backendFailures && r.backendFailures.length) {
     out.push("", "firewall backends that failed in the last 7 days:");

@@ -310,3 +310,17 @@ t.test("a block held back by an unreadable log: one sentry.log line per cause an
   t.notMatch(r.stdout, /wait to be blocked/);
   t.same(JSON.parse(s.run(["--report", "--json"], env).stdout).withheld, []);
 });
+
+t.test("no log readable at all: the connect decides nothing, and sentry.log says so once", async (t) => {
+  const s = scene(t);
+  fs.rmSync(s.log);
+  for (const ip of ["203.0.113.1", "203.0.113.2"]) for (let i = 0; i < 3; i++) s.run(["--connect", `--ip=${ip}`]);
+  const lines = fs
+    .readFileSync(join(s.root, "sentry.log"), "utf8")
+    .split("\n")
+    .filter((l) => l.split(" ")[2] === "withheld");
+  t.equal(lines.length, 1, lines.join("\n"));
+  t.match(lines[0], / 203\.0\.113\.1 withheld not blocking it yet: no log could be read, nothing decided; /);
+  const r = s.run(["--report", "--verbose"]);
+  t.match(r.stdout, /\ndecisions held back in the last 7 days, a log unread \(sentry\.log\):\n  \S+ 203\.0\.113\.1 withheld not blocking it yet: no log could be read/);
+});
