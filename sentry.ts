@@ -110,6 +110,7 @@ export const DEFAULTS = {
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
+  WITHHELD_LOG_MINUTES: 60, // sentry.log says blocks are held back at most once per this many minutes per cause; 0 = every time
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
@@ -1178,33 +1179,106 @@ function splitPrefix(line: string, defaultProgram: string): { program: string; p
 //
 // A cheap lookup on the program name comes before any regex, so the ~99% of
 // a busy log that is cron, kernel, systemd... costs one Map lookup.
+//
+// DAEMONS and LOG_GROUPS are the one list of what sentry reads: the parser
+// (familyOf), the journal reader (JOURNAL_IDENTS: `journalctl -t`), the
+// choice of log files (USUAL_LOGS, DEFAULT_PROGRAM for lines without a
+// syslog prefix), --test-log and --doctor's count of "lines of its daemons"
+// are all derived from them. Four hand-kept lists had drifted (vpopmail,
+// dovecot-auth and submission-login were parsed but not read from the
+// journal nor counted by --doctor): add a daemon here, and only here.
 
 type DaemonFamily = "sshd" | "vsftpd" | "proftpd" | "pureftpd" | "bsdftpd" | "dovecot" | "postfix" | "vpopmail";
 
-const FAMILY_BY_PROGRAM = new Map<string, DaemonFamily>([
+/** Where a group of daemons logs, as one setting: SSH_LOG, FTP_LOG, MAIL_LOG. */
+export type LogGroup = "ssh" | "ftp" | "mail";
+
+/** Every program name whose lines are parsed, its parser (family) and its group. Each is also a journal SYSLOG_IDENTIFIER. */
+export const DAEMONS: readonly { program: string; family: DaemonFamily; group: LogGroup }[] = [
   // OpenSSH < 9.8 logs as sshd; 9.8+ splits the per-connection process into
   // sshd-session; 10.0 moves pre-authentication into sshd-auth.
-  ["sshd", "sshd"],
-  ["sshd-session", "sshd"],
-  ["sshd-auth", "sshd"],
-  ["vsftpd", "vsftpd"],
-  ["proftpd", "proftpd"],
-  ["pure-ftpd", "pureftpd"],
-  ["ftpd", "bsdftpd"],
-  ["dovecot", "dovecot"],
-  ["dovecot-auth", "dovecot"],
-  ["imap-login", "dovecot"],
-  ["pop3-login", "dovecot"],
-  ["submission-login", "dovecot"],
-  ["managesieve-login", "dovecot"],
-  ["vpopmail", "vpopmail"],
-]);
+  { program: "sshd", family: "sshd", group: "ssh" },
+  { program: "sshd-session", family: "sshd", group: "ssh" },
+  { program: "sshd-auth", family: "sshd", group: "ssh" },
+  { program: "vsftpd", family: "vsftpd", group: "ftp" },
+  { program: "proftpd", family: "proftpd", group: "ftp" },
+  { program: "pure-ftpd", family: "pureftpd", group: "ftp" },
+  { program: "ftpd", family: "bsdftpd", group: "ftp" },
+  { program: "dovecot", family: "dovecot", group: "mail" },
+  { program: "dovecot-auth", family: "dovecot", group: "mail" },
+  { program: "imap-login", family: "dovecot", group: "mail" },
+  { program: "pop3-login", family: "dovecot", group: "mail" },
+  { program: "submission-login", family: "dovecot", group: "mail" },
+  { program: "managesieve-login", family: "dovecot", group: "mail" },
+  // Postfix: postfix/smtpd, postfix/submission/smtpd, postfix/smtps/smtpd;
+  // multi-instance names (postfix-incoming/smtpd) are matched in familyOf,
+  // but the journal can only be asked for names listed here.
+  { program: "postfix/smtpd", family: "postfix", group: "mail" },
+  { program: "postfix/submission/smtpd", family: "postfix", group: "mail" },
+  { program: "postfix/smtps/smtpd", family: "postfix", group: "mail" },
+  // vpopmail through syslog as "vpopmail[pid]: vchkpw-pop3: ...", or under a
+  // log name of its own (vchkpw-*, matched in familyOf).
+  { program: "vpopmail", family: "vpopmail", group: "mail" },
+  { program: "vchkpw-pop3", family: "vpopmail", group: "mail" },
+  { program: "vchkpw-imap", family: "vpopmail", group: "mail" },
+  { program: "vchkpw-smtp", family: "vpopmail", group: "mail" },
+  { program: "vchkpw-submission", family: "vpopmail", group: "mail" },
+];
 
-function familyOf(program: string): DaemonFamily | null {
+/** Each group: its setting, services, default program, usual files, and what --doctor says of it. */
+export const LOG_GROUPS: readonly {
+  name: LogGroup;
+  setting: "SSH_LOG" | "FTP_LOG" | "MAIL_LOG";
+  services: Service[];
+  on(cfg: Config): boolean; // protected with these settings
+  off: string; // the settings that stop protecting it
+  defaultProgram: string; // the program of a line without a syslog prefix (sshd -E, vsftpd.log)
+  usual: string[]; // where it logs, by platform, in the order tried
+  daemons: string; // its daemons, in words
+  hint: string; // what to check when its log shows none of their lines
+}[] = [
+  {
+    name: "ssh",
+    setting: "SSH_LOG",
+    services: ["ssh"],
+    on: () => true,
+    off: "",
+    defaultProgram: "sshd",
+    usual: ["/var/log/auth.log", "/var/log/secure", "/var/log/authlog", "/var/log/secure.log", "/var/log/messages"],
+    daemons: "sshd",
+    hint: "check LogLevel (INFO or VERBOSE) and SyslogFacility in sshd_config",
+  },
+  {
+    name: "ftp",
+    setting: "FTP_LOG",
+    services: ["ftp"],
+    on: (cfg) => cfg.PROTECT_FTP,
+    off: "PROTECT_FTP=0",
+    defaultProgram: "vsftpd",
+    usual: ["/var/log/vsftpd.log", "/var/log/proftpd/proftpd.log", "/var/log/ftp.log", "/var/log/xferlog", "/var/log/messages"],
+    daemons: "an FTP server",
+    hint: "check that the FTP server logs logins (vsftpd: syslog_enable=YES)",
+  },
+  {
+    name: "mail",
+    setting: "MAIL_LOG",
+    services: ["smtp", "mua"],
+    on: (cfg) => cfg.PROTECT_SMTP || cfg.PROTECT_MUA,
+    off: "PROTECT_MUA=0 PROTECT_SMTP=0",
+    defaultProgram: "dovecot",
+    usual: ["/var/log/mail.log", "/var/log/maillog", "/var/log/messages"],
+    daemons: "Dovecot, Postfix or vpopmail",
+    hint: "check that the mail servers log logins (Dovecot: auth_verbose=yes)",
+  },
+];
+
+const FAMILY_BY_PROGRAM = new Map<string, DaemonFamily>(DAEMONS.map((d) => [d.program, d.family]));
+
+/** The parser of a program name, or null if sentry does not read that program. */
+export function familyOf(program: string): DaemonFamily | null {
   const f = FAMILY_BY_PROGRAM.get(program);
   if (f) return f;
-  // Postfix: postfix/smtpd, postfix/submission/smtpd, postfix/smtps/smtpd,
-  // and multi-instance names like postfix-incoming/smtpd.
+  // Postfix multi-instance names like postfix-incoming/smtpd.
   if (program.startsWith("postfix") && program.endsWith("/smtpd")) return "postfix";
   // vpopmail run under a log name of its own, e.g. vchkpw-pop3.
   if (program.startsWith("vchkpw-")) return "vpopmail";
@@ -2315,30 +2389,15 @@ export interface LogSource {
   explicit: boolean; // named by the administrator (missing is then worth a warning)
 }
 
-/** Where each service logs, by platform, in the order they are tried. */
-export const USUAL_LOGS: Record<"ssh" | "ftp" | "mail", string[]> = {
-  ssh: ["/var/log/auth.log", "/var/log/secure", "/var/log/authlog", "/var/log/secure.log", "/var/log/messages"],
-  ftp: ["/var/log/vsftpd.log", "/var/log/proftpd/proftpd.log", "/var/log/ftp.log", "/var/log/xferlog", "/var/log/messages"],
-  mail: ["/var/log/mail.log", "/var/log/maillog", "/var/log/messages"],
-};
+/** Where each group logs, by platform, in the order they are tried (from LOG_GROUPS). */
+export const USUAL_LOGS = Object.fromEntries(LOG_GROUPS.map((g) => [g.name, g.usual])) as Record<LogGroup, string[]>;
 
-/** The journal's SYSLOG_IDENTIFIERs of each service's daemons. */
-export const JOURNAL_IDENTS: Record<"ssh" | "ftp" | "mail", string[]> = {
-  ssh: ["sshd", "sshd-session", "sshd-auth"],
-  ftp: ["vsftpd", "proftpd", "pure-ftpd", "ftpd"],
-  mail: [
-    "dovecot",
-    "postfix/smtpd",
-    "postfix/submission/smtpd",
-    "postfix/smtps/smtpd",
-    "vchkpw-pop3",
-    "vchkpw-imap",
-    "vchkpw-smtp",
-    "vchkpw-submission",
-  ],
-};
+/** The journal's SYSLOG_IDENTIFIERs of each group's daemons (from DAEMONS). */
+export const JOURNAL_IDENTS = Object.fromEntries(
+  LOG_GROUPS.map((g) => [g.name, DAEMONS.filter((d) => d.group === g.name).map((d) => d.program)]),
+) as Record<LogGroup, string[]>;
 
-const DEFAULT_PROGRAM: Record<"ssh" | "ftp" | "mail", string> = { ssh: "sshd", ftp: "vsftpd", mail: "dovecot" };
+const DEFAULT_PROGRAM = Object.fromEntries(LOG_GROUPS.map((g) => [g.name, g.defaultProgram])) as Record<LogGroup, string>;
 
 /** Where journalctl may live; the journal is used only if one exists. */
 const JOURNALCTL = ["/usr/bin/journalctl", "/bin/journalctl"];
@@ -2993,9 +3052,9 @@ export function indexNotes(ctx: Ctx): string[] {
 /** The program assumed for lines without a syslog prefix, guessed from the file's name. */
 export function programForFile(file: string): string {
   const base = path.basename(file).toLowerCase();
-  if (/ftp|xferlog/.test(base)) return "vsftpd";
-  if (/mail|dovecot|imap|pop3/.test(base)) return "dovecot";
-  return "sshd";
+  if (/ftp|xferlog/.test(base)) return DEFAULT_PROGRAM.ftp;
+  if (/mail|dovecot|imap|pop3/.test(base)) return DEFAULT_PROGRAM.mail;
+  return DEFAULT_PROGRAM.ssh;
 }
 
 /** Why lines of `service` are not read with these settings ("PROTECT_SMTP=0"), or null when they are (mirrors logSources). */
@@ -3264,12 +3323,17 @@ export function connect(ctx: Ctx, ip: string): number {
   if (status !== null) return 0; // 2
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
-  if (evidence === null) return 0; // 5: no readable log, no decision
+  if (evidence === null) {
+    // 5: no readable log, no decision; said where the admin looks (stderr is /dev/null under tcpd).
+    withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], "no log could be read, nothing decided"));
+    return 0;
+  }
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return 0;
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
+    withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], evidence.partial as string));
     return 0;
   }
   return withLock(ctx, () => {
@@ -3277,6 +3341,97 @@ export function connect(ctx: Ctx, ip: string): number {
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
     return setBlocked(ctx, ip, "connect", v.reason);
+  });
+}
+
+// ---- 8.1.1 Withheld blocks: a trace where the admin looks -----------------------
+//
+//   connect 203.0.113.9, FTP_LOG unreadable  →  sentry.db withheld: 203.0.113.9, since, "1 of 2 logs could not be read"
+//                                            →  sentry.log (once an hour per cause):
+//   2026-11-29T10:00:00Z 203.0.113.9 withheld not blocking it yet: 1 of 2 logs could not be read; …
+//
+// A block held back for want of a complete read (see incomplete()) is said
+// on stderr, which is /dev/null under tcpd. One unreadable log holds back
+// EVERY block, so this is protection silently off: it must show in
+// sentry.log and --report. The list of addresses lives in sentry.db (one
+// row each, updated in place); sentry.log gets one line per cause per
+// WITHHELD_LOG_MINUTES, so a botnet of 10 000 addresses, each connecting
+// while the log is unreadable, writes one line an hour, not 10 000. The
+// cause is its text without numbers ("1 of 3 logs…" and "2 of 3 logs…" are
+// one cause); the stamp is a meta row, taken in the same transaction as the
+// rows, so two connects at once do not both write the line.
+
+const WITHHELD_SCHEMA = `CREATE TABLE IF NOT EXISTS withheld (
+  ip TEXT PRIMARY KEY, since INTEGER NOT NULL, at INTEGER NOT NULL, why TEXT NOT NULL
+) WITHOUT ROWID`;
+const WITHHELD_KEEP_MS = 30 * 86_400_000; // a row not renewed for 30 days is forgotten (no unbounded growth)
+
+/** Records that the blocks of `ips` wait for `why`, and says so in sentry.log at most once per WITHHELD_LOG_MINUTES per cause. */
+export function noteWithheld(ctx: Ctx, db: Db, ips: string[], why: string): void {
+  if (ips.length === 0) return;
+  const now = ctx.sys.now();
+  const key = `withheld_logged:${why.replace(/\d+/g, "N")}`;
+  let say = false;
+  try {
+    db.exec(WITHHELD_SCHEMA);
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const put = db.prepare(
+        "INSERT INTO withheld (ip, since, at, why) VALUES (?, ?, ?, ?) ON CONFLICT(ip) DO UPDATE SET at = excluded.at, why = excluded.why",
+      );
+      for (const ip of ips) put.run(ip, now, now, why);
+      db.prepare("DELETE FROM withheld WHERE at < ?").run(now - WITHHELD_KEEP_MS);
+      const last = db.prepare("SELECT value FROM meta WHERE key = ?").get(key);
+      const at = last ? Number(last.value) : NaN;
+      // A clock set back (at > now) must not silence it for good.
+      if (!(now - at < ctx.cfg.WITHHELD_LOG_MINUTES * 60_000 && at <= now)) {
+        say = true;
+        db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, String(now));
+      }
+      db.exec("COMMIT");
+    } catch (e) {
+      db.exec("ROLLBACK");
+      throw e;
+    }
+  } catch (e) {
+    throw new SentryError(`cannot record the withheld blocks in sentry.db: ${errText(e)}`, 2);
+  }
+  if (!say) return;
+  const who = ips.length === 1 ? ips[0] : "-";
+  const what = ips.length === 1 ? "it" : `${ips.length} addresses`;
+  logDecision(
+    ctx,
+    who,
+    "withheld",
+    `not blocking ${what} yet: ${why}; no address is blocked until every protected log is read to its end ` +
+      `(sentry --doctor says which; sentry --report lists the addresses waiting); said at most every ${ctx.cfg.WITHHELD_LOG_MINUTES} minutes`,
+  );
+}
+
+/** A complete read weighed every pending address: nothing is withheld any more. */
+function clearWithheld(db: Db): void {
+  db.exec(WITHHELD_SCHEMA);
+  db.exec("DELETE FROM withheld");
+}
+
+/** One block that waits: the address, since when, why. */
+export interface Withheld {
+  ip: string;
+  since: string; // ISO time it was first held back
+  why: string;
+}
+
+/**
+ * The blocks that wait now: recorded by noteWithheld, still neither allowed
+ * nor blocked, and whose evidence still says block (a --delist set it aside).
+ */
+export function withheldBlocks(ctx: Ctx): Withheld[] {
+  return ifIndex(ctx, [] as Withheld[], (db) => {
+    if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'withheld'").get()) return [];
+    const rows = db.prepare("SELECT ip, since, why FROM withheld ORDER BY since, ip").all();
+    return rows
+      .map((r) => ({ ip: String(r.ip), since: isoTime(Number(r.since)), why: String(r.why) }))
+      .filter((w) => parseIp(w.ip) === w.ip && ipStatus(ctx, w.ip) === null && decide(tallies(db, w.ip), ctx.cfg.FAIL_THRESHOLD).action === "block");
   });
 }
 
@@ -3435,6 +3590,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   let blocked = 0;
   let weighed = 0;
   let held = 0; // blocks waiting for a complete read
+  const heldIps: string[] = [];
   let res: ScanResult;
   try {
     res = scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS);
@@ -3468,6 +3624,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
         // A block on partial evidence waits, still pending, for a complete read (see incomplete).
         if (v.action === "block" && partial !== null) {
           held++;
+          heldIps.push(ip);
           continue;
         }
         if (v.action !== "none") {
@@ -3485,6 +3642,8 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       }
       markWeighed(ip);
     }
+    if (partial !== null) noteWithheld(ctx, db, heldIps, partial);
+    else if (res.readable > 0) clearWithheld(db);
   } finally {
     db.close();
   }
@@ -4175,6 +4334,8 @@ export interface Report {
   recent?: string[]; // latest lines of sentry.log
   backendFailures?: string[]; // sentry.log lines of firewalls that failed lately
   notes?: string[]; // the evidence index's latest notes (first reads, caps, unreadable logs)
+  withheld: Withheld[]; // blocks that wait for a complete read of the logs (section 8.1.1)
+  heldBack?: string[]; // sentry.log lines of the last 7 days that say decisions were held back
   ip?: IpRecord;
 }
 
@@ -4445,13 +4606,15 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
     connections: summary.connections,
     allowed: listDir(ctx, "allow").length,
     blocked: listDir(ctx, "block").length,
+    withheld: withheldBlocks(ctx),
   };
   if (opts.verbose) {
     r.top = summary.top.map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
     const log = tailLog(ctx, 2000);
-    r.recent = log.filter((l) => !/ backend-failed /.test(l)).slice(-10);
+    r.recent = log.filter((l) => !/ (backend-failed|withheld) /.test(l)).slice(-10);
     const weekAgo = isoTime(ctx.sys.now() - 7 * 86_400_000);
     r.backendFailures = log.filter((l) => / backend-failed /.test(l) && l >= weekAgo).slice(-10);
+    r.heldBack = log.filter((l) => / withheld /.test(l) && l >= weekAgo).slice(-10);
     r.notes = indexNotes(ctx);
   }
   if (opts.ip !== null) r.ip = ipRecord(ctx, opts.ip);
@@ -4482,6 +4645,12 @@ export function formatReport(r: Report): string {
   out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
   out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
   out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
+  if (r.withheld.length) {
+    // Protection is off while these wait: say it in the summary, not only with --verbose.
+    out.push(`${String(r.withheld.length).padStart(4)} IPs wait to be blocked: a log could not be read, or not to its end (sentry --doctor)`);
+    for (const w of r.withheld.slice(0, 20)) out.push(`       ${w.ip.padEnd(15)} since ${w.since}: ${w.why}`);
+    if (r.withheld.length > 20) out.push(`       … and ${r.withheld.length - 20} more (--report --json lists them all)`);
+  }
   if (r.top) {
     out.push("", "most active:");
     for (const t of r.top) out.push(recordLine(t.connections, t.ip, t.status));
@@ -4494,6 +4663,10 @@ export function formatReport(r: Report): string {
   if (r.notes && r.notes.length) {
     out.push("", "reading the logs (sentry.db):");
     for (const l of r.notes) out.push(`  ${l}`);
+  }
+  if (r.heldBack && r.heldBack.length) {
+    out.push("", "decisions held back in the last 7 days, a log unread (sentry.log):");
+    for (const l of r.heldBack) out.push(`  ${l}`);
   }
   if (r.backendFailures && r.backendFailures.length) {
     out.push("", "firewall backends that failed in the last 7 days:");
@@ -4692,12 +4865,20 @@ export function uninstall(ctx: Ctx): number {
 // ---- 11.2 --doctor ------------------------------------------------------------
 //
 //   $ sentry --doctor
-//   SENTRY CRITICAL - hosts.allow: no line "sshd : /var/db/sentry/hosts.deny : deny"
-//   OK: configuration is valid
-//   CRITICAL: hosts.allow: no line "sshd : /var/db/sentry/hosts.deny : deny" …
+//   SENTRY CRITICAL - 2 critical, 1 warning: ssh: /var/log/auth.log does not exist; until it can be…
+//   OK: configuration is valid (ROOT_DIR=/var/db/sentry)
+//   CRITICAL: ssh: /var/log/auth.log does not exist; until it can be read, sentry blocks nobody (or set SSH_LOG)
+//   …
 //
 // Every link of the chain, one line each with what to do, and the exit code
 // and first line of a Nagios plugin, so it replaces the old check_sentry.
+// The first line is what a monitoring screen shows: the counts and the
+// first of the worst problems, cut at DOCTOR_HEAD_MAX characters; the
+// details follow. A check says OK only where it saw protection working:
+// no line of the daemons (sentry is blind), a set no firewall rule uses or
+// a hosts.deny that lacks a block (sentry is toothless), a log that cannot
+// be read (every block is held back) are never OK. A configuration that
+// cannot be loaded is UNKNOWN (3): nothing could be judged.
 
 export type Severity = 0 | 1 | 2 | 3; // OK, WARNING, CRITICAL, UNKNOWN
 const SEVERITY = ["OK", "WARNING", "CRITICAL", "UNKNOWN"];
@@ -4755,89 +4936,237 @@ export function doctorChecks(ctx: Ctx): Check[] {
     const scanStamp = fsys.statSync(path.join(root, "scan.stamp"), { throwIfNoEntry: false });
     const scanRecent = scanStamp !== undefined && ctx.sys.now() - scanStamp.mtimeMs < 3_600_000;
     if (sshd === null) add(1, "no sshd found (set SSHD_PATH): cannot check that it links libwrap");
+    else if (!fsys.existsSync(sshd)) add(1, `SSHD_PATH=${sshd} does not exist: set it to sshd's path, so that libwrap can be checked`);
     else if (linksLibwrap(ctx, sshd)) add(0, `${sshd} links libwrap`);
     else if (scanRecent) add(0, `${sshd} does not link libwrap, but sentry --scan ran within the hour`);
     else add(2, `${sshd} does not link libwrap: ${file} is ignored and sentry is never run. ${alternativesText(root).replace(/\n\s*/g, " ")}`);
   }
 
+  // What sentry decided: hosts.deny and every firewall set are compared with it.
+  let blockDir: string[] | null = null;
+  try {
+    blockDir = listDir(ctx, "block");
+  } catch (e) {
+    // A --doctor that cannot see block/ (not root) cannot judge the lists: UNKNOWN, not OK.
+    add(3, `${errText(e)}: hosts.deny and the firewall sets not compared (run as root)`);
+  }
+
+  // ROOT_DIR/hosts.deny is what tcpd reads; block/ is what sentry decided.
+  // They part when an admin edits one by hand, a write failed, or a backup
+  // restored one of them: an address recorded as blocked that is missing
+  // from hosts.deny is let in by tcpd, while --report calls it blocked.
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS && blockDir !== null) {
+    const file = path.join(root, "hosts.deny");
+    const want = hostsDenyText(blockDir, ctx.allowRanges);
+    let have: string | null = null;
+    let readable = true;
+    try {
+      have = fsys.readFileSync(file, "utf8");
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") {
+        readable = false;
+        add(2, `cannot read ${file}: ${errText(e)}: tcpd cannot read it either`);
+      }
+    }
+    if (readable) {
+      const words = (t: string) => t.split(/\s+/).filter((w) => w !== "");
+      const haveWords = new Set(words(have ?? ""));
+      const wantWords = words(want);
+      const letIn = wantWords.filter((w) => !haveWords.has(w));
+      const extra = [...haveWords].filter((w) => !wantWords.includes(w));
+      const eg = (list: string[]) => `${list.length} (${list.slice(0, 3).join(", ")}${list.length > 3 ? ", …" : ""})`;
+      if (letIn.length) add(2, `${file} lacks ${eg(letIn)} of the addresses block/ holds: tcpd lets them in; run sentry --resync`);
+      else if (extra.length) add(1, `${file} holds ${eg(extra)} that block/ does not: run sentry --resync`);
+      else if (have !== null && have !== want) add(1, `${file} is not as sentry writes it (order, spelling): run sentry --resync`);
+      else add(0, `${file} agrees with block/ (${wantWords.length} addresses)`);
+    }
+  }
+
   // Each protected service: a readable log, and recent lines understood.
-  const families: ["ssh" | "ftp" | "mail", boolean, string][] = [
-    ["ssh", true, "SSH_LOG"],
-    ["ftp", ctx.cfg.PROTECT_FTP, "FTP_LOG"],
-    ["mail", ctx.cfg.PROTECT_SMTP || ctx.cfg.PROTECT_MUA, "MAIL_LOG"],
-  ];
-  for (const [family, on, key] of families) {
-    if (!on) continue;
+  for (const g of LOG_GROUPS) {
+    if (!g.on(ctx.cfg)) continue;
+    const key = g.setting;
+    const family = g.name;
     // The source that carries this family's services (two families may share one file).
-    const wanted: Service[] = family === "ssh" ? ["ssh"] : family === "ftp" ? ["ftp"] : ["smtp", "mua"];
+    const wanted = g.services;
     const src = logSources(ctx.cfg, fsys).find((s) => s.services.some((x) => wanted.includes(x)));
     const sev: Severity = family === "ssh" ? 2 : 1;
     if (!src) {
-      add(sev, `${family}: no log found in the usual places and no journal: set ${key}${family !== "ssh" ? ` or PROTECT_${family === "ftp" ? "FTP" : "MUA/PROTECT_SMTP"}=0` : ""}`);
+      add(sev, `${family}: no log found in the usual places and no journal: set ${key}${family !== "ssh" ? ` or ${g.off}` : ""}`);
       continue;
     }
     const sample = recentLines(ctx, src);
-    if (sample === null) {
-      add(sev, `${family}: cannot read ${src.kind === "journal" ? "the journal" : src.path}: run sentry as root, or set ${key}`);
+    if ("error" in sample) {
+      // Every source logSources names is read before a block, and one that
+      // cannot be read holds back EVERY block (incomplete(), connect()):
+      // sentry then protects nothing, whatever the service.
+      add(2, `${family}: ${sample.error}; until it can be read, sentry blocks nobody (or set ${key})`);
       continue;
     }
     const { ours, understood, where } = sample;
     const text = `${family}: ${where}: ${ours} lines of its daemons among the latest, ${understood} understood`;
-    if (ours >= 10 && understood === 0) add(sev, `${text}: sentry does not understand this log; check it with sentry --test-log`);
+    // No line of the daemons at all: the wrong file, or a daemon that logs
+    // elsewhere or too little (sshd LogLevel QUIET/ERROR) — sentry is blind.
+    if (ours === 0) add(1, `${family}: ${where}: no lines of ${g.daemons} among the latest: ${g.hint}, or set ${key}`);
+    else if (ours >= 10 && understood === 0) add(sev, `${text}: sentry does not understand this log; check it with sentry --test-log`);
     else add(0, text);
   }
 
-  // Firewalls: each enabled one answers.
+  // Firewalls: each enabled one answers, a rule refers to its set (without
+  // one, sentry fills a set that drops nothing), and it holds what block/ says.
+  const blocked = (blockDir ?? []).filter((ip) => !inRanges(ip, ctx.allowRanges));
   for (const b of firewallBackends.filter((x) => x.enabled(ctx.cfg))) {
     const have = b.list(ctx.cfg, ctx.sys);
-    if (have === null) add(2, `${b.name}: cannot list ${ctx.cfg.FIREWALL_TABLE}: is the tool installed and the set loaded? The rule:\n${b.rules(ctx.cfg)}`);
-    else add(0, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} holds ${have.length} addresses`);
+    if (have === null) {
+      add(2, `${b.name}: cannot list ${ctx.cfg.FIREWALL_TABLE}: is the tool installed and the set loaded? The rule:\n${b.rules(ctx.cfg)}`);
+      continue;
+    }
+    add(0, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} holds ${have.length} addresses`);
+    const rule = firewallRuleProblem(ctx, b.name);
+    if (rule !== null) add(2, `${b.name}: ${rule}: nothing drops the blocked addresses; load the rule:\n${b.rules(ctx.cfg)}`);
+    else if (b.name === "pf" || b.name === "ipfw") add(0, `${b.name}: not checked whether a rule uses ${ctx.cfg.FIREWALL_TABLE} (sentry --install shows the rule)`);
+    if (blockDir === null) continue; // said above: block/ cannot be read
+    const missing = blocked.filter((ip) => !have.includes(ip));
+    const extra = have.filter((ip) => !blocked.includes(ip));
+    if (missing.length || extra.length) {
+      const eg = (list: string[]) => `${list.length}${list.length ? ` (${list.slice(0, 3).join(", ")}${list.length > 3 ? ", …" : ""})` : ""}`;
+      add(1, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} differs from block/: ${eg(missing)} blocked addresses missing, ${eg(extra)} not in block/: run sentry --resync`);
+    } else add(0, `${b.name}: ${ctx.cfg.FIREWALL_TABLE} agrees with block/`);
   }
   return out;
 }
 
-/** Programs whose lines sentry reads, per service, for --doctor's "understood" count. */
-const WATCHED = /^(sshd(-session|-auth)?|vsftpd|proftpd|pure-ftpd|ftpd|dovecot|imap-login|pop3-login|postfix\/.*smtpd|vchkpw-.*)$/;
+/**
+ * Why no rule of the firewall refers to sentry's set, or null if one does.
+ * sentry only fills the set (section 9.2); a set no rule names drops nothing,
+ * and the admin who switched ADD_TO_NFTABLES on believes the opposite.
+ *   nftables: a set is local to its table, so a rule using @v4/@v6 must sit
+ *             in table inet FIREWALL_TABLE (`nft list table` shows its chains).
+ *   iptables: `iptables -S` / `ip6tables -S` of the tables a drop can sit in,
+ *             with `--match-set FIREWALL_TABLE-4|-6`.
+ *   pf, ipfw: not checked (they do not run on Linux, where this was built).
+ */
+export function firewallRuleProblem(ctx: Ctx, backend: Backend["name"]): string | null {
+  const T = ctx.cfg.FIREWALL_TABLE;
+  const timeoutMs = ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000;
+  if (backend === "nftables") {
+    const r = ctx.sys.run("nft", ["list", "table", "inet", T], { timeoutMs });
+    if (r.error !== "" || r.status !== 0) return `cannot list table inet ${T} (${r.error || r.stderr.trim().split("\n")[0]})`;
+    // Rules, not the set definitions: "ip saddr @v4 drop" in a chain block.
+    let inChain = false;
+    const found = new Set<string>();
+    for (const line of r.stdout.split("\n")) {
+      if (/^\s*chain \S+ \{/.test(line)) inChain = true;
+      else if (/^\s*(set|map) \S+ \{/.test(line)) inChain = false;
+      if (!inChain) continue;
+      for (const m of line.matchAll(/@(v4|v6)\b/g)) found.add(m[1]);
+    }
+    const lack = ["v4", "v6"].filter((s) => !found.has(s));
+    return lack.length ? `no rule in table inet ${T} uses ${lack.map((s) => `@${s}`).join(" or ")}` : null;
+  }
+  if (backend === "iptables") {
+    const lack: string[] = [];
+    for (const [tool, set] of [["iptables", `${T}-4`], ["ip6tables", `${T}-6`]]) {
+      let seen = false;
+      for (const table of ["filter", "raw", "mangle"]) {
+        const r = ctx.sys.run(tool, ["-t", table, "-S"], { timeoutMs });
+        if (r.error !== "") return `cannot run ${tool} -S: ${r.error}`;
+        if (r.status !== 0) continue; // a table this kernel does not have
+        if (r.stdout.split("\n").some((l) => l.split(/\s+/).join(" ").includes(`--match-set ${set} src`))) seen = true;
+      }
+      if (!seen) lack.push(`${tool} (--match-set ${set})`);
+    }
+    return lack.length ? `no rule of ${lack.join(" or ")}` : null;
+  }
+  return null;
+}
 
-/** The latest lines of a source: how many are its daemons', how many understood. */
-function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: number; where: string } | null {
-  let lines: string[] = [];
-  let where = src.path;
+/** The latest lines of a source: how many are its daemons', how many understood; or why it cannot be read. */
+function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: number; where: string } | { error: string } {
   if (src.kind === "journal") {
-    const args = ["-o", "cat", "--no-pager", "-q", "-n", "500"];
+    const where = src.path ? `the journal ${src.path}` : "the journal";
+    if (src.path && !ctx.sys.fs.existsSync(src.path)) return { error: `${src.path} does not exist` };
+    // JSON, like the scanner (scanJournal): each entry keeps its
+    // SYSLOG_IDENTIFIER, so a postfix/smtpd or vchkpw-pop3 line is read as
+    // that program's, and the same writers are trusted (journalWriterOk).
+    const args = ["-o", "json", "--output-fields=MESSAGE,SYSLOG_IDENTIFIER,_UID", "--no-pager", "-q", "-n", "500"];
     if (src.path) args.push(`--file=${src.path}`);
     for (const id of src.idents) args.push("-t", id);
     const r = ctx.sys.run("journalctl", args, { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
-    if (r.status !== 0) return null;
-    lines = r.stdout.split("\n").filter((l) => l !== "");
-    where = "the journal";
-    // journalctl -t already chose the daemons; -o cat drops the program name.
-    const understood = lines.filter((l) => classifyLine(l, src.idents[0])).length;
-    return { ours: lines.length, understood, where };
+    if (r.error !== "" || r.status !== 0) return { error: `cannot read ${where}: journalctl ${r.error || `exited ${r.status}: ${r.stderr.trim().split("\n")[0]}`}` };
+    let ours = 0;
+    let understood = 0;
+    const state = newClassifierState();
+    for (const line of r.stdout.split("\n")) {
+      if (line === "") continue;
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return { error: `cannot read ${where}: journalctl printed a line that is not JSON` };
+      }
+      const ident = typeof entry.SYSLOG_IDENTIFIER === "string" ? entry.SYSLOG_IDENTIFIER : "";
+      const msg = typeof entry.MESSAGE === "string" ? entry.MESSAGE : "";
+      if (ident === "" || familyOf(ident) === null || !journalWriterOk(entry, ident)) continue;
+      ours++;
+      if (classifyLine(msg, ident, state)) understood++;
+    }
+    return { ours, understood, where };
   }
+  let lines: string[];
   try {
     lines = tailLines(ctx.sys.fs, src.path, 512 * 1024);
-  } catch {
-    return null; // --doctor says it cannot read the log
+  } catch (e) {
+    const code = errCode(e);
+    if (code === "ENOENT") return { error: `${src.path} does not exist` };
+    if (code === "EACCES" || code === "EPERM") {
+      // Under tcpd sentry runs as root; a non-root --doctor cannot judge the log.
+      const root = typeof process.getuid === "function" && process.getuid() === 0;
+      return { error: root ? `cannot read ${src.path}: permission denied even to root (${code}: an ACL, SELinux, a root-squashed mount?)` : `cannot read ${src.path}: permission denied: run sentry --doctor as root, as tcpd runs sentry` };
+    }
+    return { error: `cannot read ${src.path}: ${errText(e)}` };
   }
   let ours = 0;
   let understood = 0;
+  const state = newClassifierState();
   for (const l of lines) {
     const parts = splitLine(l, src.program);
-    if (!parts || !WATCHED.test(parts.program)) continue;
+    if (!parts || familyOf(parts.program) === null) continue;
     ours++;
-    if (classifyLine(l, src.program)) understood++;
+    if (classifyLine(l, src.program, state)) understood++;
   }
-  return { ours, understood, where };
+  return { ours, understood, where: src.path };
+}
+
+/** The Nagios status line's longest length: what a monitoring screen shows of it. */
+export const DOCTOR_HEAD_MAX = 100;
+
+/** "SENTRY CRITICAL - 2 critical, 1 warning: FIRST PROBLEM", cut to DOCTOR_HEAD_MAX characters. */
+export function doctorHead(checks: Check[]): { worst: Severity; head: string } {
+  // CRITICAL outranks UNKNOWN: a check that could not judge one link must
+  // not hide another link that is known broken.
+  const rank = (sev: Severity) => [0, 1, 3, 2][sev];
+  const worst = checks.reduce<Severity>((w, c) => (rank(c.severity) > rank(w) ? c.severity : w), 0);
+  let head: string;
+  if (worst === 0) head = `SENTRY OK - ${checks.length} checks passed`;
+  else {
+    const counts = ([[3, "unknown"], [2, "critical"], [1, "warning"]] as const)
+      .map(([sev, word]) => [checks.filter((c) => c.severity === sev).length, word, sev] as const)
+      .filter(([k]) => k > 0)
+      .map(([k, word, sev]) => `${k} ${word}${sev === 1 && k > 1 ? "s" : ""}`)
+      .join(", ");
+    const first = (checks.find((c) => c.severity === worst) as Check).text.split("\n")[0];
+    head = `SENTRY ${SEVERITY[worst]} - ${counts}: ${first}`;
+  }
+  if (head.length > DOCTOR_HEAD_MAX) head = `${head.slice(0, DOCTOR_HEAD_MAX - 1)}…`;
+  return { worst, head };
 }
 
 /** --doctor: prints the Nagios first line, then one line per check; exits with the worst severity. */
 export function doctor(ctx: Ctx): number {
   const checks = doctorChecks(ctx);
-  const worst = Math.max(0, ...checks.map((c) => c.severity)) as Severity;
-  const bad = checks.filter((c) => c.severity === worst && worst > 0);
-  const head = worst === 0 ? `${checks.length} checks passed` : bad.map((c) => c.text.split("\n")[0]).join("; ");
-  ctx.sys.out(`SENTRY ${SEVERITY[worst]} - ${head}`);
+  const { worst, head } = doctorHead(checks);
+  ctx.sys.out(head);
   for (const c of checks) ctx.sys.out(`${SEVERITY[c.severity]}: ${c.text}`);
   return worst;
 }
@@ -5702,9 +6031,12 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       cfg = loadConfig(sys.env, sys.fs);
     } catch (e) {
       // --doctor answers a monitoring system: its first line and exit code stay Nagios'.
+      // A configuration it cannot read leaves it unable to judge anything:
+      // Nagios' UNKNOWN (3), the short message first, the whole one below.
       if (a.action === "doctor" && e instanceof SentryError) {
-        sys.out(`SENTRY CRITICAL - configuration: ${e.message}`);
-        return 2;
+        sys.out(doctorHead([{ severity: 3, text: `configuration: ${e.message}` }]).head);
+        sys.out(`UNKNOWN: configuration: ${e.message}`);
+        return 3;
       }
       throw e;
     }

@@ -131,7 +131,8 @@ t.test("doctor: each broken link gives its line and the Nagios code", async (t) 
   fs.writeFileSync(s.hostsAllow, `${SPAWN(s.root)}\n`);
   let r = s.run(["--doctor"]);
   t.equal(r.status, 2, "missing deny line: CRITICAL");
-  t.match(r.stdout, /^SENTRY CRITICAL - .*no line "sshd : .*hosts\.deny : deny"/);
+  t.match(r.stdout, /^SENTRY CRITICAL - 1 critical: .*hosts\.allow: no line/);
+  t.match(r.stdout, /\nCRITICAL: .*no line "sshd : .*hosts\.deny : deny"/);
 
   fs.writeFileSync(s.hostsAllow, `${SPAWN(s.root)}\n${DENY(s.root)}\n`);
   r = s.run(["--doctor"]);
@@ -154,8 +155,8 @@ t.test("doctor: each broken link gives its line and the Nagios code", async (t) 
   t.match(r.stdout, /does not link libwrap, but sentry --scan ran within the hour/);
 
   r = s.run(["--doctor"], { SSH_LOG: join(s.dir, "missing.log") });
-  t.equal(r.status, 2, "unreadable log: CRITICAL");
-  t.match(r.stdout, /CRITICAL: ssh: cannot read .*missing\.log/);
+  t.equal(r.status, 2, "a configured log that is missing: CRITICAL");
+  t.match(r.stdout, /CRITICAL: ssh: .*missing\.log does not exist/);
 
   fs.writeFileSync(s.log, Array.from({ length: 20 }, () => "Nov 21 10:00:00 host sshd[1]: some format sentry does not know from 203.0.113.1\n").join(""));
   r = s.run(["--doctor"]);
@@ -164,15 +165,15 @@ t.test("doctor: each broken link gives its line and the Nagios code", async (t) 
   fs.writeFileSync(s.log, "Accepted password for admin from 192.0.2.9 port 4000 ssh2\n");
 
   r = s.run(["--doctor"], { PROTECT_FTP: "1", FTP_LOG: join(s.dir, "nope.log") });
-  t.equal(r.status, 1, "a missing FTP log is a WARNING");
+  t.equal(r.status, 2, "a configured FTP log that is missing holds back every block: CRITICAL");
 
   r = s.run(["--doctor"], { ADD_TO_PF: "1", PATH: "/nonexistent" });
   t.equal(r.status, 2, "an enabled firewall that cannot be reached: CRITICAL");
   t.match(r.stdout, /CRITICAL: pf: cannot list sentry_blocklist/);
 
   r = s.run(["--doctor"], { EXPIRE_BLOCK_DAYS: "x" });
-  t.equal(r.status, 2, "a bad configuration: CRITICAL");
-  t.match(r.stdout, /^SENTRY CRITICAL - configuration: .*EXPIRE_BLOCK_DAYS/);
+  t.equal(r.status, 3, "a bad configuration: UNKNOWN");
+  t.match(r.stdout, /^SENTRY UNKNOWN - 1 unknown: configuration: .*EXPIRE_BLOCK_DAYS/);
 
   // An unwritable ROOT_DIR: a read-only mount in a private mount namespace.
   const ro = spawnSync("unshare", ["-m", "sh", "-c", `mount -o bind,ro ${s.root} ${s.root} && exec "$0" --doctor`, s.bin], { env: s.env(), encoding: "utf8" });
