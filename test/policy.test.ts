@@ -102,7 +102,7 @@ t.test("max-auth for a valid user (an agent with many keys) is a failure; for an
 const IP = "192.0.2.50";
 const OTHER = "192.0.2.99";
 
-function setup(t: Parameters<Parameters<typeof t.test>[1]>[0], extra: Record<string, string> = {}) {
+function setup(t: { teardown(fn: () => void): void }, extra: Record<string, string> = {}) {
   const root = tempDir(t);
   const log = join(root, "auth.log");
   const passwd = join(root, "passwd");
