@@ -109,6 +109,7 @@ export const DEFAULTS = {
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
+  EXPIRE_PER_CONNECT: 50, // most expired blocks one --connect lifts (sshd waits), the next connect or --scan the rest; 0 = only --scan
   EXPIRE_CHECK_MINUTES: 60, // longest a --connect waits between looks for expired blocks (a block's own end brings the look sooner)
   REPORT_REBUILD_HOURS: 24, // the report's index is rebuilt from seen/ at least this often
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
@@ -3270,7 +3271,7 @@ export function expireIfDue(ctx: Ctx): void {
   // Stamp first: a second connect in the same instant skips the work.
   if (!setExpiryStamp(ctx, now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000)) return;
   rotateFeed(ctx);
-  expireBlocks(ctx);
+  if (ctx.cfg.EXPIRE_PER_CONNECT > 0) expireBlocks(ctx, ctx.cfg.EXPIRE_PER_CONNECT);
 }
 
 /**
@@ -3290,11 +3291,12 @@ function rotateFeed(ctx: Ctx): void {
 }
 
 /**
- * Lifts every block whose end has come from every list, and sets the stamp
- * to the next end. Under the lock, so a block decided meanwhile cannot be
- * missed by the stamp. Returns how many were lifted.
+ * Lifts every block whose end has come from every list (at most `max`: a
+ * connect's share; the stamp then stays due), and sets the stamp to the next
+ * end. Under the lock, so a block decided meanwhile cannot be missed by the
+ * stamp. Returns how many were lifted.
  */
-export function expireBlocks(ctx: Ctx): number {
+export function expireBlocks(ctx: Ctx, max = Infinity): number {
   return withLock(ctx, () => {
     const now = ctx.sys.now();
     let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
@@ -3305,6 +3307,10 @@ export function expireBlocks(ctx: Ctx): number {
       if (end > now) {
         next = Math.min(next, end);
         continue;
+      }
+      if (lifted >= max) {
+        next = now; // more are due: the next connect carries on
+        break;
       }
       const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
       setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`);

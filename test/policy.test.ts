@@ -304,3 +304,34 @@ t.test("touch block/IP renews a block; old-format files keep EXPIRE_BLOCK_DAYS f
   t.equal(sentry(["--scan"], { ...s.env, EXPIRE_BLOCK_DAYS: "0" }).status, 0);
   t.equal(state(s.root, "203.0.113.3"), "blocked", "EXPIRE_BLOCK_DAYS=0: an old-format block never ends");
 });
+
+t.test("a connect lifts at most EXPIRE_PER_CONNECT expired blocks; the next connect carries on, --scan lifts all", async (t) => {
+  const s = setup(t, { EXPIRE_PER_CONNECT: "2" });
+  const ips = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"];
+  fs.mkdirSync(join(s.root, "block"), { recursive: true });
+  for (const ip of ips) {
+    const f = join(s.root, "block", ip);
+    fs.writeFileSync(f, "2026-08-01T10:00:00Z block by connect: x\n");
+    const m = (Date.now() - 91 * DAY) / 1000;
+    fs.utimesSync(f, m, m);
+  }
+  const left = () => ips.filter((ip) => state(s.root, ip) === "blocked").length;
+  s.connect(OTHER);
+  t.equal(left(), 3, "the first connect lifted 2");
+  s.connect(OTHER);
+  t.equal(left(), 1, "the next connect 2 more (the stamp stayed due)");
+  s.connect(OTHER);
+  t.equal(left(), 0, "and the next the last one");
+  t.ok(fs.statSync(join(s.root, "expire.stamp")).mtimeMs > Date.now() + 59 * MIN, "nothing due: the stamp is EXPIRE_CHECK_MINUTES ahead");
+  for (const ip of ips) fs.writeFileSync(join(s.root, "block", ip), "2026-08-01T10:00:00Z block by connect: x\n");
+  for (const ip of ips) fs.utimesSync(join(s.root, "block", ip), (Date.now() - 91 * DAY) / 1000, (Date.now() - 91 * DAY) / 1000);
+  t.match(s.run("--scan").stdout, /; 5 expired blocks lifted$/m, "--scan lifts them all at once");
+  const none = setup(t, { EXPIRE_PER_CONNECT: "0" });
+  fs.mkdirSync(join(none.root, "block"), { recursive: true });
+  fs.writeFileSync(join(none.root, "block", ips[0]), "2026-08-01T10:00:00Z block by connect: x\n");
+  fs.utimesSync(join(none.root, "block", ips[0]), (Date.now() - 91 * DAY) / 1000, (Date.now() - 91 * DAY) / 1000);
+  none.connect(OTHER);
+  t.equal(state(none.root, ips[0]), "blocked", "EXPIRE_PER_CONNECT=0: a connect lifts nothing");
+  none.run("--scan");
+  t.equal(state(none.root, ips[0]), "none", "--scan does");
+});
