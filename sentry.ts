@@ -5540,8 +5540,9 @@ CONNECT
 FILES
     ROOT_DIR/seen/IP       one line per connection (epoch seconds)
     ROOT_DIR/allow/IP      present while IP is allowed: when and why
-    ROOT_DIR/block/IP      present while IP is blocked: when and why (its
-                           modification time is the age used for expiry)
+    ROOT_DIR/block/IP      present while IP is blocked: when and why, and
+                           "until TIME (LENGTH; why)"; the length runs from
+                           its modification time: touch renews the block
     ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
     ROOT_DIR/sentry.log    one line per decision: time, address, action, reason
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
@@ -5553,7 +5554,8 @@ CONFIGURATION
     set in ROOT_DIR/sentry.conf and then overridden by an environment variable:
     ROOT_DIR (environment only, default /var/db/sentry), ADD_TO_TCPWRAPPERS (1),
     ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW (0), FIREWALL_TABLE
-    (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never), PROTECT_FTP (1),
+    (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never; a block on strong
+    evidence), BLOCK_THIN_MINUTES (10; a block on thin evidence), PROTECT_FTP (1),
     PROTECT_SMTP (0), PROTECT_MUA (1), SSH_LOG, FTP_LOG, MAIL_LOG (a file or
     "journal"; empty = the usual places), ALLOW_IPS (addresses and CIDR ranges
     never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW.
