@@ -89,6 +89,10 @@ export const DEFAULTS = {
   ADD_TO_NFTABLES: false, // nft sets v4/v6 in table inet FIREWALL_TABLE
   FIREWALL_TABLE: "sentry_blocklist", // name of the table or set sentry fills
   EXPIRE_BLOCK_DAYS: 90, // days a block lasts; 0 = never expire
+  BLOCK_THIN_MINUTES: 10, // minutes a block on thin evidence lasts (see blockLength); 0 = as long as EXPIRE_BLOCK_DAYS
+  THIN_NAUGHTY_LINES: 3, // most naughty log lines a block may rest on and still be thin (one sshd connection with a wrong name writes 3)
+  TYPO_DISTANCE: 1, // edits (insert, delete, change, swap two neighbours) that make an unknown user name a typo of a real one; 0 = off
+  PASSWD_FILE: "/etc/passwd", // the local accounts, read (only when an unknown user name shows up) for the typo check
   PROTECT_FTP: true, // read FTP logs (vsftpd, ProFTPD, Pure-FTPd, ftpd)
   PROTECT_SMTP: false, // read Postfix SASL failures (mail submission)
   PROTECT_MUA: true, // read Dovecot and vpopmail (IMAP/POP3) logins
@@ -105,7 +109,8 @@ export const DEFAULTS = {
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
-  EXPIRE_CHECK_MINUTES: 60, // how often a --connect looks for expired blocks
+  EXPIRE_PER_CONNECT: 50, // most expired blocks one --connect lifts (sshd waits), the next connect or --scan the rest; 0 = only --scan
+  EXPIRE_CHECK_MINUTES: 60, // longest a --connect waits between looks for expired blocks (a block's own end brings the look sooner)
   REPORT_REBUILD_HOURS: 24, // the report's index is rebuilt from seen/ at least this often
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
@@ -1630,10 +1635,17 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
   }
 
   // maximum authentication attempts exceeded for [invalid user ]U from A port N ssh2 [preauth]
+  // For an existing user other than root this is most often an ssh-agent
+  // holding more keys than MaxAuthTries, each offered in turn (measured with
+  // sshd 9.2 at LogLevel INFO: this line and the "Disconnecting" one below
+  // are all such a connection logs): failed attempts of a real account, which
+  // FAIL_THRESHOLD weighs, not the naughty guess of a name.
   if (m.startsWith(MAX_AUTH)) {
     const r = sshFromTail(m.slice(MAX_AUTH.length));
     if ("why" in r) return no(r.why);
-    const user = r.user.startsWith("invalid user ") ? r.user.slice(13) : r.user;
+    const invalid = r.user.startsWith("invalid user ");
+    const user = invalid ? r.user.slice(13) : r.user;
+    if (!invalid && user !== "root") return found("ssh", r.addr, "failed", "ssh.max-auth-tries-user", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
     return found("ssh", r.addr, "naughty", "ssh.max-auth-tries", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
   }
 
@@ -1652,6 +1664,10 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     if (!r) return no("sshd 'Disconnecting' line does not end with 'ADDR port N'");
     const user = r.user.slice(1);
     endSshPam(state, r.addr, user);
+    // The twin of "maximum authentication attempts exceeded" for an existing
+    // user (above), which already counted the attempts: the end of it.
+    if (body.startsWith("authenticating user ") && user !== "root")
+      return found("ssh", r.addr, "probe", "ssh.too-many-failures-user", `sshd: too many authentication failures for ${q(user)}`, user);
     return found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user);
   }
 
@@ -2458,6 +2474,14 @@ CREATE TABLE IF NOT EXISTS tallies (
   PRIMARY KEY (ip, service)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (   -- user names an address tried, at most NAMES_PER_ADDRESS each (section 7.2.1)
+  ip TEXT NOT NULL, user TEXT NOT NULL,
+  naughty INTEGER NOT NULL,          -- 1: named on a naughty line (an unknown name, root, a refused user)
+  PRIMARY KEY (ip, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logins (  -- names that logged in successfully, from anywhere: the typo check knows them
+  user TEXT PRIMARY KEY, at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS report_ips (  -- the report's index of seen/ (section 10.2)
   ip TEXT PRIMARY KEY, n INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -2588,10 +2612,162 @@ export function importBash200(ctx: Ctx, db: Db): number {
   return n;
 }
 
+// ---- 7.2.1 Names: typos of real accounts, and how many names an address tried ----
+//
+//   Invalid user alcie from 203.0.113.9 port 4242   (alice is an account here)
+//     → the kind sshd writes for an existing user: a failed attempt, not naughty
+//   Invalid user admin from 203.0.113.9 port 4242   (no account is near "admin")
+//     → naughty, as before
+//
+// An unknown name is naughty because bots guess names; a person mistypes
+// one. Measured against sshd 9.2: "ssh alcie@host" once, a wrong password
+// once, and the third connection, the one that would have succeeded, was
+// blocked for 90 days. So a name within TYPO_DISTANCE edits of a local
+// account that can log in (PASSWD_FILE: uid 1000 or more, a real shell; read
+// only when an unknown name shows up) or of a name that has logged in
+// successfully here from anywhere (the logins table) counts as the failed
+// attempt of that account: FAIL_THRESHOLD still weighs it. root is never such
+// a name (bots try "roots", "r00t"). A bot that guesses names next to real
+// accounts gains failures instead of naughty lines, nothing more.
+//
+// The names an address tried (at most NAMES_PER_ADDRESS) are kept in the
+// users table: several names from one address is a bot's pattern, and makes
+// its block long (blockLength, section 8).
+
+/** Distinct user names remembered per address (enough to tell one from several). */
+export const NAMES_PER_ADDRESS = 16;
+/** Names of successful logins remembered, the least recent dropped first. */
+export const LOGINS_MAX = 256;
+/** Longest name the typo check compares (Linux user names are at most 32 characters). */
+const TYPO_NAME_MAX = 32;
+/** Shortest: one edit from a 1–3 letter name reaches what bots guess anyway ("a", "pi", "git" next to "u", "p", "gi"). */
+const TYPO_NAME_MIN = 4;
+
+/** A naughty rule about an unknown name → the kind the same line has for an existing account. */
+const TYPO_KIND: Record<string, Kind> = {
+  "ssh.invalid-user": "probe", // the notice; the attempt is its "Failed ..." line
+  "ssh.failed-invalid-user": "failed",
+  "ssh.closed-invalid-user": "probe",
+  "ssh.max-auth-tries": "failed",
+  "ssh.too-many-failures": "probe",
+  "ftp.proftpd-no-such-user": "failed",
+  "ftp.pam-unknown-user": "failed",
+};
+
+/**
+ * Edits (insert, delete, change, swap of two neighbours: the optimal string
+ * alignment distance) from `a` to `b`, or max + 1 as soon as it is more
+ * than `max`. "alcie" → "alice" is 1.
+ */
+export function editDistance(a: string, b: string, max: number): number {
+  if (Math.abs(a.length - b.length) > max) return max + 1;
+  let prev2: number[] = [];
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    let best = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, prev2[j - 2] + 1);
+      cur.push(d);
+      best = Math.min(best, d);
+    }
+    if (best > max) return max + 1;
+    prev2 = prev;
+    prev = cur;
+  }
+  return Math.min(prev[b.length], max + 1);
+}
+
+/** The accounts of a passwd file a person logs in with: uid 1000 or more (not nobody), a shell that is not nologin/false. */
+export function passwdAccounts(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f.length < 7 || f[0] === "" || f[0].startsWith("#")) continue;
+    const uid = Number(f[2]);
+    const shell = f[6].trim();
+    if (!Number.isInteger(uid) || uid < 1000 || uid === 65534) continue;
+    if (shell === "" || /(nologin|false)$/.test(shell)) continue;
+    out.push(f[0]);
+  }
+  return out;
+}
+
+/** Whether `name` is a typo of one of `known` (within `max` edits); never for root. */
+export function isTypo(name: string, known: string[], max: number): boolean {
+  if (max <= 0 || name === "root" || name.length > TYPO_NAME_MAX || name.length < TYPO_NAME_MIN) return false;
+  return known.some((k) => k !== "root" && k.length >= TYPO_NAME_MIN && editDistance(name, k, max) <= max);
+}
+
+/** Local accounts (PASSWD_FILE) and names that logged in here. An unreadable file is a warning: the logins still count. */
+function knownNames(ctx: Ctx, db: Db): string[] {
+  const names = db.prepare("SELECT user FROM logins").all().map((r) => String(r.user));
+  try {
+    names.push(...passwdAccounts(ctx.sys.fs.readFileSync(ctx.cfg.PASSWD_FILE, "utf8")));
+  } catch (e) {
+    ctx.sys.warn(`cannot read ${ctx.cfg.PASSWD_FILE} for the typo check: ${errText(e)} (only names that logged in count)`);
+  }
+  return names;
+}
+
+/**
+ * Before one read's tallies are added: remembers the names that logged in,
+ * turns the lines of a mistyped name into the kinds they have for a real
+ * account, and records the names each address tried. Inside scanLogs'
+ * transaction.
+ */
+function weighNames(ctx: Ctx, db: Db, found: Found): void {
+  const putLogin = db.prepare("INSERT INTO logins (user, at) VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET at = excluded.at");
+  let logins = 0;
+  for (const per of found.values())
+    for (const t of per.values())
+      for (const [user, rules] of t.names)
+        for (const r of rules.values())
+          if (r.kind === "success") {
+            putLogin.run(user, ctx.sys.now());
+            logins++;
+          }
+  if (logins > 0) db.prepare("DELETE FROM logins WHERE user NOT IN (SELECT user FROM logins ORDER BY at DESC LIMIT ?)").run(LOGINS_MAX);
+  let known: string[] | null = null; // read on the first unknown name
+  const typo = new Map<string, boolean>();
+  const putName = db.prepare(
+    "INSERT INTO users (ip, user, naughty) SELECT ?, ?, ? WHERE (SELECT COUNT(*) FROM users WHERE ip = ?) < ? " +
+      "ON CONFLICT(ip, user) DO UPDATE SET naughty = MAX(naughty, excluded.naughty)",
+  );
+  for (const [ip, per] of found)
+    for (const t of per.values())
+      for (const [user, rules] of t.names) {
+        let tried = false;
+        let naughty = false;
+        for (const [rule, r] of rules) {
+          const as = TYPO_KIND[rule];
+          if (r.kind === "naughty" && as !== undefined && ctx.cfg.TYPO_DISTANCE > 0) {
+            let is = typo.get(user);
+            if (is === undefined) {
+              known ??= knownNames(ctx, db);
+              typo.set(user, (is = isTypo(user, known, ctx.cfg.TYPO_DISTANCE)));
+            }
+            if (is) {
+              t.naughty -= r.n;
+              t[as] += r.n;
+              r.kind = as;
+            }
+          }
+          if (r.kind === "naughty") naughty = true;
+          if (r.kind === "naughty" || r.kind === "failed") tried = true;
+        }
+        if (tried) putName.run(ip, user, naughty ? 1 : 0, ip, NAMES_PER_ADDRESS);
+      }
+}
+
 // ---- 7.3 Reading a source -------------------------------------------------------
 
 /** What one read of the sources found: per address and service, counts and a sample. */
-type Found = Map<string, Map<Service, Tally & { rank: number }>>;
+type Found = Map<string, Map<Service, Tally & { rank: number; names: Names }>>;
+/** Per user name of one address and service: per rule, its kind and how many lines (section 7.2.1). */
+type Names = Map<string, Map<string, { kind: Kind; n: number }>>;
 
 export interface ScanResult {
   readable: number; // sources that could be read
@@ -2600,6 +2776,7 @@ export interface ScanResult {
   lines: number;
   capped: boolean; // stopped at SCAN_SECONDS
   touched: Set<string>; // addresses with new evidence
+  succeeded: Set<string>; // addresses with a new successful login (it lifts a block decided on failures: liftAfterSuccess)
   notes: string[];
 }
 
@@ -2611,8 +2788,15 @@ function addFound(found: Found, ev: Evidence, line: string): void {
   let per = found.get(ev.ip);
   if (!per) found.set(ev.ip, (per = new Map()));
   let t = per.get(ev.service);
-  if (!t) per.set(ev.service, (t = { success: 0, failed: 0, naughty: 0, probe: 0, sample: "", rank: -1 }));
+  if (!t) per.set(ev.service, (t = { success: 0, failed: 0, naughty: 0, probe: 0, sample: "", rank: -1, names: new Map() }));
   t[ev.kind]++;
+  if (ev.user !== undefined && ev.user !== "" && (t.names.has(ev.user) || t.names.size < NAMES_PER_ADDRESS)) {
+    let rules = t.names.get(ev.user);
+    if (!rules) t.names.set(ev.user, (rules = new Map()));
+    const r = rules.get(ev.rule);
+    if (r) r.n++;
+    else rules.set(ev.rule, { kind: ev.kind, n: 1 });
+  }
   if (KIND_RANK[ev.kind] >= t.rank) {
     t.rank = KIND_RANK[ev.kind];
     t.sample = sanitize(line.trim(), 300);
@@ -2910,7 +3094,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
  */
 export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
   const sources = logSources(ctx.cfg, ctx.sys.fs);
-  const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), notes: [] };
+  const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), succeeded: new Set(), notes: [] };
   const deadline = ctx.sys.now() + seconds * 1000;
   try {
     db.exec("BEGIN IMMEDIATE");
@@ -2939,8 +3123,10 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
         "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=pending+1",
     );
+    weighNames(ctx, db, found);
     for (const [ip, per] of found) {
       res.touched.add(ip);
+      if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
       for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
     }
     if (res.capped) res.notes.push(`stopped reading the logs after ${seconds} s; the next read carries on`);
@@ -2985,7 +3171,7 @@ export function incomplete(res: ScanResult): string | null {
  * log could be read at all (fail safe: no log, no decision). `partial` says
  * why the evidence may lack a success (see incomplete).
  */
-export function gatherEvidence(ctx: Ctx, ip: string): { tallies: Tallies; partial: string | null } | null {
+export function gatherEvidence(ctx: Ctx, ip: string): { tallies: Tallies; partial: string | null; naughtyNames: number; succeeded: Set<string> } | null {
   const db = openIndex(ctx);
   try {
     const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS);
@@ -2995,15 +3181,24 @@ export function gatherEvidence(ctx: Ctx, ip: string): { tallies: Tallies; partia
       ctx.sys.warn(`no log could be read for ${ip}; nothing decided`);
       return null;
     }
-    return { tallies: tallies(db, ip), partial: incomplete(res) };
+    return { tallies: tallies(db, ip), partial: incomplete(res), naughtyNames: userNames(db, ip).naughty, succeeded: res.succeeded };
   } finally {
     db.close();
   }
 }
 
-/** Sets aside the evidence index's tallies for `ip`: a delisted or expired address starts again from nothing. */
+/** Sets aside the evidence index's tallies (and names) for `ip`: a delisted or expired address starts again from nothing. */
 export function forgetEvidence(ctx: Ctx, ip: string): void {
-  ifIndex(ctx, undefined, (db) => void db.prepare("DELETE FROM tallies WHERE ip = ?").run(ip));
+  ifIndex(ctx, undefined, (db) => {
+    db.prepare("DELETE FROM tallies WHERE ip = ?").run(ip);
+    db.prepare("DELETE FROM users WHERE ip = ?").run(ip);
+  });
+}
+
+/** The user names `ip` tried (not its successes), and how many of them were named on naughty lines. */
+export function userNames(db: Db, ip: string): { names: string[]; naughty: number } {
+  const rows = db.prepare("SELECT user, naughty FROM users WHERE ip = ? ORDER BY user").all(ip);
+  return { names: rows.map((r) => String(r.user)), naughty: rows.filter((r) => Number(r.naughty) > 0).length };
 }
 
 /** The evidence index's tallies for `ip`, or null when there is no index. */
@@ -3328,20 +3523,115 @@ export function connect(ctx: Ctx, ip: string): number {
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], "no log could be read, nothing decided"));
     return 0;
   }
+  // What this read found may be the success some other address was blocked before.
+  const lifted = liftAfterSuccess(ctx, evidence.succeeded, "connect").code;
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
-  if (v.action === "none") return 0;
+  if (v.action === "none") return lifted;
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], evidence.partial as string));
-    return 0;
+    return lifted;
   }
-  return withLock(ctx, () => {
+  const length = blockLength(evidence.tallies, evidence.naughtyNames, ctx.cfg);
+  return Math.max(lifted, withLock(ctx, () => {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
-    return setBlocked(ctx, ip, "connect", v.reason);
-  });
+    return setBlocked(ctx, ip, "connect", v.reason, length);
+  }));
+}
+
+// ---- 8.1 How long a block lasts, and the success that lifts it ----------------
+//
+//   1 naughty line, 1 name ("root", from `ssh root@host` with a key)  → thin:   BLOCK_THIN_MINUTES
+//   3 naughty lines, 1 name (one connection as "Invalid user admin")  → thin:   BLOCK_THIN_MINUTES
+//   6 naughty lines, or 2 names tried on naughty lines, or 11 failures → strong: EXPIRE_BLOCK_DAYS
+//
+// Thin evidence is what a person leaves: one wrong name, one `ssh root@host`.
+// A bot leaves more (several names, many lines) in the same three
+// connections. The thin length is 10 minutes, fail2ban's default bantime,
+// which users of such tools already expect: long enough that a bot with thin
+// evidence gets at most THIN_NAUGHTY_LINES lines per 10 minutes in, short
+// enough that a person who typed the wrong name waits a coffee, not a season.
+// A block on failures alone (FAIL_THRESHOLD) stays strong: 11 wrong
+// passwords on a real account is the shape of a password guesser too, and
+// no lockout measured needed more than it.
+//
+// tcpd lets the connection that sentry judges through, whatever sentry
+// decides on it (the block only applies from the next one). So a user
+// blocked at the start of the connection that then logs in shows, in the
+// logs read after the block, the very success the rule was waiting for:
+// liftAfterSuccess turns such a block into an allow, "allowed after
+// failures". A block is only decided on logs read to their end, so any
+// success read afterwards was logged after the decision. Blocks an
+// administrator made (--block) are not lifted so.
+
+/** How long a block on these tallies lasts (ms, 0 = never), and why. `naughtyNames`: distinct names on naughty lines (userNames). */
+export function blockLength(
+  t: Tallies,
+  naughtyNames: number,
+  cfg: Pick<Config, "EXPIRE_BLOCK_DAYS" | "BLOCK_THIN_MINUTES" | "THIN_NAUGHTY_LINES" | "FAIL_THRESHOLD">,
+): { ms: number; why: string } {
+  let naughty = 0;
+  let failed = 0;
+  for (const s of SERVICES) {
+    naughty += t[s]?.naughty ?? 0;
+    failed += t[s]?.failed ?? 0;
+  }
+  const lines = `${naughty} naughty line${naughty === 1 ? "" : "s"}, ${naughtyNames} name${naughtyNames === 1 ? "" : "s"} tried on them, ${failed} failed`;
+  const thin = naughty > 0 && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD;
+  if (thin && cfg.BLOCK_THIN_MINUTES > 0) return { ms: cfg.BLOCK_THIN_MINUTES * 60_000, why: `thin evidence: ${lines}` };
+  return { ms: cfg.EXPIRE_BLOCK_DAYS * 86_400_000, why: `${thin ? "thin" : "strong"} evidence: ${lines}` };
+}
+
+/** The configured length of a block that weighs no evidence (an administrator's --block). */
+export function defaultBlockLength(cfg: Config): { ms: number; why: string } {
+  return { ms: cfg.EXPIRE_BLOCK_DAYS * 86_400_000, why: "EXPIRE_BLOCK_DAYS" };
+}
+
+/** "10 minutes", "3 hours", "90 days". */
+export function lengthText(ms: number): string {
+  const m = Math.round(ms / 60_000);
+  if (m < 120) return `${m} minute${m === 1 ? "" : "s"}`;
+  if (m < 48 * 60) return `${Math.round(m / 60)} hours`;
+  return `${Math.round(m / 1440)} days`;
+}
+
+/** A block the logs decided (a connect or --scan), which a later success lifts; not an administrator's. */
+const DECIDED_BY_LOGS = /^\S+ block by (connect|scan): /;
+
+/**
+ * Lifts the blocks of `ips` (addresses with a success in the read just made)
+ * that a connect or --scan decided: the success came after the block
+ * (section 8.1). Returns the worst exit code and how many were lifted.
+ */
+export function liftAfterSuccess(ctx: Ctx, ips: Iterable<string>, by: string): { code: number; lifted: number } {
+  let code = 0;
+  let lifted = 0;
+  for (const ip of ips) {
+    if (!DECIDED_BY_LOGS.test(readBlockFile(ctx, ip) ?? "")) continue;
+    const c = withLock(ctx, () => {
+      const text = readBlockFile(ctx, ip); // a parallel run may have lifted it meanwhile
+      if (text === null || !DECIDED_BY_LOGS.test(text)) return 0;
+      lifted++;
+      const was = text.split("\n")[0];
+      return setAllowed(ctx, ip, by, `allowed after failures: a successful login was logged after the block (${was})`);
+    });
+    code = Math.max(code, c);
+  }
+  return { code, lifted };
+}
+
+/** The text of block/IP, or null if it is not blocked. */
+function readBlockFile(ctx: Ctx, ip: string): string | null {
+  const file = statePath(ctx, "block", ip);
+  try {
+    return ctx.sys.fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    throw ioError("read", file, e);
+  }
 }
 
 // ---- 8.1.1 Withheld blocks: a trace where the admin looks -----------------------
@@ -3456,12 +3746,16 @@ export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): nu
  * withLock. Addresses in ALLOW_IPS and loopback are refused here, the one
  * place every path that blocks goes through.
  */
-export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string): number {
+export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, length = defaultBlockLength(ctx.cfg)): number {
   if (inRanges(ip, ctx.allowRanges))
     throw new SentryError(`${ip} is in ALLOW_IPS or loopback and is never blocked`, 1);
-  writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason));
+  // The second line holds the block's own end (section 8.2); without one it lasts EXPIRE_BLOCK_DAYS from its mtime.
+  const now = ctx.sys.now();
+  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : "";
+  writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
   removeFile(ctx, statePath(ctx, "allow", ip));
-  logDecision(ctx, ip, "block", `${by}: ${reason}`);
+  logDecision(ctx, ip, "block", `${by}: ${reason}${until ? `; ${until}` : ""}`);
+  if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
   let code = 0;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
   for (const b of enabledBackends(ctx)) {
@@ -3499,29 +3793,73 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
 
 // ---- 8.2 Expiry --------------------------------------------------------------
 //
+//   block/203.0.113.9   "2026-11-29T13:00:00Z block by connect: ssh: …
+//                        until 2026-11-29T13:10:00Z (10 minutes; thin evidence: …)"
+//   expire.stamp        its mtime is when the next block is due
+//
 // A blocked address never spawns sentry again (tcpd refuses it first), so its
-// block cannot expire on its own connect. Instead any connect looks, at most
-// once every EXPIRE_CHECK_MINUTES (the modification time of ROOT_DIR/expire.stamp),
-// for blocks older than EXPIRE_BLOCK_DAYS. A block's age is its block/IP
-// file's modification time: `touch block/IP` renews it.
+// block cannot expire on its own connect. Each block file holds its own end
+// (the "until" line); expire.stamp's modification time is the earliest end
+// of all (or EXPIRE_CHECK_MINUTES from the last look, whichever is sooner,
+// which also catches blocks written by hand), so any connect after that
+// moment lifts it at the cost of one stat, and --scan always looks.
+//
+// `touch block/IP` renews a block as it always did: the block's length
+// (until minus since, as written) runs from the file's modification time,
+// so untouched it ends at "until" and touched it ends that length after the
+// touch. A file without an "until" line (written before 3.1, by sentry.sh's
+// import or by hand) lasts EXPIRE_BLOCK_DAYS from its modification time.
 
-/** Runs expireBlocks if the stamp says it is due; cheap (one stat) when not. */
-export function expireIfDue(ctx: Ctx): void {
-  if (ctx.cfg.EXPIRE_BLOCK_DAYS === 0) return;
-  const stamp = path.join(ctx.cfg.ROOT_DIR, "expire.stamp");
-  const st = ctx.sys.fs.statSync(stamp, { throwIfNoEntry: false });
-  const now = ctx.sys.now();
-  if (st && now - st.mtimeMs < ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000) return;
+/** When the block recorded in `text` (modified at `mtimeMs`) ends, in epoch ms; null = never. */
+export function blockEnd(text: string, mtimeMs: number, expireDays: number): number | null {
+  const since = /^(\S+) block by /.exec(text);
+  const until = /^until (\S+)/m.exec(text);
+  if (since && until) {
+    const length = Date.parse(until[1]) - Date.parse(since[1]);
+    if (Number.isFinite(length) && length >= 0) return mtimeMs + length;
+  }
+  return expireDays === 0 ? null : mtimeMs + expireDays * 86_400_000;
+}
+
+/** The end of the block of `ip` (see blockEnd), or undefined if it is not blocked. */
+function blockEndOf(ctx: Ctx, ip: string): number | null | undefined {
+  const file = statePath(ctx, "block", ip);
+  const st = ctx.sys.fs.statSync(file, { throwIfNoEntry: false });
+  const text = st ? readBlockFile(ctx, ip) : null;
+  if (!st || text === null) return undefined;
+  return blockEnd(text, st.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS);
+}
+
+const EXPIRE_STAMP = "expire.stamp";
+
+/** Sets when the next expiry look is due (the stamp's mtime). False, with a warning, if it cannot. */
+function setExpiryStamp(ctx: Ctx, at: number): boolean {
+  const stamp = path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP);
   try {
-    // Stamp first: a second connect in the same instant skips the work.
-    withRoot(ctx, () => ctx.sys.fs.writeFileSync(stamp, `${isoTime(now)}\n`, { mode: 0o640 }));
-    ctx.sys.fs.utimesSync(stamp, now / 1000, now / 1000);
+    withRoot(ctx, () => ctx.sys.fs.writeFileSync(stamp, `next look for expired blocks at ${isoTime(at)}\n`, { mode: 0o640 }));
+    ctx.sys.fs.utimesSync(stamp, at / 1000, at / 1000);
+    return true;
   } catch (e) {
     ctx.sys.warn(`cannot write ${stamp}: ${errText(e)}`);
-    return;
+    return false;
   }
+}
+
+/** A block ending at `end` brings the next expiry look forward to it. No stamp: the look is due already. */
+function expiryDueBy(ctx: Ctx, end: number): void {
+  const st = ctx.sys.fs.statSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
+  if (st && st.mtimeMs > end) setExpiryStamp(ctx, end);
+}
+
+/** Runs expireBlocks if the stamp says a block is due; cheap (one stat) when not. */
+export function expireIfDue(ctx: Ctx): void {
+  const st = ctx.sys.fs.statSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
+  const now = ctx.sys.now();
+  if (st && now < st.mtimeMs) return;
+  // Stamp first: a second connect in the same instant skips the work.
+  if (!setExpiryStamp(ctx, now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000)) return;
   rotateFeed(ctx);
-  expireBlocks(ctx);
+  if (ctx.cfg.EXPIRE_PER_CONNECT > 0) expireBlocks(ctx, ctx.cfg.EXPIRE_PER_CONNECT);
 }
 
 /**
@@ -3540,23 +3878,35 @@ function rotateFeed(ctx: Ctx): void {
   }
 }
 
-/** Lifts every block older than EXPIRE_BLOCK_DAYS from every list. Returns how many. */
-export function expireBlocks(ctx: Ctx): number {
-  if (ctx.cfg.EXPIRE_BLOCK_DAYS === 0) return 0;
-  const limit = ctx.sys.now() - ctx.cfg.EXPIRE_BLOCK_DAYS * 86_400_000;
-  const due = listDir(ctx, "block").filter((ip) => {
-    const st = ctx.sys.fs.statSync(statePath(ctx, "block", ip), { throwIfNoEntry: false });
-    return st !== undefined && st.mtimeMs < limit;
-  });
-  if (due.length === 0) return 0;
-  withLock(ctx, () => {
-    for (const ip of due) {
-      const st = ctx.sys.fs.statSync(statePath(ctx, "block", ip), { throwIfNoEntry: false });
-      if (!st || st.mtimeMs >= limit) continue; // renewed or lifted meanwhile
-      setDelisted(ctx, ip, "expiry", `blocked since ${isoTime(st.mtimeMs)}, more than ${ctx.cfg.EXPIRE_BLOCK_DAYS} days`);
+/**
+ * Lifts every block whose end has come from every list (at most `max`: a
+ * connect's share; the stamp then stays due), and sets the stamp to the next
+ * end. Under the lock, so a block decided meanwhile cannot be missed by the
+ * stamp. Returns how many were lifted.
+ */
+export function expireBlocks(ctx: Ctx, max = Infinity): number {
+  return withLock(ctx, () => {
+    const now = ctx.sys.now();
+    let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
+    let lifted = 0;
+    for (const ip of listDir(ctx, "block")) {
+      const end = blockEndOf(ctx, ip);
+      if (end === undefined || end === null) continue;
+      if (end > now) {
+        next = Math.min(next, end);
+        continue;
+      }
+      if (lifted >= max) {
+        next = now; // more are due: the next connect carries on
+        break;
+      }
+      const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
+      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`);
+      lifted++;
     }
+    setExpiryStamp(ctx, next);
+    return lifted;
   });
-  return due.length;
 }
 
 // ---- 8.3 --scan: the logs decide, without a connect ------------------------------
@@ -3600,6 +3950,9 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       code = 2;
     }
     const partial = incomplete(res);
+    const lift = liftAfterSuccess(ctx, res.succeeded, "scan");
+    code = Math.max(code, lift.code);
+    allowed += lift.lifted;
     // Each row's pending count is cleared only if it is still what was read:
     // evidence a parallel connect adds meanwhile keeps its row pending, and
     // the next --scan weighs it.
@@ -3635,7 +3988,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
               return setAllowed(ctx, ip, "scan", v.reason);
             }
             blocked++;
-            return setBlocked(ctx, ip, "scan", v.reason);
+            return setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
           });
           code = Math.max(code, c);
         }
@@ -4398,7 +4751,8 @@ function tailLog(ctx: Ctx, n: number): string[] {
 function readState(ctx: Ctx, dir: Dir, ip: string): string | null {
   const file = statePath(ctx, dir, ip);
   try {
-    return sanitize(ctx.sys.fs.readFileSync(file, "utf8").trim(), 2000);
+    // A block file's second line is its end ("until ..."): one line, "; " between.
+    return sanitize(ctx.sys.fs.readFileSync(file, "utf8").trim().split("\n").join("; "), 2000);
   } catch (e) {
     if (errCode(e) === "ENOENT") return null;
     throw ioError("read", file, e);
@@ -5977,8 +6331,9 @@ CONNECT
 FILES
     ROOT_DIR/seen/IP       one line per connection (epoch seconds)
     ROOT_DIR/allow/IP      present while IP is allowed: when and why
-    ROOT_DIR/block/IP      present while IP is blocked: when and why (its
-                           modification time is the age used for expiry)
+    ROOT_DIR/block/IP      present while IP is blocked: when and why, and
+                           "until TIME (LENGTH; why)"; the length runs from
+                           its modification time: touch renews the block
     ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
     ROOT_DIR/sentry.log    one line per decision: time, address, action, reason
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
@@ -5990,7 +6345,8 @@ CONFIGURATION
     set in ROOT_DIR/sentry.conf and then overridden by an environment variable:
     ROOT_DIR (environment only, default /var/db/sentry), ADD_TO_TCPWRAPPERS (1),
     ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW (0), FIREWALL_TABLE
-    (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never), PROTECT_FTP (1),
+    (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never; a block on strong
+    evidence), BLOCK_THIN_MINUTES (10; a block on thin evidence), PROTECT_FTP (1),
     PROTECT_SMTP (0), PROTECT_MUA (1), SSH_LOG, FTP_LOG, MAIL_LOG (a file or
     "journal"; empty = the usual places), ALLOW_IPS (addresses and CIDR ranges
     never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW.
