@@ -114,6 +114,30 @@ export const DEFAULTS = {
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
 export type ConfigKey = keyof Config;
+type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[ConfigKey];
+
+/**
+ * The largest value each number setting may take, checked where the
+ * configuration is loaded. Each bound is where the setting stops working,
+ * or well below it: a timeout handed to setTimeout or SQLite's busy handler
+ * above 2^31-1 ms wraps around (LOCK_TIMEOUT_SECONDS=2147484 made every
+ * lock fail at once, so nothing was ever blocked; UPDATE_TIMEOUT_SECONDS=
+ * 999999999 fired after 1 ms). Every number key must have one (the type
+ * says so), so a new setting cannot forget it.
+ */
+export const CONFIG_MAX: Record<NumberKey, number> = {
+  EXPIRE_BLOCK_DAYS: 36_500, // a century; 0 (never) is the way to say "for good"
+  CONNECT_THRESHOLD: 1_000_000,
+  FAIL_THRESHOLD: 1_000_000,
+  SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
+  SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
+  FIRST_SCAN_MB: 1_048_576, // 1 TB
+  EXPIRE_CHECK_MINUTES: 525_600, // a year
+  REPORT_REBUILD_HOURS: 8_760, // a year
+  COMMAND_TIMEOUT_SECONDS: 3_600,
+  UPDATE_TIMEOUT_SECONDS: 3_600, // a download may last DOWNLOAD_TOTAL_FACTOR (20) times this: 20 h < 2^31-1 ms
+  LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
+};
 
 /**
  * Reads one value for `key` from text, typed like its default.
@@ -131,7 +155,9 @@ export function parseConfigValue(key: ConfigKey, raw: string, origin: string): C
     throw bad("1 or 0");
   }
   if (typeof def === "number") {
-    if (!/^\d{1,9}$/.test(text)) throw bad("a whole number, 0 or more");
+    const max = CONFIG_MAX[key as NumberKey];
+    if (!/^\d{1,9}$/.test(text)) throw bad(`a whole number from 0 to ${max}`);
+    if (Number(text) > max) throw bad(`a whole number from 0 to ${max} (${key}'s upper bound)`);
     return Number(text);
   }
   if (/[\0\n\r]/.test(text)) throw bad("one line of text");
@@ -398,7 +424,7 @@ function formatV6(g: number[]): string {
 /**
  * The canonical spelling of an address, or null if `text` is not exactly
  * one. IPv4-mapped IPv6 becomes IPv4; a zone id (%eth0) is dropped; the
- * unspecified and broadcast addresses, which no client can have, are refused.
+ * unspecified, broadcast and multicast addresses, which no client can have, are refused.
  */
 export function parseIp(text: string): string | null {
   if (typeof text !== "string" || text.length === 0 || text.length > 64) return null;
@@ -413,11 +439,16 @@ export function parseIp(text: string): string | null {
     const b = parseV4Bytes(s);
     if (!b) return null;
     const ip = b.join(".");
-    return ip === "0.0.0.0" || ip === "255.255.255.255" ? null : ip;
+    if (ip === "0.0.0.0" || ip === "255.255.255.255") return null;
+    // 224.0.0.0/4 is multicast: no TCP client ever has such a source address,
+    // so one can only come from a forged argument or a misread log.
+    if (b[0] >= 224 && b[0] <= 239) return null;
+    return ip;
   }
   const g = parseV6Groups(s);
   if (!g) return null;
   if (g.every((x) => x === 0)) return null; // "::" is no client
+  if (g[0] >> 8 === 0xff) return null; // ff00::/8 is multicast: no client either
   // ::ffff:a.b.c.d is an IPv4 client on a dual-stack socket.
   if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
     return parseIp(`${g[6] >> 8}.${g[6] & 255}.${g[7] >> 8}.${g[7] & 255}`);
@@ -464,8 +495,15 @@ export function parseCidr(text: string): Cidr | null {
   return { family, base: value & mask, bits, text: `${ip}/${bits}` };
 }
 
-/** Loopback is never blocked, whatever ALLOW_IPS says. */
-export const ALWAYS_ALLOWED = ["127.0.0.0/8", "::1/128"];
+/**
+ * Loopback is never blocked, whatever ALLOW_IPS says, in every spelling a
+ * socket or a log can give it: 127/8 and ::1, IPv4-compatible ::127.x.y.z
+ * (deprecated but still parsed by inet_pton), NAT64's well-known prefix
+ * 64:ff9b::/96 holding 127/8 (RFC 6052), and SIIT's IPv4-translated
+ * ::ffff:0:127.x.y.z (RFC 2765). IPv4-mapped ::ffff:127.x.y.z needs no entry:
+ * parseIp turns it into 127.x.y.z.
+ */
+export const ALWAYS_ALLOWED = ["127.0.0.0/8", "::1/128", "::127.0.0.0/104", "64:ff9b::127.0.0.0/104", "::ffff:0:127.0.0.0/104"];
 
 /** Parses ALLOW_IPS (space or comma separated) plus loopback; throws naming the bad entry. */
 export function parseAllowList(text: string): Cidr[] {
