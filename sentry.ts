@@ -952,14 +952,32 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
   if (lockDepth > 0) return fn(); // this process holds it already
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.lock");
   const { DatabaseSync } = sqlite();
-  let db: InstanceType<SqliteModule["DatabaseSync"]>;
-  try {
-    db = withRoot(ctx, () => {
+  const open = () => {
+    const db = withRoot(ctx, () => {
       // SQLite reports a missing folder as "unable to open": look first.
       if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
       return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     });
-    db.exec("BEGIN IMMEDIATE");
+    try {
+      db.exec("BEGIN IMMEDIATE");
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return db;
+  };
+  let db: InstanceType<SqliteModule["DatabaseSync"]>;
+  try {
+    try {
+      db = open();
+    } catch (e) {
+      // A lock file that is not a database (a disk error, an editor, a copy
+      // gone wrong) would otherwise fail every block, allow and decision for
+      // good. It holds nothing: move it aside, make a new one, say so.
+      if (!isCorrupt(e)) throw e;
+      moveLockAside(ctx, file);
+      db = open();
+    }
   } catch (e) {
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
@@ -971,6 +989,43 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
     db.exec("ROLLBACK");
     db.close();
   }
+}
+
+/**
+ * Moves a corrupt sentry.lock to sentry.lock.corrupt-TIME. sentry itself
+ * only ever leaves it empty (a lock writes no page), so a file that is
+ * empty or starts with SQLite's header is one another process has just
+ * recreated: that one is left alone. The lock cannot guard its own repair;
+ * the window left (between that look and the rename) is microseconds, once,
+ * and costs at worst one hosts.deny rewrite, which the next connect of the
+ * address heals (connect, step 2).
+ */
+function moveLockAside(ctx: Ctx, file: string): void {
+  const fsys = ctx.sys.fs;
+  const head = Buffer.alloc(16);
+  let n = 0;
+  try {
+    const fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      n = fsys.readSync(fd, head, 0, 16, 0);
+    } finally {
+      fsys.closeSync(fd);
+    }
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return;
+    throw ioError("read", file, e);
+  }
+  if (n === 0 || head.toString("latin1") === "SQLite format 3\0") return;
+  const aside = `${file}.corrupt-${isoTime(ctx.sys.now()).replace(/[-:]/g, "")}`;
+  try {
+    fsys.renameSync(file, aside);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return;
+    throw ioError("move aside", file, e);
+  }
+  const note = `${file} was not a usable lock: moved to ${aside}, a new one is made`;
+  ctx.sys.warn(note);
+  logDecision(ctx, "-", "repair", note);
 }
 
 // ==== 6. Evidence: reading log lines safely =================================

@@ -57,3 +57,22 @@ t.test("every number setting has an upper bound that names itself", async (t) =>
   t.equal(r.status, 1);
   t.match(r.stderr, /UPDATE_TIMEOUT_SECONDS/);
 });
+
+t.test("a corrupt sentry.lock is moved aside and recreated", async (t) => {
+  const root = join(tempDir(t), "root");
+  t.equal(sentry(["--block", "--ip=192.0.2.1"], envFor(root)).status, 0);
+  fs.writeFileSync(join(root, "sentry.lock"), "this is not a database, it is a note an admin left here\n".repeat(20));
+  const r = sentry(["--block", "--ip=192.0.2.2"], envFor(root));
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stderr, /sentry\.lock was not a usable lock: moved to .*sentry\.lock\.corrupt-/);
+  t.equal(state(root, "192.0.2.2"), "blocked");
+  t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), "192.0.2.1\n192.0.2.2\n");
+  const aside = fs.readdirSync(root).filter((n) => n.startsWith("sentry.lock.corrupt-"));
+  t.equal(aside.length, 1, "the old file is kept");
+  t.match(fs.readFileSync(join(root, aside[0]), "utf8"), /an admin left here/);
+  t.match(sentryLog(root), /^\S+ - repair .*sentry\.lock was not a usable lock/m);
+  // And the next one works without a word.
+  const r2 = sentry(["--block", "--ip=192.0.2.3"], envFor(root));
+  t.equal(r2.status, 0);
+  t.equal(r2.stderr, "");
+});
