@@ -882,6 +882,22 @@ export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640):
   }
 }
 
+/**
+ * The text of a small file of ROOT_DIR, opened without following a symlink
+ * (ROOT_DIR's files are sentry's own: a link there is someone's attempt to
+ * make root read or write elsewhere). Throws what the file system throws
+ * (ENOENT, ELOOP for a symlink).
+ */
+export function readStateFile(ctx: Ctx, file: string): string {
+  const fsys = ctx.sys.fs;
+  const fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    return fsys.readFileSync(fd, "utf8");
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
 /** Removes a file; true if it was there. */
 export function removeFile(ctx: Ctx, file: string): boolean {
   try {
@@ -2921,6 +2937,7 @@ export function connect(ctx: Ctx, ip: string): number {
   const status = ipStatus(ctx, ip);
   ctx.sys.out(recordLine(count, ip, status));
   expireIfDue(ctx);
+  if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
@@ -3135,6 +3152,8 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
     db.close();
   }
   const expired = expireBlocks(ctx);
+  const healed = healHostsDeny(ctx, "scan");
+  if (healed !== null) ctx.sys.warn(healed);
   try {
     // --doctor reads this: a server without libwrap is protected if --scan runs.
     const stamp = path.join(ctx.cfg.ROOT_DIR, "scan.stamp");
@@ -3176,6 +3195,100 @@ export function hostsDenyText(blocked: string[], allowRanges: Cidr[]): string {
 export function writeHostsDeny(ctx: Ctx): void {
   const text = hostsDenyText(listDir(ctx, "block"), ctx.allowRanges);
   writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), text, 0o644);
+}
+
+// ---- 9.1.1 hosts.deny heals --------------------------------------------------
+//
+//   block/203.0.113.7 exists, hosts.deny lacks it (a kill -9 between the two
+//   writes of setBlocked, a full disk)  →  the next connect of 203.0.113.7
+//   rewrites hosts.deny and re-adds it to every enabled firewall
+//
+// tcpd refuses an address listed in hosts.deny before it spawns sentry, so a
+// connect from an address block/ says is blocked proves the list is stale.
+// Without this, such an address stays "blocked" in block/ and free at the
+// door for good. The look costs one read of hosts.deny, and only for an
+// address that is blocked; the rewrite happens only when the file really
+// lacks it: a blocked address also reaches sentry legitimately (sentry run
+// from pam_exec, a firewall-only setup), and those connects must not
+// rewrite the file each time. With ADD_TO_TCPWRAPPERS=0 there is no list to
+// prove stale: --resync repairs the firewalls.
+
+/** The addresses ROOT_DIR/hosts.deny holds now (canonical), or null if there is no file. */
+export function readHostsDeny(ctx: Ctx): Set<string> | null {
+  const file = path.join(ctx.cfg.ROOT_DIR, "hosts.deny");
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    throw ioError("read", file, e);
+  }
+  const out = new Set<string>();
+  for (const word of text.split(/\s+/)) {
+    const ip = parseIp(word.replace(/^\[(.*)\]$/, "$1"));
+    if (ip !== null) out.add(ip);
+  }
+  return out;
+}
+
+/** What hosts.deny lacks and what it holds too many, compared with block/ (minus ALLOW_IPS). */
+export function hostsDenyDiff(ctx: Ctx): { missing: string[]; extra: string[] } {
+  const want = new Set(listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges)));
+  const have = readHostsDeny(ctx) ?? new Set<string>();
+  return { missing: [...want].filter((ip) => !have.has(ip)), extra: [...have].filter((ip) => !want.has(ip)) };
+}
+
+/**
+ * connect, step 2, for a blocked `ip`: if hosts.deny lacks it, rewrites
+ * hosts.deny from block/ and re-adds `ip` to every enabled firewall, under
+ * the lock (looking again there: a parallel connect may have healed it, or
+ * the block being written may be about to). Returns the exit code.
+ */
+export function healBlocked(ctx: Ctx, ip: string): number {
+  if (!ctx.cfg.ADD_TO_TCPWRAPPERS || inRanges(ip, ctx.allowRanges)) return 0;
+  if (readHostsDeny(ctx)?.has(ip)) return 0;
+  return withLock(ctx, () => {
+    if (!ctx.sys.fs.existsSync(statePath(ctx, "block", ip)) || readHostsDeny(ctx)?.has(ip)) return 0;
+    writeHostsDeny(ctx);
+    let code = 0;
+    const names: string[] = [];
+    for (const b of enabledBackends(ctx)) {
+      const r = b.add(ip, ctx.cfg, ctx.sys);
+      if (!r.ok) code = backendFailed(ctx, ip, b.name, "add", r.error);
+      else names.push(b.name);
+    }
+    const what = `connected although block/${ip} says blocked: hosts.deny lacked it and was rewritten${names.length ? `; re-added to ${names.join(", ")}` : ""}`;
+    ctx.sys.warn(`${ip} ${what}`);
+    logDecision(ctx, ip, "heal", what);
+    return code;
+  });
+}
+
+/**
+ * --scan and --resync: compares hosts.deny with block/ and, if they differ,
+ * rewrites it under the lock. Returns a line saying what was repaired, or
+ * null if nothing was (or ADD_TO_TCPWRAPPERS is off).
+ */
+export function healHostsDeny(ctx: Ctx, by: string): string | null {
+  if (!ctx.cfg.ADD_TO_TCPWRAPPERS) return null;
+  return withLock(ctx, () => {
+    // The exact text, not only the addresses: a word that is no address
+    // (an admin's edit, an ALL) is a pattern to tcpd, and may refuse everyone.
+    const file = path.join(ctx.cfg.ROOT_DIR, "hosts.deny");
+    let have = "";
+    try {
+      have = readStateFile(ctx, file);
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+    }
+    if (have === hostsDenyText(listDir(ctx, "block"), ctx.allowRanges)) return null;
+    const { missing, extra } = hostsDenyDiff(ctx);
+    writeHostsDeny(ctx);
+    const show = (a: string[]) => `${a.length}${a.length ? ` (${a.slice(0, 5).join(", ")}${a.length > 5 ? ", …" : ""})` : ""}`;
+    const what = `hosts.deny differed from block/ and was rewritten: ${show(missing)} missing, ${show(extra)} left over`;
+    logDecision(ctx, "-", "heal", `${by}: ${what}`);
+    return what;
+  });
 }
 
 // ---- 9.2 Firewalls: nftables, iptables+ipset, pf, ipfw ---------------------------
@@ -3764,8 +3877,8 @@ export function resync(ctx: Ctx): number {
     const blocked = listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges));
     const want = new Set(blocked);
     let code = 0;
-    if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
-    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses` : "off"}`];
+    const healed = healHostsDeny(ctx, "resync");
+    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses${healed ? `; ${healed}` : ""}` : "off"}`];
     for (const b of enabledBackends(ctx)) {
       const have = b.list(ctx.cfg, ctx.sys);
       let added = 0;

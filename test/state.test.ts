@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { parseIp, parseAllowList, inRanges, loadConfig, CONFIG_MAX, DEFAULTS } from "../sentry.ts";
-import { requireBinary, sentry, envFor, tempDir, state, sentryLog } from "./lib/run.ts";
+import { requireBinary, sentry, envFor, tempDir, state, sentryLog, SENTRY } from "./lib/run.ts";
 
 requireBinary();
 
@@ -75,4 +75,79 @@ t.test("a corrupt sentry.lock is moved aside and recreated", async (t) => {
   const r2 = sentry(["--block", "--ip=192.0.2.3"], envFor(root));
   t.equal(r2.status, 0);
   t.equal(r2.stderr, "");
+});
+
+/** Waits until `cond` holds (polling a file system state a child process makes). */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+t.test("kill -9 between block/IP and hosts.deny: the next connect of the address heals it", async (t) => {
+  const root = join(tempDir(t), "root");
+  const env = envFor(root);
+  t.equal(sentry(["--block", "--ip=192.0.2.1"], env).status, 0);
+  // sentry.log as a FIFO holds the blocker between its two writes: block/IP
+  // is written, then the decision is appended to sentry.log (the open waits
+  // for a reader), then hosts.deny. It is killed right there.
+  fs.rmSync(join(root, "sentry.log"));
+  t.equal(spawnSync("mkfifo", [join(root, "sentry.log")]).status, 0);
+  const { spawn } = await import("node:child_process");
+  const p = spawn(SENTRY, ["--block", "--ip=198.51.100.7"], { env, stdio: "ignore" });
+  const closed = new Promise((r) => p.on("close", r));
+  await until(() => fs.existsSync(join(root, "block", "198.51.100.7")), "block/198.51.100.7");
+  p.kill("SIGKILL");
+  await closed;
+  fs.rmSync(join(root, "sentry.log"));
+  t.equal(state(root, "198.51.100.7"), "blocked", "the kill left block/IP");
+  t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), "192.0.2.1\n", "and hosts.deny without it");
+  // tcpd let it in, so sentry ran: that connect heals.
+  let r = sentry(["--connect", "--ip=198.51.100.7"], env);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /connections from 198\.51\.100\.7 and it is blocked/);
+  t.match(r.stderr, /hosts\.deny lacked it and was rewritten/);
+  t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), "192.0.2.1\n198.51.100.7\n");
+  t.match(sentryLog(root), /^\S+ 198\.51\.100\.7 heal connected although block\/198\.51\.100\.7 says blocked/m);
+  // A blocked address that reaches sentry although listed (pam_exec) costs a read, no rewrite.
+  const ino = fs.statSync(join(root, "hosts.deny")).ino;
+  r = sentry(["--connect", "--ip=198.51.100.7"], env);
+  t.equal(r.stderr, "");
+  t.equal(fs.statSync(join(root, "hosts.deny")).ino, ino, "hosts.deny is not rewritten when it holds the address");
+  t.equal(sentryLog(root).match(/ heal /g)?.length, 1);
+});
+
+t.test("with ADD_TO_TCPWRAPPERS=0 a blocked address's connect writes no hosts.deny", async (t) => {
+  const root = join(tempDir(t), "root");
+  const env = envFor(root, { ADD_TO_TCPWRAPPERS: "0" });
+  t.equal(sentry(["--block", "--ip=198.51.100.8"], env).status, 0);
+  const r = sentry(["--connect", "--ip=198.51.100.8"], env);
+  t.equal(r.status, 0);
+  t.equal(r.stderr, "");
+  t.notOk(fs.existsSync(join(root, "hosts.deny")));
+});
+
+t.test("--scan and --resync compare hosts.deny with block/ and repair it", async (t) => {
+  const root = join(tempDir(t), "root");
+  const env = envFor(root);
+  t.equal(sentry(["--block", "--ip=192.0.2.1"], env).status, 0);
+  t.equal(sentry(["--block", "--ip=2001:db8::1"], env).status, 0);
+  const deny = join(root, "hosts.deny");
+  const good = "192.0.2.1\n[2001:db8::1]\n";
+  t.equal(fs.readFileSync(deny, "utf8"), good);
+  // A full disk left it empty; someone's edit added a word tcpd reads as a pattern.
+  fs.writeFileSync(deny, "ALL\n");
+  let r = sentry(["--scan"], env);
+  t.match(r.stderr, /hosts\.deny differed from block\/ and was rewritten: 2 \(192\.0\.2\.1, 2001:db8::1\) missing, 0 left over/);
+  t.equal(fs.readFileSync(deny, "utf8"), good);
+  t.match(sentryLog(root), / - heal scan: hosts\.deny differed/);
+  r = sentry(["--scan"], env);
+  t.notMatch(r.stderr, /differed/, "a second scan finds nothing to repair");
+  fs.writeFileSync(deny, "192.0.2.1\n203.0.113.50\n");
+  r = sentry(["--resync"], env);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /hosts\.deny: 2 addresses; hosts\.deny differed from block\/ and was rewritten: 1 \(2001:db8::1\) missing, 1 \(203\.0\.113\.50\) left over/);
+  t.equal(fs.readFileSync(deny, "utf8"), good);
 });
