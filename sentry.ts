@@ -1044,6 +1044,128 @@ function moveLockAside(ctx: Ctx, file: string): void {
   logDecision(ctx, "-", "repair", note);
 }
 
+// ---- 5.3 Forgiven: a delist survives the loss of sentry.db -------------------
+//
+//   ROOT_DIR/delisted/203.0.113.9
+//     {"at":1795262400123,"by":"admin","logs":{"2049:131077":5321900}}
+//
+// A delist (or an expiry) sets aside the address's tallies in sentry.db. But
+// sentry.db is an index the manual says may be deleted: rebuilt, it would
+// read the same old lines again, and the next connect would block the
+// address once more on evidence already forgiven. So the files remember
+// when it was forgiven ("at", epoch ms) and how far each log then reached
+// ("logs": "dev:ino" of each log file → its size then), and a line about a
+// forgiven address is not counted if it is from before that:
+//   - a line with a full timestamp (RFC 3339 syslog; the journal's own
+//     __REALTIME_TIMESTAMP) is old if stamped at or before "at";
+//   - any other line (a classic syslog stamp has no year and no zone; `sshd
+//     -E` writes none) is old if it lies below the size its file had then.
+//     Byte positions of one inode only grow, so this is exact; a file that
+//     was emptied in place (copytruncate) and written again reads as old
+//     up to that size: in the forgiven address's favour, which is the side
+//     to err on, since forgiving is what the administrator asked for;
+//   - a file that was not there then (a rotation made it since) is new.
+// The marker stays until the next delist of the address overwrites it.
+
+/** When an address was last forgiven, and how far each log reached then. */
+export interface Forgiven {
+  at: number; // epoch ms
+  logs: Record<string, number>; // "dev:ino" → size in bytes
+}
+
+/** Looks up the forgiven addresses of one scan: one readdir, then a read per address met. */
+export interface ForgivenLookup {
+  names: Set<string>;
+  get(ip: string): Forgiven | null;
+}
+
+export const DELISTED_DIR = "delisted";
+
+/** "dev:ino", the identity of a log file across renames. */
+export function fileIdent(st: { dev: number; ino: number }): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+/** Writes ROOT_DIR/delisted/IP: now, and the size of every log file sentry reads. Call under withLock. */
+export function writeForgiven(ctx: Ctx, ip: string, by: string): void {
+  const dir = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR);
+  try {
+    ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+  } catch (e) {
+    if (errCode(e) !== "EEXIST") throw ioError("create", dir, e);
+  }
+  const logs: Record<string, number> = {};
+  for (const src of logSources(ctx.cfg, ctx.sys.fs)) {
+    if (src.kind !== "file") continue;
+    const st = ctx.sys.fs.statSync(src.path, { throwIfNoEntry: false });
+    if (st && st.isFile()) logs[fileIdent(st)] = st.size;
+  }
+  const f: Forgiven = { at: ctx.sys.now(), logs };
+  writeAtomic(ctx, path.join(dir, ip), `${JSON.stringify({ ...f, by: sanitize(by, 100) })}\n`);
+}
+
+/** Reads ROOT_DIR/delisted/IP; null if absent. A marker that cannot be read or parsed stops the scan (exit 2): guessing could block a forgiven address. */
+export function readForgiven(ctx: Ctx, ip: string): Forgiven | null {
+  const file = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR, ip);
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    throw ioError("read", file, e);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new SentryError(`${file}: not a delist marker (${errText(e)}); remove it to count the address's whole log again`, 2);
+  }
+  const o = v as { at?: unknown; logs?: unknown };
+  if (typeof o !== "object" || o === null || typeof o.at !== "number" || typeof o.logs !== "object" || o.logs === null)
+    throw new SentryError(`${file}: not a delist marker (no "at" and "logs"); remove it to count the address's whole log again`, 2);
+  const logs: Record<string, number> = {};
+  for (const [k, n] of Object.entries(o.logs)) if (typeof n === "number") logs[k] = n;
+  return { at: o.at, logs };
+}
+
+/** The forgiven addresses, listed once; each marker is read on first use. */
+export function forgivenLookup(ctx: Ctx): ForgivenLookup {
+  const where = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR);
+  let names: string[] = [];
+  try {
+    names = ctx.sys.fs.readdirSync(where);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("list", where, e);
+  }
+  const cache = new Map<string, Forgiven | null>();
+  return {
+    names: new Set(names.filter((n) => parseIp(n) === n)),
+    get(ip) {
+      if (!cache.has(ip)) cache.set(ip, readForgiven(ctx, ip));
+      return cache.get(ip) ?? null;
+    },
+  };
+}
+
+const RFC3339_STAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)) /;
+
+/**
+ * Whether a log line about a forgiven address predates its forgiveness (see
+ * above). `ident`/`at`: the file and byte offset of the line ("" for the
+ * journal); `stampMs`: the time the journal gives the entry, or null.
+ */
+export function isForgivenLine(f: Forgiven | null, line: string, ident: string, at: number, stampMs: number | null): boolean {
+  if (f === null) return false;
+  if (stampMs !== null) return stampMs <= f.at;
+  const m = RFC3339_STAMP.exec(line);
+  if (m) {
+    const t = Date.parse(m[1].replace(/([+-]\d\d)(\d\d)$/, "$1:$2"));
+    if (Number.isFinite(t)) return t <= f.at;
+  }
+  const size = f.logs[ident];
+  return size !== undefined && at < size;
+}
+
 // ==== 6. Evidence: reading log lines safely =================================
 //
 // Input → output, one line at a time:
@@ -2382,6 +2504,7 @@ export interface ScanResult {
   capped: boolean; // stopped at SCAN_SECONDS
   touched: Set<string>; // addresses with new evidence
   notes: string[];
+  forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
@@ -2440,7 +2563,7 @@ export function readLines(
   fsys: FsTable,
   fd: number,
   from: { start: number | null; size: number; skipping: boolean },
-  fn: (line: string | null) => void,
+  fn: (line: string | null, at: number) => void,
   opts: { more?: () => boolean; lastPartial?: boolean } = {},
 ): { offset: number; skipping: boolean; stopped: boolean; bytes: number } {
   const buf = Buffer.allocUnsafe(CHUNK + MAX_LINE);
@@ -2463,13 +2586,13 @@ export function readLines(
     let lineStart = 0;
     for (let nl = buf.indexOf(10, 0); nl !== -1 && nl < end; nl = buf.indexOf(10, nl + 1)) {
       if (skipping) skipping = false; // the end of an over-long line
-      else fn(nl - lineStart <= MAX_LINE ? buf.toString("utf8", lineStart, nl) : null);
+      else fn(nl - lineStart <= MAX_LINE ? buf.toString("utf8", lineStart, nl) : null, pos + lineStart);
       lineStart = nl + 1;
     }
     // What is left is the start of a line that has not ended in this chunk.
     const rest = end - lineStart;
     if (skipping || rest > MAX_LINE) {
-      if (!skipping) fn(null);
+      if (!skipping) fn(null, pos + lineStart);
       skipping = true;
       pos += end;
       carry = 0;
@@ -2479,7 +2602,7 @@ export function readLines(
       carry = rest;
     }
   }
-  if (opts.lastPartial && carry > 0 && !skipping) fn(buf.toString("utf8", 0, carry));
+  if (opts.lastPartial && carry > 0 && !skipping) fn(buf.toString("utf8", 0, carry), pos);
   return { offset: pos, skipping, stopped, bytes };
 }
 
@@ -2496,6 +2619,8 @@ function readFileFrom(
   deadline: number,
 ): { offset: number; skipping: boolean; stopped: boolean } {
   const state = newClassifierState();
+  const forgiven = res.forgiven ?? null;
+  const ident = forgiven && forgiven.names.size > 0 ? fileIdent(ctx.sys.fs.fstatSync(fd)) : "";
   // The deadline is set before the wait for the index's lock; readLines
   // always reads one chunk, so a connect that waited long still moves the
   // cursor on (else every later connect would stop at the same place).
@@ -2503,11 +2628,13 @@ function readFileFrom(
     ctx.sys.fs,
     fd,
     { start, size, skipping },
-    (line) => {
+    (line, at) => {
       if (line === null) return; // over-long: no daemon writes such lines
       res.lines++;
       const ev = classifyLine(line, src.program, state);
-      if (ev && src.services.includes(ev.service)) addFound(found, ev, line);
+      if (!ev || !src.services.includes(ev.service)) return;
+      if (forgiven && forgiven.names.has(ev.ip) && isForgivenLine(forgiven.get(ev.ip), line, ident, at, null)) return;
+      addFound(found, ev, line);
     },
     { more: () => ctx.sys.now() <= deadline },
   );
@@ -2679,7 +2806,14 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     if (msg === "" || ident === "" || msg.length > MAX_LINE) continue;
     if (!journalWriterOk(entry, ident)) continue;
     const ev = classifyLine(msg, ident, state);
-    if (ev && src.services.includes(ev.service)) addFound(found, ev, `${ident}: ${msg}`);
+    if (!ev || !src.services.includes(ev.service)) continue;
+    const fg = res.forgiven;
+    if (fg && fg.names.has(ev.ip)) {
+      // journalctl adds __REALTIME_TIMESTAMP (µs) to every entry: the exact time the entry was written.
+      const us = typeof entry.__REALTIME_TIMESTAMP === "string" ? Number(entry.__REALTIME_TIMESTAMP) : NaN;
+      if (isForgivenLine(fg.get(ev.ip), msg, "", 0, Number.isFinite(us) ? us / 1000 : null)) continue;
+    }
+    addFound(found, ev, `${ident}: ${msg}`);
   }
   return { ident: cursor, offset: 0, skipping: 0, head: "" };
 }
@@ -2692,6 +2826,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
 export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
   const sources = logSources(ctx.cfg, ctx.sys.fs);
   const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), notes: [] };
+  res.forgiven = forgivenLookup(ctx);
   const deadline = ctx.sys.now() + seconds * 1000;
   try {
     db.exec("BEGIN IMMEDIATE");
@@ -3013,6 +3148,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
+  writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
   forgetEvidence(ctx, ip);
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.

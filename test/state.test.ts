@@ -151,3 +151,49 @@ t.test("--scan and --resync compare hosts.deny with block/ and repair it", async
   t.match(r.stdout, /hosts\.deny: 2 addresses; hosts\.deny differed from block\/ and was rewritten: 1 \(2001:db8::1\) missing, 1 \(203\.0\.113\.50\) left over/);
   t.equal(fs.readFileSync(deny, "utf8"), good);
 });
+
+t.test("a delist survives the loss of sentry.db", async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const log = join(dir, "auth.log");
+  const env = envFor(root, { SSH_LOG: log });
+  const ip = "203.0.113.20";
+  const connect = () => sentry(["--connect", `--ip=${ip}`], env);
+  fs.writeFileSync(log, `Invalid user a from ${ip} port 1\n`.repeat(3));
+  for (let i = 0; i < 3; i++) connect();
+  t.equal(state(root, ip), "blocked", "blocked on its evidence");
+  t.equal(sentry(["--delist", `--ip=${ip}`], env).status, 0);
+  t.ok(fs.existsSync(join(root, "delisted", ip)), "the files remember the delist");
+  // The manual says sentry.db may be deleted.
+  for (const f of fs.readdirSync(root)) if (f.startsWith("sentry.db")) fs.rmSync(join(root, f));
+  for (let i = 0; i < 4; i++) connect();
+  t.ok(fs.existsSync(join(root, "sentry.db")), "the index was rebuilt");
+  t.equal(state(root, ip), "none", "the rebuilt index does not count the forgiven lines");
+  // Lines written after the delist (these have no timestamp: their place in the file tells) count.
+  fs.appendFileSync(log, `Invalid user b from ${ip} port 2\n`);
+  connect();
+  t.equal(state(root, ip), "blocked", "new evidence blocks it again");
+});
+
+t.test("a delist and RFC 3339 stamps: the stamp, not the place, tells old from new", async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const log = join(dir, "auth.log");
+  const env = envFor(root, { SSH_LOG: log });
+  const ip = "203.0.113.21";
+  const at = (ms: number) => new Date(ms).toISOString().replace("Z", "+00:00");
+  const line = (ms: number, user: string) => `${at(ms)} host sshd[7]: Invalid user ${user} from ${ip} port 1\n`;
+  const connect = () => sentry(["--connect", `--ip=${ip}`], env);
+  fs.writeFileSync(log, line(Date.now() - 3_600_000, "a"));
+  for (let i = 0; i < 3; i++) connect();
+  t.equal(state(root, ip), "blocked");
+  t.equal(sentry(["--delist", `--ip=${ip}`], env).status, 0);
+  for (const f of fs.readdirSync(root)) if (f.startsWith("sentry.db")) fs.rmSync(join(root, f));
+  // Appended after the delist but stamped before it (a relay's late delivery): old.
+  fs.appendFileSync(log, line(Date.now() - 1_800_000, "b"));
+  for (let i = 0; i < 4; i++) connect();
+  t.equal(state(root, ip), "none", "lines stamped before the delist are not counted");
+  fs.appendFileSync(log, line(Date.now() + 1_000, "c"));
+  connect();
+  t.equal(state(root, ip), "blocked", "a line stamped after it is");
+});
