@@ -113,6 +113,15 @@ export const DEFAULTS = {
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
+
+/**
+ * Settings that decide what code runs as root (an update channel and its
+ * key; later, notification commands). A sentry.conf another user could
+ * write, or the environment of an unprivileged caller, must not set them:
+ * they are taken only from a sentry.conf owned by root or from the
+ * environment of a process running as root.
+ */
+export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY"];
 export type ConfigKey = keyof Config;
 type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[ConfigKey];
 
@@ -176,7 +185,7 @@ export function isConfigKey(name: string): name is ConfigKey {
  * Unknown keys in sentry.conf are errors (a misspelt PROTECT_FTP would
  * otherwise be silently ignored); unknown environment variables are not ours.
  */
-export function loadConfig(env: Record<string, string | undefined>, fsys: FsTable = realFs): Config {
+export function loadConfig(env: Record<string, string | undefined>, fsys: FsTable = realFs, uid: number = process.geteuid ? process.geteuid() : 0): Config {
   const cfg: Config = { ...DEFAULTS };
   const set = (key: ConfigKey, raw: string, origin: string) => {
     (cfg as Record<ConfigKey, unknown>)[key] = parseConfigValue(key, raw, origin);
@@ -184,15 +193,29 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
   if (env.ROOT_DIR !== undefined) set("ROOT_DIR", env.ROOT_DIR, "environment");
   if (!path.isAbsolute(cfg.ROOT_DIR))
     throw new SentryError(`ROOT_DIR must be an absolute path, not ${JSON.stringify(cfg.ROOT_DIR)}`, 1);
+  checkStrictModes(cfg.ROOT_DIR, fsys, uid);
   const confPath = path.join(cfg.ROOT_DIR, "sentry.conf");
   let text: string | null = null;
+  let confOwner = 0;
+  let fd: number | null = null;
   try {
-    text = fsys.readFileSync(confPath, "utf8");
+    // No symlink (O_NOFOLLOW), no FIFO that would hang every connect (O_NONBLOCK).
+    fd = fsys.openSync(confPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const st = fsys.fstatSync(fd);
+    if (!st.isFile()) throw new SentryError(`${confPath} is not a regular file: remove it`, 2);
+    const bad = strictProblem(confPath, st, uid, false);
+    if (bad) throw new SentryError(bad, 2);
+    confOwner = st.uid;
+    text = fsys.readFileSync(fd, "utf8");
   } catch (e) {
+    if (e instanceof SentryError) throw e;
     const code = errCode(e);
     // No file is the normal case; a ROOT_DIR that does not exist yet too.
+    if (code === "ELOOP") throw new SentryError(`${confPath} is a symbolic link: sentry follows none inside ROOT_DIR; replace it with the file`, 2);
     if (code !== "ENOENT" && code !== "ENOTDIR")
       throw new SentryError(`cannot read ${confPath}: ${errText(e)}`, 2);
+  } finally {
+    if (fd !== null) fsys.closeSync(fd);
   }
   if (text !== null) {
     text.split("\n").forEach((line, i) => {
@@ -204,6 +227,8 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
       const key = m[1];
       if (!isConfigKey(key)) throw new SentryError(`${where}: unknown setting ${key}`, 1);
       if (key === "ROOT_DIR") throw new SentryError(`${where}: ROOT_DIR cannot be set inside ROOT_DIR`, 1);
+      if (EXEC_SETTINGS.includes(key) && confOwner !== 0)
+        throw new SentryError(`${where}: ${key} is taken only from a sentry.conf owned by root (this one is owned by uid ${confOwner}): run chown root ${confPath}, or set it in the environment of root`, 2);
       // Allow the value to be quoted, as in a shell file.
       set(key, m[2].replace(/^"(.*)"$|^'(.*)'$/, "$1$2"), where);
     });
@@ -211,7 +236,10 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
   for (const key of Object.keys(DEFAULTS) as ConfigKey[]) {
     if (key === "ROOT_DIR") continue;
     const v = env[key];
-    if (v !== undefined) set(key, v, "environment");
+    if (v === undefined) continue;
+    if (EXEC_SETTINGS.includes(key) && uid !== 0)
+      throw new SentryError(`environment: ${key} is taken only from the environment of root (this process runs as uid ${uid}); put it in a sentry.conf owned by root`, 2);
+    set(key, v, "environment");
   }
   // ALLOW_IPS is checked now, so a typo fails every command, not the first block.
   parseAllowList(cfg.ALLOW_IPS);
@@ -265,6 +293,7 @@ export type FsTable = Pick<
   | "unlinkSync"
   | "rmSync"
   | "chmodSync"
+  | "fchmodSync"
   | "copyFileSync"
   | "existsSync"
   | "accessSync"
@@ -292,6 +321,7 @@ export interface Sys {
   /** Runs cmd with an argument vector, never a shell, killed after timeoutMs. */
   run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
   execPath: string; // this program (the binary itself when compiled)
+  uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
 }
 
 /**
@@ -331,6 +361,7 @@ export function realSys(): Sys {
     err: (t) => void process.stderr.write(t),
     run: runCommand,
     execPath: process.execPath,
+    uid: process.geteuid ? process.geteuid() : 0,
   };
 }
 
@@ -714,6 +745,9 @@ export function statePath(ctx: Ctx, dir: Dir, ip: string): string {
 
 /** A file-system failure as the one error type, naming the path (exit 2). */
 export function ioError(what: string, file: string, e: unknown): SentryError {
+  // O_NOFOLLOW refuses a symlink with ELOOP, whose text ("too many levels of
+  // symbolic links") would hide what is wrong.
+  if (errCode(e) === "ELOOP") return new SentryError(`cannot ${what} ${file}: it is a symbolic link, and sentry follows none inside ROOT_DIR (someone may be trying to make it write elsewhere): remove it`, 2);
   return new SentryError(`cannot ${what} ${file}: ${errText(e)}`, 2);
 }
 
@@ -757,6 +791,124 @@ function withRoot<T>(ctx: Ctx, fn: () => T): T {
   }
 }
 
+// ---- 5.4 Strict modes ---------------------------------------------------------
+//
+//   ROOT_DIR drwxrwxrwx root   → "… is writable by group or others (mode 0777): run chmod go-w ROOT_DIR"
+//   sentry.conf owned by nobody → "… is owned by uid 65534, not by root: run chown root …"
+//   seen/IP → /etc/shadow      → "cannot record … : it is a symbolic link …"
+//
+// sentry runs as root and writes into ROOT_DIR on every connection. If
+// another user can write there, they can make root append to any file
+// (seen/IP, sentry.log or connections.log as a symlink), overwrite one
+// (scan.stamp, expire.stamp), turn blocking off (a sentry.conf saying
+// ALLOW_IPS=0.0.0.0/0), or allow themselves (allow/IP). So, as sshd's
+// StrictModes does for ~/.ssh, ROOT_DIR, its folders and sentry.conf must be
+// owned by root (or the user running sentry) and not writable by group or
+// others, and so must every folder above ROOT_DIR (one that others may
+// write, like /tmp, only with its sticky bit, which keeps them from renaming
+// what is not theirs); else every command refuses to act. And every file
+// sentry opens in ROOT_DIR is opened with O_NOFOLLOW (SQLite's files are
+// lstat'ed first: node:sqlite takes no flags), so a link planted before the
+// modes were fixed is an error naming it, never followed.
+//
+// Cost on a connect: one stat per folder above ROOT_DIR (3 for
+// /var/db/sentry), one lstat of ROOT_DIR and of each of its 4 folders, and
+// an fstat of sentry.conf's descriptor if there is one; about 10 µs.
+
+/** Flags of an append that creates and follows no link (seen/IP, sentry.log, connections.log). */
+const O_APPEND_NOFOLLOW = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+/** Flags of a write that creates or truncates and follows no link (temporary files, stamps). */
+const O_WRITE_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
+
+/** The folders of ROOT_DIR that strict modes check (STATE_DIRS and the delist markers). */
+const STRICT_DIRS = ["seen", "allow", "block", "delisted"];
+
+/** Writes `text` to `file` opened with `flags` (one of the two above), created 0640. Throws what the file system throws. */
+function writeNoFollow(fsys: FsTable, file: string, text: string, flags: number): void {
+  const fd = fsys.openSync(file, flags, 0o640);
+  try {
+    fsys.writeSync(fd, text);
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** Why `p` with stat `st` may not be trusted by uid `uid`, with the fix; "" if it may. */
+export function strictProblem(p: string, st: { uid: number; mode: number }, uid: number, stickyOk: boolean): string {
+  if (st.uid !== 0 && st.uid !== uid)
+    return `${p} is owned by uid ${st.uid}, not by root${uid !== 0 ? ` or uid ${uid}` : ""}, so its owner can subvert sentry: run chown root ${p}`;
+  if (st.mode & 0o022 && !(stickyOk && st.mode & 0o1000)) {
+    const who = (st.mode & 0o022) === 0o022 ? "group and others" : st.mode & 0o020 ? "group" : "others";
+    return `${p} is writable by ${who} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}), so they can subvert sentry: run chmod go-w ${p}`;
+  }
+  return "";
+}
+
+/**
+ * Throws SentryError(2) naming the path and the fix if ROOT_DIR, a folder
+ * of it or a folder above it may be written by someone other than root and
+ * `uid`. A ROOT_DIR that does not exist yet is fine (sentry makes it 0750).
+ */
+export function checkStrictModes(root: string, fsys: FsTable, uid: number): void {
+  const fail = (msg: string) => {
+    throw new SentryError(`strict modes: ${msg}`, 2);
+  };
+  for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
+    const st = fsys.statSync(dir, { throwIfNoEntry: false });
+    if (st) {
+      const bad = strictProblem(dir, st, uid, true);
+      if (bad) fail(bad);
+    }
+    if (dir === path.dirname(dir)) break;
+  }
+  const st = fsys.lstatSync(root, { throwIfNoEntry: false });
+  if (!st) return;
+  if (st.isSymbolicLink()) fail(`ROOT_DIR ${root} is a symbolic link: set ROOT_DIR to the folder it points to`);
+  if (!st.isDirectory()) fail(`ROOT_DIR ${root} is not a folder`);
+  const bad = strictProblem(root, st, uid, false);
+  if (bad) fail(bad);
+  for (const d of STRICT_DIRS) {
+    const p = path.join(root, d);
+    const sd = fsys.lstatSync(p, { throwIfNoEntry: false });
+    if (!sd) continue;
+    if (!sd.isDirectory()) fail(`${p} is ${sd.isSymbolicLink() ? "a symbolic link" : "not a folder"}: it must be a folder of its own; remove it`);
+    const bad2 = strictProblem(p, sd, uid, false);
+    if (bad2) fail(bad2);
+  }
+}
+
+/**
+ * Before node:sqlite opens ROOT_DIR/name (it takes no O_NOFOLLOW): a link
+ * there is an error naming it; a missing file is made 0600 (SQLite would
+ * make it 0644, and sentry.db holds what attackers typed); an existing one
+ * readable by others, and its -wal and -shm, are made 0600 (SQLite gives
+ * those the main file's mode when it makes them).
+ */
+export function prepareDbFile(ctx: Ctx, file: string): void {
+  const fsys = ctx.sys.fs;
+  for (const suffix of ["", "-wal", "-shm"]) {
+    const p = file + suffix;
+    const st = fsys.lstatSync(p, { throwIfNoEntry: false });
+    if (!st) {
+      if (suffix !== "") continue;
+      try {
+        fsys.closeSync(fsys.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600));
+      } catch (e) {
+        if (errCode(e) !== "EEXIST") throw ioError("create", p, e);
+      }
+      continue;
+    }
+    if (!st.isFile()) throw new SentryError(`cannot open ${p}: it is ${st.isSymbolicLink() ? "a symbolic link, and sentry follows none inside ROOT_DIR" : "not a regular file"}: remove it`, 2);
+    if (st.mode & 0o077) {
+      try {
+        fsys.chmodSync(p, 0o600);
+      } catch (e) {
+        throw ioError("make private (chmod 0600)", p, e);
+      }
+    }
+  }
+}
+
 /** The clock as epoch seconds (the unit of seen lines). */
 export function epoch(ctx: Ctx): number {
   return Math.floor(ctx.sys.now() / 1000);
@@ -778,7 +930,7 @@ export function recordConnection(ctx: Ctx, ip: string): number {
   const line = `${epoch(ctx)}\n`;
   let fd: number;
   try {
-    fd = withRoot(ctx, () => fsys.openSync(file, "a+", 0o640));
+    fd = withRoot(ctx, () => fsys.openSync(file, O_APPEND_NOFOLLOW | fs.constants.O_RDWR, 0o640));
   } catch (e) {
     throw ioError("record the connection in", file, e);
   }
@@ -816,7 +968,7 @@ export function recordConnection(ctx: Ctx, ip: string): number {
 export function noteChange(ctx: Ctx, ip: string, what = ""): void {
   const file = path.join(ctx.cfg.ROOT_DIR, CONNECTIONS_LOG);
   try {
-    ctx.sys.fs.appendFileSync(file, `${epoch(ctx)} ${ip}${what ? ` ${what}` : ""}\n`, { mode: 0o640 });
+    writeNoFollow(ctx.sys.fs, file, `${epoch(ctx)} ${ip}${what ? ` ${what}` : ""}\n`, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY);
   } catch (e) {
     ctx.sys.warn(`cannot append to ${file}: ${errText(e)} (the report's index will be rebuilt)`);
   }
@@ -834,7 +986,7 @@ export function countConnections(ctx: Ctx, ip: string): number {
   const file = statePath(ctx, "seen", ip);
   let text: string;
   try {
-    text = ctx.sys.fs.readFileSync(file, "latin1");
+    text = readStateFile(ctx, file, "latin1");
   } catch (e) {
     if (errCode(e) === "ENOENT") return 0;
     throw ioError("read", file, e);
@@ -865,7 +1017,7 @@ export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640):
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
   let fd: number | null = null;
   try {
-    fd = withRoot(ctx, () => fsys.openSync(tmp, "w", mode));
+    fd = withRoot(ctx, () => fsys.openSync(tmp, O_WRITE_NOFOLLOW, mode));
     fsys.writeSync(fd, text);
     fsys.fsyncSync(fd);
     fsys.closeSync(fd);
@@ -888,11 +1040,11 @@ export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640):
  * make root read or write elsewhere). Throws what the file system throws
  * (ENOENT, ELOOP for a symlink).
  */
-export function readStateFile(ctx: Ctx, file: string): string {
+export function readStateFile(ctx: Ctx, file: string, encoding: "utf8" | "latin1" = "utf8"): string {
   const fsys = ctx.sys.fs;
   const fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
-    return fsys.readFileSync(fd, "utf8");
+    return fsys.readFileSync(fd, encoding);
   } finally {
     fsys.closeSync(fd);
   }
@@ -937,8 +1089,18 @@ export function sanitize(text: string, max = 300): string {
 export function logDecision(ctx: Ctx, ip: string, what: string, reason: string): void {
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.log");
   const line = `${isoTime(ctx.sys.now())} ${ip} ${what} ${sanitize(reason, 1000)}\n`;
+  const fsys = ctx.sys.fs;
   try {
-    withRoot(ctx, () => ctx.sys.fs.appendFileSync(file, line, { mode: 0o640 }));
+    const fd = withRoot(ctx, () => fsys.openSync(file, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY, 0o640));
+    try {
+      // It holds what attackers typed as user names (sometimes a password):
+      // not for every local user. An older sentry made it 0644.
+      const st = fsys.fstatSync(fd);
+      if (st.mode & 0o007) fsys.fchmodSync(fd, st.mode & 0o770);
+      fsys.writeSync(fd, line);
+    } finally {
+      fsys.closeSync(fd);
+    }
   } catch (e) {
     // The decision itself is already in the files; say so, but do not undo it.
     ctx.sys.warn(`cannot append to ${file}: ${errText(e)}`);
@@ -972,6 +1134,7 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
     const db = withRoot(ctx, () => {
       // SQLite reports a missing folder as "unable to open": look first.
       if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+      prepareDbFile(ctx, file);
       return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     });
     try {
@@ -2387,6 +2550,7 @@ export function openIndex(ctx: Ctx): Db {
   const { DatabaseSync } = sqlite();
   const open = (): Db => {
     if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+    prepareDbFile(ctx, file);
     const db = new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     try {
       db.exec("PRAGMA journal_mode=WAL");
@@ -3167,15 +3331,15 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
 export function expireIfDue(ctx: Ctx): void {
   if (ctx.cfg.EXPIRE_BLOCK_DAYS === 0) return;
   const stamp = path.join(ctx.cfg.ROOT_DIR, "expire.stamp");
-  const st = ctx.sys.fs.statSync(stamp, { throwIfNoEntry: false });
+  const st = ctx.sys.fs.lstatSync(stamp, { throwIfNoEntry: false });
   const now = ctx.sys.now();
   if (st && now - st.mtimeMs < ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000) return;
   try {
     // Stamp first: a second connect in the same instant skips the work.
-    withRoot(ctx, () => ctx.sys.fs.writeFileSync(stamp, `${isoTime(now)}\n`, { mode: 0o640 }));
+    withRoot(ctx, () => writeNoFollow(ctx.sys.fs, stamp, `${isoTime(now)}\n`, O_WRITE_NOFOLLOW));
     ctx.sys.fs.utimesSync(stamp, now / 1000, now / 1000);
   } catch (e) {
-    ctx.sys.warn(`cannot write ${stamp}: ${errText(e)}`);
+    ctx.sys.warn(ioError("write", stamp, e).message);
     return;
   }
   rotateFeed(ctx);
@@ -3293,9 +3457,9 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   try {
     // --doctor reads this: a server without libwrap is protected if --scan runs.
     const stamp = path.join(ctx.cfg.ROOT_DIR, "scan.stamp");
-    ctx.sys.fs.writeFileSync(stamp, `${isoTime(ctx.sys.now())}\n`, { mode: 0o640 });
+    writeNoFollow(ctx.sys.fs, stamp, `${isoTime(ctx.sys.now())}\n`, O_WRITE_NOFOLLOW);
   } catch (e) {
-    ctx.sys.warn(`cannot write scan.stamp: ${errText(e)}`);
+    ctx.sys.warn(ioError("write", path.join(ctx.cfg.ROOT_DIR, "scan.stamp"), e).message);
   }
   const summary = `scan: read ${res.bytes} bytes (${res.lines} lines) from ${res.readable} of ${res.sources} logs; weighed ${weighed} addresses: ${allowed} allowed, ${blocked} blocked; ${expired} expired blocks lifted`;
   if (verbose || allowed || blocked || expired) ctx.sys.out(summary);
@@ -5578,7 +5742,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
     }
     let cfg: Config;
     try {
-      cfg = loadConfig(sys.env, sys.fs);
+      cfg = loadConfig(sys.env, sys.fs, sys.uid ?? (process.geteuid ? process.geteuid() : 0));
     } catch (e) {
       // --doctor answers a monitoring system: its first line and exit code stay Nagios'.
       if (a.action === "doctor" && e instanceof SentryError) {

@@ -197,3 +197,54 @@ t.test("a delist and RFC 3339 stamps: the stamp, not the place, tells old from n
   connect();
   t.equal(state(root, ip), "blocked", "a line stamped after it is");
 });
+
+// ---- strict modes: run as root against folders and files another user can write
+
+const NOBODY = 65534;
+
+/** A ROOT_DIR with one block made (so every folder and file exists), and a victim file outside it. */
+function made(t: Parameters<typeof tempDir>[0]): { root: string; env: Record<string, string>; victim: string } {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const env = envFor(root);
+  const r = sentry(["--block", "--ip=192.0.2.1"], env);
+  if (r.status !== 0) throw new Error(r.stderr);
+  sentry(["--connect", "--ip=192.0.2.50"], env);
+  const victim = join(dir, "victim");
+  fs.writeFileSync(victim, "precious\n");
+  return { root, env, victim };
+}
+
+t.test("strict modes: ROOT_DIR, its folders and the folders above it", async (t) => {
+  const cases: [string, (root: string) => string, RegExp][] = [
+    ["ROOT_DIR o+w", (root) => (fs.chmodSync(root, 0o757), root), /is writable by others \(mode 0757\).*run chmod go-w /],
+    ["ROOT_DIR g+w", (root) => (fs.chmodSync(root, 0o770), root), /is writable by group \(mode 0770\).*run chmod go-w /],
+    ["ROOT_DIR owned by nobody", (root) => (fs.chownSync(root, NOBODY, NOBODY), root), /is owned by uid 65534, not by root.*run chown root /],
+    ["block/ o+w", (root) => (fs.chmodSync(join(root, "block"), 0o777), join(root, "block")), /writable by group and others.*chmod go-w /],
+    ["allow/ owned by nobody", (root) => (fs.chownSync(join(root, "allow"), NOBODY, NOBODY), join(root, "allow")), /owned by uid 65534/],
+    ["seen/ o+w", (root) => (fs.chmodSync(join(root, "seen"), 0o753), join(root, "seen")), /writable by others/],
+    ["the folder above ROOT_DIR o+w", (root) => (fs.chmodSync(join(root, ".."), 0o777), join(root, "..")), /writable by group and others/],
+    ["seen/ a symlink", (root) => {
+      fs.renameSync(join(root, "seen"), join(root, "seen.real"));
+      fs.symlinkSync(join(root, "seen.real"), join(root, "seen"));
+      return join(root, "seen");
+    }, /is a symbolic link/],
+  ];
+  for (const [what, spoil, msg] of cases) {
+    const { root, env } = made(t);
+    const p = spoil(root);
+    const seenFile = join(root, fs.existsSync(join(root, "seen.real")) ? "seen.real" : "seen", "192.0.2.50");
+    const before = fs.readFileSync(seenFile, "utf8");
+    for (const args of [["--connect", "--ip=192.0.2.50"], ["--block", "--ip=192.0.2.60"], ["--scan"], ["--report"]]) {
+      const r = sentry(args, env);
+      t.equal(r.status, 2, `${what}: ${args[0]} refuses`);
+      t.match(r.stderr, msg, `${what}: ${args[0]} says why`);
+      t.ok(r.stderr.includes(p), `${what}: names ${p}`);
+    }
+    t.equal(state(root, "192.0.2.60"), "none", `${what}: nothing blocked`);
+    t.equal(fs.readFileSync(seenFile, "utf8"), before, `${what}: nothing recorded`);
+    const d = sentry(["--doctor"], env);
+    t.equal(d.status, 2, `${what}: --doctor is CRITICAL`);
+    t.match(d.stdout, /^SENTRY CRITICAL/);
+  }
+});
