@@ -853,15 +853,22 @@ export function checkStrictModes(root: string, fsys: FsTable, uid: number): void
   const fail = (msg: string) => {
     throw new SentryError(`strict modes: ${msg}`, 2);
   };
+  const look = (p: string, follow: boolean) => {
+    try {
+      return follow ? fsys.statSync(p, { throwIfNoEntry: false }) : fsys.lstatSync(p, { throwIfNoEntry: false });
+    } catch (e) {
+      throw ioError("check the owner and mode of", p, e);
+    }
+  };
   for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
-    const st = fsys.statSync(dir, { throwIfNoEntry: false });
+    const st = look(dir, true);
     if (st) {
       const bad = strictProblem(dir, st, uid, true);
       if (bad) fail(bad);
     }
     if (dir === path.dirname(dir)) break;
   }
-  const st = fsys.lstatSync(root, { throwIfNoEntry: false });
+  const st = look(root, false);
   if (!st) return;
   if (st.isSymbolicLink()) fail(`ROOT_DIR ${root} is a symbolic link: set ROOT_DIR to the folder it points to`);
   if (!st.isDirectory()) fail(`ROOT_DIR ${root} is not a folder`);
@@ -869,7 +876,7 @@ export function checkStrictModes(root: string, fsys: FsTable, uid: number): void
   if (bad) fail(bad);
   for (const d of STRICT_DIRS) {
     const p = path.join(root, d);
-    const sd = fsys.lstatSync(p, { throwIfNoEntry: false });
+    const sd = look(p, false);
     if (!sd) continue;
     if (!sd.isDirectory()) fail(`${p} is ${sd.isSymbolicLink() ? "a symbolic link" : "not a folder"}: it must be a folder of its own; remove it`);
     const bad2 = strictProblem(p, sd, uid, false);
@@ -1030,7 +1037,7 @@ export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640):
     } catch (e2) {
       if (errCode(e2) !== "ENOENT") ctx.sys.warn(`cannot remove ${tmp}: ${errText(e2)}`);
     }
-    throw ioError("write", file, e);
+    throw ioError("write", errCode(e) === "ELOOP" ? tmp : file, e);
   }
 }
 

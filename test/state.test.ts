@@ -248,3 +248,126 @@ t.test("strict modes: ROOT_DIR, its folders and the folders above it", async (t)
     t.match(d.stdout, /^SENTRY CRITICAL/);
   }
 });
+
+t.test("strict modes: a sentry.conf another user can write is not obeyed", async (t) => {
+  // nobody's sentry.conf switching blocking off.
+  let { root, env } = made(t);
+  const conf = join(root, "sentry.conf");
+  fs.writeFileSync(conf, "ALLOW_IPS=0.0.0.0/0 ::/0\n");
+  fs.chownSync(conf, NOBODY, NOBODY);
+  let r = sentry(["--block", "--ip=198.51.100.1"], env);
+  t.equal(r.status, 2);
+  t.match(r.stderr, new RegExp(`${conf} is owned by uid 65534, not by root.*run chown root ${conf}`));
+  t.equal(state(root, "198.51.100.1"), "none");
+  r = sentry(["--doctor"], env);
+  t.equal(r.status, 2);
+  t.match(r.stdout, /^SENTRY CRITICAL - configuration: .*sentry\.conf is owned by uid 65534/);
+  // root's, but writable by everyone.
+  fs.chownSync(conf, 0, 0);
+  fs.chmodSync(conf, 0o646);
+  r = sentry(["--connect", "--ip=198.51.100.1"], env);
+  t.equal(r.status, 2);
+  t.match(r.stderr, /sentry\.conf is writable by others \(mode 0646\).*chmod go-w/);
+  // a symlink to a file elsewhere.
+  ({ root, env } = made(t));
+  const elsewhere = join(root, "..", "other.conf");
+  fs.writeFileSync(elsewhere, "ALLOW_IPS=0.0.0.0/0\n");
+  fs.symlinkSync(elsewhere, join(root, "sentry.conf"));
+  r = sentry(["--block", "--ip=198.51.100.1"], env);
+  t.equal(r.status, 2);
+  t.match(r.stderr, /sentry\.conf is a symbolic link/);
+  t.equal(state(root, "198.51.100.1"), "none");
+  // root's own, 0644: obeyed.
+  fs.rmSync(join(root, "sentry.conf"));
+  fs.writeFileSync(join(root, "sentry.conf"), "ALLOW_IPS=198.51.100.0/24\n", { mode: 0o644 });
+  r = sentry(["--block", "--ip=198.51.100.1"], env);
+  t.equal(r.status, 1);
+  t.match(r.stderr, /never blocked/);
+});
+
+t.test("strict modes: UPDATE_URL and UPDATE_PUBLIC_KEY only from root's sentry.conf or root's environment", async (t) => {
+  const dir = tempDir(t);
+  fs.chmodSync(dir, 0o711);
+  const root = join(dir, "root");
+  fs.mkdirSync(root, { mode: 0o755 });
+  fs.chownSync(root, NOBODY, NOBODY);
+  const conf = join(root, "sentry.conf");
+  fs.writeFileSync(conf, "UPDATE_URL=https://evil.example/manifest.json\n");
+  fs.chownSync(conf, NOBODY, NOBODY);
+  const asNobody = (args: string[], extra: Record<string, string> = {}) =>
+    spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", SENTRY, ...args], { env: envFor(root, extra), encoding: "utf8" });
+  // sentry run by nobody on nobody's ROOT_DIR works, but the update channel is not nobody's to set.
+  let r = asNobody(["--update", "--check"]);
+  t.equal(r.status, 2, r.stderr);
+  t.match(r.stderr, /sentry\.conf line 1: UPDATE_URL is taken only from a sentry\.conf owned by root \(this one is owned by uid 65534\)/);
+  fs.writeFileSync(conf, "ALLOW_IPS=192.0.2.0/24\n");
+  r = asNobody(["--update", "--check"], { UPDATE_PUBLIC_KEY: "AAAA" });
+  t.equal(r.status, 2);
+  t.match(r.stderr, /environment: UPDATE_PUBLIC_KEY is taken only from the environment of root \(this process runs as uid 65534\)/);
+  r = asNobody(["--connect", "--ip=192.0.2.7"]);
+  t.equal(r.status, 0, `other settings of nobody's own sentry.conf are obeyed: ${r.stderr}`);
+  t.match(r.stdout, /and it is allowed/);
+  // root's environment may set them (the update then fails on the unreachable URL, not on trust).
+  const r2 = sentry(["--update", "--check"], envFor(join(dir, "root2"), { UPDATE_URL: "https://127.0.0.1:1/manifest.json", UPDATE_PUBLIC_KEY: "AAAA" }));
+  t.notMatch(r2.stderr, /taken only from/);
+});
+
+t.test("no symlink inside ROOT_DIR is followed", async (t) => {
+  // Each file sentry writes, made a link to a file root must not touch.
+  const cases: [string, string[], (root: string) => string, number | null][] = [
+    ["seen/IP", ["--connect", "--ip=192.0.2.50"], (root) => join(root, "seen", "192.0.2.50"), 2],
+    ["sentry.log", ["--block", "--ip=192.0.2.61"], (root) => join(root, "sentry.log"), 0],
+    ["connections.log", ["--connect", "--ip=192.0.2.62"], (root) => join(root, "connections.log"), 0],
+    ["expire.stamp", ["--connect", "--ip=192.0.2.63"], (root) => join(root, "expire.stamp"), 0],
+    ["scan.stamp", ["--scan"], (root) => join(root, "scan.stamp"), null],
+    ["sentry.lock", ["--block", "--ip=192.0.2.64"], (root) => join(root, "sentry.lock"), 2],
+    ["sentry.db", ["--scan"], (root) => join(root, "sentry.db"), 2],
+    ["delisted/IP", ["--scan"], (root) => (fs.mkdirSync(join(root, "delisted"), { recursive: true }), join(root, "delisted", "192.0.2.50")), 2],
+  ];
+  for (const [what, args, where, code] of cases) {
+    const { root, env, victim } = made(t);
+    const link = where(root);
+    fs.rmSync(link, { force: true });
+    if (what === "sentry.db") for (const s of ["-wal", "-shm"]) fs.rmSync(link + s, { force: true });
+    fs.symlinkSync(victim, link);
+    // A log naming 192.0.2.50, so a --scan reads its delist marker.
+    const log = join(root, "..", "auth.log");
+    fs.writeFileSync(log, "Invalid user x from 192.0.2.50 port 1\n");
+    const r = sentry(args, { ...env, SSH_LOG: log, EXPIRE_CHECK_MINUTES: "0" });
+    if (code !== null) t.equal(r.status, code, `${what}: exit ${code}`);
+    t.ok(r.stderr.includes(link) && /symbolic link/.test(r.stderr), `${what}: the link is named: ${r.stderr}`);
+    t.equal(fs.readFileSync(victim, "utf8"), "precious\n", `${what}: the file it points to is untouched`);
+    t.ok(fs.lstatSync(link).isSymbolicLink(), `${what}: the link is left for the admin to look at`);
+  }
+});
+
+t.test("hosts.deny's temporary file is not followed either", async (t) => {
+  const { loadConfig: load, makeCtx, realSys, writeHostsDeny } = await import("../sentry.ts");
+  const { root, victim } = made(t);
+  fs.symlinkSync(victim, join(root, `.hosts.deny.tmp-${process.pid}`));
+  const ctx = makeCtx(load({ ROOT_DIR: root }), { ...realSys(), warn: () => {} });
+  t.throws(() => writeHostsDeny(ctx), /\.hosts\.deny\.tmp-\d+: it is a symbolic link/);
+  t.equal(fs.readFileSync(victim, "utf8"), "precious\n");
+  t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), "192.0.2.1\n", "the old hosts.deny stays");
+});
+
+t.test("evidence is not for every local user: sentry.db 0600, sentry.log 0640, old ones fixed", async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const log = join(dir, "auth.log");
+  fs.writeFileSync(log, "Invalid user secret-password from 203.0.113.30 port 1\n".repeat(3));
+  const env = envFor(root, { SSH_LOG: log });
+  for (let i = 0; i < 3; i++) sentry(["--connect", "--ip=203.0.113.30"], env);
+  t.equal(state(root, "203.0.113.30"), "blocked");
+  const mode = (f: string) => fs.statSync(join(root, f)).mode & 0o777;
+  t.equal(mode("sentry.db"), 0o600, "sentry.db is made 0600");
+  t.equal(mode("sentry.log"), 0o640, "sentry.log is made 0640");
+  for (const f of fs.readdirSync(root)) if (/^sentry\.db-(wal|shm)$/.test(f)) t.equal(mode(f), 0o600, `${f} too`);
+  // As an older sentry (or SQLite's default) left them.
+  fs.chmodSync(join(root, "sentry.db"), 0o644);
+  fs.chmodSync(join(root, "sentry.log"), 0o644);
+  sentry(["--scan"], env);
+  sentry(["--block", "--ip=203.0.113.31"], env);
+  t.equal(mode("sentry.db"), 0o600, "an existing sentry.db readable by others is made 0600");
+  t.equal(mode("sentry.log"), 0o640, "an existing sentry.log readable by others loses that");
+});
