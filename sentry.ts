@@ -791,131 +791,6 @@ function withRoot<T>(ctx: Ctx, fn: () => T): T {
   }
 }
 
-// ---- 5.4 Strict modes ---------------------------------------------------------
-//
-//   ROOT_DIR drwxrwxrwx root   → "… is writable by group or others (mode 0777): run chmod go-w ROOT_DIR"
-//   sentry.conf owned by nobody → "… is owned by uid 65534, not by root: run chown root …"
-//   seen/IP → /etc/shadow      → "cannot record … : it is a symbolic link …"
-//
-// sentry runs as root and writes into ROOT_DIR on every connection. If
-// another user can write there, they can make root append to any file
-// (seen/IP, sentry.log or connections.log as a symlink), overwrite one
-// (scan.stamp, expire.stamp), turn blocking off (a sentry.conf saying
-// ALLOW_IPS=0.0.0.0/0), or allow themselves (allow/IP). So, as sshd's
-// StrictModes does for ~/.ssh, ROOT_DIR, its folders and sentry.conf must be
-// owned by root (or the user running sentry) and not writable by group or
-// others, and so must every folder above ROOT_DIR (one that others may
-// write, like /tmp, only with its sticky bit, which keeps them from renaming
-// what is not theirs); else every command refuses to act. And every file
-// sentry opens in ROOT_DIR is opened with O_NOFOLLOW (SQLite's files are
-// lstat'ed first: node:sqlite takes no flags), so a link planted before the
-// modes were fixed is an error naming it, never followed.
-//
-// Cost on a connect: one stat per folder above ROOT_DIR (3 for
-// /var/db/sentry), one lstat of ROOT_DIR and of each of its 4 folders, and
-// an fstat of sentry.conf's descriptor if there is one; about 10 µs.
-
-/** Flags of an append that creates and follows no link (seen/IP, sentry.log, connections.log). */
-const O_APPEND_NOFOLLOW = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
-/** Flags of a write that creates or truncates and follows no link (temporary files, stamps). */
-const O_WRITE_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
-
-/** The folders of ROOT_DIR that strict modes check (STATE_DIRS and the delist markers). */
-const STRICT_DIRS = ["seen", "allow", "block", "delisted"];
-
-/** Writes `text` to `file` opened with `flags` (one of the two above), created 0640. Throws what the file system throws. */
-function writeNoFollow(fsys: FsTable, file: string, text: string, flags: number): void {
-  const fd = fsys.openSync(file, flags, 0o640);
-  try {
-    fsys.writeSync(fd, text);
-  } finally {
-    fsys.closeSync(fd);
-  }
-}
-
-/** Why `p` with stat `st` may not be trusted by uid `uid`, with the fix; "" if it may. */
-export function strictProblem(p: string, st: { uid: number; mode: number }, uid: number, stickyOk: boolean): string {
-  if (st.uid !== 0 && st.uid !== uid)
-    return `${p} is owned by uid ${st.uid}, not by root${uid !== 0 ? ` or uid ${uid}` : ""}, so its owner can subvert sentry: run chown root ${p}`;
-  if (st.mode & 0o022 && !(stickyOk && st.mode & 0o1000)) {
-    const who = (st.mode & 0o022) === 0o022 ? "group and others" : st.mode & 0o020 ? "group" : "others";
-    return `${p} is writable by ${who} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}), so they can subvert sentry: run chmod go-w ${p}`;
-  }
-  return "";
-}
-
-/**
- * Throws SentryError(2) naming the path and the fix if ROOT_DIR, a folder
- * of it or a folder above it may be written by someone other than root and
- * `uid`. A ROOT_DIR that does not exist yet is fine (sentry makes it 0750).
- */
-export function checkStrictModes(root: string, fsys: FsTable, uid: number): void {
-  const fail = (msg: string) => {
-    throw new SentryError(`strict modes: ${msg}`, 2);
-  };
-  const look = (p: string, follow: boolean) => {
-    try {
-      return follow ? fsys.statSync(p, { throwIfNoEntry: false }) : fsys.lstatSync(p, { throwIfNoEntry: false });
-    } catch (e) {
-      throw ioError("check the owner and mode of", p, e);
-    }
-  };
-  for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
-    const st = look(dir, true);
-    if (st) {
-      const bad = strictProblem(dir, st, uid, true);
-      if (bad) fail(bad);
-    }
-    if (dir === path.dirname(dir)) break;
-  }
-  const st = look(root, false);
-  if (!st) return;
-  if (st.isSymbolicLink()) fail(`ROOT_DIR ${root} is a symbolic link: set ROOT_DIR to the folder it points to`);
-  if (!st.isDirectory()) fail(`ROOT_DIR ${root} is not a folder`);
-  const bad = strictProblem(root, st, uid, false);
-  if (bad) fail(bad);
-  for (const d of STRICT_DIRS) {
-    const p = path.join(root, d);
-    const sd = look(p, false);
-    if (!sd) continue;
-    if (!sd.isDirectory()) fail(`${p} is ${sd.isSymbolicLink() ? "a symbolic link" : "not a folder"}: it must be a folder of its own; remove it`);
-    const bad2 = strictProblem(p, sd, uid, false);
-    if (bad2) fail(bad2);
-  }
-}
-
-/**
- * Before node:sqlite opens ROOT_DIR/name (it takes no O_NOFOLLOW): a link
- * there is an error naming it; a missing file is made 0600 (SQLite would
- * make it 0644, and sentry.db holds what attackers typed); an existing one
- * readable by others, and its -wal and -shm, are made 0600 (SQLite gives
- * those the main file's mode when it makes them).
- */
-export function prepareDbFile(ctx: Ctx, file: string): void {
-  const fsys = ctx.sys.fs;
-  for (const suffix of ["", "-wal", "-shm"]) {
-    const p = file + suffix;
-    const st = fsys.lstatSync(p, { throwIfNoEntry: false });
-    if (!st) {
-      if (suffix !== "") continue;
-      try {
-        fsys.closeSync(fsys.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600));
-      } catch (e) {
-        if (errCode(e) !== "EEXIST") throw ioError("create", p, e);
-      }
-      continue;
-    }
-    if (!st.isFile()) throw new SentryError(`cannot open ${p}: it is ${st.isSymbolicLink() ? "a symbolic link, and sentry follows none inside ROOT_DIR" : "not a regular file"}: remove it`, 2);
-    if (st.mode & 0o077) {
-      try {
-        fsys.chmodSync(p, 0o600);
-      } catch (e) {
-        throw ioError("make private (chmod 0600)", p, e);
-      }
-    }
-  }
-}
-
 /** The clock as epoch seconds (the unit of seen lines). */
 export function epoch(ctx: Ctx): number {
   return Math.floor(ctx.sys.now() / 1000);
@@ -1141,7 +1016,7 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
     const db = withRoot(ctx, () => {
       // SQLite reports a missing folder as "unable to open": look first.
       if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
-      prepareDbFile(ctx, file);
+      prepareDbFile(ctx, file, false); // the lock is in rollback-journal mode: no -wal, no -shm
       return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     });
     try {
@@ -1334,6 +1209,131 @@ export function isForgivenLine(f: Forgiven | null, line: string, ident: string, 
   }
   const size = f.logs[ident];
   return size !== undefined && at < size;
+}
+
+// ---- 5.4 Strict modes ---------------------------------------------------------
+//
+//   ROOT_DIR drwxrwxrwx root   → "… is writable by group or others (mode 0777): run chmod go-w ROOT_DIR"
+//   sentry.conf owned by nobody → "… is owned by uid 65534, not by root: run chown root …"
+//   seen/IP → /etc/shadow      → "cannot record … : it is a symbolic link …"
+//
+// sentry runs as root and writes into ROOT_DIR on every connection. If
+// another user can write there, they can make root append to any file
+// (seen/IP, sentry.log or connections.log as a symlink), overwrite one
+// (scan.stamp, expire.stamp), turn blocking off (a sentry.conf saying
+// ALLOW_IPS=0.0.0.0/0), or allow themselves (allow/IP). So, as sshd's
+// StrictModes does for ~/.ssh, ROOT_DIR, its folders and sentry.conf must be
+// owned by root (or the user running sentry) and not writable by group or
+// others, and so must every folder above ROOT_DIR (one that others may
+// write, like /tmp, only with its sticky bit, which keeps them from renaming
+// what is not theirs); else every command refuses to act. And every file
+// sentry opens in ROOT_DIR is opened with O_NOFOLLOW (SQLite's files are
+// lstat'ed first: node:sqlite takes no flags), so a link planted before the
+// modes were fixed is an error naming it, never followed.
+//
+// Cost on a connect: one stat per folder above ROOT_DIR (3 for
+// /var/db/sentry), one lstat of ROOT_DIR and of each of its 4 folders, and
+// an fstat of sentry.conf's descriptor if there is one; about 10 µs.
+
+/** Flags of an append that creates and follows no link (seen/IP, sentry.log, connections.log). */
+const O_APPEND_NOFOLLOW = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+/** Flags of a write that creates or truncates and follows no link (temporary files, stamps). */
+const O_WRITE_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
+
+/** The folders of ROOT_DIR that strict modes check (STATE_DIRS and the delist markers). */
+const STRICT_DIRS = ["seen", "allow", "block", "delisted"];
+
+/** Writes `text` to `file` opened with `flags` (one of the two above), created 0640. Throws what the file system throws. */
+function writeNoFollow(fsys: FsTable, file: string, text: string, flags: number): void {
+  const fd = fsys.openSync(file, flags, 0o640);
+  try {
+    fsys.writeSync(fd, text);
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** Why `p` with stat `st` may not be trusted by uid `uid`, with the fix; "" if it may. */
+export function strictProblem(p: string, st: { uid: number; mode: number }, uid: number, stickyOk: boolean): string {
+  if (st.uid !== 0 && st.uid !== uid)
+    return `${p} is owned by uid ${st.uid}, not by root${uid !== 0 ? ` or uid ${uid}` : ""}, so its owner can subvert sentry: run chown root ${p}`;
+  if (st.mode & 0o022 && !(stickyOk && st.mode & 0o1000)) {
+    const who = (st.mode & 0o022) === 0o022 ? "group and others" : st.mode & 0o020 ? "group" : "others";
+    return `${p} is writable by ${who} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}), so they can subvert sentry: run chmod go-w ${p}`;
+  }
+  return "";
+}
+
+/**
+ * Throws SentryError(2) naming the path and the fix if ROOT_DIR, a folder
+ * of it or a folder above it may be written by someone other than root and
+ * `uid`. A ROOT_DIR that does not exist yet is fine (sentry makes it 0750).
+ */
+export function checkStrictModes(root: string, fsys: FsTable, uid: number): void {
+  const fail = (msg: string) => {
+    throw new SentryError(`strict modes: ${msg}`, 2);
+  };
+  const look = (p: string, follow: boolean) => {
+    try {
+      return follow ? fsys.statSync(p, { throwIfNoEntry: false }) : fsys.lstatSync(p, { throwIfNoEntry: false });
+    } catch (e) {
+      throw ioError("check the owner and mode of", p, e);
+    }
+  };
+  for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
+    const st = look(dir, true);
+    if (st) {
+      const bad = strictProblem(dir, st, uid, true);
+      if (bad) fail(bad);
+    }
+    if (dir === path.dirname(dir)) break;
+  }
+  const st = look(root, false);
+  if (!st) return;
+  if (st.isSymbolicLink()) fail(`ROOT_DIR ${root} is a symbolic link: set ROOT_DIR to the folder it points to`);
+  if (!st.isDirectory()) fail(`ROOT_DIR ${root} is not a folder`);
+  const bad = strictProblem(root, st, uid, false);
+  if (bad) fail(bad);
+  for (const d of STRICT_DIRS) {
+    const p = path.join(root, d);
+    const sd = look(p, false);
+    if (!sd) continue;
+    if (!sd.isDirectory()) fail(`${p} is ${sd.isSymbolicLink() ? "a symbolic link" : "not a folder"}: it must be a folder of its own; remove it`);
+    const bad2 = strictProblem(p, sd, uid, false);
+    if (bad2) fail(bad2);
+  }
+}
+
+/**
+ * Before node:sqlite opens ROOT_DIR/name (it takes no O_NOFOLLOW): a link
+ * there is an error naming it; a missing file is made 0600 (SQLite would
+ * make it 0644, and sentry.db holds what attackers typed); an existing one
+ * readable by others, and its -wal and -shm, are made 0600 (SQLite gives
+ * those the main file's mode when it makes them).
+ */
+export function prepareDbFile(ctx: Ctx, file: string, wal = true): void {
+  const fsys = ctx.sys.fs;
+  for (const suffix of wal ? ["", "-wal", "-shm"] : [""]) {
+    const p = file + suffix;
+    const st = fsys.lstatSync(p, { throwIfNoEntry: false });
+    if (!st) {
+      if (suffix !== "") continue;
+      try {
+        fsys.closeSync(fsys.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600));
+      } catch (e) {
+        if (errCode(e) !== "EEXIST") throw ioError("create", p, e);
+      }
+      continue;
+    }
+    if (!st.isFile()) throw new SentryError(`cannot open ${p}: it is ${st.isSymbolicLink() ? "a symbolic link, and sentry follows none inside ROOT_DIR" : "not a regular file"}: remove it`, 2);
+    if (st.mode & 0o077) {
+      try {
+        fsys.chmodSync(p, 0o600);
+      } catch (e) {
+        throw ioError("make private (chmod 0600)", p, e);
+      }
+    }
+  }
 }
 
 // ==== 6. Evidence: reading log lines safely =================================
@@ -5706,6 +5706,11 @@ FILES
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
     ROOT_DIR/sentry.lock   the lock writers take (a SQLite file)
     ROOT_DIR/sentry.conf   optional settings, KEY=value lines
+    ROOT_DIR/delisted/IP   when IP was last delisted or expired: older log lines
+                           about it are never counted again, even by a new sentry.db
+    ROOT_DIR, its folders and sentry.conf must be owned by root (or the user
+    running sentry) and not writable by group or others, like sshd's
+    StrictModes; sentry follows no symbolic link inside ROOT_DIR.
 
 CONFIGURATION
     Defaults are in the configuration block at the top of sentry.ts; each can be
