@@ -5,7 +5,8 @@ import t from "tap";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { parseIp, parseAllowList, inRanges, loadConfig, CONFIG_MAX, DEFAULTS } from "../sentry.ts";
+import { parseIp, parseAllowList, inRanges, loadConfig, CONFIG_MAX, DEFAULTS, nftablesBackend, realSys } from "../sentry.ts";
+import { createNetns, netnsUnavailable, CLIENTS4 } from "./lib/netns.ts";
 import { requireBinary, sentry, envFor, tempDir, state, sentryLog, SENTRY } from "./lib/run.ts";
 
 requireBinary();
@@ -370,4 +371,30 @@ t.test("evidence is not for every local user: sentry.db 0600, sentry.log 0640, o
   sentry(["--block", "--ip=203.0.113.31"], env);
   t.equal(mode("sentry.db"), 0o600, "an existing sentry.db readable by others is made 0600");
   t.equal(mode("sentry.log"), 0o640, "an existing sentry.log readable by others loses that");
+});
+
+t.test("the healing connect re-adds the address to the firewall (nftables in a namespace)", async (t) => {
+  const why = netnsUnavailable();
+  if (why) {
+    t.fail(`cannot run the namespace test: ${why}`);
+    return;
+  }
+  const ns = createNetns("sentry-heal");
+  t.teardown(() => ns.destroy());
+  const cfg = { ...DEFAULTS, ADD_TO_NFTABLES: true };
+  t.equal(ns.run("nft", ["-f", "-"], { input: nftablesBackend.rules(cfg) }).status, 0, "rules load");
+  const root = join(tempDir(t), "root");
+  const run = (...args: string[]) => ns.run("env", ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", `ROOT_DIR=${root}`, "ADD_TO_NFTABLES=1", "PROTECT_FTP=0", "PROTECT_MUA=0", `SSH_LOG=${join(root, "none.log")}`, SENTRY, ...args], { timeoutMs: 30_000 });
+  const ip = CLIENTS4[0];
+  const list = () => nftablesBackend.list(cfg, { ...realSys(), run: ns.run });
+  t.equal(run("--block", `--ip=${ip}`).status, 0);
+  t.same(list(), [ip]);
+  // A reboot emptied the set, and a kill -9 left hosts.deny without the address.
+  t.equal(ns.run("nft", ["flush", "set", "inet", DEFAULTS.FIREWALL_TABLE, "v4"]).status, 0);
+  fs.writeFileSync(join(root, "hosts.deny"), "");
+  const r = run("--connect", `--ip=${ip}`);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stderr, /hosts\.deny lacked it and was rewritten; re-added to nftables/);
+  t.same(list(), [ip], "back in the set");
+  t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), `${ip}\n`, "and in hosts.deny");
 });
