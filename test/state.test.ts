@@ -398,3 +398,36 @@ t.test("the healing connect re-adds the address to the firewall (nftables in a n
   t.same(list(), [ip], "back in the set");
   t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), `${ip}\n`, "and in hosts.deny");
 });
+
+t.test("a delist and the journal: the entry's own time tells old from new", async (t) => {
+  const remote = ["/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"].find((f) => fs.existsSync(f));
+  if (!remote) {
+    t.fail("systemd-journal-remote is missing: run `sh test/deps.sh`");
+    return;
+  }
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const journal = join(dir, "remote.journal");
+  const env = envFor(root, { SSH_LOG: `journal:${journal}` });
+  const ip = "203.0.113.22";
+  let mono = 1_000_000;
+  // One entry in the Journal Export Format, written at `ms`; journal-remote appends it to the file.
+  const write = (ms: number, user: string) => {
+    mono += 1000;
+    const text = `__REALTIME_TIMESTAMP=${ms * 1000}\n__MONOTONIC_TIMESTAMP=${mono}\n_BOOT_ID=0123456789abcdef0123456789abcdef\nSYSLOG_IDENTIFIER=sshd\n_UID=0\nMESSAGE=Invalid user ${user} from ${ip} port 1\n\n`;
+    const r = spawnSync(remote, [`--output=${journal}`, "--split-mode=none", "-"], { input: text, encoding: "utf8" });
+    if (r.status !== 0) throw new Error(r.stderr);
+  };
+  const connect = () => sentry(["--connect", `--ip=${ip}`], env);
+  write(Date.now() - 3_600_000, "a");
+  for (let i = 0; i < 3; i++) connect();
+  t.equal(state(root, ip), "blocked");
+  t.equal(sentry(["--delist", `--ip=${ip}`], env).status, 0);
+  for (const f of fs.readdirSync(root)) if (f.startsWith("sentry.db")) fs.rmSync(join(root, f));
+  write(Date.now() - 1_800_000, "b"); // delivered late, written before the delist
+  for (let i = 0; i < 4; i++) connect();
+  t.equal(state(root, ip), "none", "entries from before the delist are not counted by the rebuilt index");
+  write(Date.now() + 1_000, "c");
+  connect();
+  t.equal(state(root, ip), "blocked", "an entry from after it is");
+});
