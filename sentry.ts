@@ -1116,6 +1116,7 @@ function moveLockAside(ctx: Ctx, file: string): void {
 export interface Forgiven {
   at: number; // epoch ms
   logs: Record<string, number>; // "dev:ino" → size in bytes
+  all?: boolean; // the marker could not be read: every line of the address is passed over
 }
 
 /** Looks up the forgiven addresses of one scan: one readdir, then a read per address met. */
@@ -1149,25 +1150,37 @@ export function writeForgiven(ctx: Ctx, ip: string, by: string): void {
   writeAtomic(ctx, path.join(dir, ip), `${JSON.stringify({ ...f, by: sanitize(by, 100) })}\n`);
 }
 
-/** Reads ROOT_DIR/delisted/IP; null if absent. A marker that cannot be read or parsed stops the scan (exit 2): guessing could block a forgiven address. */
+/**
+ * Reads ROOT_DIR/delisted/IP; null if absent. A marker that cannot be read
+ * or parsed passes over every line of that address (guessing could block
+ * an address the administrator forgave), says so on stderr and in
+ * sentry.log, and leaves every other address's evidence alone (failing the
+ * whole read would switch protection off for all).
+ */
 export function readForgiven(ctx: Ctx, ip: string): Forgiven | null {
   const file = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR, ip);
+  const unusable = (why: string): Forgiven => {
+    const note = `${file} is not a usable delist marker (${why}): none of ${ip}'s log lines count until it is removed or ${ip} is delisted again`;
+    ctx.sys.warn(note);
+    logDecision(ctx, ip, "warning", note);
+    return { at: 0, logs: {}, all: true };
+  };
   let text: string;
   try {
     text = readStateFile(ctx, file);
   } catch (e) {
     if (errCode(e) === "ENOENT") return null;
-    throw ioError("read", file, e);
+    return unusable(ioError("read", file, e).message);
   }
   let v: unknown;
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new SentryError(`${file}: not a delist marker (${errText(e)}); remove it to count the address's whole log again`, 2);
+    return unusable(errText(e));
   }
   const o = v as { at?: unknown; logs?: unknown };
   if (typeof o !== "object" || o === null || typeof o.at !== "number" || typeof o.logs !== "object" || o.logs === null)
-    throw new SentryError(`${file}: not a delist marker (no "at" and "logs"); remove it to count the address's whole log again`, 2);
+    return unusable('no "at" and "logs"');
   const logs: Record<string, number> = {};
   for (const [k, n] of Object.entries(o.logs)) if (typeof n === "number") logs[k] = n;
   return { at: o.at, logs };
@@ -1201,6 +1214,7 @@ const RFC3339_STAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d
  */
 export function isForgivenLine(f: Forgiven | null, line: string, ident: string, at: number, stampMs: number | null): boolean {
   if (f === null) return false;
+  if (f.all) return true;
   if (stampMs !== null) return stampMs <= f.at;
   const m = RFC3339_STAMP.exec(line);
   if (m) {

@@ -323,7 +323,7 @@ t.test("no symlink inside ROOT_DIR is followed", async (t) => {
     ["scan.stamp", ["--scan"], (root) => join(root, "scan.stamp"), null],
     ["sentry.lock", ["--block", "--ip=192.0.2.64"], (root) => join(root, "sentry.lock"), 2],
     ["sentry.db", ["--scan"], (root) => join(root, "sentry.db"), 2],
-    ["delisted/IP", ["--scan"], (root) => (fs.mkdirSync(join(root, "delisted"), { recursive: true }), join(root, "delisted", "192.0.2.50")), 2],
+    ["delisted/IP", ["--scan"], (root) => (fs.mkdirSync(join(root, "delisted"), { recursive: true }), join(root, "delisted", "192.0.2.50")), 0],
   ];
   for (const [what, args, where, code] of cases) {
     const { root, env, victim } = made(t);
@@ -430,4 +430,22 @@ t.test("a delist and the journal: the entry's own time tells old from new", asyn
   write(Date.now() + 1_000, "c");
   connect();
   t.equal(state(root, ip), "blocked", "an entry from after it is");
+});
+
+t.test("an unusable delist marker passes over its own address only, and says so", async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const log = join(dir, "auth.log");
+  const env = envFor(root, { SSH_LOG: log });
+  fs.writeFileSync(log, "Invalid user a from 203.0.113.40 port 1\n".repeat(3) + "Invalid user a from 203.0.113.41 port 1\n".repeat(3));
+  sentry(["--connect", "--ip=203.0.113.99"], env);
+  fs.mkdirSync(join(root, "delisted"));
+  fs.writeFileSync(join(root, "delisted", "203.0.113.40"), "not json\n");
+  for (let i = 0; i < 3; i++) {
+    sentry(["--connect", "--ip=203.0.113.40"], env);
+    sentry(["--connect", "--ip=203.0.113.41"], env);
+  }
+  t.equal(state(root, "203.0.113.40"), "none", "the address the broken marker names is not blocked");
+  t.equal(state(root, "203.0.113.41"), "blocked", "the others still are");
+  t.match(sentryLog(root), /203\.0\.113\.40 warning .*delisted\/203\.0\.113\.40 is not a usable delist marker/);
 });
