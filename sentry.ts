@@ -20,8 +20,9 @@
  *   2. One line is appended to seen/IP (a single O_APPEND write, so a botnet
  *      connecting 40 times at once is counted 40 times), and one to
  *      connections.log, the feed that keeps --report's index current.
- *   3. An address already in allow/ or block/ is done. So is one seen fewer
- *      than 3 times: most clients never cost more than steps 1–3.
+ *   3. An address already in allow/ or block/ is done (a blocked one that
+ *      got here proves hosts.deny stale: it is rewritten). So is one seen
+ *      fewer than 3 times: most clients never cost more than steps 1–3.
  *   4. Otherwise the logs of each protected service are read, only the bytes
  *      written since the last decision, and tallied per address in sentry.db.
  *      Any successful login allows the address for good; a naughty attempt
