@@ -20,8 +20,9 @@
  *   2. One line is appended to seen/IP (a single O_APPEND write, so a botnet
  *      connecting 40 times at once is counted 40 times), and one to
  *      connections.log, the feed that keeps --report's index current.
- *   3. An address already in allow/ or block/ is done. So is one seen fewer
- *      than 3 times: most clients never cost more than steps 1–3.
+ *   3. An address already in allow/ or block/ is done (a blocked one that
+ *      got here proves hosts.deny stale: it is rewritten). So is one seen
+ *      fewer than 3 times: most clients never cost more than steps 1–3.
  *   4. Otherwise the logs of each protected service are read, only the bytes
  *      written since the last decision, and tallied per address in sentry.db.
  *      Any successful login allows the address for good; a naughty attempt
@@ -119,7 +120,45 @@ export const DEFAULTS = {
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
+
+/**
+ * Settings that decide what code runs as root (an update channel and its
+ * key; later, notification commands). A sentry.conf another user could
+ * write, or the environment of an unprivileged caller, must not set them:
+ * they are taken only from a sentry.conf owned by root or from the
+ * environment of a process running as root.
+ */
+export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY"];
 export type ConfigKey = keyof Config;
+type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[ConfigKey];
+
+/**
+ * The largest value each number setting may take, checked where the
+ * configuration is loaded. Each bound is where the setting stops working,
+ * or well below it: a timeout handed to setTimeout or SQLite's busy handler
+ * above 2^31-1 ms wraps around (LOCK_TIMEOUT_SECONDS=2147484 made every
+ * lock fail at once, so nothing was ever blocked; UPDATE_TIMEOUT_SECONDS=
+ * 999999999 fired after 1 ms). Every number key must have one (the type
+ * says so), so a new setting cannot forget it.
+ */
+export const CONFIG_MAX: Record<NumberKey, number> = {
+  EXPIRE_BLOCK_DAYS: 36_500, // a century; 0 (never) is the way to say "for good"
+  BLOCK_THIN_MINUTES: 525_600, // a year
+  THIN_NAUGHTY_LINES: 1_000_000,
+  TYPO_DISTANCE: 8, // further than that, every name is a "typo" of some account
+  CONNECT_THRESHOLD: 1_000_000,
+  FAIL_THRESHOLD: 1_000_000,
+  SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
+  SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
+  FIRST_SCAN_MB: 1_048_576, // 1 TB
+  EXPIRE_CHECK_MINUTES: 525_600, // a year
+  REPORT_REBUILD_HOURS: 8_760, // a year
+  COMMAND_TIMEOUT_SECONDS: 3_600,
+  UPDATE_TIMEOUT_SECONDS: 3_600, // a download may last DOWNLOAD_TOTAL_FACTOR (20) times this: 20 h < 2^31-1 ms
+  LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
+  EXPIRE_PER_CONNECT: 100_000,
+  WITHHELD_LOG_MINUTES: 525_600, // a year
+};
 
 /**
  * Reads one value for `key` from text, typed like its default.
@@ -137,7 +176,9 @@ export function parseConfigValue(key: ConfigKey, raw: string, origin: string): C
     throw bad("1 or 0");
   }
   if (typeof def === "number") {
-    if (!/^\d{1,9}$/.test(text)) throw bad("a whole number, 0 or more");
+    const max = CONFIG_MAX[key as NumberKey];
+    if (!/^\d{1,9}$/.test(text)) throw bad(`a whole number from 0 to ${max}`);
+    if (Number(text) > max) throw bad(`a whole number from 0 to ${max} (${key}'s upper bound)`);
     return Number(text);
   }
   if (/[\0\n\r]/.test(text)) throw bad("one line of text");
@@ -156,7 +197,7 @@ export function isConfigKey(name: string): name is ConfigKey {
  * Unknown keys in sentry.conf are errors (a misspelt PROTECT_FTP would
  * otherwise be silently ignored); unknown environment variables are not ours.
  */
-export function loadConfig(env: Record<string, string | undefined>, fsys: FsTable = realFs): Config {
+export function loadConfig(env: Record<string, string | undefined>, fsys: FsTable = realFs, uid: number = process.geteuid ? process.geteuid() : 0): Config {
   const cfg: Config = { ...DEFAULTS };
   const set = (key: ConfigKey, raw: string, origin: string) => {
     (cfg as Record<ConfigKey, unknown>)[key] = parseConfigValue(key, raw, origin);
@@ -164,15 +205,29 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
   if (env.ROOT_DIR !== undefined) set("ROOT_DIR", env.ROOT_DIR, "environment");
   if (!path.isAbsolute(cfg.ROOT_DIR))
     throw new SentryError(`ROOT_DIR must be an absolute path, not ${JSON.stringify(cfg.ROOT_DIR)}`, 1);
+  checkStrictModes(cfg.ROOT_DIR, fsys, uid);
   const confPath = path.join(cfg.ROOT_DIR, "sentry.conf");
   let text: string | null = null;
+  let confOwner = 0;
+  let fd: number | null = null;
   try {
-    text = fsys.readFileSync(confPath, "utf8");
+    // No symlink (O_NOFOLLOW), no FIFO that would hang every connect (O_NONBLOCK).
+    fd = fsys.openSync(confPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const st = fsys.fstatSync(fd);
+    if (!st.isFile()) throw new SentryError(`${confPath} is not a regular file: remove it`, 2);
+    const bad = strictProblem(confPath, st, uid, false);
+    if (bad) throw new SentryError(bad, 2);
+    confOwner = st.uid;
+    text = fsys.readFileSync(fd, "utf8");
   } catch (e) {
+    if (e instanceof SentryError) throw e;
     const code = errCode(e);
     // No file is the normal case; a ROOT_DIR that does not exist yet too.
+    if (code === "ELOOP") throw new SentryError(`${confPath} is a symbolic link: sentry follows none inside ROOT_DIR; replace it with the file`, 2);
     if (code !== "ENOENT" && code !== "ENOTDIR")
       throw new SentryError(`cannot read ${confPath}: ${errText(e)}`, 2);
+  } finally {
+    if (fd !== null) fsys.closeSync(fd);
   }
   if (text !== null) {
     text.split("\n").forEach((line, i) => {
@@ -184,6 +239,8 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
       const key = m[1];
       if (!isConfigKey(key)) throw new SentryError(`${where}: unknown setting ${key}`, 1);
       if (key === "ROOT_DIR") throw new SentryError(`${where}: ROOT_DIR cannot be set inside ROOT_DIR`, 1);
+      if (EXEC_SETTINGS.includes(key) && confOwner !== 0)
+        throw new SentryError(`${where}: ${key} is taken only from a sentry.conf owned by root (this one is owned by uid ${confOwner}): run chown root ${confPath}, or set it in the environment of root`, 2);
       // Allow the value to be quoted, as in a shell file.
       set(key, m[2].replace(/^"(.*)"$|^'(.*)'$/, "$1$2"), where);
     });
@@ -191,7 +248,10 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
   for (const key of Object.keys(DEFAULTS) as ConfigKey[]) {
     if (key === "ROOT_DIR") continue;
     const v = env[key];
-    if (v !== undefined) set(key, v, "environment");
+    if (v === undefined) continue;
+    if (EXEC_SETTINGS.includes(key) && uid !== 0)
+      throw new SentryError(`environment: ${key} is taken only from the environment of root (this process runs as uid ${uid}); put it in a sentry.conf owned by root`, 2);
+    set(key, v, "environment");
   }
   // ALLOW_IPS is checked now, so a typo fails every command, not the first block.
   parseAllowList(cfg.ALLOW_IPS);
@@ -245,6 +305,7 @@ export type FsTable = Pick<
   | "unlinkSync"
   | "rmSync"
   | "chmodSync"
+  | "fchmodSync"
   | "copyFileSync"
   | "existsSync"
   | "accessSync"
@@ -273,6 +334,7 @@ export interface Sys {
   run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
   execPath: string; // this program (the binary itself when compiled)
   outClosed?(): boolean; // true once stdout's reader has gone (`| head`): long output may stop early
+  uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
 }
 
 /**
@@ -348,6 +410,7 @@ export function realSys(): Sys {
     outClosed: () => !stdoutOpen(),
     run: runCommand,
     execPath: process.execPath,
+    uid: process.geteuid ? process.geteuid() : 0,
   };
 }
 
@@ -441,7 +504,7 @@ function formatV6(g: number[]): string {
 /**
  * The canonical spelling of an address, or null if `text` is not exactly
  * one. IPv4-mapped IPv6 becomes IPv4; a zone id (%eth0) is dropped; the
- * unspecified and broadcast addresses, which no client can have, are refused.
+ * unspecified, broadcast and multicast addresses, which no client can have, are refused.
  */
 export function parseIp(text: string): string | null {
   if (typeof text !== "string" || text.length === 0 || text.length > 64) return null;
@@ -456,11 +519,16 @@ export function parseIp(text: string): string | null {
     const b = parseV4Bytes(s);
     if (!b) return null;
     const ip = b.join(".");
-    return ip === "0.0.0.0" || ip === "255.255.255.255" ? null : ip;
+    if (ip === "0.0.0.0" || ip === "255.255.255.255") return null;
+    // 224.0.0.0/4 is multicast: no TCP client ever has such a source address,
+    // so one can only come from a forged argument or a misread log.
+    if (b[0] >= 224 && b[0] <= 239) return null;
+    return ip;
   }
   const g = parseV6Groups(s);
   if (!g) return null;
   if (g.every((x) => x === 0)) return null; // "::" is no client
+  if (g[0] >> 8 === 0xff) return null; // ff00::/8 is multicast: no client either
   // ::ffff:a.b.c.d is an IPv4 client on a dual-stack socket.
   if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
     return parseIp(`${g[6] >> 8}.${g[6] & 255}.${g[7] >> 8}.${g[7] & 255}`);
@@ -507,8 +575,15 @@ export function parseCidr(text: string): Cidr | null {
   return { family, base: value & mask, bits, text: `${ip}/${bits}` };
 }
 
-/** Loopback is never blocked, whatever ALLOW_IPS says. */
-export const ALWAYS_ALLOWED = ["127.0.0.0/8", "::1/128"];
+/**
+ * Loopback is never blocked, whatever ALLOW_IPS says, in every spelling a
+ * socket or a log can give it: 127/8 and ::1, IPv4-compatible ::127.x.y.z
+ * (deprecated but still parsed by inet_pton), NAT64's well-known prefix
+ * 64:ff9b::/96 holding 127/8 (RFC 6052), and SIIT's IPv4-translated
+ * ::ffff:0:127.x.y.z (RFC 2765). IPv4-mapped ::ffff:127.x.y.z needs no entry:
+ * parseIp turns it into 127.x.y.z.
+ */
+export const ALWAYS_ALLOWED = ["127.0.0.0/8", "::1/128", "::127.0.0.0/104", "64:ff9b::127.0.0.0/104", "::ffff:0:127.0.0.0/104"];
 
 /** Parses ALLOW_IPS (space or comma separated) plus loopback; throws naming the bad entry. */
 export function parseAllowList(text: string): Cidr[] {
@@ -726,6 +801,9 @@ export function statePath(ctx: Ctx, dir: Dir, ip: string): string {
 
 /** A file-system failure as the one error type, naming the path (exit 2). */
 export function ioError(what: string, file: string, e: unknown): SentryError {
+  // O_NOFOLLOW refuses a symlink with ELOOP, whose text ("too many levels of
+  // symbolic links") would hide what is wrong.
+  if (errCode(e) === "ELOOP") return new SentryError(`cannot ${what} ${file}: it is a symbolic link, and sentry follows none inside ROOT_DIR (someone may be trying to make it write elsewhere): remove it`, 2);
   return new SentryError(`cannot ${what} ${file}: ${errText(e)}`, 2);
 }
 
@@ -790,7 +868,7 @@ export function recordConnection(ctx: Ctx, ip: string): number {
   const line = `${epoch(ctx)}\n`;
   let fd: number;
   try {
-    fd = withRoot(ctx, () => fsys.openSync(file, "a+", 0o640));
+    fd = withRoot(ctx, () => fsys.openSync(file, O_APPEND_NOFOLLOW | fs.constants.O_RDWR, 0o640));
   } catch (e) {
     throw ioError("record the connection in", file, e);
   }
@@ -828,7 +906,7 @@ export function recordConnection(ctx: Ctx, ip: string): number {
 export function noteChange(ctx: Ctx, ip: string, what = ""): void {
   const file = path.join(ctx.cfg.ROOT_DIR, CONNECTIONS_LOG);
   try {
-    ctx.sys.fs.appendFileSync(file, `${epoch(ctx)} ${ip}${what ? ` ${what}` : ""}\n`, { mode: 0o640 });
+    writeNoFollow(ctx.sys.fs, file, `${epoch(ctx)} ${ip}${what ? ` ${what}` : ""}\n`, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY);
   } catch (e) {
     ctx.sys.warn(`cannot append to ${file}: ${errText(e)} (the report's index will be rebuilt)`);
   }
@@ -846,7 +924,7 @@ export function countConnections(ctx: Ctx, ip: string): number {
   const file = statePath(ctx, "seen", ip);
   let text: string;
   try {
-    text = ctx.sys.fs.readFileSync(file, "latin1");
+    text = readStateFile(ctx, file, "latin1");
   } catch (e) {
     if (errCode(e) === "ENOENT") return 0;
     throw ioError("read", file, e);
@@ -877,7 +955,7 @@ export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640):
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
   let fd: number | null = null;
   try {
-    fd = withRoot(ctx, () => fsys.openSync(tmp, "w", mode));
+    fd = withRoot(ctx, () => fsys.openSync(tmp, O_WRITE_NOFOLLOW, mode));
     fsys.writeSync(fd, text);
     fsys.fsyncSync(fd);
     fsys.closeSync(fd);
@@ -890,7 +968,23 @@ export function writeAtomic(ctx: Ctx, file: string, text: string, mode = 0o640):
     } catch (e2) {
       if (errCode(e2) !== "ENOENT") ctx.sys.warn(`cannot remove ${tmp}: ${errText(e2)}`);
     }
-    throw ioError("write", file, e);
+    throw ioError("write", errCode(e) === "ELOOP" ? tmp : file, e);
+  }
+}
+
+/**
+ * The text of a small file of ROOT_DIR, opened without following a symlink
+ * (ROOT_DIR's files are sentry's own: a link there is someone's attempt to
+ * make root read or write elsewhere). Throws what the file system throws
+ * (ENOENT, ELOOP for a symlink).
+ */
+export function readStateFile(ctx: Ctx, file: string, encoding: "utf8" | "latin1" = "utf8"): string {
+  const fsys = ctx.sys.fs;
+  const fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    return fsys.readFileSync(fd, encoding);
+  } finally {
+    fsys.closeSync(fd);
   }
 }
 
@@ -933,8 +1027,18 @@ export function sanitize(text: string, max = 300): string {
 export function logDecision(ctx: Ctx, ip: string, what: string, reason: string): void {
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.log");
   const line = `${isoTime(ctx.sys.now())} ${ip} ${what} ${sanitize(reason, 1000)}\n`;
+  const fsys = ctx.sys.fs;
   try {
-    withRoot(ctx, () => ctx.sys.fs.appendFileSync(file, line, { mode: 0o640 }));
+    const fd = withRoot(ctx, () => fsys.openSync(file, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY, 0o640));
+    try {
+      // It holds what attackers typed as user names (sometimes a password):
+      // not for every local user. An older sentry made it 0644.
+      const st = fsys.fstatSync(fd);
+      if (st.mode & 0o007) fsys.fchmodSync(fd, st.mode & 0o770);
+      fsys.writeSync(fd, line);
+    } finally {
+      fsys.closeSync(fd);
+    }
   } catch (e) {
     // The decision itself is already in the files; say so, but do not undo it.
     ctx.sys.warn(`cannot append to ${file}: ${errText(e)}`);
@@ -964,14 +1068,33 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
   if (lockDepth > 0) return fn(); // this process holds it already
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.lock");
   const { DatabaseSync } = sqlite();
-  let db: InstanceType<SqliteModule["DatabaseSync"]>;
-  try {
-    db = withRoot(ctx, () => {
+  const open = () => {
+    const db = withRoot(ctx, () => {
       // SQLite reports a missing folder as "unable to open": look first.
       if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+      prepareDbFile(ctx, file, false); // the lock is in rollback-journal mode: no -wal, no -shm
       return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     });
-    db.exec("BEGIN IMMEDIATE");
+    try {
+      db.exec("BEGIN IMMEDIATE");
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return db;
+  };
+  let db: InstanceType<SqliteModule["DatabaseSync"]>;
+  try {
+    try {
+      db = open();
+    } catch (e) {
+      // A lock file that is not a database (a disk error, an editor, a copy
+      // gone wrong) would otherwise fail every block, allow and decision for
+      // good. It holds nothing: move it aside, make a new one, say so.
+      if (!isCorrupt(e)) throw e;
+      moveLockAside(ctx, file);
+      db = open();
+    }
   } catch (e) {
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
@@ -982,6 +1105,304 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
     lockDepth--;
     db.exec("ROLLBACK");
     db.close();
+  }
+}
+
+/**
+ * Moves a corrupt sentry.lock to sentry.lock.corrupt-TIME. sentry itself
+ * only ever leaves it empty (a lock writes no page), so a file that is
+ * empty or starts with SQLite's header is one another process has just
+ * recreated: that one is left alone. The lock cannot guard its own repair;
+ * the window left (between that look and the rename) is microseconds, once,
+ * and costs at worst one hosts.deny rewrite, which the next connect of the
+ * address heals (connect, step 2).
+ */
+function moveLockAside(ctx: Ctx, file: string): void {
+  const fsys = ctx.sys.fs;
+  const head = Buffer.alloc(16);
+  let n = 0;
+  try {
+    const fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      n = fsys.readSync(fd, head, 0, 16, 0);
+    } finally {
+      fsys.closeSync(fd);
+    }
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return;
+    throw ioError("read", file, e);
+  }
+  if (n === 0 || head.toString("latin1") === "SQLite format 3\0") return;
+  const aside = `${file}.corrupt-${isoTime(ctx.sys.now()).replace(/[-:]/g, "")}`;
+  try {
+    fsys.renameSync(file, aside);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return;
+    throw ioError("move aside", file, e);
+  }
+  const note = `${file} was not a usable lock: moved to ${aside}, a new one is made`;
+  ctx.sys.warn(note);
+  logDecision(ctx, "-", "repair", note);
+}
+
+// ---- 5.3 Forgiven: a delist survives the loss of sentry.db -------------------
+//
+//   ROOT_DIR/delisted/203.0.113.9
+//     {"at":1795262400123,"by":"admin","logs":{"2049:131077":5321900}}
+//
+// A delist (or an expiry) sets aside the address's tallies in sentry.db. But
+// sentry.db is an index the manual says may be deleted: rebuilt, it would
+// read the same old lines again, and the next connect would block the
+// address once more on evidence already forgiven. So the files remember
+// when it was forgiven ("at", epoch ms) and how far each log then reached
+// ("logs": "dev:ino" of each log file → its size then), and a line about a
+// forgiven address is not counted if it is from before that:
+//   - a line with a full timestamp (RFC 3339 syslog; the journal's own
+//     __REALTIME_TIMESTAMP) is old if stamped at or before "at";
+//   - any other line (a classic syslog stamp has no year and no zone; `sshd
+//     -E` writes none) is old if it lies below the size its file had then.
+//     Byte positions of one inode only grow, so this is exact; a file that
+//     was emptied in place (copytruncate) and written again reads as old
+//     up to that size: in the forgiven address's favour, which is the side
+//     to err on, since forgiving is what the administrator asked for;
+//   - a file that was not there then (a rotation made it since) is new.
+// The marker stays until the next delist of the address overwrites it.
+
+/** When an address was last forgiven, and how far each log reached then. */
+export interface Forgiven {
+  at: number; // epoch ms
+  logs: Record<string, number>; // "dev:ino" → size in bytes
+  all?: boolean; // the marker could not be read: every line of the address is passed over
+}
+
+/** Looks up the forgiven addresses of one scan: one readdir, then a read per address met. */
+export interface ForgivenLookup {
+  names: Set<string>;
+  get(ip: string): Forgiven | null;
+}
+
+export const DELISTED_DIR = "delisted";
+
+/** "dev:ino", the identity of a log file across renames. */
+export function fileIdent(st: { dev: number; ino: number }): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+/** Writes ROOT_DIR/delisted/IP: now, and the size of every log file sentry reads. Call under withLock. */
+export function writeForgiven(ctx: Ctx, ip: string, by: string): void {
+  const dir = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR);
+  try {
+    ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+  } catch (e) {
+    if (errCode(e) !== "EEXIST") throw ioError("create", dir, e);
+  }
+  const logs: Record<string, number> = {};
+  for (const src of logSources(ctx.cfg, ctx.sys.fs)) {
+    if (src.kind !== "file") continue;
+    const st = ctx.sys.fs.statSync(src.path, { throwIfNoEntry: false });
+    if (st && st.isFile()) logs[fileIdent(st)] = st.size;
+  }
+  const f: Forgiven = { at: ctx.sys.now(), logs };
+  writeAtomic(ctx, path.join(dir, ip), `${JSON.stringify({ ...f, by: sanitize(by, 100) })}\n`);
+}
+
+/**
+ * Reads ROOT_DIR/delisted/IP; null if absent. A marker that cannot be read
+ * or parsed passes over every line of that address (guessing could block
+ * an address the administrator forgave), says so on stderr and in
+ * sentry.log, and leaves every other address's evidence alone (failing the
+ * whole read would switch protection off for all).
+ */
+export function readForgiven(ctx: Ctx, ip: string): Forgiven | null {
+  const file = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR, ip);
+  const unusable = (why: string): Forgiven => {
+    const note = `${file} is not a usable delist marker (${why}): none of ${ip}'s log lines count until it is removed or ${ip} is delisted again`;
+    ctx.sys.warn(note);
+    logDecision(ctx, ip, "warning", note);
+    return { at: 0, logs: {}, all: true };
+  };
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    return unusable(ioError("read", file, e).message);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return unusable(errText(e));
+  }
+  const o = v as { at?: unknown; logs?: unknown };
+  if (typeof o !== "object" || o === null || typeof o.at !== "number" || typeof o.logs !== "object" || o.logs === null)
+    return unusable('no "at" and "logs"');
+  const logs: Record<string, number> = {};
+  for (const [k, n] of Object.entries(o.logs)) if (typeof n === "number") logs[k] = n;
+  return { at: o.at, logs };
+}
+
+/** The forgiven addresses, listed once; each marker is read on first use. */
+export function forgivenLookup(ctx: Ctx): ForgivenLookup {
+  const where = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR);
+  let names: string[] = [];
+  try {
+    names = ctx.sys.fs.readdirSync(where);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("list", where, e);
+  }
+  const cache = new Map<string, Forgiven | null>();
+  return {
+    names: new Set(names.filter((n) => parseIp(n) === n)),
+    get(ip) {
+      if (!cache.has(ip)) cache.set(ip, readForgiven(ctx, ip));
+      return cache.get(ip) ?? null;
+    },
+  };
+}
+
+const RFC3339_STAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)) /;
+
+/**
+ * Whether a log line about a forgiven address predates its forgiveness (see
+ * above). `ident`/`at`: the file and byte offset of the line ("" for the
+ * journal); `stampMs`: the time the journal gives the entry, or null.
+ */
+export function isForgivenLine(f: Forgiven | null, line: string, ident: string, at: number, stampMs: number | null): boolean {
+  if (f === null) return false;
+  if (f.all) return true;
+  if (stampMs !== null) return stampMs <= f.at;
+  const m = RFC3339_STAMP.exec(line);
+  if (m) {
+    const t = Date.parse(m[1].replace(/([+-]\d\d)(\d\d)$/, "$1:$2"));
+    if (Number.isFinite(t)) return t <= f.at;
+  }
+  const size = f.logs[ident];
+  return size !== undefined && at < size;
+}
+
+// ---- 5.4 Strict modes ---------------------------------------------------------
+//
+//   ROOT_DIR drwxrwxrwx root   → "… is writable by group or others (mode 0777): run chmod go-w ROOT_DIR"
+//   sentry.conf owned by nobody → "… is owned by uid 65534, not by root: run chown root …"
+//   seen/IP → /etc/shadow      → "cannot record … : it is a symbolic link …"
+//
+// sentry runs as root and writes into ROOT_DIR on every connection. If
+// another user can write there, they can make root append to any file
+// (seen/IP, sentry.log or connections.log as a symlink), overwrite one
+// (scan.stamp, expire.stamp), turn blocking off (a sentry.conf saying
+// ALLOW_IPS=0.0.0.0/0), or allow themselves (allow/IP). So, as sshd's
+// StrictModes does for ~/.ssh, ROOT_DIR, its folders and sentry.conf must be
+// owned by root (or the user running sentry) and not writable by group or
+// others, and so must every folder above ROOT_DIR (one that others may
+// write, like /tmp, only with its sticky bit, which keeps them from renaming
+// what is not theirs); else every command refuses to act. And every file
+// sentry opens in ROOT_DIR is opened with O_NOFOLLOW (SQLite's files are
+// lstat'ed first: node:sqlite takes no flags), so a link planted before the
+// modes were fixed is an error naming it, never followed.
+//
+// Cost on a connect: one stat per folder above ROOT_DIR (3 for
+// /var/db/sentry), one lstat of ROOT_DIR and of each of its 4 folders, and
+// an fstat of sentry.conf's descriptor if there is one; about 10 µs.
+
+/** Flags of an append that creates and follows no link (seen/IP, sentry.log, connections.log). */
+const O_APPEND_NOFOLLOW = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+/** Flags of a write that creates or truncates and follows no link (temporary files, stamps). */
+const O_WRITE_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
+
+/** The folders of ROOT_DIR that strict modes check (STATE_DIRS and the delist markers). */
+const STRICT_DIRS = ["seen", "allow", "block", "delisted"];
+
+/** Writes `text` to `file` opened with `flags` (one of the two above), created 0640. Throws what the file system throws. */
+function writeNoFollow(fsys: FsTable, file: string, text: string, flags: number): void {
+  const fd = fsys.openSync(file, flags, 0o640);
+  try {
+    fsys.writeSync(fd, text);
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** Why `p` with stat `st` may not be trusted by uid `uid`, with the fix; "" if it may. */
+export function strictProblem(p: string, st: { uid: number; mode: number }, uid: number, stickyOk: boolean): string {
+  if (st.uid !== 0 && st.uid !== uid)
+    return `${p} is owned by uid ${st.uid}, not by root${uid !== 0 ? ` or uid ${uid}` : ""}, so its owner can subvert sentry: run chown root ${p}`;
+  if (st.mode & 0o022 && !(stickyOk && st.mode & 0o1000)) {
+    const who = (st.mode & 0o022) === 0o022 ? "group and others" : st.mode & 0o020 ? "group" : "others";
+    return `${p} is writable by ${who} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}), so they can subvert sentry: run chmod go-w ${p}`;
+  }
+  return "";
+}
+
+/**
+ * Throws SentryError(2) naming the path and the fix if ROOT_DIR, a folder
+ * of it or a folder above it may be written by someone other than root and
+ * `uid`. A ROOT_DIR that does not exist yet is fine (sentry makes it 0750).
+ */
+export function checkStrictModes(root: string, fsys: FsTable, uid: number): void {
+  const fail = (msg: string) => {
+    throw new SentryError(`strict modes: ${msg}`, 2);
+  };
+  const look = (p: string, follow: boolean) => {
+    try {
+      return follow ? fsys.statSync(p, { throwIfNoEntry: false }) : fsys.lstatSync(p, { throwIfNoEntry: false });
+    } catch (e) {
+      throw ioError("check the owner and mode of", p, e);
+    }
+  };
+  for (let dir = path.dirname(root); ; dir = path.dirname(dir)) {
+    const st = look(dir, true);
+    if (st) {
+      const bad = strictProblem(dir, st, uid, true);
+      if (bad) fail(bad);
+    }
+    if (dir === path.dirname(dir)) break;
+  }
+  const st = look(root, false);
+  if (!st) return;
+  if (st.isSymbolicLink()) fail(`ROOT_DIR ${root} is a symbolic link: set ROOT_DIR to the folder it points to`);
+  if (!st.isDirectory()) fail(`ROOT_DIR ${root} is not a folder`);
+  const bad = strictProblem(root, st, uid, false);
+  if (bad) fail(bad);
+  for (const d of STRICT_DIRS) {
+    const p = path.join(root, d);
+    const sd = look(p, false);
+    if (!sd) continue;
+    if (!sd.isDirectory()) fail(`${p} is ${sd.isSymbolicLink() ? "a symbolic link" : "not a folder"}: it must be a folder of its own; remove it`);
+    const bad2 = strictProblem(p, sd, uid, false);
+    if (bad2) fail(bad2);
+  }
+}
+
+/**
+ * Before node:sqlite opens ROOT_DIR/name (it takes no O_NOFOLLOW): a link
+ * there is an error naming it; a missing file is made 0600 (SQLite would
+ * make it 0644, and sentry.db holds what attackers typed); an existing one
+ * readable by others, and its -wal and -shm, are made 0600 (SQLite gives
+ * those the main file's mode when it makes them).
+ */
+export function prepareDbFile(ctx: Ctx, file: string, wal = true): void {
+  const fsys = ctx.sys.fs;
+  for (const suffix of wal ? ["", "-wal", "-shm"] : [""]) {
+    const p = file + suffix;
+    const st = fsys.lstatSync(p, { throwIfNoEntry: false });
+    if (!st) {
+      if (suffix !== "") continue;
+      try {
+        fsys.closeSync(fsys.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600));
+      } catch (e) {
+        if (errCode(e) !== "EEXIST") throw ioError("create", p, e);
+      }
+      continue;
+    }
+    if (!st.isFile()) throw new SentryError(`cannot open ${p}: it is ${st.isSymbolicLink() ? "a symbolic link, and sentry follows none inside ROOT_DIR" : "not a regular file"}: remove it`, 2);
+    if (st.mode & 0o077) {
+      try {
+        fsys.chmodSync(p, 0o600);
+      } catch (e) {
+        throw ioError("make private (chmod 0600)", p, e);
+      }
+    }
   }
 }
 
@@ -2508,6 +2929,7 @@ export function openIndex(ctx: Ctx): Db {
   const { DatabaseSync } = sqlite();
   const open = (): Db => {
     if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+    prepareDbFile(ctx, file);
     const db = new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     try {
       db.exec("PRAGMA journal_mode=WAL");
@@ -2778,6 +3200,7 @@ export interface ScanResult {
   touched: Set<string>; // addresses with new evidence
   succeeded: Set<string>; // addresses with a new successful login (it lifts a block decided on failures: liftAfterSuccess)
   notes: string[];
+  forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
@@ -2843,7 +3266,7 @@ export function readLines(
   fsys: FsTable,
   fd: number,
   from: { start: number | null; size: number; skipping: boolean },
-  fn: (line: string | null) => void,
+  fn: (line: string | null, at: number) => void,
   opts: { more?: () => boolean; lastPartial?: boolean } = {},
 ): { offset: number; skipping: boolean; stopped: boolean; bytes: number } {
   const buf = Buffer.allocUnsafe(CHUNK + MAX_LINE);
@@ -2866,13 +3289,13 @@ export function readLines(
     let lineStart = 0;
     for (let nl = buf.indexOf(10, 0); nl !== -1 && nl < end; nl = buf.indexOf(10, nl + 1)) {
       if (skipping) skipping = false; // the end of an over-long line
-      else fn(nl - lineStart <= MAX_LINE ? buf.toString("utf8", lineStart, nl) : null);
+      else fn(nl - lineStart <= MAX_LINE ? buf.toString("utf8", lineStart, nl) : null, pos + lineStart);
       lineStart = nl + 1;
     }
     // What is left is the start of a line that has not ended in this chunk.
     const rest = end - lineStart;
     if (skipping || rest > MAX_LINE) {
-      if (!skipping) fn(null);
+      if (!skipping) fn(null, pos + lineStart);
       skipping = true;
       pos += end;
       carry = 0;
@@ -2882,7 +3305,7 @@ export function readLines(
       carry = rest;
     }
   }
-  if (opts.lastPartial && carry > 0 && !skipping) fn(buf.toString("utf8", 0, carry));
+  if (opts.lastPartial && carry > 0 && !skipping) fn(buf.toString("utf8", 0, carry), pos);
   return { offset: pos, skipping, stopped, bytes };
 }
 
@@ -2899,6 +3322,8 @@ function readFileFrom(
   deadline: number,
 ): { offset: number; skipping: boolean; stopped: boolean } {
   const state = newClassifierState();
+  const forgiven = res.forgiven ?? null;
+  const ident = forgiven && forgiven.names.size > 0 ? fileIdent(ctx.sys.fs.fstatSync(fd)) : "";
   // The deadline is set before the wait for the index's lock; readLines
   // always reads one chunk, so a connect that waited long still moves the
   // cursor on (else every later connect would stop at the same place).
@@ -2906,11 +3331,13 @@ function readFileFrom(
     ctx.sys.fs,
     fd,
     { start, size, skipping },
-    (line) => {
+    (line, at) => {
       if (line === null) return; // over-long: no daemon writes such lines
       res.lines++;
       const ev = classifyLine(line, src.program, state);
-      if (ev && src.services.includes(ev.service)) addFound(found, ev, line);
+      if (!ev || !src.services.includes(ev.service)) return;
+      if (forgiven && forgiven.names.has(ev.ip) && isForgivenLine(forgiven.get(ev.ip), line, ident, at, null)) return;
+      addFound(found, ev, line);
     },
     { more: () => ctx.sys.now() <= deadline },
   );
@@ -3082,7 +3509,14 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     if (msg === "" || ident === "" || msg.length > MAX_LINE) continue;
     if (!journalWriterOk(entry, ident)) continue;
     const ev = classifyLine(msg, ident, state);
-    if (ev && src.services.includes(ev.service)) addFound(found, ev, `${ident}: ${msg}`);
+    if (!ev || !src.services.includes(ev.service)) continue;
+    const fg = res.forgiven;
+    if (fg && fg.names.has(ev.ip)) {
+      // journalctl adds __REALTIME_TIMESTAMP (µs) to every entry: the exact time the entry was written.
+      const us = typeof entry.__REALTIME_TIMESTAMP === "string" ? Number(entry.__REALTIME_TIMESTAMP) : NaN;
+      if (isForgivenLine(fg.get(ev.ip), msg, "", 0, Number.isFinite(us) ? us / 1000 : null)) continue;
+    }
+    addFound(found, ev, `${ident}: ${msg}`);
   }
   return { ident: cursor, offset: 0, skipping: 0, head: "" };
 }
@@ -3095,6 +3529,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
 export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
   const sources = logSources(ctx.cfg, ctx.sys.fs);
   const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), succeeded: new Set(), notes: [] };
+  res.forgiven = forgivenLookup(ctx);
   const deadline = ctx.sys.now() + seconds * 1000;
   try {
     db.exec("BEGIN IMMEDIATE");
@@ -3515,6 +3950,7 @@ export function connect(ctx: Ctx, ip: string): number {
   const status = ipStatus(ctx, ip);
   ctx.sys.out(recordLine(count, ip, status));
   expireIfDue(ctx);
+  if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
@@ -3785,6 +4221,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
+  writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
   forgetEvidence(ctx, ip);
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
@@ -3836,24 +4273,25 @@ const EXPIRE_STAMP = "expire.stamp";
 function setExpiryStamp(ctx: Ctx, at: number): boolean {
   const stamp = path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP);
   try {
-    withRoot(ctx, () => ctx.sys.fs.writeFileSync(stamp, `next look for expired blocks at ${isoTime(at)}\n`, { mode: 0o640 }));
+    // No symlink followed (section 5.4): the write refuses a link, and only then is its time set.
+    withRoot(ctx, () => writeNoFollow(ctx.sys.fs, stamp, `next look for expired blocks at ${isoTime(at)}\n`, O_WRITE_NOFOLLOW));
     ctx.sys.fs.utimesSync(stamp, at / 1000, at / 1000);
     return true;
   } catch (e) {
-    ctx.sys.warn(`cannot write ${stamp}: ${errText(e)}`);
+    ctx.sys.warn(ioError("write", stamp, e).message);
     return false;
   }
 }
 
 /** A block ending at `end` brings the next expiry look forward to it. No stamp: the look is due already. */
 function expiryDueBy(ctx: Ctx, end: number): void {
-  const st = ctx.sys.fs.statSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
+  const st = ctx.sys.fs.lstatSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
   if (st && st.mtimeMs > end) setExpiryStamp(ctx, end);
 }
 
 /** Runs expireBlocks if the stamp says a block is due; cheap (one stat) when not. */
 export function expireIfDue(ctx: Ctx): void {
-  const st = ctx.sys.fs.statSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
+  const st = ctx.sys.fs.lstatSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
   const now = ctx.sys.now();
   if (st && now < st.mtimeMs) return;
   // Stamp first: a second connect in the same instant skips the work.
@@ -4001,12 +4439,14 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
     db.close();
   }
   const expired = expireBlocks(ctx);
+  const healed = healHostsDeny(ctx, "scan");
+  if (healed !== null) ctx.sys.warn(healed);
   try {
     // --doctor reads this: a server without libwrap is protected if --scan runs.
     const stamp = path.join(ctx.cfg.ROOT_DIR, "scan.stamp");
-    ctx.sys.fs.writeFileSync(stamp, `${isoTime(ctx.sys.now())}\n`, { mode: 0o640 });
+    writeNoFollow(ctx.sys.fs, stamp, `${isoTime(ctx.sys.now())}\n`, O_WRITE_NOFOLLOW);
   } catch (e) {
-    ctx.sys.warn(`cannot write scan.stamp: ${errText(e)}`);
+    ctx.sys.warn(ioError("write", path.join(ctx.cfg.ROOT_DIR, "scan.stamp"), e).message);
   }
   const summary = `scan: read ${res.bytes} bytes (${res.lines} lines) from ${res.readable} of ${res.sources} logs; weighed ${weighed} addresses: ${allowed} allowed, ${blocked} blocked; ${expired} expired blocks lifted`;
   if (verbose || allowed || blocked || expired) ctx.sys.out(summary);
@@ -4042,6 +4482,100 @@ export function hostsDenyText(blocked: string[], allowRanges: Cidr[]): string {
 export function writeHostsDeny(ctx: Ctx): void {
   const text = hostsDenyText(listDir(ctx, "block"), ctx.allowRanges);
   writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), text, 0o644);
+}
+
+// ---- 9.1.1 hosts.deny heals --------------------------------------------------
+//
+//   block/203.0.113.7 exists, hosts.deny lacks it (a kill -9 between the two
+//   writes of setBlocked, a full disk)  →  the next connect of 203.0.113.7
+//   rewrites hosts.deny and re-adds it to every enabled firewall
+//
+// tcpd refuses an address listed in hosts.deny before it spawns sentry, so a
+// connect from an address block/ says is blocked proves the list is stale.
+// Without this, such an address stays "blocked" in block/ and free at the
+// door for good. The look costs one read of hosts.deny, and only for an
+// address that is blocked; the rewrite happens only when the file really
+// lacks it: a blocked address also reaches sentry legitimately (sentry run
+// from pam_exec, a firewall-only setup), and those connects must not
+// rewrite the file each time. With ADD_TO_TCPWRAPPERS=0 there is no list to
+// prove stale: --resync repairs the firewalls.
+
+/** The addresses ROOT_DIR/hosts.deny holds now (canonical), or null if there is no file. */
+export function readHostsDeny(ctx: Ctx): Set<string> | null {
+  const file = path.join(ctx.cfg.ROOT_DIR, "hosts.deny");
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    throw ioError("read", file, e);
+  }
+  const out = new Set<string>();
+  for (const word of text.split(/\s+/)) {
+    const ip = parseIp(word.replace(/^\[(.*)\]$/, "$1"));
+    if (ip !== null) out.add(ip);
+  }
+  return out;
+}
+
+/** What hosts.deny lacks and what it holds too many, compared with block/ (minus ALLOW_IPS). */
+export function hostsDenyDiff(ctx: Ctx): { missing: string[]; extra: string[] } {
+  const want = new Set(listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges)));
+  const have = readHostsDeny(ctx) ?? new Set<string>();
+  return { missing: [...want].filter((ip) => !have.has(ip)), extra: [...have].filter((ip) => !want.has(ip)) };
+}
+
+/**
+ * connect, step 2, for a blocked `ip`: if hosts.deny lacks it, rewrites
+ * hosts.deny from block/ and re-adds `ip` to every enabled firewall, under
+ * the lock (looking again there: a parallel connect may have healed it, or
+ * the block being written may be about to). Returns the exit code.
+ */
+export function healBlocked(ctx: Ctx, ip: string): number {
+  if (!ctx.cfg.ADD_TO_TCPWRAPPERS || inRanges(ip, ctx.allowRanges)) return 0;
+  if (readHostsDeny(ctx)?.has(ip)) return 0;
+  return withLock(ctx, () => {
+    if (!ctx.sys.fs.existsSync(statePath(ctx, "block", ip)) || readHostsDeny(ctx)?.has(ip)) return 0;
+    writeHostsDeny(ctx);
+    let code = 0;
+    const names: string[] = [];
+    for (const b of enabledBackends(ctx)) {
+      const r = b.add(ip, ctx.cfg, ctx.sys);
+      if (!r.ok) code = backendFailed(ctx, ip, b.name, "add", r.error);
+      else names.push(b.name);
+    }
+    const what = `connected although block/${ip} says blocked: hosts.deny lacked it and was rewritten${names.length ? `; re-added to ${names.join(", ")}` : ""}`;
+    ctx.sys.warn(`${ip} ${what}`);
+    logDecision(ctx, ip, "heal", what);
+    return code;
+  });
+}
+
+/**
+ * --scan and --resync: compares hosts.deny with block/ and, if they differ,
+ * rewrites it under the lock. Returns a line saying what was repaired, or
+ * null if nothing was (or ADD_TO_TCPWRAPPERS is off).
+ */
+export function healHostsDeny(ctx: Ctx, by: string): string | null {
+  if (!ctx.cfg.ADD_TO_TCPWRAPPERS) return null;
+  return withLock(ctx, () => {
+    // The exact text, not only the addresses: a word that is no address
+    // (an admin's edit, an ALL) is a pattern to tcpd, and may refuse everyone.
+    const file = path.join(ctx.cfg.ROOT_DIR, "hosts.deny");
+    let have = "";
+    try {
+      have = readStateFile(ctx, file);
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+    }
+    if (have === hostsDenyText(listDir(ctx, "block"), ctx.allowRanges)) return null;
+    const { missing, extra } = hostsDenyDiff(ctx);
+    writeHostsDeny(ctx);
+    const show = (a: string[]) => `${a.length}${a.length ? ` (${a.slice(0, 5).join(", ")}${a.length > 5 ? ", …" : ""})` : ""}`;
+    const what = `hosts.deny differed from block/ and was rewritten: ${show(missing)} missing, ${show(extra)} left over`;
+    logDecision(ctx, "-", "heal", `${by}: ${what}`);
+    return what;
+  });
 }
 
 // ---- 9.2 Firewalls: nftables, iptables+ipset, pf, ipfw ---------------------------
@@ -4630,8 +5164,8 @@ export function resync(ctx: Ctx): number {
     const blocked = listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges));
     const want = new Set(blocked);
     let code = 0;
-    if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
-    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses` : "off"}`];
+    const healed = healHostsDeny(ctx, "resync");
+    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses${healed ? `; ${healed}` : ""}` : "off"}`];
     for (const b of enabledBackends(ctx)) {
       const have = b.list(ctx.cfg, ctx.sys);
       let added = 0;
@@ -6339,6 +6873,11 @@ FILES
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
     ROOT_DIR/sentry.lock   the lock writers take (a SQLite file)
     ROOT_DIR/sentry.conf   optional settings, KEY=value lines
+    ROOT_DIR/delisted/IP   when IP was last delisted or expired: older log lines
+                           about it are never counted again, even by a new sentry.db
+    ROOT_DIR, its folders and sentry.conf must be owned by root (or the user
+    running sentry) and not writable by group or others, like sshd's
+    StrictModes; sentry follows no symbolic link inside ROOT_DIR.
 
 CONFIGURATION
     Defaults are in the configuration block at the top of sentry.ts; each can be
@@ -6384,7 +6923,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
     }
     let cfg: Config;
     try {
-      cfg = loadConfig(sys.env, sys.fs);
+      cfg = loadConfig(sys.env, sys.fs, sys.uid ?? (process.geteuid ? process.geteuid() : 0));
     } catch (e) {
       // --doctor answers a monitoring system: its first line and exit code stay Nagios'.
       // A configuration it cannot read leaves it unable to judge anything:

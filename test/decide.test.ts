@@ -160,7 +160,7 @@ t.test("fail safe: no log, an unreadable log, a directory → nothing decided, a
 
   // A log this user cannot read (EACCES): run as nobody, since root reads anything.
   const u = box(t);
-  fs.chmodSync(u.root, 0o777);
+  fs.chownSync(u.root, 65534, 65534); // ROOT_DIR belongs to the user sentry runs as (strict modes refuse a 0777 one)
   fs.writeFileSync(u.log, "Invalid user admin from 203.0.113.22 port 1\n", { mode: 0o600 });
   let last: ReturnType<typeof spawnSync> | null = null;
   for (let i = 0; i < 3; i++) {
