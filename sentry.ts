@@ -214,16 +214,16 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
     // No symlink (O_NOFOLLOW), no FIFO that would hang every connect (O_NONBLOCK).
     fd = fsys.openSync(confPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     const st = fsys.fstatSync(fd);
-    if (!st.isFile()) throw new SentryError(`${confPath} is not a regular file: remove it`, 2);
+    if (!st.isFile()) throw new SentryError(`strict modes: ${confPath} is not a regular file: remove it`, 2);
     const bad = strictProblem(confPath, st, uid, false);
-    if (bad) throw new SentryError(bad, 2);
+    if (bad) throw new SentryError(`strict modes: ${bad}`, 2);
     confOwner = st.uid;
     text = fsys.readFileSync(fd, "utf8");
   } catch (e) {
     if (e instanceof SentryError) throw e;
     const code = errCode(e);
     // No file is the normal case; a ROOT_DIR that does not exist yet too.
-    if (code === "ELOOP") throw new SentryError(`${confPath} is a symbolic link: sentry follows none inside ROOT_DIR; replace it with the file`, 2);
+    if (code === "ELOOP") throw new SentryError(`strict modes: ${confPath} is a symbolic link: sentry follows none inside ROOT_DIR; replace it with the file`, 2);
     if (code !== "ENOENT" && code !== "ENOTDIR")
       throw new SentryError(`cannot read ${confPath}: ${errText(e)}`, 2);
   } finally {
@@ -6928,10 +6928,13 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       // --doctor answers a monitoring system: its first line and exit code stay Nagios'.
       // A configuration it cannot read leaves it unable to judge anything:
       // Nagios' UNKNOWN (3), the short message first, the whole one below.
+      // But strict modes refusing ROOT_DIR is known, not unknown: every
+      // connect refuses to act, so protection is off: CRITICAL (2).
       if (a.action === "doctor" && e instanceof SentryError) {
-        sys.out(doctorHead([{ severity: 3, text: `configuration: ${e.message}` }]).head);
-        sys.out(`UNKNOWN: configuration: ${e.message}`);
-        return 3;
+        const severity: Severity = e.message.startsWith("strict modes:") ? 2 : 3;
+        sys.out(doctorHead([{ severity, text: `configuration: ${e.message}` }]).head);
+        sys.out(`${SEVERITY[severity]}: configuration: ${e.message}`);
+        return severity;
       }
       throw e;
     }

@@ -262,7 +262,7 @@ t.test("strict modes: a sentry.conf another user can write is not obeyed", async
   t.equal(state(root, "198.51.100.1"), "none");
   r = sentry(["--doctor"], env);
   t.equal(r.status, 2);
-  t.match(r.stdout, /^SENTRY CRITICAL - configuration: .*sentry\.conf is owned by uid 65534/);
+  t.match(r.stdout, /^SENTRY CRITICAL - 1 critical: configuration: strict modes: .*\nCRITICAL: configuration: strict modes: .*sentry\.conf is owned by uid 65534/);
   // root's, but writable by everyone.
   fs.chownSync(conf, 0, 0);
   fs.chmodSync(conf, 0o646);
