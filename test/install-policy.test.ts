@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { SENTRY, requireBinary, tempDir } from "./lib/run.ts";
+import { DAEMON, checkPrerequisites, startHarness } from "./lib/sshd.ts";
 
 requireBinary();
 t.setTimeout(120_000); // ~30 installs, each copying the 125 MB binary
@@ -263,4 +264,30 @@ t.test("--force goes with --install and --update only", async (t) => {
   const s = scene(t, null, null);
   const r = s.run(["--scan", "--force"]);
   t.equal(r.status, 1);
+});
+
+t.test("real sshd with libwrap: after --install --write on an allowlist host, outsiders are still refused", async (t) => {
+  // The admins' network is 192.0.2.0/25; everyone else is denied by hosts.deny.
+  checkPrerequisites(SENTRY);
+  const INSIDE = "192.0.2.20";
+  const OUTSIDE = "192.0.2.200";
+  const h = await startHarness({ addresses: [INSIDE, OUTSIDE] });
+  t.teardown(() => h.cleanup());
+  const s = scene(t, "sshd: 192.0.2.0/255.255.255.128\n", "sshd: ALL\n");
+  const root = join(h.tmp, "root");
+  const r = s.run(["--install", "--write"], { ROOT_DIR: root, SSH_CLIENT: `${INSIDE} 50000 22` });
+  t.equal(r.status, 0, r.stderr);
+  fs.writeFileSync(join(root, "sentry.conf"), `SSH_LOG=${h.sshLog}\nPROTECT_FTP=0\nPROTECT_MUA=0\n`);
+  // The harness's sshd answers to the daemon name DAEMON: the same files with that name.
+  const rename = (text: string) => text.replace(/^sshd(\s*[:,])/gm, `${DAEMON}$1`);
+  fs.writeFileSync(h.hostsAllow, rename(s.read(s.hostsAllow)));
+  fs.writeFileSync(join(h.tmp, "etc", "hosts.deny"), rename(s.read(s.hostsDeny)));
+  const [inside, outside] = await Promise.all([
+    h.ssh({ from: INSIDE, user: h.user, password: h.password }),
+    h.ssh({ from: OUTSIDE, user: h.user, password: h.password }),
+  ]);
+  t.ok(inside.loggedIn, "the admins' network still logs in", { inside, hostsAllow: fs.readFileSync(h.hostsAllow, "utf8") });
+  t.ok(fs.existsSync(join(root, "seen", INSIDE)), "and tcpd spawned sentry for it (seen/IP)");
+  t.ok(outside.refused && !outside.loggedIn, "a client outside it is refused before the banner, as before sentry", { outside });
+  t.notOk(fs.existsSync(join(root, "seen", OUTSIDE)), "and sentry was not spawned for it");
 });
