@@ -4159,6 +4159,10 @@ export interface AccessRule {
   plainAllow: boolean; // no option but (at most) "allow": a spawn line above it changes nothing else
 }
 
+/** The option keywords of hosts_options(5); any other word in the option field is an error to tcpd. */
+const TCPD_OPTIONS = new Set(["allow", "deny", "twist", "spawn", "severity", "umask", "user", "group", "setenv", "banners", "nice", "keepalive", "linger", "rfc931"]);
+const TCPD_VALUE_OPTIONS = new Set(["twist", "spawn", "severity", "umask", "user", "group", "setenv", "banners", "linger"]);
+
 /** Splits at the first `sep` outside [brackets] (tcpd's split_at, which IPv6 patterns need). */
 function splitAtOutsideBrackets(s: string, sep: string): [string, string] | null {
   let depth = 0;
@@ -4189,9 +4193,23 @@ export function parseAccessFile(text: string, name: string, isAllow: boolean): A
     if (!a) continue;
     const b = splitAtOutsideBrackets(a[1], ":");
     const clientsText = (b ? b[0] : a[1]).trim();
-    const options = b ? b[1].split(/(?<!\\):/).map((o) => o.trim().split(/\s+/)[0].toLowerCase()) : [];
-    const decisive = options.find((o) => o === "allow" || o === "deny" || o === "twist");
-    const verdict: AccessVerdict = decisive === undefined ? (isAllow ? "granted" : "denied") : decisive === "allow" ? "granted" : "denied";
+    const options = b ? b[1].split(/(?<!\\):/).map((o) => o.trim()) : [];
+    // tcpd runs the options in order. An unknown keyword, a missing value, or allow/deny before the
+    // last option is an error, which ends the match as "deny" (tcpd_jump); so is a bare IPv6 in a
+    // rule, whose colons tcpd reads as field separators ("sshd: 2001:db8::1" has options "db8", "", "1").
+    let verdict: AccessVerdict = isAllow ? "granted" : "denied";
+    for (let k = 0; k < options.length; k++) {
+      const [word, ...value] = options[k].split(/\s+/);
+      const key = word.toLowerCase();
+      if (!TCPD_OPTIONS.has(key) || (TCPD_VALUE_OPTIONS.has(key) && value.join("") === "") || key === "twist") {
+        verdict = "denied"; // twist too: the client gets the command, never sshd
+        break;
+      }
+      if (key === "allow" || key === "deny") {
+        verdict = key === "allow" && k === options.length - 1 ? "granted" : "denied";
+        break;
+      }
+    }
     const words = (s: string) => s.split(/[,\s]+/).filter((w) => w !== "");
     out.push({
       where: `${name} line ${first + 1}`,
@@ -4201,7 +4219,7 @@ export function parseAccessFile(text: string, name: string, isAllow: boolean): A
       clients: words(clientsText),
       clientsText,
       verdict,
-      plainAllow: options.every((o) => o === "allow" || o === "") && verdict === "granted",
+      plainAllow: verdict === "granted" && (options.length === 0 || (options.length === 1 && options[0].toLowerCase() === "allow")),
     });
   }
   return out;

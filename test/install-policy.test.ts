@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { SENTRY, requireBinary, tempDir } from "./lib/run.ts";
 import { DAEMON, checkPrerequisites, startHarness } from "./lib/sshd.ts";
+import fc from "fast-check";
+import { accessVerdicts, parseAccessFile, sampleClients } from "../sentry.ts";
 
 requireBinary();
 t.setTimeout(120_000); // ~30 installs, each copying the 125 MB binary
@@ -290,4 +292,39 @@ t.test("real sshd with libwrap: after --install --write on an allowlist host, ou
   t.ok(fs.existsSync(join(root, "seen", INSIDE)), "and tcpd spawned sentry for it (seen/IP)");
   t.ok(outside.refused && !outside.loggedIn, "a client outside it is refused before the banner, as before sentry", { outside });
   t.notOk(fs.existsSync(join(root, "seen", OUTSIDE)), "and sentry was not spawned for it");
+});
+
+t.test("sentry's own reading of hosts_access(5) gives tcpdmatch's verdict (random address policies)", async (t) => {
+  // The fallback where tcpdmatch is not installed: every verdict it reaches
+  // for the clients it would ask about must be the real tcpd's.
+  const daemon = fc.constantFrom("sshd", "ALL", "vsftpd", "sshd, vsftpd", "ALL EXCEPT vsftpd", "ALL EXCEPT sshd", "SSHD");
+  const pattern = fc.constantFrom(
+    "ALL", "10.0.0.0/255.0.0.0", "10.1.0.0/255.255.0.0", "10.1.", "10.", "10.1.2.3", "192.0.2.0/24", "192.0.2.128/25",
+    "10.1.2.3/255.0.0.0", "192.0.2.", "[2001:db8::]/32", "[2001:db8::1]", "2001:db8::1", "[2001:db8:1::]/48", "203.0.113.7",
+  );
+  const list = fc.tuple(fc.array(pattern, { minLength: 1, maxLength: 3 }), fc.option(fc.array(pattern, { minLength: 1, maxLength: 2 })))
+    .map(([a, ex]) => (ex === null ? a.join(" ") : `${a.join(", ")} EXCEPT ${ex.join(" ")}`));
+  const option = fc.constantFrom("", " : deny", " : allow", " : spawn /bin/true : allow", " : twist /bin/true");
+  const rule = fc.tuple(daemon, list, option).map(([d, l, o]) => `${d}: ${l}${o}\n`);
+  const file = fc.array(rule, { maxLength: 4 }).map((rs) => rs.join(""));
+  const dir = tempDir(t, "sentry-fc-");
+  let compared = 0;
+  fc.assert(
+    fc.property(file, file, (allow, deny) => {
+      fs.writeFileSync(join(dir, "hosts.allow"), allow);
+      fs.writeFileSync(join(dir, "hosts.deny"), deny);
+      const a = parseAccessFile(allow, "hosts.allow", true);
+      const d = parseAccessFile(deny, "hosts.deny", false);
+      for (const ip of sampleClients([...a, ...d], [])) {
+        const mine = [...accessVerdicts(a, d, ip)];
+        const r = spawnSync(TCPDMATCH, ["-d", "sshd", ip], { cwd: dir, encoding: "utf8" });
+        const real = /^access:\s+(\w+)/m.exec(r.stdout)?.[1];
+        const want = real === "granted" ? "granted" : "denied";
+        compared++;
+        if (mine.length !== 1 || mine[0] !== want) throw new Error(`${ip}: sentry ${mine.join("|")}, tcpdmatch ${real}\nhosts.allow:\n${allow}hosts.deny:\n${deny}`);
+      }
+    }),
+    { numRuns: 60, seed: 14 },
+  );
+  t.ok(compared > 600, `${compared} verdicts compared`);
 });
