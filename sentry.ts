@@ -4896,12 +4896,13 @@ export function doctorChecks(ctx: Ctx): Check[] {
       const st = fsys.statSync(bin, { throwIfNoEntry: false });
       if (!st || !st.isFile() || (st.mode & 0o111) === 0) add(2, `${file} spawns ${bin}, which is not an executable file: sentry --install puts it there`);
       else add(0, `${bin} is executable`);
-      // One ROOT_DIR for the whole chain: the spawned sentry must block into the hosts.deny tcpd reads.
-      const spawned = spawnedRoot(lines[spawnAt]);
-      const denyDir = path.dirname(`${root}/hosts.deny`);
-      if (spawned !== denyDir)
-        add(2, `${file}: the spawned sentry uses ROOT_DIR=${spawned}${spawned === DEFAULTS.ROOT_DIR ? " (the line sets no ROOT_DIR=)" : ""} but the deny line reads ${denyDir}/hosts.deny: its blocks never reach tcpd; run ROOT_DIR=${denyDir} sentry --install --write`);
-      else add(0, `${file}: the spawned sentry and the deny line agree on ROOT_DIR=${spawned}`);
+      // One ROOT_DIR for the whole chain: every spawned sentry (--install may write one spawn line per
+      // rule of the admin's) must block into the hosts.deny the deny line makes tcpd read, ROOT_DIR's.
+      const roots = [...new Set(lines.filter(isSentrySpawnLine).map(spawnedRoot))];
+      const wrong = roots.filter((r) => r !== root);
+      for (const spawned of wrong)
+        add(2, `${file}: the spawned sentry uses ROOT_DIR=${spawned}${spawned === DEFAULTS.ROOT_DIR ? " (the line sets no ROOT_DIR=)" : ""} but the deny line reads ${root}/hosts.deny: its blocks never reach tcpd; run ROOT_DIR=${root} sentry --install --write`);
+      if (wrong.length === 0) add(0, `${file}: the spawned sentry and the deny line agree on ROOT_DIR=${root}`);
     }
     // sentry's lines grant no client the rest of the policy denies (section 11.1.1).
     if (spawnAt !== -1) {
