@@ -262,6 +262,46 @@ t.test("sudo: no SSH_CLIENT; the address is found in utmp, else the admin is tol
   t.equal(s2.read(s2.hostsAllow), `${DENY(s2.root)}\n${SPAWN(s2.root)}\n`);
 });
 
+t.test("utmp: the session on this terminal first (as who -m); several of SUDO_USER's: each exact command", async (t) => {
+  const s = scene(t, null, null);
+  const file = join(s.dir, "utmp");
+  const env: Record<string, string | undefined> = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ROOT_DIR: s.root, HOSTS_ALLOW: s.hostsAllow,
+    HOSTS_DENY: s.hostsDeny, SSH_LOG: s.log, PROTECT_FTP: "0", PROTECT_MUA: "0", SSHD_PATH: "/usr/sbin/sshd", SUDO_USER: "admin" };
+  // One session per pseudo-terminal, pts/N from 198.51.100.N; script(1) gives sentry a terminal.
+  fs.writeFileSync(file, utmp(Array.from({ length: 64 }, (_, n) => ({ line: `pts/${n}`, user: "admin", host: `198.51.100.${n}`, v4: `198.51.100.${n}` }))));
+  const ttyFile = join(s.dir, "tty");
+  const inner = `tty > ${ttyFile}; exec ${SENTRY} --install`;
+  const r = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", `mount -t tmpfs tmpfs /run && cp "$0" /run/utmp && exec script -qec "$1" /dev/null`, file, inner],
+    { env, encoding: "utf8" });
+  t.equal(r.status, 0, r.stdout + r.stderr);
+  const tty = fs.readFileSync(ttyFile, "utf8").trim().replace(/^\/dev\//, "");
+  t.match(tty, /^pts\/\d+$/);
+  const n = Number(tty.split("/")[1]);
+  t.match(r.stdout, new RegExp(`allowed 198\\.51\\.100\\.${n}, the address you are logged in from \\(the login session on ${tty} in /run/utmp\\)`));
+  t.same(fs.readdirSync(join(s.root, "allow")), [`198.51.100.${n}`], "that one address, not the user's other sessions");
+
+  // No terminal, SUDO_USER logged in from two places: no guess, both commands named.
+  const s2 = scene(t, null, null);
+  fs.writeFileSync(file, utmp([
+    { line: "pts/1", user: "admin", host: "198.51.100.1", v4: "198.51.100.1" },
+    { line: "pts/2", user: "admin", host: "203.0.113.2", v4: "203.0.113.2" },
+  ]));
+  const r2 = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", `mount -t tmpfs tmpfs /run && cp "$1" /run/utmp && exec "$0" --install --write`, SENTRY, file],
+    { env: { ...env, ROOT_DIR: s2.root, HOSTS_ALLOW: s2.hostsAllow, HOSTS_DENY: s2.hostsDeny }, encoding: "utf8", input: "" });
+  t.equal(r2.status, 1, "--write refuses");
+  t.ok(r2.stderr.includes(`  ROOT_DIR=${s2.root} ${s2.root}/sentry --ip=198.51.100.1 --allow\n  ROOT_DIR=${s2.root} ${s2.root}/sentry --ip=203.0.113.2 --allow\n`), r2.stderr);
+  t.equal(s2.read(s2.hostsAllow), "");
+});
+
+t.test("uninstall after a keep-policy install gives back the admin's file exactly", async (t) => {
+  const allow = "# admins\nsshd: 10.0.0.0/255.0.0.0\nALL: 127.0.0.1\n";
+  const s = scene(t, allow, "sshd: 192.0.2.0/255.255.255.0\n");
+  t.equal(s.run(["--install", "--write"]).status, 0);
+  t.not(s.read(s.hostsAllow), allow);
+  t.equal(s.run(["--uninstall"]).status, 0);
+  t.equal(s.read(s.hostsAllow), allow);
+});
+
 t.test("--force goes with --install and --update only", async (t) => {
   const s = scene(t, null, null);
   const r = s.run(["--scan", "--force"]);
