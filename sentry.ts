@@ -4068,9 +4068,11 @@ export function formatReport(r: Report): string {
 //     sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
 //
 // The installer's own address is allowed before anything else is done, so a
-// mistake in what follows can never lock them out. --write edits hosts.allow
-// only when sshd links libwrap: without it the lines do nothing, and a user
-// of sentry.pl once read "it doesn't seem to work" as "it works".
+// mistake in what follows can never lock them out (under sudo, found in utmp;
+// else --write waits for it or --force). --write edits hosts.allow only when
+// sshd links libwrap: without it the lines do nothing, and a user of
+// sentry.pl once read "it doesn't seem to work" as "it works". And only
+// where tcpd then grants sshd to no client it refused before (11.1.1).
 
 /**
  * The two hosts.allow lines, deny first: tcpd stops at the first match.
@@ -4790,8 +4792,10 @@ function planHostsAllow(ctx: Ctx, allowText: string, denyText: string, me: strin
   const keep = keepPolicyLines(allowText, denyText, root);
   if (keep === null) return { text: null, by: c.by, clients: c.clients, why: `${why}\nYour rules carry options or daemon@host patterns sentry cannot repeat: add its spawn (": spawn ${path.join(root, "sentry")} --connect --ip=%a : allow") above each rule that grants sshd, with that rule's clients, by hand.` };
   const k = comparePolicies(ctx, before, policyPair(keep, denyText).after, extra);
+  // tcpd ignores a last line without its newline; sentry's file has one, which would switch that rule on.
+  const unended = allowText !== "" && !allowText.endsWith("\n") ? ` (the last line of ${ctx.cfg.HOSTS_ALLOW} has no newline, so tcpd ignores it today: end it, or remove it)` : "";
   if (k.gained.length || k.lost.length || k.unsure.length)
-    return { text: null, by: k.by, clients: k.clients, why: `${why}\nThe lines below would still change who gets in (${shown([...k.gained, ...k.lost])}), so sentry writes nothing:\n${markAdded(allowText, keep, root)}` };
+    return { text: null, by: k.by, clients: k.clients, why: `${why}\nThe lines below would still change who gets in (${shown([...k.gained, ...k.lost])})${unended}, so sentry writes nothing:\n${markAdded(allowText, keep, root)}` };
   return { text: keep, why, by: k.by, clients: k.clients };
 }
 
