@@ -178,9 +178,9 @@ t.test("doctor: CRITICAL when sentry's spawn line lets in clients the policy den
   t.equal(r.status, 2, r.stdout);
   t.match(r.stdout, /^SENTRY CRITICAL - .*sentry's spawn line lets in clients the rest of the policy denies \(.*203\.0\.113\.50/);
   t.notMatch(r.stdout.split("\n")[0], /ROOT_DIR/, "the chain itself is fine: the policy is the one problem");
-  // The lines --install writes for it: OK.
-  fs.writeFileSync(s.hostsAllow, "sshd: 10.0.0.0/255.0.0.0\n");
+  // --install --write over it (an upgrade from 3.0.0) replaces the ALL line by the lines that keep the policy: OK.
   t.equal(s.run(["--install", "--write"]).status, 0);
+  t.equal(s.read(s.hostsAllow), `${DENY(s.root)}\n${SPAWN(s.root, "10.0.0.0/255.0.0.0")}\nsshd: 10.0.0.0/255.0.0.0\n`);
   r = s.run(["--doctor"]);
   t.equal(r.status, 0, r.stdout);
   t.match(r.stdout, /^SENTRY OK/);
@@ -190,6 +190,15 @@ t.test("doctor: CRITICAL when sentry's spawn line lets in clients the policy den
   r = s.run(["--doctor"], { PATH: "/usr/bin:/bin" });
   t.equal(r.status, 2);
   t.match(r.stdout, /^SENTRY CRITICAL - .*lets in clients the rest of the policy denies .*sentry's reading of hosts_access\(5\)/);
+});
+
+t.test("doctor: WARNING when a rule decides by host name, which no address comparison can settle", async (t) => {
+  const s = scene(t, null, "sshd: .evil.example\n");
+  t.equal(s.run(["--install", "--write"]).status, 2, "--install writes nothing");
+  fs.writeFileSync(s.hostsAllow, `${DENY(s.root)}\n${SPAWN(s.root)}\n`);
+  const r = s.run(["--doctor"]);
+  t.equal(r.status, 1, r.stdout);
+  t.match(r.stdout, /^SENTRY WARNING - .*cannot tell whether sentry's lines let in clients the policy denies: .*hosts\.deny line 1 \("sshd: \.evil\.example"\) uses \.evil\.example/);
 });
 
 t.test("doctor: CRITICAL when the spawned sentry and the deny line use two ROOT_DIRs", async (t) => {
