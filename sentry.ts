@@ -100,6 +100,7 @@ export const DEFAULTS = {
   UPDATE_PUBLIC_KEY: typeof SENTRY_BUILD_UPDATE_PUBLIC_KEY === "string" ? SENTRY_BUILD_UPDATE_PUBLIC_KEY : "", // Ed25519 key releases are signed with (SPKI DER, base64)
   HOSTS_ALLOW: "/etc/hosts.allow", // the tcpwrappers file --install edits
   HOSTS_DENY: "/etc/hosts.deny", // the system's tcpwrappers deny file (read only: the policy --install must keep)
+  POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
   CONNECT_THRESHOLD: 3, // connections before the logs are consulted
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
@@ -4316,27 +4317,58 @@ export function patternSpan(w: string): Span | "host" | null {
   return "host"; // a host name
 }
 
-/** A client pattern against one canonical address. */
-function matchClient(w: string, ip: string): Tri {
-  if (w.toUpperCase() === "ALL") return "yes";
-  const s = patternSpan(w);
-  if (s === "host") return "maybe";
-  if (s === null || s.family !== ipFamily(ip)) return "no";
-  const v = ipToBigInt(ip);
-  return v >= s.lo && v <= s.hi ? "yes" : "no";
+/** A rule ready to be asked about many clients: a hosts.deny of thousands of rules meets thousands of clients. */
+interface CompiledRule {
+  daemon: Tri; // does its daemon list take sshd
+  clients: (Span | "all" | "host" | null)[][]; // its client list split at EXCEPT, each pattern as a span
+  verdict: AccessVerdict;
+}
+
+function compileRules(rules: AccessRule[]): CompiledRule[] {
+  return rules.map((r) => {
+    const clients: CompiledRule["clients"] = [[]];
+    for (const w of r.clients) {
+      const u = w.toUpperCase();
+      if (u === "EXCEPT") clients.push([]);
+      else clients[clients.length - 1].push(u === "ALL" ? "all" : patternSpan(w));
+    }
+    return { daemon: listMatch(r.daemons, matchDaemon), clients, verdict: r.verdict };
+  });
+}
+
+/** list_match over compiled client patterns for one address. */
+function clientsMatch(parts: CompiledRule["clients"], at: number, family: Family, v: bigint): Tri {
+  let any: Tri = "no";
+  for (const s of parts[at]) {
+    if (s === "all" || (s !== null && s !== "host" && s.family === family && v >= s.lo && v <= s.hi)) {
+      any = "yes";
+      break;
+    }
+    if (s === "host") any = "maybe";
+  }
+  if (any === "no" || at + 1 >= parts.length) return any;
+  return and3(any, not3(clientsMatch(parts, at + 1, family, v)));
 }
 
 /** What tcpd may decide for sshd from `ip`: one verdict, or both when names or lookups decide. */
-export function accessVerdicts(allow: AccessRule[], deny: AccessRule[], ip: string): Set<AccessVerdict> {
+function compiledVerdicts(rules: CompiledRule[], ip: string): Set<AccessVerdict> {
   const possible = new Set<AccessVerdict>();
-  for (const r of [...allow, ...deny]) {
-    const m = and3(listMatch(r.daemons, matchDaemon), listMatch(r.clients, (w) => matchClient(w, ip)));
+  const family = ipFamily(ip);
+  const v = ipToBigInt(ip);
+  for (const r of rules) {
+    if (r.daemon === "no") continue;
+    const m = and3(r.daemon, clientsMatch(r.clients, 0, family, v));
     if (m === "no") continue;
     possible.add(r.verdict);
     if (m === "yes") return possible;
   }
   possible.add("granted"); // no rule matched: tcpd grants
   return possible;
+}
+
+/** What tcpd may decide for sshd from `ip` under hosts.allow's and hosts.deny's rules. */
+export function accessVerdicts(allow: AccessRule[], deny: AccessRule[], ip: string): Set<AccessVerdict> {
+  return compiledVerdicts(compileRules([...allow, ...deny]), ip);
 }
 
 /** Whether a rule can apply to sshd at all. */
@@ -4433,13 +4465,19 @@ export function comparePolicies(ctx: Ctx, before: Policy, after: Policy, extra: 
   const b = files(before);
   const a = files(after);
   const clients = sampleClients([...b.allow, ...b.deny, ...a.allow, ...a.deny], extra);
-  const tb = tcpdmatchVerdicts(ctx, before, clients);
+  // tcpdmatch costs a process per client and rereads both files each time: a hosts.deny of
+  // thousands of addresses (the old scripts wrote one rule each) is left to sentry's own reading.
+  const many = clients.length > ctx.cfg.POLICY_TCPDMATCH_MAX;
+  const tb = many ? null : tcpdmatchVerdicts(ctx, before, clients);
   const ta = tb === null ? null : tcpdmatchVerdicts(ctx, after, clients);
-  const res: PolicyComparison = { by: tb === null ? "sentry's reading of hosts_access(5)" : "tcpdmatch", clients: clients.length, gained: [], lost: [], unsure: [] };
+  const by = tb !== null ? "tcpdmatch" : `sentry's reading of hosts_access(5)${many ? ` (more than POLICY_TCPDMATCH_MAX=${ctx.cfg.POLICY_TCPDMATCH_MAX} clients for tcpdmatch)` : ""}`;
+  const res: PolicyComparison = { by, clients: clients.length, gained: [], lost: [], unsure: [] };
   let anyUnsure = false;
+  const cb = compileRules([...b.allow, ...b.deny]);
+  const ca = compileRules([...a.allow, ...a.deny]);
   for (const ip of clients) {
-    const vb = accessVerdicts(b.allow, b.deny, ip);
-    const va = accessVerdicts(a.allow, a.deny, ip);
+    const vb = compiledVerdicts(cb, ip);
+    const va = compiledVerdicts(ca, ip);
     if (vb.size > 1 || va.size > 1) anyUnsure = true;
     const before1 = tb?.get(ip) ?? (vb.size === 1 ? [...vb][0] : null);
     const after1 = ta?.get(ip) ?? (va.size === 1 ? [...va][0] : null);
@@ -4503,6 +4541,8 @@ export function keepPolicyLines(allowText: string, denyText: string, root: strin
     out.push(lines[j]);
   }
   if (tail !== null) out.push(tail);
+  // tcpd reads a line into 2048 bytes (BUFLEN): a longer one is skipped and its rest read as a new rule.
+  if (out.some((l) => l.length >= 2000)) return null;
   return `${out.join("\n")}\n`;
 }
 

@@ -192,6 +192,15 @@ t.test("doctor: CRITICAL when sentry's spawn line lets in clients the policy den
   t.match(r.stdout, /^SENTRY CRITICAL - .*lets in clients the rest of the policy denies .*sentry's reading of hosts_access\(5\)/);
 });
 
+t.test("doctor: a hosts.deny of 2,000 old-style rules is compared by sentry's own reading, and the widening found", async (t) => {
+  const deny = Array.from({ length: 2000 }, (_, i) => `ALL: 10.${i >> 8}.${i & 255}.7 : deny\n`).join("");
+  const s = scene(t, null, deny);
+  fs.writeFileSync(s.hostsAllow, `${DENY(s.root)}\n${SPAWN(s.root)}\n`);
+  const r = s.run(["--doctor"]);
+  t.equal(r.status, 2, r.stdout);
+  t.match(r.stdout, /^SENTRY CRITICAL - .*lets in clients the rest of the policy denies \(10\.0\.0\.7, 10\.0\.1\.7, 10\.0\.2\.7, and 1997 more; sentry's reading of hosts_access\(5\) \(more than POLICY_TCPDMATCH_MAX=500 clients for tcpdmatch\)/);
+});
+
 t.test("doctor: WARNING when a rule decides by host name, which no address comparison can settle", async (t) => {
   const s = scene(t, null, "sshd: .evil.example\n");
   t.equal(s.run(["--install", "--write"]).status, 2, "--install writes nothing");
