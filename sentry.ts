@@ -4622,7 +4622,10 @@ export function parseUtmp(buf: Buffer): UtmpEntry[] {
 export function installerAddress(ctx: Ctx): { ip: string | null; how: string; candidates: string[] } {
   const env = ctx.sys.env;
   const ssh = (env.SSH_CLIENT || env.SSH_CONNECTION || "").split(" ")[0];
-  if (ssh) return { ip: parseIp(ssh), how: "SSH_CLIENT", candidates: [] };
+  if (ssh) {
+    const ip = parseIp(ssh);
+    return { ip, how: ip ? "SSH_CLIENT" : `SSH_CLIENT starts with ${JSON.stringify(ssh)}, not an address`, candidates: [] };
+  }
   let entries: UtmpEntry[] = [];
   let file = UTMP_FILES[0];
   for (const f of UTMP_FILES) {
@@ -4758,7 +4761,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   const text = readPolicyFile(ctx, file);
   const plan = planHostsAllow(ctx, text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY), me);
   const next = plan.text;
-  const next_ = "\nnext: sentry --test-log on your auth log shows what sentry reads; then sentry --doctor checks the whole chain";
+  const nextSteps = "\nnext: sentry --test-log on your auth log shows what sentry reads; then sentry --doctor checks the whole chain";
   if (!write) {
     if (next === null) {
       ctx.sys.out(`\n${plan.why}`);
@@ -4768,7 +4771,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
       const lines = hostsAllowLines(root);
       ctx.sys.out(`\nadd these lines near the top of ${file}, in this order (or run --install --write):\n  ${lines[0]}\n  ${lines[1]}`);
     } else ctx.sys.out(`\n${plan.why}\n${file} would then read (+ marks sentry's lines; or run --install --write):\n${markAdded(text, next, root)}`);
-    ctx.sys.out(next_);
+    ctx.sys.out(nextSteps);
     return 0;
   }
   if (!me && !force) {
@@ -4788,7 +4791,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   }
   if (next === text) {
     ctx.sys.out(`${file} already has sentry's lines, in the right order`);
-    ctx.sys.out(next_);
+    ctx.sys.out(nextSteps);
     return 0;
   }
   if (plan.why !== "") ctx.sys.out(plan.why);
@@ -4796,7 +4799,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   writeAtomic(ctx, file, next, 0o644);
   ctx.sys.out(`added to ${file}:\n${markAdded(text, next, root).split("\n").filter((l) => l.startsWith("+")).map((l) => `  ${l.slice(2)}`).join("\n")}`);
   ctx.sys.out(`checked with ${plan.by}: no client gains access to sshd that it did not have (${plan.clients} addresses compared)`);
-  ctx.sys.out(next_);
+  ctx.sys.out(nextSteps);
   return 0;
 }
 
@@ -4830,7 +4833,7 @@ function planHostsAllow(ctx: Ctx, allowText: string, denyText: string, me: strin
   }
   const why = `${files} deny sshd to some clients (${shown(c.gained)}: ${c.by}, ${c.clients} addresses compared), and the usual line "${hostsAllowLines(root)[1]}" would let them in. sentry spawns only for the clients your own rules grant.`;
   const keep = keepPolicyLines(allowText, denyText, root);
-  if (keep === null) return { text: null, by: c.by, clients: c.clients, why: `${why}\nYour rules carry options or daemon@host patterns sentry cannot repeat: add its spawn (": spawn ${path.join(root, "sentry")} --connect --ip=%a : allow") above each rule that grants sshd, with that rule's clients, by hand.` };
+  if (keep === null) return { text: null, by: c.by, clients: c.clients, why: `${why}\nsentry cannot place its lines exactly for these rules (an option other than allow, a daemon@host pattern, EXCEPT in ${ctx.cfg.HOSTS_DENY}, or more addresses than one tcpd line holds): add its spawn (": spawn ${path.join(root, "sentry")} --connect --ip=%a : allow") above each rule that grants sshd, with that rule's clients, by hand.` };
   const k = comparePolicies(ctx, before, policyPair(keep, denyText).after, extra);
   // tcpd ignores a last line without its newline; sentry's file has one, which would switch that rule on.
   const unended = allowText !== "" && !allowText.endsWith("\n") ? ` (the last line of ${ctx.cfg.HOSTS_ALLOW} has no newline, so tcpd ignores it today: end it, or remove it)` : "";
