@@ -104,6 +104,8 @@ export const DEFAULTS = {
   UPDATE_URL: typeof SENTRY_BUILD_UPDATE_URL === "string" ? SENTRY_BUILD_UPDATE_URL : "", // release manifest (https://…/manifest.json); empty = --update is off
   UPDATE_PUBLIC_KEY: typeof SENTRY_BUILD_UPDATE_PUBLIC_KEY === "string" ? SENTRY_BUILD_UPDATE_PUBLIC_KEY : "", // Ed25519 key releases are signed with (SPKI DER, base64)
   HOSTS_ALLOW: "/etc/hosts.allow", // the tcpwrappers file --install edits
+  HOSTS_DENY: "/etc/hosts.deny", // the system's tcpwrappers deny file (read only: the policy --install must keep)
+  POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
   CONNECT_THRESHOLD: 3, // connections before the logs are consulted
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
@@ -158,6 +160,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
   EXPIRE_PER_CONNECT: 100_000,
   WITHHELD_LOG_MINUTES: 525_600, // a year
+  POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
 };
 
 /**
@@ -331,7 +334,7 @@ export interface Sys {
   warn(text: string): void; // one message to stderr, as "sentry: text"
   err(text: string): void; // text to stderr as it is (the usage)
   /** Runs cmd with an argument vector, never a shell, killed after timeoutMs. */
-  run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
+  run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string; cwd?: string }): RunResult;
   execPath: string; // this program (the binary itself when compiled)
   outClosed?(): boolean; // true once stdout's reader has gone (`| head`): long output may stop early
   uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
@@ -346,9 +349,10 @@ function childProcess(): typeof import("node:child_process") {
 }
 
 /** Runs a command without a shell; a missing tool or a timeout is a value. */
-export function runCommand(cmd: string, args: string[], opts: { timeoutMs?: number; input?: string } = {}): RunResult {
+export function runCommand(cmd: string, args: string[], opts: { timeoutMs?: number; input?: string; cwd?: string } = {}): RunResult {
   const r = childProcess().spawnSync(cmd, args, {
     encoding: "utf8",
+    cwd: opts.cwd, // tcpdmatch -d reads hosts.allow/hosts.deny from its working directory
     timeout: opts.timeoutMs ?? DEFAULTS.COMMAND_TIMEOUT_SECONDS * 1000,
     killSignal: "SIGKILL",
     input: opts.input,
@@ -644,7 +648,7 @@ export interface Action {
   json: boolean;
   write: boolean; // --install --write
   check: boolean; // --update --check
-  force: boolean; // --update --force, --block --force
+  force: boolean; // --update --force; --block --force of an address that logged in; --install --write without the installer's address
   file: string | null; // --test-log FILE
   missed: boolean; // --test-log --missed
 }
@@ -758,7 +762,8 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   }
   if (a.write && a.action !== "install") throw new SentryError("--write goes with --install", 1);
   if (a.check && a.action !== "update") throw new SentryError("--check goes with --update", 1);
-  if (a.force && a.action !== "update" && a.action !== "block") throw new SentryError("--force goes with --update or --block", 1);
+  if (a.force && a.action !== "update" && a.action !== "block" && a.action !== "install")
+    throw new SentryError("--force goes with --update, --block or --install", 1);
   if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
   if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
   return a;
@@ -5575,13 +5580,34 @@ export function formatReport(r: Report): string {
 //     sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
 //
 // The installer's own address is allowed before anything else is done, so a
-// mistake in what follows can never lock them out. --write edits hosts.allow
-// only when sshd links libwrap: without it the lines do nothing, and a user
-// of sentry.pl once read "it doesn't seem to work" as "it works".
+// mistake in what follows can never lock them out (under sudo, found in utmp;
+// else --write waits for it or --force). --write edits hosts.allow only when
+// sshd links libwrap: without it the lines do nothing, and a user of
+// sentry.pl once read "it doesn't seem to work" as "it works". And only
+// where tcpd then grants sshd to no client it refused before (11.1.1).
 
-/** The two hosts.allow lines, deny first: tcpd stops at the first match. */
+/**
+ * The two hosts.allow lines, deny first: tcpd stops at the first match.
+ * The spawn line carries ROOT_DIR=… whenever it is not the default: tcpd
+ * runs the command with sshd's environment, so without it the spawned
+ * sentry would count and block under /var/db/sentry while tcpd reads the
+ * other directory's hosts.deny, and nothing would ever be refused. (The
+ * binary could instead derive ROOT_DIR from its own path; an explicit word
+ * in the line can be read by the admin and checked by --doctor.)
+ */
 export function hostsAllowLines(root: string): [string, string] {
-  return [`sshd : ${root}/hosts.deny : deny`, `sshd : ALL : spawn ${root}/sentry --connect --ip=%a : allow`];
+  const env = root === DEFAULTS.ROOT_DIR ? "" : `ROOT_DIR=${root} `;
+  return [`sshd : ${root}/hosts.deny : deny`, `sshd : ALL : spawn ${env}${root}/sentry --connect --ip=%a : allow`];
+}
+
+/**
+ * A ROOT_DIR that can be written into hosts.allow: tcpd splits fields at
+ * ":" and lists at "," and blanks, expands "%", and runs the spawn command
+ * through /bin/sh, so only these characters pass unchanged.
+ */
+export function checkRootForHostsAllow(root: string): void {
+  if (!/^\/[A-Za-z0-9._\/+-]*$/.test(root))
+    throw new SentryError(`ROOT_DIR=${JSON.stringify(root)} cannot be written into hosts.allow: use only letters, digits and . _ - + / (tcpd splits at ":" "," and blanks, and the spawn runs through a shell)`, 1);
 }
 
 /** True if a hosts.allow line is one sentry (any version) wrote for this ROOT_DIR. */
@@ -5600,6 +5626,540 @@ export function withSentryLines(text: string, root: string): string {
   while (i < rest.length && rest[i].trim().startsWith("#")) i++;
   const out = [...rest.slice(0, i), ...hostsAllowLines(root), ...rest.slice(i)];
   return `${out.join("\n")}\n`;
+}
+
+// ---- 11.1.1 Never widen who may connect: tcpd's answer before and after ----
+//
+//   /etc/hosts.allow  sshd: 10.0.0.0/255.0.0.0        /etc/hosts.deny  sshd: ALL
+//   tcpdmatch sshd 203.0.113.50                         → access: denied
+//   the same with "sshd : ALL : spawn … : allow" on top → access: granted
+//
+// tcpd stops at the first rule that matches, so sentry's spawn line, which
+// ends in ": allow", grants sshd to every client it matches. On a host whose
+// own policy is an allowlist that line would open sshd to the world. So
+// before anything is written, and on every --doctor, sentry asks what tcpd
+// decides for sshd with and without its lines, for a set of clients chosen
+// so the answer is exact for address patterns: every address and network
+// named in a rule that can apply to sshd cuts the address space into
+// intervals on which each pattern matches all or nothing, and the first and
+// last address of every interval is asked (plus the documentation addresses,
+// loopback and the administrator's own address). tcpdmatch -d, run on copies
+// of the candidate files, is the authority where it is installed; sentry's
+// own reading of hosts_access(5) below is used otherwise, and always to know
+// whether a verdict depends on something an address does not decide (a host
+// name, .domain, @netgroup, KNOWN, UNKNOWN, PARANOID, LOCAL, a /file list,
+// user@host, a wildcard, a daemon@host): then the answer is "cannot tell"
+// and --install writes nothing.
+//
+// Where the admin's policy denies clients, the lines that keep it restrict
+// the spawn to exactly the clients the policy grants: above each hosts.allow
+// rule that grants sshd, the same client list with sentry's spawn and
+// ": allow" (tcpd reaches it exactly when it would have reached that rule),
+// and, when hosts.deny leaves some clients to tcpd's default "grant", one
+// line at the end of hosts.allow for ALL EXCEPT the clients hosts.deny names.
+
+export type AccessVerdict = "granted" | "denied";
+type Tri = "yes" | "no" | "maybe";
+
+/** One rule of hosts.allow or hosts.deny, as tcpd reads it. */
+export interface AccessRule {
+  where: string; // "FILE line N", for messages
+  text: string; // the rule as written (continuations joined)
+  line: number; // first line of the rule, 0-based
+  daemons: string[];
+  clients: string[];
+  clientsText: string; // the client field as written, to copy into a spawn line
+  verdict: AccessVerdict; // twist counts as denied: the client never reaches sshd
+  plainAllow: boolean; // no option but (at most) "allow": a spawn line above it changes nothing else
+}
+
+/** The option keywords of hosts_options(5); any other word in the option field is an error to tcpd. */
+const TCPD_OPTIONS = new Set(["allow", "deny", "twist", "spawn", "severity", "umask", "user", "group", "setenv", "banners", "nice", "keepalive", "linger", "rfc931"]);
+const TCPD_VALUE_OPTIONS = new Set(["twist", "spawn", "severity", "umask", "user", "group", "setenv", "banners", "linger"]);
+
+/** Splits at the first `sep` outside [brackets] (tcpd's split_at, which IPv6 patterns need). */
+function splitAtOutsideBrackets(s: string, sep: string): [string, string] | null {
+  let depth = 0;
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === "[") depth++;
+    else if (s[i] === "]") depth--;
+    else if (depth === 0 && s[i] === sep) return [s.slice(0, i), s.slice(i + 1)];
+  }
+  return null;
+}
+
+/**
+ * The rules of one tcpwrappers file. As tcpd does: a line ending in "\" goes
+ * on with the next, a line whose first character is "#" or that is blank is
+ * skipped, a line without ":" is skipped, and so is a last line without its
+ * newline ("missing newline": tcpd ignores it, so an admin's last rule may
+ * not be in force). With options, the first of allow/deny/twist decides.
+ */
+export function parseAccessFile(text: string, name: string, isAllow: boolean): AccessRule[] {
+  const out: AccessRule[] = [];
+  const raw = text.split("\n").slice(0, -1); // the piece after the last "\n" is never read
+  for (let i = 0; i < raw.length; i++) {
+    const first = i;
+    let buf = raw[i];
+    while (buf.endsWith("\\") && i + 1 < raw.length) buf = buf.slice(0, -1) + raw[++i];
+    if (buf.startsWith("#") || buf.trim() === "") continue;
+    const a = splitAtOutsideBrackets(buf, ":");
+    if (!a) continue;
+    const b = splitAtOutsideBrackets(a[1], ":");
+    const clientsText = (b ? b[0] : a[1]).trim();
+    const options = b ? b[1].split(/(?<!\\):/).map((o) => o.trim()) : [];
+    // tcpd runs the options in order. An unknown keyword, a missing value, or allow/deny before the
+    // last option is an error, which ends the match as "deny" (tcpd_jump); so is a bare IPv6 in a
+    // rule, whose colons tcpd reads as field separators ("sshd: 2001:db8::1" has options "db8", "", "1").
+    let verdict: AccessVerdict = isAllow ? "granted" : "denied";
+    for (let k = 0; k < options.length; k++) {
+      const [word, ...value] = options[k].split(/\s+/);
+      const key = word.toLowerCase();
+      if (!TCPD_OPTIONS.has(key) || (TCPD_VALUE_OPTIONS.has(key) && value.join("") === "") || key === "twist") {
+        verdict = "denied"; // twist too: the client gets the command, never sshd
+        break;
+      }
+      if (key === "allow" || key === "deny") {
+        verdict = key === "allow" && k === options.length - 1 ? "granted" : "denied";
+        break;
+      }
+    }
+    const words = (s: string) => s.split(/[,\s]+/).filter((w) => w !== "");
+    out.push({
+      where: `${name} line ${first + 1}`,
+      text: buf.trim(),
+      line: first,
+      daemons: words(a[0]),
+      clients: words(clientsText),
+      clientsText,
+      verdict,
+      plainAllow: verdict === "granted" && (options.length === 0 || (options.length === 1 && options[0].toLowerCase() === "allow")),
+    });
+  }
+  return out;
+}
+
+const and3 = (a: Tri, b: Tri): Tri => (a === "no" || b === "no" ? "no" : a === "yes" && b === "yes" ? "yes" : "maybe");
+const not3 = (a: Tri): Tri => (a === "yes" ? "no" : a === "no" ? "yes" : "maybe");
+
+/** tcpd's list_match: any pattern matches, then "EXCEPT list" takes some back (nests to the right). */
+function listMatch(words: string[], match: (w: string) => Tri): Tri {
+  const ex = words.findIndex((w) => w.toUpperCase() === "EXCEPT");
+  const head = ex === -1 ? words : words.slice(0, ex);
+  const results = head.map(match);
+  const any: Tri = results.includes("yes") ? "yes" : results.includes("maybe") ? "maybe" : "no";
+  if (any === "no" || ex === -1) return any;
+  return and3(any, not3(listMatch(words.slice(ex + 1), match)));
+}
+
+/** A daemon pattern against "sshd" (what libwrap in sshd asks about). */
+function matchDaemon(w: string): Tri {
+  const at = w.indexOf("@");
+  if (at !== -1) return matchDaemon(w.slice(0, at)) === "no" ? "no" : "maybe"; // sshd@host: the server address decides
+  const u = w.toUpperCase();
+  if (u === "ALL") return "yes";
+  if (/[*?]/.test(w)) return "maybe";
+  if (w.endsWith(".")) return "sshd".startsWith(w.toLowerCase()) ? "yes" : "no";
+  return w.toLowerCase() === "sshd" ? "yes" : "no";
+}
+
+/** A v4 or v6 network a client pattern names: [first, last] as numbers, or null. */
+interface Span {
+  family: Family;
+  lo: bigint;
+  hi: bigint;
+}
+
+/** The addresses an address-only client pattern matches, or "host" if names/lookups decide, or null for none. */
+export function patternSpan(w: string): Span | "host" | null {
+  const u = w.toUpperCase();
+  if (u === "ALL") return { family: 4, lo: 0n, hi: (1n << 32n) - 1n }; // (and all of v6: see clientMatches)
+  if (w.includes("@") || w.startsWith("/") || ["KNOWN", "UNKNOWN", "PARANOID", "LOCAL"].includes(u)) return "host";
+  if (/[*?]/.test(w) || w.startsWith(".")) return "host";
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?:\/(\d{1,3}))?$/.exec(w);
+  if (v6) {
+    const g = parseV6Groups(v6[1]);
+    const bits = v6[2] === undefined ? 128 : Number(v6[2]);
+    if (!g || bits > 128) return null; // tcpd warns and matches nothing
+    const value = g.reduce((acc, x) => (acc << 16n) | BigInt(x), 0n);
+    const size = 1n << BigInt(128 - bits);
+    const lo = (value / size) * size; // tcpd masks the pattern's own host bits for v6
+    return { family: 6, lo, hi: lo + size - 1n };
+  }
+  if (w.includes("/")) {
+    const [net, mask, extra] = w.split("/");
+    const n = parseV4Bytes(net);
+    if (!n || extra !== undefined) return null;
+    let bits: number | null = null;
+    if (/^\d{1,2}$/.test(mask) && Number(mask) <= 32) bits = Number(mask);
+    else {
+      const m = parseV4Bytes(mask);
+      if (m) {
+        const mv = m.reduce((acc, b) => acc * 256 + b, 0).toString(2).padStart(32, "0");
+        if (/^1*0*$/.test(mv)) bits = mv.indexOf("0") === -1 ? 32 : mv.indexOf("0");
+      }
+    }
+    if (bits === null) return "host"; // a mask with holes: not an interval, compare by hand
+    const value = BigInt(n.reduce((acc, b) => acc * 256 + b, 0));
+    const size = 1n << BigInt(32 - bits);
+    if (value % size !== 0n) return null; // host bits set: tcpd matches nothing (checked with tcpdmatch)
+    return { family: 4, lo: value, hi: value + size - 1n };
+  }
+  if (/^[0-9.]+$/.test(w)) {
+    if (w.endsWith(".")) {
+      // "10.1." is a prefix of the dotted quad: 10.1.0.0/16.
+      const parts = w.slice(0, -1).split(".");
+      if (parts.length > 3 || parts.some((p) => !/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255)) return null;
+      const lo = parts.reduce((acc, p) => acc * 256n + BigInt(p), 0n) << BigInt(8 * (4 - parts.length));
+      return { family: 4, lo, hi: lo + (1n << BigInt(8 * (4 - parts.length))) - 1n };
+    }
+    const ip = parseIp(w);
+    if (!ip || ip !== w) return null; // "010.0.0.1" never equals tcpd's spelling of a client
+    const value = ipToBigInt(ip);
+    return { family: 4, lo: value, hi: value };
+  }
+  if (w.includes(":") && /^[0-9a-fA-F:.]+$/.test(w)) {
+    // A bare IPv6 is compared as a string with tcpd's (RFC 5952) spelling.
+    const ip = parseIp(w);
+    if (!ip || ip !== w.toLowerCase() || ipFamily(ip) !== 6) return null;
+    const value = ipToBigInt(ip);
+    return { family: 6, lo: value, hi: value };
+  }
+  return "host"; // a host name
+}
+
+/** A rule ready to be asked about many clients: a hosts.deny of thousands of rules meets thousands of clients. */
+interface CompiledRule {
+  daemon: Tri; // does its daemon list take sshd
+  clients: (Span | "all" | "host" | null)[][]; // its client list split at EXCEPT, each pattern as a span
+  verdict: AccessVerdict;
+}
+
+function compileRules(rules: AccessRule[]): CompiledRule[] {
+  return rules.map((r) => {
+    const clients: CompiledRule["clients"] = [[]];
+    for (const w of r.clients) {
+      const u = w.toUpperCase();
+      if (u === "EXCEPT") clients.push([]);
+      else clients[clients.length - 1].push(u === "ALL" ? "all" : patternSpan(w));
+    }
+    return { daemon: listMatch(r.daemons, matchDaemon), clients, verdict: r.verdict };
+  });
+}
+
+/** list_match over compiled client patterns for one address. */
+function clientsMatch(parts: CompiledRule["clients"], at: number, family: Family, v: bigint): Tri {
+  let any: Tri = "no";
+  for (const s of parts[at]) {
+    if (s === "all" || (s !== null && s !== "host" && s.family === family && v >= s.lo && v <= s.hi)) {
+      any = "yes";
+      break;
+    }
+    if (s === "host") any = "maybe";
+  }
+  if (any === "no" || at + 1 >= parts.length) return any;
+  return and3(any, not3(clientsMatch(parts, at + 1, family, v)));
+}
+
+/** What tcpd may decide for sshd from `ip`: one verdict, or both when names or lookups decide. */
+function compiledVerdicts(rules: CompiledRule[], ip: string): Set<AccessVerdict> {
+  const possible = new Set<AccessVerdict>();
+  const family = ipFamily(ip);
+  const v = ipToBigInt(ip);
+  for (const r of rules) {
+    if (r.daemon === "no") continue;
+    const m = and3(r.daemon, clientsMatch(r.clients, 0, family, v));
+    if (m === "no") continue;
+    possible.add(r.verdict);
+    if (m === "yes") return possible;
+  }
+  possible.add("granted"); // no rule matched: tcpd grants
+  return possible;
+}
+
+/** What tcpd may decide for sshd from `ip` under hosts.allow's and hosts.deny's rules. */
+export function accessVerdicts(allow: AccessRule[], deny: AccessRule[], ip: string): Set<AccessVerdict> {
+  return compiledVerdicts(compileRules([...allow, ...deny]), ip);
+}
+
+/** Whether a rule can apply to sshd at all. */
+function forSshd(r: AccessRule): boolean {
+  return listMatch(r.daemons, matchDaemon) !== "no";
+}
+
+/**
+ * The clients to ask about: the first and last address of every interval
+ * the address patterns of `rules` cut the v4 and v6 spaces into, plus
+ * documentation addresses, loopback and `extra` (the admin's address).
+ */
+export function sampleClients(rules: AccessRule[], extra: string[]): string[] {
+  const cuts: Record<Family, Set<bigint>> = { 4: new Set([0n]), 6: new Set([0n]) };
+  for (const r of rules.filter(forSshd)) {
+    for (const w of r.clients) {
+      const s = patternSpan(w);
+      if (s === null || s === "host") continue;
+      cuts[s.family].add(s.lo);
+      cuts[s.family].add(s.hi + 1n);
+    }
+  }
+  const out = new Set<string>(["192.0.2.1", "198.51.100.1", "203.0.113.50", "127.0.0.1", "2001:db8::1", "::1"]);
+  for (const fam of [4, 6] as Family[]) {
+    const top = fam === 4 ? 1n << 32n : 1n << 128n;
+    const sorted = [...cuts[fam]].filter((c) => c < top).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    sorted.push(top);
+    for (let i = 0; i + 1 < sorted.length; i++) {
+      for (const v of [sorted[i], sorted[i + 1] - 1n]) {
+        const ip = bigIntToIp(fam, v);
+        if (ip !== null) out.add(ip);
+      }
+    }
+  }
+  for (const e of extra) out.add(e);
+  return [...out];
+}
+
+/** The canonical spelling of a number in `family`, or null where no client can have it. */
+function bigIntToIp(family: Family, v: bigint): string | null {
+  if (family === 4) return parseIp([24n, 16n, 8n, 0n].map((s) => String((v >> s) & 255n)).join("."));
+  const g: number[] = [];
+  for (let s = 112n; s >= 0n; s -= 16n) g.push(Number((v >> s) & 0xffffn));
+  return parseIp(formatV6(g));
+}
+
+/** A policy to ask about: the text of hosts.allow and hosts.deny. */
+export interface Policy {
+  allow: string;
+  deny: string;
+}
+
+export interface PolicyComparison {
+  by: string; // "tcpdmatch" or "sentry's reading of hosts_access(5)"
+  clients: number; // how many addresses were compared
+  gained: string[]; // denied before, granted after
+  lost: string[]; // granted before, denied after
+  unsure: string[]; // rules whose patterns an address does not decide, where they could change a verdict
+}
+
+/** Asks tcpdmatch -d in a private temporary directory; null when tcpdmatch is not installed. */
+function tcpdmatchVerdicts(ctx: Ctx, policy: Policy, clients: string[]): Map<string, AccessVerdict> | null {
+  const probe = ctx.sys.run("tcpdmatch", [], { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+  if (probe.error === "not found") return null;
+  const fsys = ctx.sys.fs;
+  const tmp = path.join(ctx.sys.env.TMPDIR || "/tmp", `sentry-policy-${process.pid}-${ctx.sys.now()}`);
+  try {
+    fsys.mkdirSync(tmp, { mode: 0o700 }); // fails if it exists: no one else's directory is used
+  } catch (e) {
+    throw ioError("create", tmp, e);
+  }
+  try {
+    fsys.writeFileSync(path.join(tmp, "hosts.allow"), policy.allow);
+    fsys.writeFileSync(path.join(tmp, "hosts.deny"), policy.deny);
+    const out = new Map<string, AccessVerdict>();
+    for (const ip of clients) {
+      const r = ctx.sys.run("tcpdmatch", ["-d", "sshd", ip], { cwd: tmp, timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+      const m = /^access:\s+(granted|denied|delegated)\s*$/m.exec(r.stdout);
+      if (r.error !== "" || !m) throw new SentryError(`tcpdmatch -d sshd ${ip} gave no verdict: ${r.error || r.stderr.trim() || r.stdout.trim()}`, 2);
+      out.set(ip, m[1] === "granted" ? "granted" : "denied"); // delegated: twist, the client never reaches sshd
+    }
+    return out;
+  } finally {
+    fsys.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** What tcpd decides for sshd under `before` and `after`, client by client. */
+export function comparePolicies(ctx: Ctx, before: Policy, after: Policy, extra: string[]): PolicyComparison {
+  const files = (p: Policy) => ({
+    allow: parseAccessFile(p.allow, ctx.cfg.HOSTS_ALLOW, true),
+    deny: parseAccessFile(p.deny, ctx.cfg.HOSTS_DENY, false),
+  });
+  const b = files(before);
+  const a = files(after);
+  const clients = sampleClients([...b.allow, ...b.deny, ...a.allow, ...a.deny], extra);
+  // tcpdmatch costs a process per client and rereads both files each time: a hosts.deny of
+  // thousands of addresses (the old scripts wrote one rule each) is left to sentry's own reading.
+  const many = clients.length > ctx.cfg.POLICY_TCPDMATCH_MAX;
+  const tb = many ? null : tcpdmatchVerdicts(ctx, before, clients);
+  const ta = tb === null ? null : tcpdmatchVerdicts(ctx, after, clients);
+  const by = tb !== null ? "tcpdmatch" : `sentry's reading of hosts_access(5)${many ? ` (more than POLICY_TCPDMATCH_MAX=${ctx.cfg.POLICY_TCPDMATCH_MAX} clients for tcpdmatch)` : ""}`;
+  const res: PolicyComparison = { by, clients: clients.length, gained: [], lost: [], unsure: [] };
+  let anyUnsure = false;
+  const cb = compileRules([...b.allow, ...b.deny]);
+  const ca = compileRules([...a.allow, ...a.deny]);
+  for (const ip of clients) {
+    const vb = compiledVerdicts(cb, ip);
+    const va = compiledVerdicts(ca, ip);
+    if (vb.size > 1 || va.size > 1) anyUnsure = true;
+    const before1 = tb?.get(ip) ?? (vb.size === 1 ? [...vb][0] : null);
+    const after1 = ta?.get(ip) ?? (va.size === 1 ? [...va][0] : null);
+    if (before1 === "denied" && after1 === "granted") res.gained.push(ip);
+    if (before1 === "granted" && after1 === "denied") res.lost.push(ip);
+  }
+  if (anyUnsure) {
+    for (const r of [...b.allow, ...b.deny, ...a.allow, ...a.deny]) {
+      if (!forSshd(r)) continue;
+      const why = r.daemons.find((w) => matchDaemon(w) === "maybe") ?? r.clients.find((w) => patternSpan(w) === "host");
+      const text = `${r.where} ("${r.text}") uses ${why}`;
+      if (why !== undefined && !res.unsure.includes(text)) res.unsure.push(text);
+    }
+  }
+  return res;
+}
+
+/** A hosts.allow line of sentry's deny pair (any ROOT_DIR): it only ever denies. */
+function isSentryDenyLine(line: string): boolean {
+  return !line.trim().startsWith("#") && /^\s*sshd\s*:\s*\/\S*\/hosts\.deny\s*:\s*deny\s*$/.test(line);
+}
+
+/** A hosts.allow line that spawns sentry --connect (any ROOT_DIR, any version). */
+function isSentrySpawnLine(line: string): boolean {
+  return !line.trim().startsWith("#") && /\bspawn\s.*\/sentry\S*\s.*(--connect|\s-c)\b/.test(line);
+}
+
+/**
+ * hosts.allow with sentry's lines placed so that tcpd grants sshd to
+ * exactly the clients it granted before (see the top of 11.1.1), or null
+ * when the policy's shape does not allow that to be done exactly.
+ */
+export function keepPolicyLines(allowText: string, denyText: string, root: string): string | null {
+  const [denyLine] = hostsAllowLines(root);
+  const spawn = (clients: string) => hostsAllowLines(root)[1].replace(" : ALL : ", ` : ${clients} : `);
+  const lines = allowText.split("\n").filter((l) => !isSentryLine(l, root) && !isSentryDenyLine(l) && !isSentrySpawnLine(l));
+  while (lines.length && lines[lines.length - 1] === "") lines.pop();
+  const text = lines.length ? `${lines.join("\n")}\n` : "";
+  const rules = parseAccessFile(text, "hosts.allow", true);
+  const grantAt = new Map<number, AccessRule>();
+  for (const r of rules) {
+    if (listMatch(r.daemons, matchDaemon) === "no" || r.verdict !== "granted") continue;
+    if (listMatch(r.daemons, matchDaemon) === "maybe" || !r.plainAllow) return null; // sshd@host, or options sentry cannot repeat
+    grantAt.set(r.line, r);
+  }
+  // Clients that no hosts.allow rule takes reach hosts.deny; those it leaves to the default are granted.
+  const denyRules = parseAccessFile(denyText, "hosts.deny", false).filter(forSshd);
+  let tail: string | null = null;
+  const denyAll = denyRules.some((r) => listMatch(r.daemons, matchDaemon) === "yes" && r.verdict === "denied" && r.clients.length > 0 && r.clients[0].toUpperCase() === "ALL" && !r.clients.some((w) => w.toUpperCase() === "EXCEPT"));
+  if (!denyAll) {
+    if (denyRules.some((r) => listMatch(r.daemons, matchDaemon) !== "yes" || r.verdict !== "denied" || r.clients.some((w) => w.toUpperCase() === "EXCEPT"))) return null;
+    const denied = denyRules.flatMap((r) => r.clients);
+    tail = spawn(denied.length ? `ALL EXCEPT ${denied.join(" ")}` : "ALL");
+  }
+  let i = 0;
+  while (i < lines.length && lines[i].trim().startsWith("#")) i++;
+  const out = [...lines.slice(0, i), denyLine];
+  for (let j = i; j < lines.length; j++) {
+    const r = grantAt.get(j);
+    if (r) out.push(spawn(r.clientsText));
+    out.push(lines[j]);
+  }
+  if (tail !== null) out.push(tail);
+  // tcpd reads a line into 2048 bytes (BUFLEN): a longer one is skipped and its rest read as a new rule.
+  if (out.some((l) => l.length >= 2000)) return null;
+  return `${out.join("\n")}\n`;
+}
+
+/** The policy without sentry's lines, and with its lines minus the deny line (which only narrows). */
+export function policyPair(allowText: string, denyText: string): { before: Policy; after: Policy } {
+  const lines = allowText.split("\n");
+  return {
+    before: { allow: lines.filter((l) => !isSentryDenyLine(l) && !isSentrySpawnLine(l)).join("\n"), deny: denyText },
+    after: { allow: lines.filter((l) => !isSentryDenyLine(l)).join("\n"), deny: denyText },
+  };
+}
+
+/** Reads a tcpwrappers file; a missing one is empty, as for tcpd. */
+function readPolicyFile(ctx: Ctx, file: string): string {
+  try {
+    return ctx.sys.fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return "";
+    throw ioError("read", file, e);
+  }
+}
+
+/** The ROOT_DIR a spawn line hands to sentry: its ROOT_DIR=… word, else the default. */
+export function spawnedRoot(line: string): string {
+  const words = line.replace(/^.*?\bspawn\s+/, "").split(/\s+/);
+  for (const w of words) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(w);
+    if (!m) break;
+    if (m[1] === "ROOT_DIR") return m[2];
+  }
+  return DEFAULTS.ROOT_DIR;
+}
+
+// ---- 11.1.2 The installer's own address, also under sudo --------------------
+//
+// sudo's env_reset drops SSH_CLIENT, so "sudo sentry --install" saw no
+// address and allowed nobody, silently. The login records know it: utmp
+// (struct utmp, 384 bytes a record on Linux) holds one USER_PROCESS record
+// per login session, with the terminal, the user and the client's address.
+// As `who -m` does, the session on this process's terminal is taken first;
+// else the one address SUDO_USER's sessions come from. Several, or none:
+// the admin is told the exact command to allow theirs.
+
+export interface UtmpEntry {
+  type: number;
+  line: string; // "pts/0"
+  user: string;
+  host: string;
+  addr: string | null; // ut_addr_v6, or the host field when it is an address
+}
+
+const UTMP_FILES = ["/run/utmp", "/var/run/utmp"]; // glibc's _PATH_UTMP (and its older name)
+const UTMP_RECORD = 384; // sizeof(struct utmp) on Linux (x86_64, aarch64; 32-bit time fields)
+const USER_PROCESS = 7;
+
+/** The records of a utmp file (Linux glibc layout). */
+export function parseUtmp(buf: Buffer): UtmpEntry[] {
+  const out: UtmpEntry[] = [];
+  const str = (off: number, len: number) => {
+    const b = buf.subarray(off, off + len);
+    const z = b.indexOf(0);
+    return b.subarray(0, z === -1 ? len : z).toString("latin1");
+  };
+  for (let off = 0; off + UTMP_RECORD <= buf.length; off += UTMP_RECORD) {
+    const type = buf.readInt16LE(off);
+    const host = str(off + 76, 256);
+    const a = buf.subarray(off + 348, off + 364);
+    let addr: string | null = null;
+    if (a.subarray(4).every((x) => x === 0) && a.readUInt32BE(0) !== 0) addr = parseIp([...a.subarray(0, 4)].join("."));
+    else if (!a.every((x) => x === 0)) addr = parseIp(Array.from({ length: 8 }, (_, i) => a.readUInt16BE(i * 2).toString(16)).join(":"));
+    out.push({ type, line: str(off + 8, 32), user: str(off + 44, 32), host, addr: addr ?? parseIp(host) });
+  }
+  return out;
+}
+
+/** Where the installing administrator is logged in from, and how that was found. */
+export function installerAddress(ctx: Ctx): { ip: string | null; how: string; candidates: string[] } {
+  const env = ctx.sys.env;
+  const ssh = (env.SSH_CLIENT || env.SSH_CONNECTION || "").split(" ")[0];
+  if (ssh) {
+    const ip = parseIp(ssh);
+    return { ip, how: ip ? "SSH_CLIENT" : `SSH_CLIENT starts with ${JSON.stringify(ssh)}, not an address`, candidates: [] };
+  }
+  let entries: UtmpEntry[] = [];
+  let file = UTMP_FILES[0];
+  for (const f of UTMP_FILES) {
+    try {
+      entries = parseUtmp(ctx.sys.fs.readFileSync(f)).filter((e) => e.type === USER_PROCESS && e.addr !== null);
+      file = f;
+      break;
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") ctx.sys.warn(`cannot read ${f}: ${errText(e)}`);
+    }
+  }
+  let tty = "";
+  try {
+    tty = ctx.sys.fs.readlinkSync("/proc/self/fd/0").replace(/^\/dev\//, "");
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") ctx.sys.warn(`cannot tell this terminal: ${errText(e)}`);
+  }
+  const onTty = entries.find((e) => tty !== "" && e.line === tty);
+  if (onTty) return { ip: onTty.addr, how: `the login session on ${tty} in ${file}`, candidates: [] };
+  const user = env.SUDO_USER ?? "";
+  const mine = [...new Set(entries.filter((e) => user !== "" && e.user === user).map((e) => e.addr as string))];
+  if (mine.length === 1) return { ip: mine[0], how: `the login session of ${user} (SUDO_USER) in ${file}`, candidates: [] };
+  return { ip: null, how: user ? `SUDO_USER=${user} has ${mine.length} login sessions with an address in ${file}` : `no SSH_CLIENT, and no login session on this terminal in ${file}`, candidates: mine };
 }
 
 /** Where sshd is: SSHD_PATH, else the usual places. */
@@ -5672,19 +6232,31 @@ function backup(ctx: Ctx, file: string, text: string): string {
   return name;
 }
 
-/** --install [--write]. */
-export function install(ctx: Ctx, write: boolean): number {
+/** --install [--write] [--force]. */
+export function install(ctx: Ctx, write: boolean, force = false): number {
   const root = ctx.cfg.ROOT_DIR;
+  checkRootForHostsAllow(root);
   ensureRoot(ctx);
   // 1. The installer's own address, before anything can lock them out.
-  const client = (ctx.sys.env.SSH_CLIENT ?? ctx.sys.env.SSH_CONNECTION ?? "").split(" ")[0];
-  const me = client ? parseIp(client) : null;
+  const who = installerAddress(ctx);
+  const me = who.ip;
+  const self = `${root === DEFAULTS.ROOT_DIR ? "" : `ROOT_DIR=${root} `}${path.join(root, "sentry")}`;
   if (me) {
     if (ipStatus(ctx, me) === "allowed") ctx.sys.out(`${me}, the address you are logged in from, is allowed`);
     else {
-      withLock(ctx, () => setAllowed(ctx, me, "install", "the installing administrator's address (SSH_CLIENT)"));
-      ctx.sys.out(`allowed ${me}, the address you are logged in from (SSH_CLIENT)`);
+      withLock(ctx, () => setAllowed(ctx, me, "install", `the installing administrator's address (${who.how})`));
+      ctx.sys.out(`allowed ${me}, the address you are logged in from (${who.how})`);
     }
+  } else {
+    const cmds = who.candidates.length ? who.candidates.map((ip) => `  ${self} --ip=${ip} --allow`) : [`  ${self} --ip=YOUR.ADDRESS --allow`];
+    ctx.sys.warn(
+      [
+        `WARNING: could not tell the address you are logged in from (${who.how}; sudo drops SSH_CLIENT), so none was allowed.`,
+        "Once sentry runs, a few failed logins can block you. Allow your address first:",
+        ...cmds,
+        `(your address: the first word of $SSH_CLIENT in your SSH session, or run: sudo --preserve-env=SSH_CLIENT ${path.join(root, "sentry")} --install)`,
+      ].join("\n"),
+    );
   }
   // 2. The binary.
   ctx.sys.out(installBinary(ctx));
@@ -5693,36 +6265,107 @@ export function install(ctx: Ctx, write: boolean): number {
   const res = withIndex(ctx, (db) => scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS));
   for (const n of res.notes) ctx.sys.warn(n);
   ctx.sys.out(`read ${res.readable} of ${res.sources} logs once (${res.bytes} bytes): from now on a connect reads only new lines`);
-  // 4. The hosts.allow lines.
-  const lines = hostsAllowLines(root);
+  // 4. The hosts.allow lines, placed so that no client gains access (11.1.1).
   const fw = firewallBackends.filter((b) => b.enabled(ctx.cfg));
   for (const b of fw) ctx.sys.out(`\n${b.name}: sentry fills the set; load this rule yourself:\n${b.rules(ctx.cfg)}`);
+  const file = ctx.cfg.HOSTS_ALLOW;
+  const text = readPolicyFile(ctx, file);
+  const plan = planHostsAllow(ctx, text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY), me);
+  const next = plan.text;
+  const nextSteps = "\nnext: sentry --test-log on your auth log shows what sentry reads; then sentry --doctor checks the whole chain";
   if (!write) {
-    ctx.sys.out(`\nadd these lines near the top of ${ctx.cfg.HOSTS_ALLOW}, in this order (or run --install --write):\n  ${lines[0]}\n  ${lines[1]}`);
+    if (next === null) {
+      ctx.sys.out(`\n${plan.why}`);
+      return 2;
+    }
+    if (plan.why === "") {
+      const lines = hostsAllowLines(root);
+      ctx.sys.out(`\nadd these lines near the top of ${file}, in this order (or run --install --write):\n  ${lines[0]}\n  ${lines[1]}`);
+    } else ctx.sys.out(`\n${plan.why}\n${file} would then read (+ marks sentry's lines; or run --install --write):\n${markAdded(text, next, root)}`);
+    ctx.sys.out(nextSteps);
     return 0;
+  }
+  if (!me && !force) {
+    ctx.sys.warn(`not editing ${file}: no address of yours is allowed (see above); allow it first, or run --install --write --force`);
+    return 1;
   }
   const sshd = findSshd(ctx);
   if (sshd === null || !linksLibwrap(ctx, sshd)) {
-    ctx.sys.warn(`not editing ${ctx.cfg.HOSTS_ALLOW}: ${sshd === null ? "no sshd found (set SSHD_PATH)" : `${sshd} does not link libwrap`}`);
+    ctx.sys.warn(`not editing ${file}: ${sshd === null ? "no sshd found (set SSHD_PATH)" : `${sshd} does not link libwrap`}`);
     ctx.sys.out(alternativesText(root));
     return 2;
   }
-  const file = ctx.cfg.HOSTS_ALLOW;
-  let text = "";
-  try {
-    text = ctx.sys.fs.readFileSync(file, "utf8");
-  } catch (e) {
-    if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+  if (next === null) {
+    ctx.sys.warn(`not editing ${file}: it would let in clients your policy denies, and sentry cannot place its lines exactly`);
+    ctx.sys.out(plan.why);
+    return 2;
   }
-  const next = withSentryLines(text, root);
   if (next === text) {
     ctx.sys.out(`${file} already has sentry's lines, in the right order`);
+    ctx.sys.out(nextSteps);
     return 0;
   }
+  if (plan.why !== "") ctx.sys.out(plan.why);
   if (text !== "") ctx.sys.out(`backup: ${backup(ctx, file, text)}`);
   writeAtomic(ctx, file, next, 0o644);
-  ctx.sys.out(`added to ${file}:\n  ${lines[0]}\n  ${lines[1]}`);
+  ctx.sys.out(`added to ${file}:\n${markAdded(text, next, root).split("\n").filter((l) => l.startsWith("+")).map((l) => `  ${l.slice(2)}`).join("\n")}`);
+  ctx.sys.out(`checked with ${plan.by}: no client gains access to sshd that it did not have (${plan.clients} addresses compared)`);
+  ctx.sys.out(nextSteps);
   return 0;
+}
+
+/**
+ * Where sentry's lines go in hosts.allow. The usual pair at the top when
+ * that grants no client the policy denies; else the lines that keep the
+ * policy (keepPolicyLines), verified to give every client the verdict it had;
+ * else null, and why. `why` is "" for the usual pair.
+ */
+function planHostsAllow(ctx: Ctx, allowText: string, denyText: string, me: string | null): { text: string | null; why: string; by: string; clients: number } {
+  const root = ctx.cfg.ROOT_DIR;
+  const extra = me ? [me] : [];
+  const before = policyPair(allowText, denyText).before;
+  const plain = withSentryLines(allowText, root);
+  const c = comparePolicies(ctx, before, policyPair(plain, denyText).after, extra);
+  if (c.gained.length === 0 && c.unsure.length === 0) return { text: plain, why: "", by: c.by, clients: c.clients };
+  const files = `${ctx.cfg.HOSTS_ALLOW} and ${ctx.cfg.HOSTS_DENY}`;
+  const shown = (ips: string[]) => `${ips.slice(0, 5).join(", ")}${ips.length > 5 ? `, and ${ips.length - 5} more` : ""}`;
+  if (c.unsure.length) {
+    return {
+      text: null,
+      by: c.by,
+      clients: c.clients,
+      why: [
+        `${files} decide sshd access by more than addresses: ${c.unsure.join("; ")}.`,
+        `sentry compares what tcpd decides for addresses only, so it cannot be sure its spawn line ("... : allow") lets in no one your policy denies, and writes nothing.`,
+        `Add by hand, at the top: ${hostsAllowLines(root)[0]}`,
+        `and above each of your rules that grants sshd, the same client list with: spawn ${path.join(root, "sentry")} --connect --ip=%a : allow`,
+      ].join("\n"),
+    };
+  }
+  const why = `${files} deny sshd to some clients (${shown(c.gained)}: ${c.by}, ${c.clients} addresses compared), and the usual line "${hostsAllowLines(root)[1]}" would let them in. sentry spawns only for the clients your own rules grant.`;
+  const keep = keepPolicyLines(allowText, denyText, root);
+  if (keep === null) return { text: null, by: c.by, clients: c.clients, why: `${why}\nsentry cannot place its lines exactly for these rules (an option other than allow, a daemon@host pattern, EXCEPT in ${ctx.cfg.HOSTS_DENY}, or more addresses than one tcpd line holds): add its spawn (": spawn ${path.join(root, "sentry")} --connect --ip=%a : allow") above each rule that grants sshd, with that rule's clients, by hand.` };
+  const k = comparePolicies(ctx, before, policyPair(keep, denyText).after, extra);
+  // tcpd ignores a last line without its newline; sentry's file has one, which would switch that rule on.
+  const unended = allowText !== "" && !allowText.endsWith("\n") ? ` (the last line of ${ctx.cfg.HOSTS_ALLOW} has no newline, so tcpd ignores it today: end it, or remove it)` : "";
+  if (k.gained.length || k.lost.length || k.unsure.length)
+    return { text: null, by: k.by, clients: k.clients, why: `${why}\nThe lines below would still change who gets in (${shown([...k.gained, ...k.lost])})${unended}, so sentry writes nothing:\n${markAdded(allowText, keep, root)}` };
+  return { text: keep, why, by: k.by, clients: k.clients };
+}
+
+/** `after` line by line, "+ " before the lines `before` does not have (after only inserts lines). */
+function markAdded(before: string, after: string, root: string): string {
+  const old = before.split("\n");
+  let i = 0;
+  const out: string[] = [];
+  for (const l of after.replace(/\n$/, "").split("\n")) {
+    while (i < old.length && old[i] !== l && (isSentryLine(old[i], root) || isSentryDenyLine(old[i]) || isSentrySpawnLine(old[i]))) i++;
+    if (i < old.length && old[i] === l) {
+      out.push(`  ${l}`);
+      i++;
+    } else out.push(`+ ${l}`);
+  }
+  return out.join("\n");
 }
 
 /** --uninstall: sentry's lines out of hosts.allow (after a backup); ROOT_DIR is left for the admin. */
@@ -5819,6 +6462,27 @@ export function doctorChecks(ctx: Ctx): Check[] {
       const st = fsys.statSync(bin, { throwIfNoEntry: false });
       if (!st || !st.isFile() || (st.mode & 0o111) === 0) add(2, `${file} spawns ${bin}, which is not an executable file: sentry --install puts it there`);
       else add(0, `${bin} is executable`);
+      // One ROOT_DIR for the whole chain: every spawned sentry (--install may write one spawn line per
+      // rule of the admin's) must block into the hosts.deny the deny line makes tcpd read, ROOT_DIR's.
+      const roots = [...new Set(lines.filter(isSentrySpawnLine).map(spawnedRoot))];
+      const wrong = roots.filter((r) => r !== root);
+      for (const spawned of wrong)
+        add(2, `${file}: the spawned sentry uses ROOT_DIR=${spawned}${spawned === DEFAULTS.ROOT_DIR ? " (the line sets no ROOT_DIR=)" : ""} but the deny line reads ${root}/hosts.deny: its blocks never reach tcpd; run ROOT_DIR=${root} sentry --install --write`);
+      if (wrong.length === 0) add(0, `${file}: the spawned sentry and the deny line agree on ROOT_DIR=${root}`);
+    }
+    // sentry's lines grant no client the rest of the policy denies (section 11.1.1).
+    if (spawnAt !== -1) {
+      try {
+        const pair = policyPair(text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY));
+        const c = comparePolicies(ctx, pair.before, pair.after, []);
+        const more = c.gained.length > 3 ? `, and ${c.gained.length - 3} more` : "";
+        if (c.gained.length) add(2, `${file}: sentry's spawn line lets in clients the rest of the policy denies (${c.gained.slice(0, 3).join(", ")}${more}; ${c.by}, ${c.clients} addresses compared): run sentry --install to see the lines that keep the policy`);
+        else if (c.unsure.length) add(1, `${file}: cannot tell whether sentry's lines let in clients the policy denies: ${c.unsure[0]}, which an address alone does not decide`);
+        else add(0, `${file}: sentry's lines let in no client the rest of the policy denies (${c.by}, ${c.clients} addresses compared)`);
+      } catch (e) {
+        if (!(e instanceof SentryError)) throw e;
+        add(1, `cannot compare the tcpwrappers policy with and without sentry's lines: ${e.message}`);
+      }
     }
     const sshd = findSshd(ctx);
     const scanStamp = fsys.statSync(path.join(root, "scan.stamp"), { throwIfNoEntry: false });
@@ -7048,7 +7712,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "test-log":
       return testLog(ctx, a.file as string, a.missed);
     case "install":
-      return install(ctx, a.write);
+      return install(ctx, a.write, a.force);
     case "uninstall":
       return uninstall(ctx);
     case "doctor":

@@ -16,6 +16,7 @@ function scene(t: { teardown(fn: () => void): void }) {
   const dir = tempDir(t);
   const root = join(dir, "db", "sentry");
   const hostsAllow = join(dir, "hosts.allow");
+  const hostsDeny = join(dir, "hosts.deny"); // missing: a default-allow host
   const log = join(dir, "auth.log");
   const bin = join(dir, "sentry"); // a copy, as an admin would drop it in
   fs.copyFileSync(SENTRY, bin);
@@ -24,6 +25,8 @@ function scene(t: { teardown(fn: () => void): void }) {
     PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
     ROOT_DIR: root,
     HOSTS_ALLOW: hostsAllow,
+    HOSTS_DENY: hostsDeny,
+    SSH_CLIENT: "192.0.2.200 50000 22", // the admin, over SSH
     SSH_LOG: log,
     PROTECT_FTP: "0",
     PROTECT_MUA: "0",
@@ -34,11 +37,12 @@ function scene(t: { teardown(fn: () => void): void }) {
     const r = spawnSync(bin, args, { env: env(extra), encoding: "utf8", timeout: 60_000 });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   };
-  return { dir, root, hostsAllow, log, bin, env, run };
+  return { dir, root, hostsAllow, hostsDeny, log, bin, env, run };
 }
 
 const DENY = (root: string) => `sshd : ${root}/hosts.deny : deny`;
-const SPAWN = (root: string) => `sshd : ALL : spawn ${root}/sentry --connect --ip=%a : allow`;
+// A ROOT_DIR other than the default travels in the spawn line (issue 14).
+const SPAWN = (root: string) => `sshd : ALL : spawn ROOT_DIR=${root} ${root}/sentry --connect --ip=%a : allow`;
 
 t.test("install: fresh, then again; the binary, ROOT_DIR 0750, the lines shown", async (t) => {
   t.ok(fs.existsSync(WRAPPED_SSHD), "Debian's sshd is installed (test/deps.sh)");
@@ -71,7 +75,7 @@ t.test("install over SSH allows the administrator's address before anything else
   t.match(log, /198\.51\.100\.23 allow install: the installing administrator's address/);
   // SSH_CONNECTION works too, and an IPv6 client.
   const s2 = scene(t);
-  s2.run(["--install"], { SSH_CONNECTION: "2001:db8::23 50022 2001:db8::1 22" });
+  s2.run(["--install"], { SSH_CLIENT: "", SSH_CONNECTION: "2001:db8::23 50022 2001:db8::1 22" });
   t.ok(fs.existsSync(join(s2.root, "allow", "2001:db8::23")));
 });
 

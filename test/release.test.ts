@@ -89,6 +89,8 @@ t.test("install, doctor, update to a newer signed release, rollback", async (t) 
     PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
     ROOT_DIR: root,
     HOSTS_ALLOW: hostsAllow,
+    HOSTS_DENY: join(dir, "hosts.deny"), // none: a default-allow host (not this machine's file)
+    SSH_CLIENT: "192.0.2.9 50000 22", // the administrator, over SSH: --install --write allows them first
     SSH_LOG: log,
     PROTECT_FTP: "0",
     PROTECT_MUA: "0",
