@@ -34,6 +34,10 @@ function scene(t: TT) {
     PROTECT_FTP: "0",
     PROTECT_MUA: "0",
     SSHD_PATH: WRAPPED_SSHD,
+    // --install --write allows the installer's own address first (and
+    // refuses without one); the scene's admin comes from a documentation range.
+    SSH_CLIENT: "198.51.100.2 50000 22",
+    HOSTS_DENY: join(dir, "hosts.deny"),
   };
   const env = (extra: Record<string, string> = {}) => ({ ...base, ...extra });
   const run = (args: string[], extra: Record<string, string> = {}) => {
