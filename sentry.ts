@@ -3140,6 +3140,55 @@ function knownNames(ctx: Ctx, db: Db): string[] {
 }
 
 /**
+ * Turns the lines of a mistyped name into the kinds they have for a real
+ * account (TYPO_KIND), in place. `typoOf` answers for one name; it is asked
+ * only for names on naughty lines of a rule that has a real-account twin,
+ * so the passwd file is read only when such a name shows up. Shared by
+ * --scan/--connect (weighNames) and --test-log, so a prediction cannot
+ * differ from what a decision sees.
+ */
+export function retypeTypos(found: Found, typoOf: (user: string) => boolean): void {
+  for (const per of found.values())
+    for (const t of per.values())
+      for (const [user, rules] of t.names)
+        for (const [rule, r] of rules) {
+          const as = TYPO_KIND[rule];
+          if (r.kind !== "naughty" || as === undefined || !typoOf(user)) continue;
+          t.naughty -= r.n;
+          t[as] += r.n;
+          r.kind = as;
+        }
+}
+
+/** The names of successful logins in one read (they are "known" to the typo check from then on). */
+function loginNames(found: Found): string[] {
+  const out: string[] = [];
+  for (const per of found.values())
+    for (const t of per.values())
+      for (const [user, rules] of t.names) for (const r of rules.values()) if (r.kind === "success") out.push(user);
+  return out;
+}
+
+/** A memoised typo check against names read once, on first need. */
+function typoChecker(max: number, known: () => string[]): (user: string) => boolean {
+  let names: string[] | null = null;
+  const memo = new Map<string, boolean>();
+  return (user) => {
+    if (max <= 0) return false;
+    let is = memo.get(user);
+    if (is === undefined) memo.set(user, (is = isTypo(user, (names ??= known()), max)));
+    return is;
+  };
+}
+
+/** Per address, the distinct names on its naughty lines in one read (what makes a block strong: blockLength). */
+export function naughtyNamesOf(per: Map<Service, { names: Names }>): number {
+  const names = new Set<string>();
+  for (const t of per.values()) for (const [user, rules] of t.names) for (const r of rules.values()) if (r.kind === "naughty") names.add(user);
+  return names.size;
+}
+
+/**
  * Before one read's tallies are added: remembers the names that logged in,
  * turns the lines of a mistyped name into the kinds they have for a real
  * account, and records the names each address tried. Inside scanLogs'
@@ -3147,18 +3196,10 @@ function knownNames(ctx: Ctx, db: Db): string[] {
  */
 function weighNames(ctx: Ctx, db: Db, found: Found): void {
   const putLogin = db.prepare("INSERT INTO logins (user, at) VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET at = excluded.at");
-  let logins = 0;
-  for (const per of found.values())
-    for (const t of per.values())
-      for (const [user, rules] of t.names)
-        for (const r of rules.values())
-          if (r.kind === "success") {
-            putLogin.run(user, ctx.sys.now());
-            logins++;
-          }
-  if (logins > 0) db.prepare("DELETE FROM logins WHERE user NOT IN (SELECT user FROM logins ORDER BY at DESC LIMIT ?)").run(LOGINS_MAX);
-  let known: string[] | null = null; // read on the first unknown name
-  const typo = new Map<string, boolean>();
+  const logins = loginNames(found);
+  for (const user of logins) putLogin.run(user, ctx.sys.now());
+  if (logins.length > 0) db.prepare("DELETE FROM logins WHERE user NOT IN (SELECT user FROM logins ORDER BY at DESC LIMIT ?)").run(LOGINS_MAX);
+  retypeTypos(found, typoChecker(ctx.cfg.TYPO_DISTANCE, () => knownNames(ctx, db)));
   const putName = db.prepare(
     "INSERT INTO users (ip, user, naughty) SELECT ?, ?, ? WHERE (SELECT COUNT(*) FROM users WHERE ip = ?) < ? " +
       "ON CONFLICT(ip, user) DO UPDATE SET naughty = MAX(naughty, excluded.naughty)",
@@ -3166,26 +3207,8 @@ function weighNames(ctx: Ctx, db: Db, found: Found): void {
   for (const [ip, per] of found)
     for (const t of per.values())
       for (const [user, rules] of t.names) {
-        let tried = false;
-        let naughty = false;
-        for (const [rule, r] of rules) {
-          const as = TYPO_KIND[rule];
-          if (r.kind === "naughty" && as !== undefined && ctx.cfg.TYPO_DISTANCE > 0) {
-            let is = typo.get(user);
-            if (is === undefined) {
-              known ??= knownNames(ctx, db);
-              typo.set(user, (is = isTypo(user, known, ctx.cfg.TYPO_DISTANCE)));
-            }
-            if (is) {
-              t.naughty -= r.n;
-              t[as] += r.n;
-              r.kind = as;
-            }
-          }
-          if (r.kind === "naughty") naughty = true;
-          if (r.kind === "naughty" || r.kind === "failed") tried = true;
-        }
-        if (tried) putName.run(ip, user, naughty ? 1 : 0, ip, NAMES_PER_ADDRESS);
+        const kinds = [...rules.values()].map((r) => r.kind);
+        if (kinds.includes("naughty") || kinds.includes("failed")) putName.run(ip, user, kinds.includes("naughty") ? 1 : 0, ip, NAMES_PER_ADDRESS);
       }
 }
 
@@ -3736,14 +3759,16 @@ export function classOfReason(why: string): "ignored" | "missed" | "other" {
 /** What --scan and --connect would do with an address, in words: "would block once seen 3 times". */
 export function predict(
   t: Tallies,
-  o: { status: Status; allowListed: boolean; connections: number; threshold: number; failLimit: number },
+  o: { status: Status; allowListed: boolean; connections: number; threshold: number; failLimit: number; blockFor?: string },
 ): string {
   if (o.status === "allowed") return o.allowListed ? "in ALLOW_IPS or loopback: never blocked" : "already allowed (allow/): nothing to do";
   if (o.status === "blocked") return "already blocked (block/): nothing to do";
   const v = decide(t, o.failLimit);
   if (v.action === "none") return "would decide nothing yet";
-  if (!thresholdReached(t, o.connections, o.threshold)) return `would ${v.action} once seen ${o.threshold} times`;
-  return `would ${v.action}`;
+  // A block says how long: blockLength weighs the same evidence --scan weighs.
+  const what = v.action === "block" && o.blockFor ? `block for ${o.blockFor}` : v.action;
+  if (!thresholdReached(t, o.connections, o.threshold)) return `would ${what} once seen ${o.threshold} times`;
+  return `would ${what}`;
 }
 
 interface LineCounts {
@@ -3871,6 +3896,18 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
   } catch (e) {
     if (errCode(e) !== "ENOENT") stateNote = `cannot read ${ctx.cfg.ROOT_DIR} (${errText(e)}): predictions assume no address was seen, allowed or blocked yet`;
   }
+  // The typo check --scan applies (section 7.2.1): local accounts, names
+  // that logged in here (sentry.db, if there is one) and in this file.
+  retypeTypos(found, typoChecker(ctx.cfg.TYPO_DISTANCE, () => {
+    const names = loginNames(found);
+    try {
+      names.push(...passwdAccounts(fsys.readFileSync(ctx.cfg.PASSWD_FILE, "utf8")));
+    } catch (e) {
+      out.push(`note: cannot read ${ctx.cfg.PASSWD_FILE} for the typo check: ${errText(e)} (only names that logged in count)`);
+    }
+    if (stateNote === null) names.push(...ifIndex(ctx, [] as string[], (db) => db.prepare("SELECT user FROM logins").all().map((r) => String(r.user))));
+    return names;
+  }));
   const ips = [...found.keys()].sort(compareIps);
   const iw = Math.max(15, ...ips.map((ip) => ip.length));
   out.push("", `${ips.length} addresses (numeric order), with what --scan and --connect would do:`);
@@ -3889,6 +3926,7 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
       connections: stateNote === null ? countConnections(ctx, ip) : 0,
       threshold: ctx.cfg.CONNECT_THRESHOLD,
       failLimit: ctx.cfg.FAIL_THRESHOLD,
+      blockFor: ((ms) => (ms === 0 ? "good (EXPIRE_BLOCK_DAYS=0)" : lengthText(ms)))(blockLength(t, naughtyNamesOf(found.get(ip) as Map<Service, { names: Names }>), ctx.cfg).ms),
     });
     out.push(`${ip.padEnd(iw)} ${counts} → ${would}`);
   }

@@ -595,7 +595,7 @@ t.test("--test-log: one line per input line and a summary, on every fixture; std
   const mine = sentry(["--test-log", "-"], env, { input: "Invalid user a from 203.0.113.180 port 1\nAccepted password for u from 198.51.100.180 port 2 ssh2\nhello\n" });
   t.match(mine.stdout, /^ +1  naughty +ssh +203\.0\.113\.180 /m);
   t.match(mine.stdout, /^ +3  ignored +sshd line not about authentication$/m);
-  t.match(mine.stdout, /^203\.0\.113\.180 +ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block once seen 3 times$/m);
+  t.match(mine.stdout, /^203\.0\.113\.180 +ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block for 10 minutes once seen 3 times$/m);
   t.match(mine.stdout, /^198\.51\.100\.180 +ssh: 1 success, 0 naughty, 0 failed, 0 probe → would allow once seen 3 times$/m);
   const missing = join(root, "nope.log");
   const m = sentry(["--test-log", missing], env);

@@ -148,9 +148,9 @@ t.test("--test-log says what --scan then does: services that are off, the thresh
   for (const l of postfixLines) t.match(l, /^ +\d  off +smtp 203\.0\.113\.30 +ignored: PROTECT_SMTP=0 \(/, "a line of a service that is off says so");
   t.notMatch(r.stdout, /^203\.0\.113\.30 /m, "and its address is not predicted at all");
   t.notMatch(r.stdout, /would block[^\n]*PROTECT_SMTP|203\.0\.113\.30[^\n]*would block/);
-  t.match(verdict(r.stdout, "203.0.113.31"), /→ would block once seen 3 times$/);
-  t.match(verdict(r.stdout, "203.0.113.32"), /→ would block$/);
-  t.match(verdict(r.stdout, "203.0.113.33"), /→ would block$/, "seen/ holds 3 connections: decided now");
+  t.match(verdict(r.stdout, "203.0.113.31"), /→ would block for 10 minutes once seen 3 times$/, "one name, one line: thin");
+  t.match(verdict(r.stdout, "203.0.113.32"), /→ would block for 90 days$/, "three names: strong");
+  t.match(verdict(r.stdout, "203.0.113.33"), /→ would block for 10 minutes$/, "seen/ holds 3 connections: decided now");
   t.match(verdict(r.stdout, "203.0.113.34"), /→ already blocked \(block\/\): nothing to do$/);
   t.notMatch(r.stdout, /note: .* is not a log sentry reads/, "the file is the configured log");
 
@@ -158,12 +158,14 @@ t.test("--test-log says what --scan then does: services that are off, the thresh
   t.equal(scan.status, 0, scan.stderr);
   const blocked = fs.readdirSync(join(root, "block")).sort();
   t.same(blocked, ["203.0.113.32", "203.0.113.33", "203.0.113.34"], "--scan blocks exactly the addresses --test-log said it would");
+  t.match(fs.readFileSync(join(root, "block", "203.0.113.32"), "utf8"), /\nuntil \S+ \(90 days; /, "for as long as it said");
+  t.match(fs.readFileSync(join(root, "block", "203.0.113.33"), "utf8"), /\nuntil \S+ \(10 minutes; /, "for as long as it said");
 
   // The same file with PROTECT_SMTP=1 (a fresh ROOT_DIR: --scan never reads a line twice): the mail lines count, and --scan agrees again.
   const on = { ...off, PROTECT_SMTP: "1", ROOT_DIR: join(root, "second") };
   const r2 = sentry(["--test-log", log], on);
   t.match(r2.stdout, /^ +1  naughty +smtp 203\.0\.113\.30 /m);
-  t.match(verdict(r2.stdout, "203.0.113.30"), /→ would block$/);
+  t.match(verdict(r2.stdout, "203.0.113.30"), /→ would block for 90 days$/, "four naughty lines: strong");
   sentry(["--scan"], on);
   t.ok(fs.existsSync(join(root, "second", "block", "203.0.113.30")), "--scan blocks it too");
 });
@@ -229,4 +231,23 @@ t.test("the pure parts: numeric address order, the shared threshold rule, the cl
   t.equal(why("Nov 29 10:00:00 host CRON[1]: (root) CMD (true)"), "other");
   t.equal(why("Nov 29 10:00:00 host sshd[1]: Invalid user bob from"), "missed");
   t.equal(why("Nov 29 10:00:00 host sshd[1]: Invalid user bob from 999.1.1.1 port 22"), "missed", "an address that is not one");
+});
+
+t.test("--test-log applies the typo check --scan applies: a mistyped real name is a failure, not a block", async (t) => {
+  const root = tempDir(t);
+  const log = join(root, "auth.log");
+  const passwd = join(root, "passwd");
+  fs.writeFileSync(passwd, "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n");
+  // "alcie" is one swap from alice; "mallory" is nobody's typo.
+  fs.writeFileSync(log, [1, 2, 3].map((i) => invalid("203.0.113.60", i).replace(/admin\d+/, "alcie")).join("") +
+    [4, 5, 6].map((i) => invalid("203.0.113.61", i).replace(/admin\d+/, "mallory")).join(""));
+  const env = envFor(root, { SSH_LOG: log, PASSWD_FILE: passwd });
+  const r = sentry(["--test-log", log], env);
+  t.equal(r.status, 0, r.stderr);
+  t.match(verdict(r.stdout, "203.0.113.60"), /ssh: 0 success, 0 naughty, 0 failed, 3 probe → would decide nothing yet$/, "the typo: no naughty line");
+  t.match(verdict(r.stdout, "203.0.113.61"), /ssh: 0 success, 3 naughty, 0 failed, 0 probe → would block for 10 minutes$/);
+  sentry(["--scan"], env);
+  t.same(fs.readdirSync(join(root, "block")), ["203.0.113.61"], "--scan agrees");
+  const off = sentry(["--test-log", log], { ...env, TYPO_DISTANCE: "0" });
+  t.match(verdict(off.stdout, "203.0.113.60"), /3 naughty.*→ would block/, "TYPO_DISTANCE=0: no typo check, as in --scan");
 });
