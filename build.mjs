@@ -21,7 +21,7 @@
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
-import { closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,18 +55,11 @@ mkdirSync(dist, { recursive: true });
 const bundle = join(dist, "sentry.cjs");
 // Defines let a release build bake its update channel into the binary
 // (npm run release sets them); a plain build keeps the defaults of sentry.ts.
-const define = { "import.meta.main": "true", ...(keys ? keys.define : {}) };
-await build({
-  entryPoints: [join(here, "sentry.ts")],
-  bundle: true,
-  platform: "node",
-  target: "node24",
-  format: "cjs",
-  outfile: bundle,
-  define,
-  legalComments: "none",
-  logLevel: "warning",
-});
+const inputs = { ...buildInputs(), ...(keys ? keys.define : {}) };
+const bundleSha256 = await makeBundle(bundle, inputs);
+
+// The manual is a file of the build too (man -l dist/sentry.8), from the same text as --help.
+writeFileSync(join(dist, "sentry.8"), manText(bundle));
 
 // pkg's SEA module is CommonJS; it chdirs into a temporary folder, so every
 // path handed to it is absolute.
@@ -101,12 +94,100 @@ console.log(`built ${resolve(out)}: ${r.stdout.trim()}, ${mb} MB, ${((Date.now()
   if (release) {
     const version = r.stdout.trim().replace(/^sentry /, "");
     try {
-      const { manifestPath, binaryPath } = writeRelease({ keys, binary: out, version });
+      const { manifestPath, binaryPath } = writeRelease({ keys, binary: out, version, bundle: { sha256: bundleSha256, inputs } });
       console.log(`release ${version}: ${binaryPath} and ${manifestPath}; publish both in ${keys.releaseUrl || "the directory UPDATE_URL points at"}`);
     } catch (e) {
       console.error(`build.mjs: ${e.message}`);
       process.exit(1);
     }
+  }
+}
+
+// ---- The bundle, and why it can be verified ------------------------------------
+//
+// esbuild's output is a pure function of sentry.ts, the locked packages and
+// the defines, so anyone can rebuild the bundle from a checkout and compare
+// its SHA-256 with the one the manifest names (npm run verify-release). The
+// binary carries the same hash (sentry --version --verbose). The hash cannot
+// be inside the bytes it hashes: the bundle is built with 64 zeros in its
+// place, hashed, and the zeros are then replaced by the hash. The SEA around
+// it is not reproducible (V8's code cache differs from run to run), which is
+// why the bundle, not the binary, is what a release is checked by.
+//
+// Besides the release keys, the defines are the comments of DEFAULTS (for
+// the manual: bundling drops comments) and the date of the commit built (the
+// manual's date; not today's, or no two builds would agree). The manifest
+// records them all, so verify-release uses the inputs the release used.
+
+const HASH_PLACEHOLDER = "0".repeat(64);
+
+/** The comment of every setting in DEFAULTS (sentry.ts, section 1). Throws when one has none. */
+export function settingsDoc(source) {
+  const start = source.indexOf("export const DEFAULTS = {");
+  const end = source.indexOf("\n};", start);
+  if (start < 0 || end < 0) throw new Error("sentry.ts has no DEFAULTS block");
+  const doc = {};
+  for (const line of source.slice(start, end).split("\n").slice(1)) {
+    const m = /^ {2}([A-Z][A-Z0-9_]*): .*?, \/\/ (.+)$/.exec(line);
+    if (!m) throw new Error(`sentry.ts DEFAULTS: a setting without its comment: ${line.trim()}`);
+    doc[m[1]] = m[2].trim();
+  }
+  return doc;
+}
+
+/** The defines every build sets (the release adds its keys): settings doc and commit date. */
+export function buildInputs(dir = here) {
+  const git = spawnSync("git", ["log", "-1", "--format=%cs"], { cwd: dir, encoding: "utf8" });
+  const date = git.status === 0 ? git.stdout.trim() : "";
+  return {
+    SENTRY_BUILD_SETTINGS_DOC: JSON.stringify(settingsDoc(readFileSync(join(dir, "sentry.ts"), "utf8"))),
+    SENTRY_BUILD_DATE: JSON.stringify(date),
+  };
+}
+
+/** Bundles sentry.ts (in `dir`) into `outfile` with `inputs` as defines; returns the bundle's SHA-256, now carried inside it. */
+export async function makeBundle(outfile, inputs, dir = here) {
+  await build({
+    entryPoints: [join(dir, "sentry.ts")],
+    bundle: true,
+    platform: "node",
+    target: "node24",
+    format: "cjs",
+    outfile,
+    define: { "import.meta.main": "true", ...inputs, SENTRY_BUILD_BUNDLE_SHA256: JSON.stringify(HASH_PLACEHOLDER) },
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  const text = readFileSync(outfile, "utf8");
+  const at = text.indexOf(`"${HASH_PLACEHOLDER}"`);
+  if (at < 0 || text.indexOf(`"${HASH_PLACEHOLDER}"`, at + 1) >= 0) throw new Error("the bundle must hold the hash placeholder exactly once");
+  const sha256 = createHash("sha256").update(text).digest("hex");
+  writeFileSync(outfile, text.slice(0, at + 1) + sha256 + text.slice(at + 1 + 64));
+  return sha256;
+}
+
+/** The man page, from the bundle just built (sentry.ts's manPage with the build's defines). */
+function manText(bundle) {
+  const r = spawnSync(process.execPath, [bundle, "--man"], { env: {}, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`the bundle did not print the manual: ${r.stderr}`);
+  return r.stdout;
+}
+
+/**
+ * npm run verify-release MANIFEST: rebuilds the bundle from this checkout
+ * with the inputs the manifest records and compares the hashes. Exit 0 when
+ * they agree, 1 when they do not (the release was not built from this source).
+ */
+export async function verifyRelease(manifestPath, dir = here) {
+  const m = JSON.parse(readFileSync(manifestPath, "utf8"));
+  if (!m.bundle || typeof m.bundle.sha256 !== "string" || typeof m.bundle.inputs !== "object")
+    throw new Error(`${manifestPath} names no bundle (sha256 and inputs): a release older than verifiable releases`);
+  const tmp = mkdtempSync(join(tmpdir(), "sentry-verify-"));
+  try {
+    const got = await makeBundle(join(tmp, "sentry.cjs"), m.bundle.inputs, dir);
+    return { ok: got === m.bundle.sha256, want: m.bundle.sha256, got };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
 }
 
@@ -272,6 +353,7 @@ export function writeRelease({
   version,
   platform = `${process.platform}-${process.arch}`,
   released = new Date(),
+  bundle = null,
 }) {
   if (!/^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$/.test(version))
     throw new Error(`release: version ${JSON.stringify(version)} is not x.y.z`);
@@ -299,6 +381,7 @@ export function writeRelease({
     platforms: {
       [platform]: { url: keys.releaseUrl ? new URL(name, keys.releaseUrl).href : basename(binaryPath), sha256, size },
     },
+    ...(bundle ? { bundle } : {}),
   };
   const signed = Buffer.from(canonicalJson(body), "utf8");
   const sig = sign(null, signed, keys.privateKey);
@@ -313,4 +396,20 @@ export function writeRelease({
   return { manifestPath, binaryPath, manifest };
 }
 
-if (import.meta.main) await buildMain();
+if (import.meta.main) {
+  if (process.argv[2] === "--verify-release") {
+    const file = process.argv[3];
+    if (!file) {
+      console.error("usage: npm run verify-release MANIFEST");
+      process.exit(1);
+    }
+    try {
+      const r = await verifyRelease(file);
+      console.log(r.ok ? `OK: this checkout builds the bundle ${r.got} that ${file} names` : `MISMATCH: ${file} names the bundle ${r.want}, this checkout builds ${r.got}`);
+      process.exit(r.ok ? 0 : 1);
+    } catch (e) {
+      console.error(`verify-release: ${e.message}`);
+      process.exit(2);
+    }
+  } else await buildMain();
+}

@@ -55,7 +55,18 @@ time
 "
 # time            GNU time (/usr/bin/time -f %M): the peak RSS column
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES"
+# --- test/ship.test.ts: the manual, the completion, the units ------------
+SHIP_PACKAGES="
+man-db
+mandoc
+bash
+"
+# man-db          man -l renders sentry --man the way an administrator reads it
+# mandoc          mandoc -T lint checks the generated roff
+# bash            runs the generated completion function
+# (systemd-analyze, for the units, comes with systemd above)
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $SHIP_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do

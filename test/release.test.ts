@@ -9,7 +9,7 @@ import * as crypto from "node:crypto";
 import { join, resolve } from "node:path";
 import { execFile, spawnSync } from "node:child_process";
 import type { AddressInfo } from "node:net";
-import { SENTRY, requireBinary, tempDir } from "./lib/run.ts";
+import { SENTRY, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
 
 requireBinary();
 t.setTimeout(240_000);
@@ -95,6 +95,7 @@ t.test("install, doctor, update to a newer signed release, rollback", async (t) 
     PROTECT_FTP: "0",
     PROTECT_MUA: "0",
     SSHD_PATH: "/usr/sbin/sshd",
+    ...systemPaths(join(dir, "sys")),
   };
   let r = await run(drop, ["--install", "--write"], env);
   t.equal(r.status, 0, `--install --write: ${r.stderr}`);
