@@ -76,6 +76,22 @@ t.test("install, doctor, update to a newer signed release, rollback", async (t) 
   t.match(manifest.signature, /^[A-Za-z0-9+/]+=*$/);
   t.ok(fs.readFileSync(join(src, "dist", "sentry")).includes(pub), "the release carries its public key");
 
+  // Verifiable: the manifest names the bundle's SHA-256, the binary carries
+  // it, and the checkout rebuilds it; a changed checkout does not.
+  t.match(manifest.bundle.sha256, /^[0-9a-f]{64}$/);
+  const vv = spawnSync(join(src, "dist", "sentry"), ["--version", "--verbose"], { env: {}, encoding: "utf8" });
+  t.equal(vv.stdout, `sentry ${next}\nbundle sha256 ${manifest.bundle.sha256}\n`, "--version --verbose prints the bundle hash");
+  const verify = () => run(process.execPath, ["build.mjs", "--verify-release", join(src, "dist", "manifest.json")], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, src);
+  let v = await verify();
+  t.equal(v.status, 0, `verify-release on the clean checkout: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, new RegExp(`^OK: this checkout builds the bundle ${manifest.bundle.sha256}`));
+  const clean = fs.readFileSync(join(src, "sentry.ts"), "utf8");
+  fs.writeFileSync(join(src, "sentry.ts"), clean.replace("no action given", "no action was given"));
+  v = await verify();
+  t.equal(v.status, 1, `verify-release on a changed checkout: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, /^MISMATCH: /);
+  fs.writeFileSync(join(src, "sentry.ts"), clean);
+
   // 2. The administrator's server: a copy of dist/sentry, installed.
   const root = join(dir, "root");
   const hostsAllow = join(dir, "hosts.allow");
