@@ -6986,6 +6986,21 @@ export interface ManifestBinary {
   url: string; // absolute, or relative to the manifest URL
   sha256: string; // 64 lower-case hex digits
   size: number; // bytes, 1 … BINARY_MAX_BYTES
+  compressed?: ManifestCompressed; // the same binary, zstd-compressed: what --update downloads
+}
+
+/**
+ * A compressed copy of a binary ("compressed" in a platform's entry). The
+ * binary's own sha256 and size stay the entry's: the download is checked
+ * against these, the decompressed bytes against the entry's, so both hashes
+ * are signed. Decompression stops at the entry's size: a small file that
+ * inflates to fill the disk (a decompression bomb) is refused, not written.
+ */
+export interface ManifestCompressed {
+  format: "zstd";
+  url: string;
+  sha256: string;
+  size: number;
 }
 
 /** A verified manifest: only what this version uses. */
@@ -7147,8 +7162,20 @@ export function verifyManifest(text: string, publicKeyB64: string): Manifest {
       throw bad(`${where}.sha256 is not 64 lower-case hex digits`);
     if (typeof e.size !== "number" || !Number.isSafeInteger(e.size) || e.size < 1 || e.size > BINARY_MAX_BYTES)
       throw bad(`${where}.size is not a byte count from 1 to ${BINARY_MAX_BYTES}`);
+    let compressed: ManifestCompressed | undefined;
+    if (e.compressed !== undefined) {
+      const c = e.compressed;
+      const cw = `${where}.compressed`;
+      if (!isPlainObject(c)) throw bad(`${cw} is not an object`);
+      if (c.format !== "zstd") throw bad(`${cw}.format is ${JSON.stringify(c.format)}; this sentry reads "zstd"`);
+      if (typeof c.url !== "string" || c.url === "" || c.url.length > 4096) throw bad(`${cw}.url is not a URL`);
+      if (typeof c.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(c.sha256)) throw bad(`${cw}.sha256 is not 64 lower-case hex digits`);
+      if (typeof c.size !== "number" || !Number.isSafeInteger(c.size) || c.size < 1 || c.size > BINARY_MAX_BYTES)
+        throw bad(`${cw}.size is not a byte count from 1 to ${BINARY_MAX_BYTES}`);
+      compressed = { format: "zstd", url: c.url, sha256: c.sha256, size: c.size };
+    }
     Object.defineProperty(platforms, name, {
-      value: { url: e.url, sha256: e.sha256, size: e.size },
+      value: { url: e.url, sha256: e.sha256, size: e.size, ...(compressed ? { compressed } : {}) },
       enumerable: true,
     }); // defineProperty: a key "__proto__" stays a plain key
   }
@@ -7327,6 +7354,39 @@ async function downloadTo(sys: Sys, fd: number, url: URL, want: ManifestBinary, 
   if (received !== want.size) throw new Error(`got ${received} bytes, the manifest says ${want.size} (truncated)`);
   const sum = hash.digest("hex");
   if (sum !== want.sha256) throw new Error(`SHA-256 is ${sum}, the manifest says ${want.sha256}`);
+}
+
+/**
+ * Decompresses the zstd file `from` into the open file `fd`, at most
+ * `want.size` bytes (more is a bomb: refused as soon as it shows), and
+ * checks the result's size and SHA-256 against `want`, the binary's entry.
+ */
+async function decompressTo(sys: Sys, from: string, fd: number, want: ManifestBinary): Promise<void> {
+  const zlib = process.getBuiltinModule("node:zlib");
+  const { Readable } = process.getBuiltinModule("node:stream");
+  const { pipeline } = process.getBuiltinModule("node:stream/promises");
+  const hash = lazyCrypto().createHash("sha256");
+  let written = 0;
+  const zfd = sys.fs.openSync(from, "r");
+  try {
+    function* chunks(): Generator<Buffer> {
+      const buf = Buffer.alloc(1 << 20);
+      for (let n; (n = sys.fs.readSync(zfd, buf, 0, buf.length, null)) > 0; ) yield Buffer.from(buf.subarray(0, n));
+    }
+    await pipeline(Readable.from(chunks()), zlib.createZstdDecompress(), async function (source: AsyncIterable<Buffer>) {
+      for await (const piece of source) {
+        written += piece.length;
+        if (written > want.size) throw new Error(`it decompresses to more than the ${want.size} bytes the manifest says (a decompression bomb?)`);
+        hash.update(piece);
+        for (let off = 0; off < piece.length; ) off += sys.fs.writeSync(fd, piece, off, piece.length - off);
+      }
+    });
+  } finally {
+    sys.fs.closeSync(zfd);
+  }
+  if (written !== want.size) throw new Error(`it decompresses to ${written} bytes, the manifest says ${want.size}`);
+  const sum = hash.digest("hex");
+  if (sum !== want.sha256) throw new Error(`the decompressed binary's SHA-256 is ${sum}, the manifest says ${want.sha256}`);
 }
 
 // ---- 11.3.4 The files beside the binary ----------------------------------------------
@@ -7525,11 +7585,13 @@ export async function update(
       "choosing the binary",
       `release ${m.version} has no binary for ${plat} (it has: ${Object.keys(m.platforms).join(", ") || "none"})`,
     );
+  // The compressed copy when there is one: a fraction of the bytes.
+  const packed = entry.compressed ?? null;
   let binUrl: URL;
   try {
-    binUrl = new URL(entry.url, fetched.url);
+    binUrl = new URL(packed ? packed.url : entry.url, fetched.url);
   } catch {
-    throw fail("choosing the binary", `bad URL ${JSON.stringify(entry.url)}`);
+    throw fail("choosing the binary", `bad URL ${JSON.stringify(packed ? packed.url : entry.url)}`);
   }
   const problem = transportProblem(binUrl);
   if (problem) throw fail("choosing the binary", problem);
@@ -7539,6 +7601,7 @@ export async function update(
   const dir = path.dirname(installed);
   removeStaleTemps(sys, installed, timeoutMs);
   const tmp = tempName(installed, "new");
+  const tmpZ = packed ? tempName(installed, "zst") : null;
   let fd: number | null = null;
   try {
     fd = sys.fs.openSync(tmp, "wx", 0o700);
@@ -7546,9 +7609,22 @@ export async function update(
     throw fail(`creating a temporary file in ${dir}`, errText(e));
   }
   try {
-    sys.out(`downloading sentry ${m.version} for ${plat} (${(entry.size / 1e6).toFixed(1)} MB) from ${binUrl.href}`);
+    const mb = (n: number) => (n / 1e6).toFixed(1);
+    sys.out(`downloading sentry ${m.version} for ${plat} (${packed ? `${mb(packed.size)} MB, zstd of ${mb(entry.size)} MB` : `${mb(entry.size)} MB`}) from ${binUrl.href}`);
     try {
-      await downloadTo(sys, fd, binUrl, entry, timeoutMs);
+      if (packed && tmpZ) {
+        const zfd = sys.fs.openSync(tmpZ, "wx", 0o600);
+        try {
+          await downloadTo(sys, zfd, binUrl, { url: packed.url, sha256: packed.sha256, size: packed.size }, timeoutMs);
+        } finally {
+          sys.fs.closeSync(zfd);
+        }
+        try {
+          await decompressTo(sys, tmpZ, fd, entry);
+        } catch (e) {
+          throw new Error(`decompressing it: ${errText(e)}`);
+        }
+      } else await downloadTo(sys, fd, binUrl, entry, timeoutMs);
       sys.fs.fsyncSync(fd);
     } catch (e) {
       throw fail(`downloading ${binUrl.href}`, errText(e));
@@ -7588,6 +7664,7 @@ export async function update(
   } finally {
     if (fd !== null) sys.fs.closeSync(fd);
     removeTemp(sys, tmp); // gone already after the rename
+    if (tmpZ) removeTemp(sys, tmpZ);
   }
 }
 
