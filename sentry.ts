@@ -80,6 +80,12 @@ export const VERSION = "3.0.0";
 // typeof reads them safely.
 declare const SENTRY_BUILD_UPDATE_URL: string | undefined;
 declare const SENTRY_BUILD_UPDATE_PUBLIC_KEY: string | undefined;
+// Every build defines these (build.mjs): the comments of DEFAULTS below, for
+// the manual (a comment is gone once bundled), the date of the commit built,
+// and the SHA-256 of the bundle itself (see build.mjs, "verifiable releases").
+declare const SENTRY_BUILD_SETTINGS_DOC: Record<string, string> | undefined;
+declare const SENTRY_BUILD_DATE: string | undefined;
+declare const SENTRY_BUILD_BUNDLE_SHA256: string | undefined;
 
 export const DEFAULTS = {
   ROOT_DIR: "/var/db/sentry", // where every file of sentry lives
@@ -119,6 +125,11 @@ export const DEFAULTS = {
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
   WITHHELD_LOG_MINUTES: 60, // sentry.log says blocks are held back at most once per this many minutes per cause; 0 = every time
+  MAN_DIR: "/usr/local/share/man/man8", // where --install puts the manual sentry.8 (man finds it there); empty = not installed
+  COMPLETION_DIR: "/usr/local/share/bash-completion/completions", // where --install puts the bash completion; empty = not installed
+  UNIT_DIR: "/etc/systemd/system", // where --install --write puts sentry-scan.service and sentry-scan.timer
+  CRON_FILE: "/etc/cron.d/sentry", // the cron line --install --write writes instead where systemd does not run
+  SCAN_STALE_MINUTES: 15, // --doctor: a timer's last --scan older than this many minutes is CRITICAL
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
@@ -130,7 +141,7 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
  * they are taken only from a sentry.conf owned by root or from the
  * environment of a process running as root.
  */
-export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY"];
+export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY", "UNIT_DIR", "CRON_FILE"];
 export type ConfigKey = keyof Config;
 type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[ConfigKey];
 
@@ -161,6 +172,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   EXPIRE_PER_CONNECT: 100_000,
   WITHHELD_LOG_MINUTES: 525_600, // a year
   POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
+  SCAN_STALE_MINUTES: 525_600, // a year
 };
 
 /**
@@ -638,7 +650,9 @@ export type ActionName =
   | "update"
   | "rollback"
   | "version"
-  | "help";
+  | "help"
+  | "man"
+  | "completion";
 
 export interface Action {
   action: ActionName;
@@ -651,6 +665,8 @@ export interface Action {
   force: boolean; // --update --force; --block --force of an address that logged in; --install --write without the installer's address
   file: string | null; // --test-log FILE
   missed: boolean; // --test-log --missed
+  timer: boolean; // --install --timer
+  shell: string | null; // --completion SHELL
 }
 
 /** Option → the action it names. Several names for one action are aliases. */
@@ -675,7 +691,12 @@ const ACTION_FLAGS: Record<string, ActionName> = {
   "--version": "version",
   "--help": "help",
   "-h": "help",
+  "--man": "man",
+  "--completion": "completion",
 };
+
+/** The options that modify an action (the completion offers these and ACTION_FLAGS). */
+export const OPTION_FLAGS: readonly string[] = ["--ip", "--verbose", "-v", "--json", "--write", "--timer", "--check", "--force", "--missed"];
 
 /** Actions that work without an address; all others need a valid --ip. */
 const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
@@ -690,6 +711,8 @@ const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
   "rollback",
   "version",
   "help",
+  "man",
+  "completion",
 ]);
 
 /**
@@ -710,6 +733,8 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     force: false,
     file: null,
     missed: false,
+    timer: false,
+    shell: null,
   };
   let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
@@ -732,6 +757,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     } else if (flag === "--test-log") {
       choose("test-log", flag);
       a.file = value();
+    } else if (flag === "--completion") {
+      choose("completion", flag);
+      a.shell = value();
     } else if (flag in ACTION_FLAGS && inline === null) {
       choose(ACTION_FLAGS[flag], flag);
     } else if ((flag === "--verbose" || flag === "-v") && inline === null) {
@@ -746,6 +774,8 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
       a.force = true;
     } else if (flag === "--missed" && inline === null) {
       a.missed = true;
+    } else if (flag === "--timer" && inline === null) {
+      a.timer = true;
     } else {
       // One line, not the manual: the manual would scroll the mistake away.
       throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
@@ -765,6 +795,7 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   if (a.force && a.action !== "update" && a.action !== "block" && a.action !== "install")
     throw new SentryError("--force goes with --update, --block or --install", 1);
   if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
+  if (a.timer && !(a.action === "install" && a.write)) throw new SentryError("--timer goes with --install --write", 1);
   if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
   return a;
 }
@@ -6271,7 +6302,7 @@ function backup(ctx: Ctx, file: string, text: string): string {
 }
 
 /** --install [--write] [--force]. */
-export function install(ctx: Ctx, write: boolean, force = false): number {
+export function install(ctx: Ctx, write: boolean, force = false, timer = false): number {
   const root = ctx.cfg.ROOT_DIR;
   checkRootForHostsAllow(root);
   ensureRoot(ctx);
@@ -6296,8 +6327,9 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
       ].join("\n"),
     );
   }
-  // 2. The binary.
+  // 2. The binary, its manual and its completion.
   ctx.sys.out(installBinary(ctx));
+  const docs = installDocs(ctx);
   // 3. The first read of the logs (up to FIRST_SCAN_MB each) happens now,
   //    not inside the first login that crosses the threshold.
   const res = withIndex(ctx, (db) => scanLogs(ctx, db, ctx.cfg.SCAN_RUN_SECONDS));
@@ -6321,7 +6353,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
       ctx.sys.out(`\nadd these lines near the top of ${file}, in this order (or run --install --write):\n  ${lines[0]}\n  ${lines[1]}`);
     } else ctx.sys.out(`\n${plan.why}\n${file} would then read (+ marks sentry's lines; or run --install --write):\n${markAdded(text, next, root)}`);
     ctx.sys.out(nextSteps);
-    return 0;
+    return docs;
   }
   if (!me && !force) {
     ctx.sys.warn(`not editing ${file}: no address of yours is allowed (see above); allow it first, or run --install --write --force`);
@@ -6330,9 +6362,12 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   const sshd = findSshd(ctx);
   if (sshd === null || !linksLibwrap(ctx, sshd)) {
     ctx.sys.warn(`not editing ${file}: ${sshd === null ? "no sshd found (set SSHD_PATH)" : `${sshd} does not link libwrap`}`);
-    ctx.sys.out(alternativesText(root));
-    return 2;
+    // hosts.allow would do nothing: the timer is what protects this server.
+    const code = Math.max(docs, installTimer(ctx));
+    ctx.sys.out(`(to decide at login instead of every minute, add to the top of /etc/pam.d/sshd:\n  auth optional pam_exec.so quiet ${path.join(root, "sentry")} --connect)`);
+    return code;
   }
+  const timerCode = timer ? installTimer(ctx) : 0;
   if (next === null) {
     ctx.sys.warn(`not editing ${file}: it would let in clients your policy denies, and sentry cannot place its lines exactly`);
     ctx.sys.out(plan.why);
@@ -6341,7 +6376,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   if (next === text) {
     ctx.sys.out(`${file} already has sentry's lines, in the right order`);
     ctx.sys.out(nextSteps);
-    return 0;
+    return Math.max(docs, timerCode);
   }
   if (plan.why !== "") ctx.sys.out(plan.why);
   if (text !== "") ctx.sys.out(`backup: ${backup(ctx, file, text)}`);
@@ -6349,7 +6384,7 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   ctx.sys.out(`added to ${file}:\n${markAdded(text, next, root).split("\n").filter((l) => l.startsWith("+")).map((l) => `  ${l.slice(2)}`).join("\n")}`);
   ctx.sys.out(`checked with ${plan.by}: no client gains access to sshd that it did not have (${plan.clients} addresses compared)`);
   ctx.sys.out(nextSteps);
-  return 0;
+  return Math.max(docs, timerCode);
 }
 
 /**
@@ -6406,6 +6441,152 @@ function markAdded(before: string, after: string, root: string): string {
   return out.join("\n");
 }
 
+// ---- 11.1.2 The manual, the completion and the scan timer ---------------------
+//
+//   $ sentry --install --write          (sshd without libwrap)
+//   wrote /usr/local/share/man/man8/sentry.8
+//   wrote /etc/systemd/system/sentry-scan.service and sentry-scan.timer; enabled: systemctl enable --now sentry-scan.timer
+//
+// Where sshd does not link libwrap, hosts.allow does nothing and no connect
+// ever runs sentry: a timer running --scan every minute is then the only
+// thing that decides. The service runs with the least the scan needs: it
+// writes only ROOT_DIR (ProtectSystem=strict with ReadWritePaths=), gets no
+// new privileges, its own /tmp, and the idle I/O class, so a scan of a large
+// log never slows the services it protects. Without systemd as PID 1 (a
+// container, a SysV init) the same is one line in CRON_FILE.
+
+/** sentry-scan.service and sentry-scan.timer for ROOT_DIR `root`. */
+export function scanUnits(root: string): { service: string; timer: string } {
+  const env = root === DEFAULTS.ROOT_DIR ? "" : `Environment=ROOT_DIR=${root}\n`;
+  const service = [
+    "[Unit]",
+    "Description=sentry: read the logs and block brute-force attackers",
+    "Documentation=man:sentry(8)",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    `${env}ExecStart=${path.join(root, "sentry")} --scan`,
+    "ProtectSystem=strict",
+    `ReadWritePaths=${root}`,
+    "PrivateTmp=yes",
+    "NoNewPrivileges=yes",
+    "Nice=19",
+    "IOSchedulingClass=idle",
+    "",
+  ].join("\n");
+  const timer = [
+    "[Unit]",
+    "Description=sentry: run sentry --scan every minute",
+    "Documentation=man:sentry(8)",
+    "",
+    "[Timer]",
+    "OnBootSec=1min",
+    "OnUnitActiveSec=1min",
+    "AccuracySec=10s",
+    "",
+    "[Install]",
+    "WantedBy=timers.target",
+    "",
+  ].join("\n");
+  return { service, timer };
+}
+
+/** The cron line of the same timer, where systemd does not run. */
+export function scanCronLine(root: string): string {
+  const env = root === DEFAULTS.ROOT_DIR ? "" : `ROOT_DIR=${root} `;
+  return `# sentry: read the logs and block brute-force attackers (written by sentry --install)\n* * * * * root ${env}nice -n 19 ${path.join(root, "sentry")} --scan >/dev/null 2>&1\n`;
+}
+
+/** True where PID 1 is systemd: it creates /run/systemd/system at boot (sd_booted(3)). */
+function systemdRuns(ctx: Ctx): boolean {
+  return ctx.sys.fs.existsSync("/run/systemd/system");
+}
+
+/** Where the timer lives, if --install wrote one: the unit, or the cron file. */
+export function installedTimer(ctx: Ctx): string | null {
+  const unit = path.join(ctx.cfg.UNIT_DIR, "sentry-scan.timer");
+  if (ctx.sys.fs.existsSync(unit)) return unit;
+  if (ctx.sys.fs.existsSync(ctx.cfg.CRON_FILE)) return ctx.cfg.CRON_FILE;
+  return null;
+}
+
+/** Writes the units and enables the timer (systemd), or the cron line. Returns the exit code. */
+function installTimer(ctx: Ctx): number {
+  const root = ctx.cfg.ROOT_DIR;
+  if (systemdRuns(ctx)) {
+    const { service, timer } = scanUnits(root);
+    const dir = ctx.cfg.UNIT_DIR;
+    writeAtomic(ctx, path.join(dir, "sentry-scan.service"), service, 0o644);
+    writeAtomic(ctx, path.join(dir, "sentry-scan.timer"), timer, 0o644);
+    ctx.sys.out(`wrote ${path.join(dir, "sentry-scan.service")} and sentry-scan.timer`);
+    for (const args of [["daemon-reload"], ["enable", "--now", "sentry-scan.timer"]]) {
+      const r = ctx.sys.run("systemctl", args, { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+      if (r.status !== 0) {
+        ctx.sys.warn(`systemctl ${args.join(" ")} failed (${r.status}): ${(r.stderr || r.stdout).trim()}; run it yourself`);
+        return 2;
+      }
+    }
+    ctx.sys.out("enabled: systemctl enable --now sentry-scan.timer (sentry --scan every minute)");
+    return 0;
+  }
+  writeAtomic(ctx, ctx.cfg.CRON_FILE, scanCronLine(root), 0o644);
+  ctx.sys.out(`systemd is not running here: wrote ${ctx.cfg.CRON_FILE} (sentry --scan every minute from cron)`);
+  return 0;
+}
+
+/** The manual and the bash completion, where man and bash find them. Returns the exit code. */
+function installDocs(ctx: Ctx): number {
+  let code = 0;
+  const put = (dir: string, name: string, text: string, setting: string) => {
+    if (dir === "") return;
+    const file = path.join(dir, name);
+    try {
+      ctx.sys.fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+      writeAtomic(ctx, file, text, 0o644);
+      ctx.sys.out(`wrote ${file}`);
+    } catch (e) {
+      ctx.sys.warn(`${e instanceof SentryError ? e.message : errText(e)} (set ${setting}, or empty to skip it)`);
+      code = 2;
+    }
+  };
+  put(ctx.cfg.MAN_DIR, "sentry.8", manPage(), "MAN_DIR");
+  put(ctx.cfg.COMPLETION_DIR, "sentry", completionScript("bash"), "COMPLETION_DIR");
+  return code;
+}
+
+/** What --uninstall removes besides the hosts.allow lines: manual, completion, timer. */
+function uninstallFiles(ctx: Ctx): number {
+  let code = 0;
+  const timerUnit = path.join(ctx.cfg.UNIT_DIR, "sentry-scan.timer");
+  if (ctx.sys.fs.existsSync(timerUnit) && systemdRuns(ctx)) {
+    const r = ctx.sys.run("systemctl", ["disable", "--now", "sentry-scan.timer"], { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+    if (r.status !== 0) {
+      ctx.sys.warn(`systemctl disable --now sentry-scan.timer failed (${r.status}): ${(r.stderr || r.stdout).trim()}`);
+      code = 2;
+    }
+  }
+  const files = [
+    ctx.cfg.MAN_DIR && path.join(ctx.cfg.MAN_DIR, "sentry.8"),
+    ctx.cfg.COMPLETION_DIR && path.join(ctx.cfg.COMPLETION_DIR, "sentry"),
+    path.join(ctx.cfg.UNIT_DIR, "sentry-scan.service"),
+    timerUnit,
+    ctx.cfg.CRON_FILE,
+  ];
+  for (const f of files) {
+    if (!f) continue;
+    try {
+      ctx.sys.fs.unlinkSync(f);
+      ctx.sys.out(`removed ${f}`);
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") {
+        ctx.sys.warn(ioError("remove", f, e).message);
+        code = 2;
+      }
+    }
+  }
+  return code;
+}
+
 /** --uninstall: sentry's lines out of hosts.allow (after a backup); ROOT_DIR is left for the admin. */
 export function uninstall(ctx: Ctx): number {
   const file = ctx.cfg.HOSTS_ALLOW;
@@ -6424,11 +6605,12 @@ export function uninstall(ctx: Ctx): number {
     writeAtomic(ctx, file, next, 0o644);
     ctx.sys.out(`removed sentry's lines from ${file}`);
   }
+  const code = uninstallFiles(ctx);
   ctx.sys.out(
     `sentry's files are still in ${ctx.cfg.ROOT_DIR}. To remove them: rm -r ${ctx.cfg.ROOT_DIR}` +
       (firewallBackends.some((b) => b.enabled(ctx.cfg)) ? "\nand remove the firewall rule that refers to its sets" : ""),
   );
-  return 0;
+  return code;
 }
 
 // ---- 11.2 --doctor ------------------------------------------------------------
@@ -6525,6 +6707,13 @@ export function doctorChecks(ctx: Ctx): Check[] {
     const sshd = findSshd(ctx);
     const scanStamp = fsys.statSync(path.join(root, "scan.stamp"), { throwIfNoEntry: false });
     const scanRecent = scanStamp !== undefined && ctx.sys.now() - scanStamp.mtimeMs < 3_600_000;
+    // A timer --install wrote is what protects a server without libwrap: it must have fired lately.
+    const timerAt = installedTimer(ctx);
+    if (timerAt !== null) {
+      const age = scanStamp === undefined ? null : Math.floor((ctx.sys.now() - scanStamp.mtimeMs) / 60_000);
+      if (age !== null && age <= ctx.cfg.SCAN_STALE_MINUTES) add(0, `the timer (${timerAt}) ran sentry --scan ${age} minutes ago`);
+      else add(2, `the timer (${timerAt}) has not run sentry --scan ${age === null ? "yet (no scan.stamp)" : `for ${age} minutes`} (SCAN_STALE_MINUTES=${ctx.cfg.SCAN_STALE_MINUTES}): check systemctl status sentry-scan.timer, or cron`);
+    }
     if (sshd === null) add(1, "no sshd found (set SSHD_PATH): cannot check that it links libwrap");
     else if (!fsys.existsSync(sshd)) add(1, `SSHD_PATH=${sshd} does not exist: set it to sshd's path, so that libwrap can be checked`);
     else if (linksLibwrap(ctx, sshd)) add(0, `${sshd} links libwrap`);
@@ -6835,6 +7024,21 @@ export interface ManifestBinary {
   url: string; // absolute, or relative to the manifest URL
   sha256: string; // 64 lower-case hex digits
   size: number; // bytes, 1 … BINARY_MAX_BYTES
+  compressed?: ManifestCompressed; // the same binary, zstd-compressed: what --update downloads
+}
+
+/**
+ * A compressed copy of a binary ("compressed" in a platform's entry). The
+ * binary's own sha256 and size stay the entry's: the download is checked
+ * against these, the decompressed bytes against the entry's, so both hashes
+ * are signed. Decompression stops at the entry's size: a small file that
+ * inflates to fill the disk (a decompression bomb) is refused, not written.
+ */
+export interface ManifestCompressed {
+  format: "zstd";
+  url: string;
+  sha256: string;
+  size: number;
 }
 
 /** A verified manifest: only what this version uses. */
@@ -6996,8 +7200,20 @@ export function verifyManifest(text: string, publicKeyB64: string): Manifest {
       throw bad(`${where}.sha256 is not 64 lower-case hex digits`);
     if (typeof e.size !== "number" || !Number.isSafeInteger(e.size) || e.size < 1 || e.size > BINARY_MAX_BYTES)
       throw bad(`${where}.size is not a byte count from 1 to ${BINARY_MAX_BYTES}`);
+    let compressed: ManifestCompressed | undefined;
+    if (e.compressed !== undefined) {
+      const c = e.compressed;
+      const cw = `${where}.compressed`;
+      if (!isPlainObject(c)) throw bad(`${cw} is not an object`);
+      if (c.format !== "zstd") throw bad(`${cw}.format is ${JSON.stringify(c.format)}; this sentry reads "zstd"`);
+      if (typeof c.url !== "string" || c.url === "" || c.url.length > 4096) throw bad(`${cw}.url is not a URL`);
+      if (typeof c.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(c.sha256)) throw bad(`${cw}.sha256 is not 64 lower-case hex digits`);
+      if (typeof c.size !== "number" || !Number.isSafeInteger(c.size) || c.size < 1 || c.size > BINARY_MAX_BYTES)
+        throw bad(`${cw}.size is not a byte count from 1 to ${BINARY_MAX_BYTES}`);
+      compressed = { format: "zstd", url: c.url, sha256: c.sha256, size: c.size };
+    }
     Object.defineProperty(platforms, name, {
-      value: { url: e.url, sha256: e.sha256, size: e.size },
+      value: { url: e.url, sha256: e.sha256, size: e.size, ...(compressed ? { compressed } : {}) },
       enumerable: true,
     }); // defineProperty: a key "__proto__" stays a plain key
   }
@@ -7176,6 +7392,39 @@ async function downloadTo(sys: Sys, fd: number, url: URL, want: ManifestBinary, 
   if (received !== want.size) throw new Error(`got ${received} bytes, the manifest says ${want.size} (truncated)`);
   const sum = hash.digest("hex");
   if (sum !== want.sha256) throw new Error(`SHA-256 is ${sum}, the manifest says ${want.sha256}`);
+}
+
+/**
+ * Decompresses the zstd file `from` into the open file `fd`, at most
+ * `want.size` bytes (more is a bomb: refused as soon as it shows), and
+ * checks the result's size and SHA-256 against `want`, the binary's entry.
+ */
+async function decompressTo(sys: Sys, from: string, fd: number, want: ManifestBinary): Promise<void> {
+  const zlib = process.getBuiltinModule("node:zlib");
+  const { Readable } = process.getBuiltinModule("node:stream");
+  const { pipeline } = process.getBuiltinModule("node:stream/promises");
+  const hash = lazyCrypto().createHash("sha256");
+  let written = 0;
+  const zfd = sys.fs.openSync(from, "r");
+  try {
+    function* chunks(): Generator<Buffer> {
+      const buf = Buffer.alloc(1 << 20);
+      for (let n; (n = sys.fs.readSync(zfd, buf, 0, buf.length, null)) > 0; ) yield Buffer.from(buf.subarray(0, n));
+    }
+    await pipeline(Readable.from(chunks()), zlib.createZstdDecompress(), async function (source: AsyncIterable<Buffer>) {
+      for await (const piece of source) {
+        written += piece.length;
+        if (written > want.size) throw new Error(`it decompresses to more than the ${want.size} bytes the manifest says (a decompression bomb?)`);
+        hash.update(piece);
+        for (let off = 0; off < piece.length; ) off += sys.fs.writeSync(fd, piece, off, piece.length - off);
+      }
+    });
+  } finally {
+    sys.fs.closeSync(zfd);
+  }
+  if (written !== want.size) throw new Error(`it decompresses to ${written} bytes, the manifest says ${want.size}`);
+  const sum = hash.digest("hex");
+  if (sum !== want.sha256) throw new Error(`the decompressed binary's SHA-256 is ${sum}, the manifest says ${want.sha256}`);
 }
 
 // ---- 11.3.4 The files beside the binary ----------------------------------------------
@@ -7374,11 +7623,13 @@ export async function update(
       "choosing the binary",
       `release ${m.version} has no binary for ${plat} (it has: ${Object.keys(m.platforms).join(", ") || "none"})`,
     );
+  // The compressed copy when there is one: a fraction of the bytes.
+  const packed = entry.compressed ?? null;
   let binUrl: URL;
   try {
-    binUrl = new URL(entry.url, fetched.url);
+    binUrl = new URL(packed ? packed.url : entry.url, fetched.url);
   } catch {
-    throw fail("choosing the binary", `bad URL ${JSON.stringify(entry.url)}`);
+    throw fail("choosing the binary", `bad URL ${JSON.stringify(packed ? packed.url : entry.url)}`);
   }
   const problem = transportProblem(binUrl);
   if (problem) throw fail("choosing the binary", problem);
@@ -7388,6 +7639,7 @@ export async function update(
   const dir = path.dirname(installed);
   removeStaleTemps(sys, installed, timeoutMs);
   const tmp = tempName(installed, "new");
+  const tmpZ = packed ? tempName(installed, "zst") : null;
   let fd: number | null = null;
   try {
     fd = sys.fs.openSync(tmp, "wx", 0o700);
@@ -7395,9 +7647,22 @@ export async function update(
     throw fail(`creating a temporary file in ${dir}`, errText(e));
   }
   try {
-    sys.out(`downloading sentry ${m.version} for ${plat} (${(entry.size / 1e6).toFixed(1)} MB) from ${binUrl.href}`);
+    const mb = (n: number) => (n / 1e6).toFixed(1);
+    sys.out(`downloading sentry ${m.version} for ${plat} (${packed ? `${mb(packed.size)} MB, zstd of ${mb(entry.size)} MB` : `${mb(entry.size)} MB`}) from ${binUrl.href}`);
     try {
-      await downloadTo(sys, fd, binUrl, entry, timeoutMs);
+      if (packed && tmpZ) {
+        const zfd = sys.fs.openSync(tmpZ, "wx", 0o600);
+        try {
+          await downloadTo(sys, zfd, binUrl, { url: packed.url, sha256: packed.sha256, size: packed.size }, timeoutMs);
+        } finally {
+          sys.fs.closeSync(zfd);
+        }
+        try {
+          await decompressTo(sys, tmpZ, fd, entry);
+        } catch (e) {
+          throw new Error(`decompressing it: ${errText(e)}`);
+        }
+      } else await downloadTo(sys, fd, binUrl, entry, timeoutMs);
       sys.fs.fsyncSync(fd);
     } catch (e) {
       throw fail(`downloading ${binUrl.href}`, errText(e));
@@ -7437,6 +7702,7 @@ export async function update(
   } finally {
     if (fd !== null) sys.fs.closeSync(fd);
     removeTemp(sys, tmp); // gone already after the rename
+    if (tmpZ) removeTemp(sys, tmpZ);
   }
 }
 
@@ -7504,8 +7770,9 @@ SYNOPSIS
     sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] | --delist ]
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
     sentry --scan | --resync | --test-log FILE|- [ --missed ]
-    sentry --install [ --write ] | --uninstall | --doctor
+    sentry --install [ --write ] [ --timer ] | --uninstall | --doctor
     sentry --update [ --check | --force ] | --rollback | --version | --help | -h
+    sentry --man | --completion bash|zsh
 
 DESCRIPTION
     sentry limits brute-force attacks on SSH, FTP and mail logins. It is not a
@@ -7537,8 +7804,10 @@ ACTIONS
     --doctor           check every link of the chain (Nagios exit codes)
     --update           fetch, verify and install a newer signed release
     --rollback         go back to the binary --update replaced
-    --version          print the version
+    --version          print the version (with --verbose, the bundle's SHA-256)
     --help, -h         this text
+    --man              this text as a man page (roff), for man -l -
+    --completion SHELL the tab completion script for bash or zsh
 
 OPTIONS
     --verbose, -v      --report: add the most active addresses, the latest
@@ -7547,7 +7816,10 @@ OPTIONS
     --force            --block: block an address even though the logs show
                        successful logins from it; --update: allow the same or
                        an older version
-    --write            --install: add the lines to /etc/hosts.allow itself
+    --write            --install: add the lines to /etc/hosts.allow itself, and
+                       where sshd lacks libwrap write and enable the timer
+    --timer            --install --write: write and enable the timer that runs
+                       --scan even where sshd links libwrap
     --check            --update: only report whether a newer release exists
     --missed           --test-log: print only the lines of known daemons that
                        were not understood (the totals go to stderr)
@@ -7577,20 +7849,21 @@ FILES
     ROOT_DIR/sentry.conf   optional settings, KEY=value lines
     ROOT_DIR/delisted/IP   when IP was last delisted or expired: older log lines
                            about it are never counted again, even by a new sentry.db
+    MAN_DIR/sentry.8       this manual, written by --install
+    COMPLETION_DIR/sentry  the bash completion, written by --install
+    UNIT_DIR/sentry-scan*  sentry-scan.service and .timer run --scan every
+                           minute where systemd runs (--install --write);
+                           elsewhere CRON_FILE holds the same as a cron line
     ROOT_DIR, its folders and sentry.conf must be owned by root (or the user
     running sentry) and not writable by group or others, like sshd's
     StrictModes; sentry follows no symbolic link inside ROOT_DIR.
 
 CONFIGURATION
     Defaults are in the configuration block at the top of sentry.ts; each can be
-    set in ROOT_DIR/sentry.conf and then overridden by an environment variable:
-    ROOT_DIR (environment only, default /var/db/sentry), ADD_TO_TCPWRAPPERS (1),
-    ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW (0), FIREWALL_TABLE
-    (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never; a block on strong
-    evidence), BLOCK_THIN_MINUTES (10; a block on thin evidence), PROTECT_FTP (1),
-    PROTECT_SMTP (0), PROTECT_MUA (1), SSH_LOG, FTP_LOG, MAIL_LOG (a file or
-    "journal"; empty = the usual places), ALLOW_IPS (addresses and CIDR ranges
-    never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW.
+    set in ROOT_DIR/sentry.conf and then overridden by an environment variable
+    (ROOT_DIR only from the environment). Booleans are 1/0 (yes/no, true/false,
+    on/off). The settings (sentry --man describes each, with its default):
+${wrapWords(Object.keys(DEFAULTS), 4, 80)}
 
 EXIT STATUS
     0 done, 1 bad usage or input, 2 could not do it (I/O, permissions, a backend).
@@ -7603,7 +7876,179 @@ EXAMPLES
     sentry --test-log /var/log/auth.log
     sentry --test-log /var/log/auth.log --missed
     ROOT_DIR=/tmp/sentry-test sentry --ip=192.0.2.1 --connect
+
+SEE ALSO
+    hosts_access(5), sshd(8), tcpdmatch(8)
 `;
+
+// ---- 12.0 The manual: USAGE as roff, and the tab completion -----------------
+//
+//   USAGE ("NAME\n    sentry - …\n\nSYNOPSIS\n    sentry --ip=IP …")
+//     → manPage() → ".TH SENTRY 8 …\n.SH NAME\nsentry \\- …\n.SH SYNOPSIS\n.nf …"
+//
+// --help and the man page are one text: a heading at column 0 becomes .SH,
+// an indented "TERM   description" line (two or more spaces between) a
+// tagged paragraph, lines indented deeper than their paragraph a literal
+// block, anything else running text. CONFIGURATION gets one entry per key
+// of DEFAULTS with the comment it carries in section 1 (build.mjs hands the
+// comments over, since bundling drops them), so a new setting is in the
+// manual the day it is added.
+
+/** `words` joined by ", " and wrapped at `width` columns, each line indented by `indent` spaces. */
+export function wrapWords(words: readonly string[], indent: number, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const [i, w] of words.entries()) {
+    const word = i < words.length - 1 ? `${w},` : w;
+    if (line !== "" && indent + line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  if (line !== "") lines.push(line);
+  return lines.map((l) => `${" ".repeat(indent)}${l}`).join("\n");
+}
+
+/** Text safe in a roff line: backslashes and hyphens escaped, no control character at its start. */
+export function roffText(text: string): string {
+  const t = text.replace(/\\/g, "\\e").replace(/-/g, "\\-");
+  return /^[.']/.test(t) ? `\\&${t}` : t;
+}
+
+/** The comment each setting carries in DEFAULTS, as the build handed it over ({} when run as a script). */
+export function settingsDoc(): Record<string, string> {
+  return typeof SENTRY_BUILD_SETTINGS_DOC === "object" && SENTRY_BUILD_SETTINGS_DOC !== null ? SENTRY_BUILD_SETTINGS_DOC : {};
+}
+
+/** How a default reads in the manual: booleans as 1/0 (as in sentry.conf), text quoted, empty as "". */
+function defaultText(v: string | number | boolean): string {
+  if (typeof v === "boolean") return v ? "1" : "0";
+  if (typeof v === "number") return String(v);
+  return JSON.stringify(v);
+}
+
+/** The man page sentry.8: USAGE in roff, with CONFIGURATION generated from DEFAULTS and `doc`. */
+export function manPage(usage: string = USAGE, doc: Record<string, string> = settingsDoc(), date: string = typeof SENTRY_BUILD_DATE === "string" ? SENTRY_BUILD_DATE : ""): string {
+  const out: string[] = [`.TH SENTRY 8 ${JSON.stringify(date)} ${JSON.stringify(`sentry ${VERSION}`)} "System Manager's Manual"`];
+  const sections = usage.replace(/\n+$/, "").split(/\n(?=[A-Z])/);
+  for (const sec of sections) {
+    const [head, ...body] = sec.split("\n");
+    out.push(`.SH ${head}`);
+    if (head === "NAME") {
+      // man's NAME line: "name \- one line", which whatis and lexgrog read.
+      out.push(`sentry \\- ${roffText(body[0].trim().replace(/^sentry - /, ""))}`);
+      continue;
+    }
+    if (head === "SYNOPSIS" || head === "EXAMPLES") {
+      out.push(".nf", ...body.filter((l) => l.trim() !== "").map((l) => roffText(l.trim())), ".fi");
+      continue;
+    }
+    if (head === "SEE ALSO") {
+      const refs = body.join(" ").trim().split(/,\s*/);
+      refs.forEach((r, i) => {
+        const m = /^(\S+)\((\d)\)$/.exec(r);
+        out.push(m ? `.BR ${roffText(m[1])} (${m[2]})${i < refs.length - 1 ? "," : ""}` : roffText(r));
+      });
+      continue;
+    }
+    out.push(...roffBody(body));
+    if (head === "CONFIGURATION") {
+      for (const key of Object.keys(DEFAULTS) as ConfigKey[]) {
+        out.push(".TP", `.B ${key}`);
+        out.push(roffText(`Default: ${defaultText(DEFAULTS[key])}.`));
+        if (doc[key]) out.push(...roffWrap(roffText(/[.)]$/.test(doc[key]) ? doc[key] : `${doc[key]}.`)));
+        if (key === "ROOT_DIR") out.push(roffText("Only from the environment."));
+        if (EXEC_SETTINGS.includes(key)) out.push(roffText("Only from a sentry.conf owned by root or the environment of root."));
+      }
+    }
+  }
+  return `${out.join("\n")}\n`;
+}
+
+/** A long roff text line cut at spaces into lines of at most 80 bytes (mandoc -T lint asks for that). */
+function roffWrap(line: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  for (const w of line.split(" ")) {
+    if (cur !== "" && cur.length + 1 + w.length > 80) {
+      out.push(cur);
+      cur = w;
+    } else cur = cur === "" ? w : `${cur} ${w}`;
+  }
+  if (cur !== "") out.push(cur);
+  // A word that now starts a line must not read as a request.
+  return out.map((l) => (/^[.']/.test(l) ? `\\&${l}` : l));
+}
+
+/** The indented lines of one USAGE section as roff: paragraphs, tagged paragraphs, literal blocks. */
+function roffBody(lines: string[]): string[] {
+  const out: string[] = [];
+  let para = 4; // indentation of the current paragraph's text
+  let literal = false;
+  const endLiteral = () => {
+    if (literal) out.push(".fi", ".RE");
+    literal = false;
+  };
+  for (const line of lines) {
+    if (line.trim() === "") {
+      if (literal) out.push("");
+      continue;
+    }
+    const ind = line.length - line.trimStart().length;
+    const text = line.trim();
+    const tag = ind === 4 ? /^(\S.*?\S)\s{2,}(\S.*)$/.exec(text) : null;
+    if (tag) {
+      endLiteral();
+      para = line.indexOf(tag[2]);
+      out.push(".TP", `.B ${roffText(tag[1])}`, roffText(tag[2]));
+    } else if (ind === 4) {
+      endLiteral();
+      if (para !== 4) out.push(".PP");
+      para = 4;
+      out.push(roffText(text));
+    } else if (ind >= para && ind <= para + 1 && !literal) {
+      out.push(roffText(text)); // the continuation of a paragraph or a tagged one
+    } else {
+      if (!literal) out.push(".RS", ".nf");
+      literal = true;
+      out.push(roffText(line.slice(Math.min(ind, para + 4))));
+    }
+  }
+  endLiteral();
+  return out;
+}
+
+/** Every option the command line takes, for the completion: the actions, then the modifiers. */
+export function allOptions(): string[] {
+  return [...Object.keys(ACTION_FLAGS), ...OPTION_FLAGS];
+}
+
+/** The completion script for `shell` (bash or zsh), offering allOptions(). */
+export function completionScript(shell: string): string {
+  const words = allOptions().join(" ");
+  if (shell === "bash")
+    return [
+      "# bash completion for sentry (sentry --completion bash)",
+      "_sentry() {",
+      '  local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"',
+      '  case "$prev" in',
+      '    --test-log) COMPREPLY=($(compgen -f -- "$cur")); return ;;',
+      '    --completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")); return ;;',
+      "  esac",
+      `  COMPREPLY=($(compgen -W "${words}" -- "$cur"))`,
+      "}",
+      "complete -F _sentry sentry",
+      "",
+    ].join("\n");
+  if (shell === "zsh")
+    return [
+      "#compdef sentry",
+      "# zsh completion for sentry (sentry --completion zsh > a directory of $fpath, as _sentry)",
+      `_arguments '*:option:(${words})'`,
+      "",
+    ].join("\n");
+  throw new SentryError(`--completion takes bash or zsh, not ${JSON.stringify(shell)}`, 1);
+}
 
 /** Runs one command line; returns the exit code. The one place errors are caught. */
 export async function main(argv: string[], sys: Sys = realSys()): Promise<number> {
@@ -7621,6 +8066,16 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
     }
     if (a.action === "version") {
       sys.out(`sentry ${VERSION}`);
+      // The hash anyone can recompute from the source: npm run verify-release.
+      if (a.verbose) sys.out(`bundle sha256 ${typeof SENTRY_BUILD_BUNDLE_SHA256 === "string" ? SENTRY_BUILD_BUNDLE_SHA256 : "none (not a build: sentry.ts run as a script)"}`);
+      return 0;
+    }
+    if (a.action === "man") {
+      sys.out(manPage().replace(/\n$/, ""));
+      return 0;
+    }
+    if (a.action === "completion") {
+      sys.out(completionScript(a.shell as string).replace(/\n$/, ""));
       return 0;
     }
     let cfg: Config;
@@ -7750,7 +8205,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "test-log":
       return testLog(ctx, a.file as string, a.missed);
     case "install":
-      return install(ctx, a.write, a.force);
+      return install(ctx, a.write, a.force, a.timer);
     case "uninstall":
       return uninstall(ctx);
     case "doctor":

@@ -55,7 +55,27 @@ time
 "
 # time            GNU time (/usr/bin/time -f %M): the peak RSS column
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES"
+# --- test/ship.test.ts: the manual, the completion, the units ------------
+SHIP_PACKAGES="
+man-db
+mandoc
+bash
+qemu-user-static
+libc6-arm64-cross
+libstdc++6-arm64-cross
+libgcc-s1-arm64-cross
+"
+# man-db          man -l renders sentry --man the way an administrator reads it
+# mandoc          mandoc -T lint checks the generated roff
+# bash            runs the generated completion function
+# (systemd-analyze, for the units, comes with systemd above)
+# --- test/release.test.ts: the linux-arm64 binary of a release runs under qemu
+# qemu-user-static        qemu-aarch64-static runs arm64 code on this host
+# libc6-arm64-cross, libstdc++6-arm64-cross, libgcc-s1-arm64-cross
+#                         arm64's libraries in /usr/aarch64-linux-gnu, which
+#                         Node (dynamically linked) needs: qemu -L that folder
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $SHIP_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do

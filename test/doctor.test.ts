@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { SENTRY, requireBinary, tempDir } from "./lib/run.ts";
+import { SENTRY, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
 import { createNetns, netnsUnavailable } from "./lib/netns.ts";
 import { DEFAULTS, nftablesBackend } from "../sentry.ts";
 
@@ -38,6 +38,7 @@ function scene(t: TT) {
     // refuses without one); the scene's admin comes from a documentation range.
     SSH_CLIENT: "198.51.100.2 50000 22",
     HOSTS_DENY: join(dir, "hosts.deny"),
+    ...systemPaths(join(dir, "sys")),
   };
   const env = (extra: Record<string, string> = {}) => ({ ...base, ...extra });
   const run = (args: string[], extra: Record<string, string> = {}) => {

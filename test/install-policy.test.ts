@@ -7,7 +7,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
-import { SENTRY, requireBinary, tempDir } from "./lib/run.ts";
+import { SENTRY, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
 import { DAEMON, checkPrerequisites, startHarness } from "./lib/sshd.ts";
 import fc from "fast-check";
 import { accessVerdicts, parseAccessFile, sampleClients } from "../sentry.ts";
@@ -63,6 +63,7 @@ function scene(t: { teardown(fn: () => void): void }, allow: string | null, deny
     PROTECT_MUA: "0",
     SSHD_PATH: "/usr/sbin/sshd",
     SSH_CLIENT: "192.0.2.200 50000 22",
+    ...systemPaths(join(dir, "sys")),
     ...extra,
   });
   const run = (args: string[], extra: Record<string, string> = {}) => {
@@ -272,7 +273,7 @@ t.test("sudo: no SSH_CLIENT; the address is found in utmp, else the admin is tol
     { line: "pts/7", user: "admin", host: "198.51.100.23", v4: "198.51.100.23" },
   ]));
   const env: Record<string, string | undefined> = { ...process.env, PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ROOT_DIR: s2.root, HOSTS_ALLOW: s2.hostsAllow, HOSTS_DENY: s2.hostsDeny,
-    SSH_LOG: s2.log, PROTECT_FTP: "0", PROTECT_MUA: "0", SSHD_PATH: "/usr/sbin/sshd", SUDO_USER: "admin" };
+    SSH_LOG: s2.log, PROTECT_FTP: "0", PROTECT_MUA: "0", SSHD_PATH: "/usr/sbin/sshd", SUDO_USER: "admin", ...systemPaths(join(s2.dir, "sys")) };
   delete env.SSH_CLIENT;
   delete env.SSH_CONNECTION;
   const ns = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", `mount -t tmpfs tmpfs /run && cp "$1" /run/utmp && exec "$0" --install --write`, SENTRY, file],
@@ -288,7 +289,7 @@ t.test("utmp: the session on this terminal first (as who -m); several of SUDO_US
   const s = scene(t, null, null);
   const file = join(s.dir, "utmp");
   const env: Record<string, string | undefined> = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ROOT_DIR: s.root, HOSTS_ALLOW: s.hostsAllow,
-    HOSTS_DENY: s.hostsDeny, SSH_LOG: s.log, PROTECT_FTP: "0", PROTECT_MUA: "0", SSHD_PATH: "/usr/sbin/sshd", SUDO_USER: "admin" };
+    HOSTS_DENY: s.hostsDeny, SSH_LOG: s.log, PROTECT_FTP: "0", PROTECT_MUA: "0", SSHD_PATH: "/usr/sbin/sshd", SUDO_USER: "admin", ...systemPaths(join(s.dir, "sys")) };
   // One session per pseudo-terminal, pts/N from 198.51.100.N; script(1) gives sentry a terminal.
   fs.writeFileSync(file, utmp(Array.from({ length: 64 }, (_, n) => ({ line: `pts/${n}`, user: "admin", host: `198.51.100.${n}`, v4: `198.51.100.${n}` }))));
   const ttyFile = join(s.dir, "tty");

@@ -9,10 +9,10 @@ import * as crypto from "node:crypto";
 import { join, resolve } from "node:path";
 import { execFile, spawnSync } from "node:child_process";
 import type { AddressInfo } from "node:net";
-import { SENTRY, requireBinary, tempDir } from "./lib/run.ts";
+import { SENTRY, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
 
 requireBinary();
-t.setTimeout(240_000);
+t.setTimeout(600_000); // a whole release: two architectures, each compressed; arm64 runs under qemu
 
 const REPO = resolve(import.meta.dirname, "..");
 const sha = (f: string) => crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex");
@@ -20,7 +20,7 @@ const sha = (f: string) => crypto.createHash("sha256").update(fs.readFileSync(f)
 /** Runs a program without blocking this process's event loop (the test's server must answer meanwhile). */
 function run(file: string, args: string[], env: Record<string, string>, cwd?: string): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    execFile(file, args, { env, cwd, encoding: "utf8", timeout: 180_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(file, args, { env, cwd, encoding: "utf8", timeout: 480_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const status = err ? (typeof err.code === "number" ? err.code : 99) : 0;
       done({ status, stdout, stderr });
     });
@@ -76,6 +76,42 @@ t.test("install, doctor, update to a newer signed release, rollback", async (t) 
   t.match(manifest.signature, /^[A-Za-z0-9+/]+=*$/);
   t.ok(fs.readFileSync(join(src, "dist", "sentry")).includes(pub), "the release carries its public key");
 
+  // Verifiable: the manifest names the bundle's SHA-256, the binary carries
+  // it, and the checkout rebuilds it; a changed checkout does not.
+  t.match(manifest.bundle.sha256, /^[0-9a-f]{64}$/);
+  const vv = spawnSync(join(src, "dist", "sentry"), ["--version", "--verbose"], { env: {}, encoding: "utf8" });
+  t.equal(vv.stdout, `sentry ${next}\nbundle sha256 ${manifest.bundle.sha256}\n`, "--version --verbose prints the bundle hash");
+  const verify = () => run(process.execPath, ["build.mjs", "--verify-release", join(src, "dist", "manifest.json")], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, src);
+  let v = await verify();
+  t.equal(v.status, 0, `verify-release on the clean checkout: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, new RegExp(`^OK: this checkout builds the bundle ${manifest.bundle.sha256}`));
+  const clean = fs.readFileSync(join(src, "sentry.ts"), "utf8");
+  fs.writeFileSync(join(src, "sentry.ts"), clean.replace("no action given", "no action was given"));
+  v = await verify();
+  t.equal(v.status, 1, `verify-release on a changed checkout: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, /^MISMATCH: /);
+  fs.writeFileSync(join(src, "sentry.ts"), clean);
+
+  // linux-arm64: in the manifest beside linux-x64, and it runs (under
+  // qemu-user, with Debian's arm64 cross libraries as its root): --version,
+  // a connect and a block against a scratch ROOT_DIR.
+  t.same(Object.keys(manifest.platforms).sort(), ["linux-arm64", "linux-x64"], "the manifest lists both architectures");
+  const arm = join(src, "dist", `sentry-${next}-linux-arm64`);
+  t.equal(sha(arm), manifest.platforms["linux-arm64"].sha256);
+  const armRoot = join(dir, "arm64-root");
+  const armEnv = { ROOT_DIR: armRoot, SSH_LOG: join(dir, "none.log"), PROTECT_FTP: "0", PROTECT_MUA: "0" };
+  const qemu = (args: string[]) => run("qemu-aarch64-static", ["-L", "/usr/aarch64-linux-gnu", arm, ...args], armEnv);
+  let q = await qemu(["--version"]);
+  t.equal(q.stdout, `sentry ${next}\n`, `arm64 --version: ${q.stderr}`);
+  q = await qemu(["--ip=203.0.113.5", "--connect"]);
+  t.equal(q.status, 0, q.stderr);
+  t.equal(q.stdout, "   1 connections from 203.0.113.5\n");
+  t.equal(fs.readFileSync(join(armRoot, "seen", "203.0.113.5"), "utf8").length, 11, "one seen line");
+  q = await qemu(["--ip=203.0.113.5", "--block"]);
+  t.equal(q.status, 0, q.stderr);
+  t.match(q.stdout, /blocked 203\.0\.113\.5 \(was: not decided\)/);
+  t.equal(fs.readFileSync(join(armRoot, "hosts.deny"), "utf8"), "203.0.113.5\n");
+
   // 2. The administrator's server: a copy of dist/sentry, installed.
   const root = join(dir, "root");
   const hostsAllow = join(dir, "hosts.allow");
@@ -95,6 +131,7 @@ t.test("install, doctor, update to a newer signed release, rollback", async (t) 
     PROTECT_FTP: "0",
     PROTECT_MUA: "0",
     SSHD_PATH: "/usr/sbin/sshd",
+    ...systemPaths(join(dir, "sys")),
   };
   let r = await run(drop, ["--install", "--write"], env);
   t.equal(r.status, 0, `--install --write: ${r.stderr}`);

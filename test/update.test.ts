@@ -957,14 +957,23 @@ t.test("release: writes a manifest that update() accepts", async (t) => {
   t.same(fs.readFileSync(r.binaryPath), built);
   const text = fs.readFileSync(r.manifestPath, "utf8");
   const m = verifyManifest(text, keys.publicKey);
-  t.same(m, { format: 1, version: NEXT, platforms: { [PLAT]: { url: name, sha256: sha(built), size: built.length } } });
+  const zst = fs.readFileSync(path.join(dist, `${name}.zst`));
+  t.same(zlib.zstdDecompressSync(zst), built, "the .zst is the binary, compressed");
+  t.ok(zst.length < built.length / 4, `compressed: ${zst.length} of ${built.length} bytes`);
+  t.same(m, {
+    format: 1,
+    version: NEXT,
+    platforms: { [PLAT]: { url: name, sha256: sha(built), size: built.length, compressed: { format: "zstd", url: `${name}.zst`, sha256: sha(zst), size: zst.length } } },
+  });
   t.match(JSON.parse(text), { released: "2026-11-21T12:00:00.000Z" });
-  t.same(fs.readdirSync(dist).sort(), ["manifest.json", name, "sentry"].sort(), "nothing else written");
+  t.same(fs.readdirSync(dist).sort(), ["manifest.json", name, `${name}.zst`, "sentry"].sort(), "nothing else written");
 
-  // Publish dist/ as is and update from it.
+  // Publish dist/ as is and update from it: only the compressed file is fetched.
   const dir = prefix();
   routes.set(`${dir}/manifest.json`, serveBytes(text));
   routes.set(`${dir}/${name}`, serveBytes(fs.readFileSync(r.binaryPath)));
+  routes.set(`${dir}/${name}.zst`, serveBytes(zst));
+  const before = hits.length;
   const s = scene(t);
   const code = await update(s.cfg(`${ORIGIN}${dir}/manifest.json`, { UPDATE_PUBLIC_KEY: keys.publicKey }), s.sys, {
     check: false,
@@ -973,6 +982,7 @@ t.test("release: writes a manifest that update() accepts", async (t) => {
   });
   t.equal(code, 0);
   t.same(fs.readFileSync(s.target), built);
+  t.same(hits.slice(before), [`${dir}/manifest.json`, `${dir}/${name}.zst`], "the manifest and the .zst, not the binary");
 
   // With SENTRY_RELEASE_URL the binary is named absolutely.
   const k2 = release.releaseKeys({ SENTRY_SIGNING_KEY: pem, SENTRY_RELEASE_URL: `${ORIGIN}${dir}` });
@@ -993,4 +1003,100 @@ t.test("release: refuses a binary built without the key, or a bad version", asyn
   // The key found across a read boundary (1 MiB pieces) still counts.
   fs.writeFileSync(binary, Buffer.concat([Buffer.alloc(1024 * 1024 - 10, 0x20), Buffer.from(keys.publicKey)]));
   t.doesNotThrow(() => release.writeRelease({ keys, binary, version: NEXT }));
+});
+
+// =================================================================================
+// Compressed releases: the manifest names a zstd copy; --update fetches it,
+// checks its hash, decompresses with the binary's size as a cap, checks the
+// binary's hash.
+// =================================================================================
+
+/** Publishes `bin` with a compressed copy `zst` (default: zstd of bin) described by the signed entry. */
+function publishZst(version: string, bin: Buffer, zst: Buffer = zlib.zstdCompressSync(bin), entryOver: Doc = {}) {
+  const dir = prefix();
+  const name = `sentry-${version}-${PLAT}`;
+  return {
+    dir,
+    name,
+    ...publishAt(dir, name, version, bin, zst, entryOver),
+  };
+}
+function publishAt(dir: string, name: string, version: string, bin: Buffer, zst: Buffer, entryOver: Doc) {
+  const doc: Doc = {
+    format: 1,
+    version,
+    platforms: { [PLAT]: { url: name, sha256: sha(bin), size: bin.length, compressed: { format: "zstd", url: `${name}.zst`, sha256: sha(zst), size: zst.length, ...entryOver } } },
+  };
+  routes.set(`${dir}/manifest.json`, serveBytes(JSON.stringify(signDoc(doc)), { "content-type": "application/json" }));
+  routes.set(`${dir}/${name}`, serveBytes(bin));
+  routes.set(`${dir}/${name}.zst`, serveBytes(zst));
+  return { url: `${ORIGIN}${dir}/manifest.json` };
+}
+
+t.test("compressed: a good update fetches the .zst only and installs the binary", async (t) => {
+  const s = scene(t);
+  const bin = Buffer.concat([script(NEXT, "new, compressed"), Buffer.alloc(2 * 1024 * 1024, 0x23)]);
+  const rel = publishZst(NEXT, bin);
+  const n = hits.length;
+  t.equal(await update(s.cfg(rel.url), s.sys, { check: false, force: false, target: s.target }), 0, s.err.join("\n"));
+  t.same(fs.readFileSync(s.target), bin, "target holds the decompressed new bytes");
+  t.same(hits.slice(n), [`${rel.dir}/manifest.json`, `${rel.dir}/${rel.name}.zst`], "the binary itself was not downloaded");
+  t.same(fs.readdirSync(s.dir).sort(), ["sentry", "sentry.prev"], "no temporary file left");
+  t.match(s.out.join("\n"), /MB, zstd of [\d.]+ MB\) from .*\.zst/);
+});
+
+t.test("compressed: a corrupt .zst is refused by its hash, and a signed .zst of other bytes by the binary's", async (t) => {
+  const bin = Buffer.concat([script(NEXT, "new"), Buffer.alloc(100_000, 0x23)]);
+  const good = zlib.zstdCompressSync(bin);
+  // 1. Bytes changed on the way: the .zst's own SHA-256 does not match.
+  {
+    const s = scene(t);
+    const rel = publishZst(NEXT, bin, good);
+    const bad = Buffer.from(good);
+    bad[bad.length >> 1] ^= 0xff;
+    routes.set(`${rel.dir}/${rel.name}.zst`, serveBytes(bad));
+    await t.rejects(update(s.cfg(rel.url), s.sys, { check: false, force: false, target: s.target }), refused(/update failed downloading .*\.zst: SHA-256 is [0-9a-f]{64}, the manifest says [0-9a-f]{64}; .* is unchanged$/));
+    s.untouched(t);
+  }
+  // 2. A .zst that is what the manifest says but is not zstd: decompression fails.
+  {
+    const s = scene(t);
+    const rel = publishZst(NEXT, bin, Buffer.from("not zstd at all, but signed"));
+    await t.rejects(update(s.cfg(rel.url), s.sys, { check: false, force: false, target: s.target }), refused(/update failed downloading .*: decompressing it: .*; .* is unchanged$/));
+    s.untouched(t);
+  }
+  // 3. A well-formed .zst of different bytes of the same size: the binary's hash refuses it.
+  {
+    const s = scene(t);
+    const other = Buffer.from(bin);
+    other[other.length - 1] ^= 0x01;
+    const dir = prefix();
+    const name = `sentry-${NEXT}-${PLAT}`;
+    const zOther = zlib.zstdCompressSync(other);
+    const rel = publishAt(dir, name, NEXT, bin, zOther, {});
+    await t.rejects(update(s.cfg(rel.url), s.sys, { check: false, force: false, target: s.target }), refused(/decompressing it: the decompressed binary's SHA-256 is [0-9a-f]{64}, the manifest says [0-9a-f]{64}/));
+    s.untouched(t);
+  }
+});
+
+t.test("compressed: a decompression bomb is refused at the binary's size, nothing written beyond it", async (t) => {
+  const s = scene(t);
+  const bin = script(NEXT, "small");
+  // 64 MiB of zeros compress to a few KiB: far more than the manifest's size.
+  const bomb = zlib.zstdCompressSync(Buffer.alloc(64 * 1024 * 1024));
+  t.ok(bomb.length < 16 * 1024, `the bomb is ${bomb.length} bytes`);
+  const rel = publishZst(NEXT, bin, bomb);
+  await t.rejects(
+    update(s.cfg(rel.url), s.sys, { check: false, force: false, target: s.target }),
+    refused(new RegExp(`decompressing it: it decompresses to more than the ${bin.length} bytes the manifest says \\(a decompression bomb\\?\\); .* is unchanged$`)),
+  );
+  s.untouched(t);
+});
+
+t.test("compressed: an unknown format is a bad manifest", async (t) => {
+  const s = scene(t);
+  const bin = script(NEXT, "new");
+  const rel = publishZst(NEXT, bin, undefined, { format: "xz" });
+  await t.rejects(update(s.cfg(rel.url), s.sys, { check: false, force: false, target: s.target }), refused(/compressed\.format is "xz"; this sentry reads "zstd"/));
+  s.untouched(t);
 });

@@ -29,7 +29,16 @@ export function tempDir(t: { teardown(fn: () => void): void }, prefix = "sentry-
  * services other than ssh switched off so this machine's own logs stay out.
  */
 export function envFor(root: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ROOT_DIR: root, PROTECT_FTP: "0", PROTECT_MUA: "0", SSH_LOG: join(root, "no-such.log"), ...extra };
+  return { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ROOT_DIR: root, PROTECT_FTP: "0", PROTECT_MUA: "0", SSH_LOG: join(root, "no-such.log"), ...systemPaths(`${root}.sys`), ...extra };
+}
+
+/**
+ * Where --install puts the manual, the completion, the units and the cron
+ * line, redirected under `dir` so that no test writes into the machine's
+ * /usr/local/share or /etc.
+ */
+export function systemPaths(dir: string): Record<string, string> {
+  return { MAN_DIR: join(dir, "man8"), COMPLETION_DIR: join(dir, "completions"), UNIT_DIR: join(dir, "systemd"), CRON_FILE: join(dir, "cron.d", "sentry") };
 }
 
 /** Runs dist/sentry synchronously. */
