@@ -107,7 +107,8 @@ export const DEFAULTS = {
   HOSTS_DENY: "/etc/hosts.deny", // the system's tcpwrappers deny file (read only: the policy --install must keep)
   POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
-  CONNECT_THRESHOLD: 3, // connections before the logs are consulted
+  CONNECT_THRESHOLD: 3, // connections before the logs may decide on thin evidence (or allow)
+  STRONG_CONNECT_THRESHOLD: 2, // connections before strong evidence (see thinEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
@@ -149,6 +150,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   THIN_NAUGHTY_LINES: 1_000_000,
   TYPO_DISTANCE: 8, // further than that, every name is a "typo" of some account
   CONNECT_THRESHOLD: 1_000_000,
+  STRONG_CONNECT_THRESHOLD: 1_000_000,
   FAIL_THRESHOLD: 1_000_000,
   SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
   SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
@@ -3733,16 +3735,24 @@ export function classOfReason(why: string): "ignored" | "missed" | "other" {
   return NOT_EVIDENCE_BY_DESIGN.test(why) ? "ignored" : "missed";
 }
 
+/** Distinct user names an address tried on naughty lines in --test-log's read (what userNames counts in sentry.db). */
+function naughtyNamesFound(per: Map<Service, { names: Names }>): number {
+  const names = new Set<string>();
+  for (const t of per.values()) for (const [user, rules] of t.names) if ([...rules.values()].some((r) => r.kind === "naughty")) names.add(user);
+  return names.size;
+}
+
 /** What --scan and --connect would do with an address, in words: "would block once seen 3 times". */
 export function predict(
   t: Tallies,
-  o: { status: Status; allowListed: boolean; connections: number; threshold: number; failLimit: number },
+  o: { status: Status; allowListed: boolean; connections: number; cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD" | "FAIL_THRESHOLD" | "THIN_NAUGHTY_LINES">; naughtyNames: number },
 ): string {
   if (o.status === "allowed") return o.allowListed ? "in ALLOW_IPS or loopback: never blocked" : "already allowed (allow/): nothing to do";
   if (o.status === "blocked") return "already blocked (block/): nothing to do";
-  const v = decide(t, o.failLimit);
+  const v = decide(t, o.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return "would decide nothing yet";
-  if (!thresholdReached(t, o.connections, o.threshold)) return `would ${v.action} once seen ${o.threshold} times`;
+  const threshold = decisionThreshold(v, v.action === "block" && thinEvidence(t, o.naughtyNames, o.cfg), o.cfg);
+  if (!thresholdReached(t, o.connections, threshold)) return `would ${v.action} once seen ${threshold} times`;
   return `would ${v.action}`;
 }
 
@@ -3887,8 +3897,8 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
       status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
       allowListed: inRanges(ip, ctx.allowRanges),
       connections: stateNote === null ? countConnections(ctx, ip) : 0,
-      threshold: ctx.cfg.CONNECT_THRESHOLD,
-      failLimit: ctx.cfg.FAIL_THRESHOLD,
+      cfg: ctx.cfg,
+      naughtyNames: naughtyNamesFound(found.get(ip) as Map<Service, { names: Names }>),
     });
     out.push(`${ip.padEnd(iw)} ${counts} → ${would}`);
   }
@@ -3939,6 +3949,33 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
   return { action: "none", reason: `${attempts} failed attempts, no success, nothing naughty` };
 }
 
+// Strong evidence decides early:
+//
+//   2nd connect, logs: "Invalid user admin" + 6 × "Failed password for invalid user admin"
+//                      + "maximum authentication attempts exceeded for invalid user admin"
+//     → 8 naughty lines (strong)                    → block now (STRONG_CONNECT_THRESHOLD)
+//   2nd connect, logs: "Invalid user alcie" … (one connection, one name, 3 lines)
+//     → thin                                        → wait for the 3rd (CONNECT_THRESHOLD)
+//
+// Measured against a real sshd 9.2 (issue 16): a bot that uses all of
+// MaxAuthTries (6) per connection got 18 guesses before tcpd refused it,
+// because sentry decided at the start of the third connection and tcpd lets
+// that connection through whatever sentry decides. A person never leaves
+// strong evidence in one connection (several names, more naughty lines than
+// one mistyped name writes, more failures than FAIL_THRESHOLD), so weighing
+// it at the second connection costs nobody legitimate anything, and the
+// bot loses a whole connection of guesses. Thin evidence and allows keep the
+// old threshold: they are what a person leaves, and the third connection is
+// the one where the person's success shows. The price is one log read at
+// every address's second connection (a cursor read: the bytes written since
+// the last one).
+
+/** The connection count (or, for --scan, log events) from which verdict `v` may be acted on: fewer for a block on strong evidence. */
+export function decisionThreshold(v: Verdict, thin: boolean, cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD">): number {
+  if (v.action === "block" && !thin) return Math.min(cfg.STRONG_CONNECT_THRESHOLD, cfg.CONNECT_THRESHOLD);
+  return cfg.CONNECT_THRESHOLD;
+}
+
 /** The record line the old scripts printed and admins grep: "   3 connections from IP and it is blocked". */
 export function recordLine(count: number, ip: string, status: Status): string {
   const n = String(count).padStart(4);
@@ -3957,9 +3994,10 @@ export function connect(ctx: Ctx, ip: string): number {
   expireIfDue(ctx);
   if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
-  if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
+  if (count < Math.min(ctx.cfg.CONNECT_THRESHOLD, ctx.cfg.STRONG_CONNECT_THRESHOLD)) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
   if (evidence === null) {
+    if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3: nothing would be decided yet anyway (gatherEvidence warned)
     // 5: no readable log, no decision; said where the admin looks (stderr is /dev/null under tcpd).
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], "no log could be read, nothing decided"));
     return 0;
@@ -3968,6 +4006,8 @@ export function connect(ctx: Ctx, ip: string): number {
   const lifted = liftAfterSuccess(ctx, evidence.succeeded, "connect").code;
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return lifted;
+  // 3: only strong evidence decides before CONNECT_THRESHOLD (see decisionThreshold).
+  if (count < decisionThreshold(v, thinEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg), ctx.cfg)) return lifted;
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
@@ -4021,9 +4061,20 @@ export function blockLength(
     failed += t[s]?.failed ?? 0;
   }
   const lines = `${naughty} naughty line${naughty === 1 ? "" : "s"}, ${naughtyNames} name${naughtyNames === 1 ? "" : "s"} tried on them, ${failed} failed`;
-  const thin = naughty > 0 && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD;
+  const thin = thinEvidence(t, naughtyNames, cfg);
   if (thin && cfg.BLOCK_THIN_MINUTES > 0) return { ms: cfg.BLOCK_THIN_MINUTES * 60_000, why: `thin evidence: ${lines}` };
   return { ms: cfg.EXPIRE_BLOCK_DAYS * 86_400_000, why: `${thin ? "thin" : "strong"} evidence: ${lines}` };
+}
+
+/** Whether a block on these tallies rests on thin evidence (what a person leaves); otherwise it is strong (section 8.1, 8.4). */
+export function thinEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config, "THIN_NAUGHTY_LINES" | "FAIL_THRESHOLD">): boolean {
+  let naughty = 0;
+  let failed = 0;
+  for (const s of SERVICES) {
+    naughty += t[s]?.naughty ?? 0;
+    failed += t[s]?.failed ?? 0;
+  }
+  return naughty > 0 && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD;
 }
 
 /** The configured length of a block that weighs no evidence (an administrator's --block). */
@@ -4415,8 +4466,9 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       weighed++;
       const t = tallies(db, ip);
       const status = ipStatus(ctx, ip);
-      if (status === null && thresholdReached(t, countConnections(ctx, ip), ctx.cfg.CONNECT_THRESHOLD)) {
-        const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+      const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+      const threshold = decisionThreshold(v, v.action === "block" && thinEvidence(t, userNames(db, ip).naughty, ctx.cfg), ctx.cfg);
+      if (status === null && thresholdReached(t, countConnections(ctx, ip), threshold)) {
         // A block on partial evidence waits, still pending, for a complete read (see incomplete).
         if (v.action === "block" && partial !== null) {
           held++;
