@@ -108,6 +108,7 @@ export const DEFAULTS = {
   POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
   CONNECT_THRESHOLD: 3, // connections before the logs may decide on thin evidence (or allow)
+  CUT_DECIDING_CONNECTION: true, // a connect that blocks on strong evidence ends the sshd connection that spawned it (section 8.0.1)
   STRONG_CONNECT_THRESHOLD: 2, // connections before strong evidence (see thinEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
@@ -340,6 +341,8 @@ export interface Sys {
   execPath: string; // this program (the binary itself when compiled)
   outClosed?(): boolean; // true once stdout's reader has gone (`| head`): long output may stop early
   uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
+  pid?: number; // this process (section 8.0.1 walks its ancestors); absent: nothing is ever cut
+  kill?(pid: number): void; // SIGTERM to pid (section 8.0.1 alone uses it)
 }
 
 /**
@@ -417,6 +420,8 @@ export function realSys(): Sys {
     run: runCommand,
     execPath: process.execPath,
     uid: process.geteuid ? process.geteuid() : 0,
+    pid: process.pid,
+    kill: (pid) => void process.kill(pid, "SIGTERM"),
   };
 }
 
@@ -4019,9 +4024,139 @@ export function connect(ctx: Ctx, ip: string): number {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
-    return setBlocked(ctx, ip, "connect", v.reason, length);
+    const code = setBlocked(ctx, ip, "connect", v.reason, length);
+    // Strong evidence only: a thin block's deciding connection is where the person's success shows (section 8.1).
+    if (ctx.cfg.CUT_DECIDING_CONNECTION && !thinEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg)) cutDecidingConnection(ctx, ip);
+    return code;
   }));
 }
+
+// ---- 8.0.1 The deciding connection ends with its block ------------------------
+//
+//   sentry --connect --ip=192.0.2.50          (this process)
+//    └ sh -c "… sentry --connect --ip=%a …"   (libwrap's spawn; it waits for us)
+//       └ sshd: [accepted]                    exe /usr/sbin/sshd, fd 4 = TCP 192.0.2.1:22 ↔ 192.0.2.50:40013
+//                                             → SIGTERM: the bot's connection ends before its first guess
+//
+// tcpd spawns sentry from the sshd process that serves the connection being
+// judged and lets that connection through whatever sentry decides, so a
+// bot blocked at the start of its second connection still gets all of
+// MaxAuthTries on it (issue 16: 12 guesses with nftables, 18 with tcpd
+// alone, against fail2ban's 6). Ending that sshd process ends the
+// connection before a single guess. The tree above is what a real sshd 9.2
+// with libwrap shows (test/e2e-early.test.ts checks it).
+//
+// Ending a process is the one thing here that can hurt someone else, so
+// the target must prove, from /proc, that it is the connection we judged:
+//   1. it is an ancestor of this process, at most CUT_MAX_DEPTH generations
+//      up, through shells only (libwrap's `sh -c`): nothing beside us. Its
+//      pid cannot be reused while it is our ancestor; only in the moment
+//      between the read and the signal could it die, be reaped by the
+//      listener and its pid be handed out again (a pid wrap-around within
+//      microseconds);
+//   2. its executable is sshd or sshd-session (OpenSSH 9.8+);
+//   3. it holds an ESTABLISHED TCP socket whose peer is the address just
+//      blocked, read from its own network namespace's /proc/PID/net/tcp{,6}.
+// sshd's listener holds only listening sockets (3 fails); an admin's session
+// from another address fails 3; `sentry --connect` run by hand from a shell
+// that is not a child of sshd fails 2. The worst a forged `--ip` can do is
+// end a connection from that very address, which the block refuses anyway.
+// Any doubt (a /proc we cannot read, a non-Linux system) ends nothing; it is
+// said in sentry.log, because stderr is /dev/null under tcpd.
+
+/** One row of /proc/net/tcp{,6}: its socket inode, state and the peer's canonical address. */
+export function procNetPeers(text: string, v6: boolean): { inode: string; established: boolean; peer: string | null }[] {
+  const rows: { inode: string; established: boolean; peer: string | null }[] = [];
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const [hex] = f[2].split(":");
+    rows.push({ inode: f[9], established: f[3] === "01", peer: procNetAddress(hex, v6) });
+  }
+  return rows;
+}
+
+/** "320200C0" → "192.0.2.50"; /proc/net/tcp6's 32 digits are four host-order (little-endian) words. */
+export function procNetAddress(hex: string, v6: boolean): string | null {
+  if (!/^[0-9A-Fa-f]+$/.test(hex) || hex.length !== (v6 ? 32 : 8)) return null;
+  const bytes: number[] = [];
+  for (let w = 0; w < hex.length; w += 8) for (let b = 6; b >= 0; b -= 2) bytes.push(parseInt(hex.slice(w + b, w + b + 2), 16));
+  if (!v6) return parseIp(bytes.join("."));
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  return parseIp(groups.join(":")); // an IPv4-mapped peer comes back as the IPv4
+}
+
+/**
+ * The pid of the sshd process serving the connection from `ip` that spawned
+ * this process, or why there is none (the three proofs above).
+ */
+export function decidingSshd(sys: Sys, ip: string, maxDepth: number): { pid: number } | { none: string } {
+  if (sys.pid === undefined) return { none: "no process tree here" };
+  // A process gone or hidden from us (ENOENT, ESRCH, EACCES, EPERM) is not one we may end: null. Anything else is thrown.
+  const proc = <T>(f: string, get: () => T): T | null => {
+    try {
+      return get();
+    } catch (e) {
+      if (["ENOENT", "EACCES", "ESRCH", "EPERM"].includes(errCode(e) ?? "")) return null;
+      throw ioError("read", f, e);
+    }
+  };
+  const read = (f: string) => proc(f, () => sys.fs.readFileSync(f, "utf8"));
+  const exeOf = (pid: number) => proc(`/proc/${pid}/exe`, () => path.basename(sys.fs.readlinkSync(`/proc/${pid}/exe`)));
+  let pid = sys.pid;
+  for (let depth = 1; depth <= maxDepth; depth++) {
+    const status = read(`/proc/${pid}/status`);
+    const ppid = Number(/^PPid:\s*(\d+)$/m.exec(status ?? "")?.[1] ?? 0);
+    if (ppid <= 1) return { none: `no sshd among this process's ancestors (${status === null ? "/proc unreadable" : `pid ${pid}'s parent is ${ppid}`})` };
+    pid = ppid;
+    const exe = exeOf(pid);
+    if (exe === "sshd" || exe === "sshd-session") {
+      const fds = proc(`/proc/${pid}/fd`, () => sys.fs.readdirSync(`/proc/${pid}/fd`).map(String));
+      if (fds === null) return { none: `cannot read sshd ${pid}'s open files` };
+      const inodes = new Set<string>();
+      for (const fd of fds) {
+        // null: closed between readdir and readlink, so not the connection
+        const m = /^socket:\[(\d+)\]$/.exec(proc(`/proc/${pid}/fd/${fd}`, () => sys.fs.readlinkSync(`/proc/${pid}/fd/${fd}`)) ?? "");
+        if (m) inodes.add(m[1]);
+      }
+      for (const [file, v6] of [["tcp", false], ["tcp6", true]] as const) {
+        for (const row of procNetPeers(read(`/proc/${pid}/net/${file}`) ?? "", v6))
+          if (inodes.has(row.inode) && row.established && row.peer === ip) return { pid };
+      }
+      return { none: `sshd ${pid} holds no connection from ${ip}` };
+    }
+    // Only libwrap's shell may stand between sshd and us.
+    if (exe === null || !/^(sh|dash|bash|ash|ksh|mksh|busybox)$/.test(exe)) return { none: `an ancestor (${exe ?? "unknown"}) is neither a shell nor sshd` };
+  }
+  return { none: `no sshd within ${maxDepth} generations` };
+}
+
+/** Ends the sshd connection from `ip` that spawned this connect, when /proc proves it is that one (above); says what it did in sentry.log. */
+export function cutDecidingConnection(ctx: Ctx, ip: string): boolean {
+  let found: { pid: number } | { none: string };
+  try {
+    found = decidingSshd(ctx.sys, ip, CUT_MAX_DEPTH);
+  } catch (e) {
+    // The block is made; an odd /proc must not turn it into a failed connect. Said where the admin looks.
+    found = { none: errText(e) };
+  }
+  if ("none" in found) {
+    logDecision(ctx, ip, "cut-skipped", found.none);
+    return false;
+  }
+  try {
+    ctx.sys.kill?.(found.pid);
+  } catch (e) {
+    logDecision(ctx, ip, "cut-skipped", `could not end sshd ${found.pid}: ${errText(e)}`);
+    return false;
+  }
+  logDecision(ctx, ip, "cut", `ended the deciding connection (sshd pid ${found.pid})`);
+  return true;
+}
+
+/** Generations between sentry and the sshd that spawned it: libwrap's `sh -c`, and a shell the admin's hosts.allow line may add. */
+const CUT_MAX_DEPTH = 4;
 
 // ---- 8.1 How long a block lasts, and the success that lifts it ----------------
 //
