@@ -107,9 +107,10 @@ export const DEFAULTS = {
   HOSTS_DENY: "/etc/hosts.deny", // the system's tcpwrappers deny file (read only: the policy --install must keep)
   POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
-  CONNECT_THRESHOLD: 3, // connections before the logs may decide on thin evidence (or allow)
-  CUT_DECIDING_CONNECTION: true, // a connect that blocks on strong evidence ends the sshd connection that spawned it (section 8.0.1)
-  STRONG_CONNECT_THRESHOLD: 2, // connections before strong evidence (see thinEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
+  CONNECT_THRESHOLD: 3, // connections before the logs may decide (a bot's evidence: STRONG_CONNECT_THRESHOLD)
+  CUT_DECIDING_CONNECTION: true, // a connect that blocks early (before CONNECT_THRESHOLD) ends the sshd connection that spawned it (section 8.0.1)
+  STRONG_CONNECT_THRESHOLD: 2, // connections before a bot's evidence (see earlyEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
+  EARLY_NAUGHTY_LINES: 6, // more naughty lines than this decide early (a person's one connection writes at most 5, a bot's that used MaxAuthTries 6 writes 8 or more)
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
@@ -152,6 +153,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   TYPO_DISTANCE: 8, // further than that, every name is a "typo" of some account
   CONNECT_THRESHOLD: 1_000_000,
   STRONG_CONNECT_THRESHOLD: 1_000_000,
+  EARLY_NAUGHTY_LINES: 1_000_000,
   FAIL_THRESHOLD: 1_000_000,
   SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
   SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
@@ -3750,13 +3752,13 @@ function naughtyNamesFound(per: Map<Service, { names: Names }>): number {
 /** What --scan and --connect would do with an address, in words: "would block once seen 3 times". */
 export function predict(
   t: Tallies,
-  o: { status: Status; allowListed: boolean; connections: number; cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD" | "FAIL_THRESHOLD" | "THIN_NAUGHTY_LINES">; naughtyNames: number },
+  o: { status: Status; allowListed: boolean; connections: number; cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD" | "FAIL_THRESHOLD" | "EARLY_NAUGHTY_LINES">; naughtyNames: number },
 ): string {
   if (o.status === "allowed") return o.allowListed ? "in ALLOW_IPS or loopback: never blocked" : "already allowed (allow/): nothing to do";
   if (o.status === "blocked") return "already blocked (block/): nothing to do";
   const v = decide(t, o.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return "would decide nothing yet";
-  const threshold = decisionThreshold(v, v.action === "block" && thinEvidence(t, o.naughtyNames, o.cfg), o.cfg);
+  const threshold = decisionThreshold(v, v.action === "block" && earlyEvidence(t, o.naughtyNames, o.cfg), o.cfg);
   if (!thresholdReached(t, o.connections, threshold)) return `would ${v.action} once seen ${threshold} times`;
   return `would ${v.action}`;
 }
@@ -3954,30 +3956,47 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
   return { action: "none", reason: `${attempts} failed attempts, no success, nothing naughty` };
 }
 
-// Strong evidence decides early:
+// A bot's evidence decides early:
 //
 //   2nd connect, logs: "Invalid user admin" + 6 × "Failed password for invalid user admin"
-//                      + "maximum authentication attempts exceeded for invalid user admin"
-//     → 8 naughty lines (strong)                    → block now (STRONG_CONNECT_THRESHOLD)
-//   2nd connect, logs: "Invalid user alcie" … (one connection, one name, 3 lines)
-//     → thin                                        → wait for the 3rd (CONNECT_THRESHOLD)
+//                      + "maximum authentication attempts exceeded for invalid user admin" + …
+//     → 8 naughty lines or more, one connection     → block now (STRONG_CONNECT_THRESHOLD), end this connection
+//   2nd connect, logs: "Invalid user admin" / "Invalid user oracle" (two names)
+//     → block now, end this connection
+//   2nd connect, logs: `ssh root@host`, 3 passwords: 3 × "Failed password for root" + "Connection closed …"
+//     → 4 naughty lines: strong (blockLength), but a person writes that → wait for the 3rd (CONNECT_THRESHOLD)
 //
 // Measured against a real sshd 9.2 (issue 16): a bot that uses all of
 // MaxAuthTries (6) per connection got 18 guesses before tcpd refused it,
 // because sentry decided at the start of the third connection and tcpd lets
-// that connection through whatever sentry decides. A person never leaves
-// strong evidence in one connection (several names, more naughty lines than
-// one mistyped name writes, more failures than FAIL_THRESHOLD), so weighing
-// it at the second connection costs nobody legitimate anything, and the
-// bot loses a whole connection of guesses. Thin evidence and allows keep the
-// old threshold: they are what a person leaves, and the third connection is
-// the one where the person's success shows. The price is one log read at
-// every address's second connection (a cursor read: the bytes written since
-// the last one).
+// that connection through whatever sentry decides. One connection of a
+// person writes at most 5 naughty lines (ssh asks 3 passwords: "Invalid
+// user", 3 failures, the closing line) and one user name; more lines, a
+// second name, or more failures than FAIL_THRESHOLD is a bot, so weighing
+// that at the second connection costs nobody legitimate anything, and the
+// bot loses a whole connection of guesses (and, with section 8.0.1, the
+// second one too). Everything else keeps the old threshold: the third
+// connection is the one where a person's success shows and lifts a block
+// (section 8.1). With MaxAuthTries 3 (what --doctor suggests) a bot's
+// connection looks like a person's by its lines, and waits like one; it
+// gets 3 guesses per connection instead. The price is one log read at every
+// address's second connection (a cursor read: the bytes written since the
+// last one).
 
-/** The connection count (or, for --scan, log events) from which verdict `v` may be acted on: fewer for a block on strong evidence. */
-export function decisionThreshold(v: Verdict, thin: boolean, cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD">): number {
-  if (v.action === "block" && !thin) return Math.min(cfg.STRONG_CONNECT_THRESHOLD, cfg.CONNECT_THRESHOLD);
+/** Whether these tallies are a bot's, not a person's (above): enough to block before CONNECT_THRESHOLD. `naughtyNames` as in blockLength. */
+export function earlyEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config, "EARLY_NAUGHTY_LINES" | "FAIL_THRESHOLD">): boolean {
+  let naughty = 0;
+  let failed = 0;
+  for (const s of SERVICES) {
+    naughty += t[s]?.naughty ?? 0;
+    failed += t[s]?.failed ?? 0;
+  }
+  return naughtyNames >= 2 || naughty > cfg.EARLY_NAUGHTY_LINES || failed > cfg.FAIL_THRESHOLD;
+}
+
+/** The connection count (or, for --scan, log events) from which verdict `v` may be acted on: fewer for a block on a bot's evidence. */
+export function decisionThreshold(v: Verdict, early: boolean, cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD">): number {
+  if (v.action === "block" && early) return Math.min(cfg.STRONG_CONNECT_THRESHOLD, cfg.CONNECT_THRESHOLD);
   return cfg.CONNECT_THRESHOLD;
 }
 
@@ -4011,8 +4030,8 @@ export function connect(ctx: Ctx, ip: string): number {
   const lifted = liftAfterSuccess(ctx, evidence.succeeded, "connect").code;
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return lifted;
-  // 3: only strong evidence decides before CONNECT_THRESHOLD (see decisionThreshold).
-  if (count < decisionThreshold(v, thinEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg), ctx.cfg)) return lifted;
+  // 3: only a bot's evidence decides before CONNECT_THRESHOLD (see earlyEvidence).
+  if (count < decisionThreshold(v, earlyEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg), ctx.cfg)) return lifted;
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
@@ -4025,8 +4044,8 @@ export function connect(ctx: Ctx, ip: string): number {
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
     const code = setBlocked(ctx, ip, "connect", v.reason, length);
-    // Strong evidence only: a thin block's deciding connection is where the person's success shows (section 8.1).
-    if (ctx.cfg.CUT_DECIDING_CONNECTION && !thinEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg)) cutDecidingConnection(ctx, ip);
+    // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.1).
+    if (ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD) cutDecidingConnection(ctx, ip);
     return code;
   }));
 }
@@ -4196,20 +4215,9 @@ export function blockLength(
     failed += t[s]?.failed ?? 0;
   }
   const lines = `${naughty} naughty line${naughty === 1 ? "" : "s"}, ${naughtyNames} name${naughtyNames === 1 ? "" : "s"} tried on them, ${failed} failed`;
-  const thin = thinEvidence(t, naughtyNames, cfg);
+  const thin = naughty > 0 && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD;
   if (thin && cfg.BLOCK_THIN_MINUTES > 0) return { ms: cfg.BLOCK_THIN_MINUTES * 60_000, why: `thin evidence: ${lines}` };
   return { ms: cfg.EXPIRE_BLOCK_DAYS * 86_400_000, why: `${thin ? "thin" : "strong"} evidence: ${lines}` };
-}
-
-/** Whether a block on these tallies rests on thin evidence (what a person leaves); otherwise it is strong (section 8.1, 8.4). */
-export function thinEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config, "THIN_NAUGHTY_LINES" | "FAIL_THRESHOLD">): boolean {
-  let naughty = 0;
-  let failed = 0;
-  for (const s of SERVICES) {
-    naughty += t[s]?.naughty ?? 0;
-    failed += t[s]?.failed ?? 0;
-  }
-  return naughty > 0 && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD;
 }
 
 /** The configured length of a block that weighs no evidence (an administrator's --block). */
@@ -4602,7 +4610,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       const t = tallies(db, ip);
       const status = ipStatus(ctx, ip);
       const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
-      const threshold = decisionThreshold(v, v.action === "block" && thinEvidence(t, userNames(db, ip).naughty, ctx.cfg), ctx.cfg);
+      const threshold = decisionThreshold(v, v.action === "block" && earlyEvidence(t, userNames(db, ip).naughty, ctx.cfg), ctx.cfg);
       if (status === null && thresholdReached(t, countConnections(ctx, ip), threshold)) {
         // A block on partial evidence waits, still pending, for a complete read (see incomplete).
         if (v.action === "block" && partial !== null) {

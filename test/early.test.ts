@@ -1,13 +1,13 @@
-// test/early.test.ts — issue 16 item 5: strong evidence decides before the
-// third connection, thin evidence and allows wait for it. The rule is pure
-// (decisionThreshold, thinEvidence), shared by --connect, --scan and the
+// test/early.test.ts — issue 16 item 5: a bot's evidence decides before the
+// third connection, a person's evidence and allows wait for it. The rule is pure
+// (decisionThreshold, earlyEvidence), shared by --connect, --scan and the
 // prediction of --test-log; these tests check the rule, its safety property
 // and that the prediction follows it. The real-sshd proof is e2e-early.test.ts.
 import t from "tap";
 import fc from "fast-check";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { decide, decisionThreshold, thinEvidence, predict, thresholdReached, DEFAULTS, type Tallies } from "../sentry.ts";
+import { decide, decisionThreshold, earlyEvidence, blockLength, predict, thresholdReached, DEFAULTS, type Tallies } from "../sentry.ts";
 import { sentry, tempDir } from "./lib/run.ts";
 
 const tally = (o: Partial<{ success: number; failed: number; naughty: number; probe: number }>) => ({
@@ -16,26 +16,29 @@ const tally = (o: Partial<{ success: number; failed: number; naughty: number; pr
 const cfg = { ...DEFAULTS };
 const at = (t: Tallies, names: number) => {
   const v = decide(t, cfg.FAIL_THRESHOLD);
-  return decisionThreshold(v, v.action === "block" && thinEvidence(t, names, cfg), cfg);
+  return decisionThreshold(v, v.action === "block" && earlyEvidence(t, names, cfg), cfg);
 };
 
-t.test("the rule: strong blocks from the 2nd connection, thin blocks and allows from the 3rd", async (t) => {
+t.test("the rule: a bot's evidence blocks from the 2nd connection, a person's and allows from the 3rd", async (t) => {
   // One connection of a bot using MaxAuthTries 6 on an invalid name: Invalid user, 6 × Failed … invalid user, maximum … exceeded.
-  t.equal(at({ ssh: tally({ naughty: 8 }) }, 1), 2, "8 naughty lines, one name: strong, 2nd connection");
-  t.equal(at({ ssh: tally({ naughty: 2 }) }, 2), 2, "two names: strong, 2nd connection");
-  t.equal(at({ ssh: tally({ failed: 11 }) }, 0), 2, "more failures than FAIL_THRESHOLD: strong, 2nd connection");
-  t.equal(at({ ssh: tally({ naughty: 3 }) }, 1), 3, "one mistyped name (3 lines): thin, 3rd connection");
-  t.equal(at({ ssh: tally({ naughty: 1, failed: 2 }) }, 1), 3, "`ssh root@host` and a wrong password: thin, 3rd connection");
+  t.equal(at({ ssh: tally({ naughty: 8 }) }, 1), 2, "8 naughty lines, one name: a bot, 2nd connection");
+  t.equal(at({ ssh: tally({ naughty: 2 }) }, 2), 2, "two names: a bot, 2nd connection");
+  t.equal(at({ ssh: tally({ failed: 11 }) }, 0), 2, "more failures than FAIL_THRESHOLD: 2nd connection");
+  t.equal(at({ ssh: tally({ naughty: 3 }) }, 1), 3, "one wrong name, one password (3 lines): 3rd connection");
+  t.equal(at({ ssh: tally({ naughty: 5 }) }, 1), 3, "one wrong name, ssh's 3 passwords (5 lines): a person's connection, 3rd");
+  t.equal(at({ ssh: tally({ naughty: 4 }) }, 1), 3, "`ssh root@host` with 3 passwords: strong for blockLength, yet a person writes it: 3rd");
+  t.match(blockLength({ ssh: tally({ naughty: 4 }) }, 1, cfg).why, /^strong/, "(blockLength calls those 4 lines strong)");
+  t.equal(at({ ssh: tally({ naughty: 1, failed: 2 }) }, 1), 3, "`ssh root@host` and a wrong password: 3rd connection");
   t.equal(at({ ssh: tally({ naughty: 8, success: 1 }) }, 3), 3, "an allow never comes early, whatever else is there");
   t.equal(at({ ssh: tally({ failed: 6 }) }, 0), 3, "nothing to decide: the usual threshold");
-  t.equal(decisionThreshold({ action: "block", reason: "" }, false, { CONNECT_THRESHOLD: 3, STRONG_CONNECT_THRESHOLD: 5 }), 3,
+  t.equal(decisionThreshold({ action: "block", reason: "" }, true, { CONNECT_THRESHOLD: 3, STRONG_CONNECT_THRESHOLD: 5 }), 3,
     "STRONG_CONNECT_THRESHOLD above CONNECT_THRESHOLD never delays a block");
-  t.equal(decisionThreshold({ action: "block", reason: "" }, false, { CONNECT_THRESHOLD: 3, STRONG_CONNECT_THRESHOLD: 1 }), 1, "it is a setting");
+  t.equal(decisionThreshold({ action: "block", reason: "" }, true, { CONNECT_THRESHOLD: 3, STRONG_CONNECT_THRESHOLD: 1 }), 1, "it is a setting");
 });
 
 // The safety of the early rule: it only ever brings forward a block the old
-// rule (decide at CONNECT_THRESHOLD) makes on the same evidence, and never
-// one on thin evidence, so nobody the old rule let in is refused sooner.
+// rule (decide at CONNECT_THRESHOLD) makes on the same evidence, on strong
+// evidence (blockLength), never where a success was logged.
 t.test("property: an early decision is a block on strong evidence that decide() makes anyway", async (t) => {
   const arbTally = fc.record({ success: fc.nat(3), failed: fc.nat(20), naughty: fc.nat(10), probe: fc.nat(5) }).map((o) => tally(o));
   const arbTallies = fc.record({ ssh: arbTally, ftp: arbTally }, { requiredKeys: [] });
@@ -44,7 +47,7 @@ t.test("property: an early decision is a block on strong evidence that decide() 
       const v = decide(ts, cfg.FAIL_THRESHOLD);
       const th = at(ts, names);
       if (th >= cfg.CONNECT_THRESHOLD) return true;
-      return v.action === "block" && !thinEvidence(ts, names, cfg) && !Object.values(ts).some((x) => x && x.success > 0);
+      return v.action === "block" && /^strong/.test(blockLength(ts, names, cfg).why) && !Object.values(ts).some((x) => x && x.success > 0);
     }),
     { numRuns: 2000 },
   );
@@ -53,10 +56,10 @@ t.test("property: an early decision is a block on strong evidence that decide() 
 
 t.test("--test-log predicts the early block (the same rule --scan and --connect use)", async (t) => {
   const o = { status: null, allowListed: false, connections: 0, cfg, naughtyNames: 1 } as const;
-  // Strong evidence always shows at least 2 events (2 naughty lines, or 11 failures), so the logs alone decide it.
+  // A bot's evidence always shows at least 2 events (2 naughty lines, or 11 failures), so the logs alone decide it.
   t.equal(predict({ ssh: tally({ naughty: 8 }) }, { ...o, connections: 0 }), "would block");
   t.equal(predict({ ssh: tally({ naughty: 2 }) }, { ...o, connections: 0, naughtyNames: 2 }), "would block", "two names, two lines");
-  t.equal(predict({ ssh: tally({ naughty: 2 }) }, { ...o, connections: 0, naughtyNames: 1 }), "would block once seen 3 times", "one name, two lines: thin");
+  t.equal(predict({ ssh: tally({ naughty: 2 }) }, { ...o, connections: 0, naughtyNames: 1 }), "would block once seen 3 times", "one name, two lines: a person's");
   t.equal(predict({ ssh: tally({ naughty: 1 }) }, { ...o, connections: 1 }), "would block once seen 3 times");
   t.notOk(thresholdReached({ ssh: tally({ naughty: 1 }) }, 2, 3), "thin at two connections: not yet");
 
