@@ -6380,6 +6380,27 @@ export function linksLibwrap(ctx: Ctx, bin: string): boolean {
   }
 }
 
+/**
+ * What sshd's MaxAuthTries costs, from `sshd -T` (the configuration sshd
+ * would run with). Every connection a bot opens before sentry decides gets
+ * MaxAuthTries guesses: OpenSSH's default 6 gave a bot 18 against a real
+ * sshd 9.2 (issue 16), MaxAuthTries 3 halves that, and a person with ssh's
+ * 3 password prompts or an agent with 3 keys loses nothing. Advice, not a
+ * fault (the line is OK either way): sshd's default is what most servers run.
+ */
+export function maxAuthTriesAdvice(ctx: Ctx, sshd: string): string {
+  const r = ctx.sys.run(sshd, ["-T"]);
+  const n = /^maxauthtries (\d+)$/m.exec(r.stdout)?.[1];
+  if (r.error !== "" || r.status !== 0 || n === undefined)
+    return `cannot ask ${sshd} -T for MaxAuthTries (${(r.error || r.stderr.trim().split("\n")[0] || `exit ${r.status}`).slice(0, 120)}): with more than ${SUGGESTED_MAX_AUTH_TRIES}, a bot gets that many guesses per connection`;
+  if (Number(n) > SUGGESTED_MAX_AUTH_TRIES)
+    return `sshd allows MaxAuthTries ${n}: each connection a bot opens before sentry decides gets ${n} guesses; "MaxAuthTries ${SUGGESTED_MAX_AUTH_TRIES}" in sshd_config cuts them (ssh asks 3 passwords, so people lose nothing)`;
+  return `sshd allows MaxAuthTries ${n} (at most ${SUGGESTED_MAX_AUTH_TRIES}: few guesses per connection)`;
+}
+
+/** The MaxAuthTries --doctor suggests: ssh's own NumberOfPasswordPrompts. */
+const SUGGESTED_MAX_AUTH_TRIES = 3;
+
 /** The text shown when tcpwrappers cannot work: the two other ways to run sentry. */
 function alternativesText(root: string): string {
   return [
@@ -6687,6 +6708,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
     else if (linksLibwrap(ctx, sshd)) add(0, `${sshd} links libwrap`);
     else if (scanRecent) add(0, `${sshd} does not link libwrap, but sentry --scan ran within the hour`);
     else add(2, `${sshd} does not link libwrap: ${file} is ignored and sentry is never run. ${alternativesText(root).replace(/\n\s*/g, " ")}`);
+    if (sshd !== null && fsys.existsSync(sshd)) add(0, maxAuthTriesAdvice(ctx, sshd));
   }
 
   // What sentry decided: hosts.deny and every firewall set are compared with it.
