@@ -6484,6 +6484,8 @@ export function install(ctx: Ctx, write: boolean, force = false): number {
   // 4. The hosts.allow lines, placed so that no client gains access (11.1.1).
   const fw = firewallBackends.filter((b) => b.enabled(ctx.cfg));
   for (const b of fw) ctx.sys.out(`\n${b.name}: sentry fills the set; load this rule yourself:\n${b.rules(ctx.cfg)}`);
+  const nftOffer = nftablesOffer(ctx);
+  if (nftOffer !== null) ctx.sys.out(`\n${nftOffer}`);
   const file = ctx.cfg.HOSTS_ALLOW;
   const text = readPolicyFile(ctx, file);
   const plan = planHostsAllow(ctx, text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY), me);
@@ -6582,6 +6584,27 @@ function markAdded(before: string, after: string, root: string): string {
     } else out.push(`+ ${l}`);
   }
   return out.join("\n");
+}
+
+/**
+ * The nftables backend, offered where `nft` runs and it is off. Under tcpd
+ * alone a refused connection still holds one of sshd's pre-login slots for
+ * the 5 s libwrap sleeps before closing it, so a blocked bot reconnecting
+ * twice a second pushes sshd past MaxStartups (Debian: 10:30:100), where
+ * sshd drops connections at random, the admin's included (issue 16). The
+ * kernel drops a blocked address's packets before sshd sees them. Text only:
+ * sentry never loads a firewall rule itself.
+ */
+export function nftablesOffer(ctx: Ctx): string | null {
+  if (ctx.cfg.ADD_TO_NFTABLES) return null;
+  const r = ctx.sys.run("nft", ["--version"]);
+  if (r.error !== "" || r.status !== 0) return null;
+  return [
+    `nftables is here (${r.stdout.trim()}): it refuses a blocked address for free, where a tcpd refusal holds an sshd login slot for 5 s`,
+    "(enough of them push sshd past MaxStartups, which then drops connections at random, yours too). To use it,",
+    `set ADD_TO_NFTABLES=1 in ${path.join(ctx.cfg.ROOT_DIR, "sentry.conf")}, load this rule, then run sentry --resync:`,
+    nftablesBackend.rules({ ...ctx.cfg, ADD_TO_NFTABLES: true }),
+  ].join("\n");
 }
 
 /** --uninstall: sentry's lines out of hosts.allow (after a backup); ROOT_DIR is left for the admin. */
