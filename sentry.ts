@@ -4046,6 +4046,7 @@ export function connect(ctx: Ctx, ip: string): number {
     const code = setBlocked(ctx, ip, "connect", v.reason, length);
     // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.1).
     if (ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD) cutDecidingConnection(ctx, ip);
+    cutFlows(ctx, ip); // nftables drops their packets from now on: end them, don't let them stall (section 9.2.2)
     return code;
   }));
 }
@@ -4626,7 +4627,9 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
               return setAllowed(ctx, ip, "scan", v.reason);
             }
             blocked++;
-            return setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
+            const c = setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
+            cutFlows(ctx, ip); // section 9.2.2
+            return c;
           });
           code = Math.max(code, c);
         }
@@ -4938,6 +4941,33 @@ function tidy(ips: Iterable<string>): string[] {
 // which only helps someone testing the block by hand. The rule matches
 // every packet, not only new connections, so the attacker's open session
 // is cut off too (pf needs `pfctl -k` for that).
+
+// The deciding connection, and any other flow of the address just blocked,
+// ends at once rather than stalling. The set's drop rule makes every packet
+// of those flows vanish, but sshd does not know: a pre-login child waits
+// out LoginGraceTime (120 s) holding one of its MaxStartups slots, which is
+// how a blocked bot could still push sshd into dropping the admin's
+// connections (issue 16). `ss -K` closes the sockets whose peer is that
+// address (the kernel's SOCK_DESTROY, Linux 4.5+ with INET_DIAG_DESTROY);
+// sshd sees its socket fail and exits. Only the blocked address's own flows
+// are touched, and those are dead anyway once the set holds it.
+//
+//   ss -K -t dst 192.0.2.30 or dst [::ffff:192.0.2.30]   (an sshd on :: sees IPv4 clients so)
+//   ss -K -t dst [2001:db8::30]
+
+/** Closes this host's TCP sockets whose peer is `ip` (after an nftables block); says in sentry.log how many, or why none. */
+export function cutFlows(ctx: Ctx, ip: string): number | null {
+  if (!ctx.cfg.ADD_TO_NFTABLES || parseIp(ip) !== ip) return null;
+  const filter = ipFamily(ip) === 4 ? ["dst", ip, "or", "dst", `[::ffff:${ip}]`] : ["dst", `[${ip}]`];
+  const r = ctx.sys.run("ss", ["-K", "-H", "-t", ...filter], { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+  if (r.error !== "" || r.status !== 0) {
+    logDecision(ctx, ip, "cut-skipped", `ss -K: ${r.error || r.stderr.trim().split("\n")[0] || `exit ${r.status}`}`);
+    return null;
+  }
+  const n = r.stdout.split("\n").filter((l) => l.trim() !== "").length;
+  if (n > 0) logDecision(ctx, ip, "cut", `closed ${n} TCP connection${n === 1 ? "" : "s"} of the blocked address (ss -K)`);
+  return n;
+}
 
 /** The set of an address family: v4 or v6. */
 function nftSet(ip: string): { set: string; type: string } {

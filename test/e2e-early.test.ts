@@ -12,6 +12,7 @@ import t from "tap";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { nftablesBackend, DEFAULTS } from "../sentry.ts";
 import { DAEMON, LOGIN_MARKER, PORT, SERVER_V4, checkPrerequisites, startHarness } from "./lib/sshd.ts";
 import type { Harness, SshOutcome } from "./lib/sshd.ts";
 
@@ -22,6 +23,7 @@ const BOT = "192.0.2.30";
 const ADMIN = "192.0.2.31";
 const SESSION = "192.0.2.32";
 const BOT_V6 = "2001:db8::30";
+const HOLDER = "192.0.2.35";
 const WRONG = "wrong-password-e2e";
 
 let h: Harness;
@@ -29,7 +31,7 @@ let rootDir = "";
 
 t.before(async () => {
   checkPrerequisites(SENTRY);
-  h = await startHarness({ addresses: [BOT, ADMIN, SESSION, BOT_V6], sshdConfig: { LogLevel: "INFO" } });
+  h = await startHarness({ addresses: [BOT, ADMIN, SESSION, BOT_V6, HOLDER], sshdConfig: { LogLevel: "INFO", LoginGraceTime: "0" } });
   rootDir = join(h.tmp, "root");
   mkdirSync(rootDir, { mode: 0o755 });
   writeFileSync(h.hostsAllow,
@@ -138,3 +140,42 @@ function sshdAlive(): boolean {
     return false;
   }
 }
+
+// With the nftables backend, the blocked address's packets vanish, but sshd
+// does not know: without `ss -K` a pre-login child of a blocked bot would
+// hold its MaxStartups slot until LoginGraceTime (0 here: for ever).
+t.test("nftables: every open connection of the address just blocked is closed (ss -K), not left to stall", async (t) => {
+  const nftRoot = join(h.tmp, "root-nft");
+  mkdirSync(nftRoot, { mode: 0o755 });
+  const load = spawnSync("ip", ["netns", "exec", h.ns, "nft", "-f", "-"], { input: nftablesBackend.rules({ ...DEFAULTS, ADD_TO_NFTABLES: true }), encoding: "utf8" });
+  t.equal(load.status, 0, `the rule loads in the namespace: ${load.stderr}`);
+  writeFileSync(h.hostsAllow,
+    `${DAEMON} : ${nftRoot}/hosts.deny : deny\n` +
+    `${DAEMON} : ALL : spawn ROOT_DIR=${nftRoot} SSH_LOG=${h.sshLog} ADD_TO_NFTABLES=1 ${SENTRY} --connect --ip=%a 2>>${join(h.tmp, "sentry.stderr")} : allow\n`);
+  // Connection 1: the bot opens a TCP connection and says nothing (sshd waits for its banner).
+  const holder = spawn("ip", ["netns", "exec", h.ns, process.execPath, "-e", `
+    const s = require("node:net").connect({ host: ${JSON.stringify(SERVER_V4)}, port: ${PORT}, localAddress: ${JSON.stringify(HOLDER)} });
+    s.on("data", (d) => process.stdout.write("banner\\n"));
+    s.on("close", () => { process.stdout.write("closed\\n"); process.exit(0); });
+    s.on("error", (e) => process.stdout.write("error " + e.code + "\\n"));
+    setTimeout(() => { process.stdout.write("still open\\n"); process.exit(3); }, 20000);
+  `], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  holder.stdout.on("data", (d: Buffer) => { out += d.toString(); });
+  const ended = new Promise<number | null>((r) => holder.on("close", r));
+  for (let i = 0; i < 100 && !out.includes("banner"); i++) await new Promise((r) => setTimeout(r, 50));
+  t.match(out, "banner", "connection 1 is open: sshd sent its banner");
+  // Connections 2 and 3: six guesses each at most; the third connect blocks (a bot's evidence).
+  await h.ssh({ from: HOLDER, user: "admin", password: WRONG, prompts: 6 });
+  await settle(HOLDER, /^Disconnecting invalid user|maximum authentication attempts exceeded/, 1);
+  const third = await h.ssh({ from: HOLDER, user: "admin", password: WRONG, prompts: 6 });
+  t.ok(existsSync(join(nftRoot, "block", HOLDER)), "blocked", why(HOLDER, [third]));
+  const set = spawnSync("ip", ["netns", "exec", h.ns, "nft", "list", "set", "inet", DEFAULTS.FIREWALL_TABLE, "v4"], { encoding: "utf8" });
+  t.match(set.stdout, HOLDER, "in the kernel's set");
+  t.equal(await ended, 0, "connection 1 was closed by the server, not left open", { out });
+  t.match(out, /closed/);
+  t.notOk(third.denied || third.loggedIn, "the deciding connection was closed before a guess", why(HOLDER, [third]));
+  t.match(read(join(nftRoot, "sentry.log")), new RegExp(`^\\S+ ${HOLDER.replaceAll(".", "\\.")} cut closed [23] TCP connections of the blocked address \\(ss -K\\)$`, "m"),
+    "sentry.log says so");
+  t.equal(guesses(HOLDER), 6, "six guesses in all");
+});
