@@ -7819,7 +7819,9 @@ CONFIGURATION
     ROOT_DIR (environment only, default /var/db/sentry), ADD_TO_TCPWRAPPERS (1),
     ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW (0), FIREWALL_TABLE
     (sentry_blocklist), EXPIRE_BLOCK_DAYS (90, 0 = never; a block on strong
-    evidence), BLOCK_THIN_MINUTES (10; a block on thin evidence), PROTECT_FTP (1),
+    evidence), BLOCK_THIN_MINUTES (10; a block on thin evidence),
+    STRONG_CONNECT_THRESHOLD (2; a bot's evidence blocks from this connection
+    on), EARLY_NAUGHTY_LINES (6), CUT_DECIDING_CONNECTION (1), PROTECT_FTP (1),
     PROTECT_SMTP (0), PROTECT_MUA (1), SSH_LOG, FTP_LOG, MAIL_LOG (a file or
     "journal"; empty = the usual places), ALLOW_IPS (addresses and CIDR ranges
     never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW.
