@@ -4,7 +4,8 @@
 //
 // WHAT IT MEASURES
 //
-//   connect    `sentry --connect` for an undecided IP (its 2nd connection) and
+//   connect    `sentry --connect` for a new IP (its 1st connection), an undecided
+//              one at its 2nd (which reads the log: a bot's evidence decides there) and
 //              an allowed one, beside the pinned `node -e 0` (the runtime's
 //              floor), `sentry --version` (the binary's own start) and
 //              `sh -c 'echo 1 >> F; test -f G'` (the floor of any spawned tool)
@@ -396,6 +397,7 @@ function benchConnect(feat) {
   const f2 = join(SCRATCH, "sh-floor-allow");
   fs.writeFileSync(f2, "");
   const UND = "203.0.113.10";
+  const UND2 = "203.0.113.11";
   const ALW = "203.0.113.20";
   const cases = [
     { key: "true", label: "harness: spawn `true`", argv: () => ["/bin/true"], env: BASE_ENV },
@@ -413,13 +415,25 @@ function benchConnect(feat) {
     cases.push(
       {
         key: "undecided",
-        label: "connect, undecided IP (its 2nd connection)",
+        label: "connect, new IP (its 1st connection: no log read)",
         argv: () => [BIN, "--connect", `--ip=${UND}`],
         env,
-        prepare: () => fs.writeFileSync(join(root, "seen", UND), seenLines(1)),
+        prepare: () => fs.rmSync(join(root, "seen", UND), { force: true }),
         after: (i, r) => {
-          if (r.status === 0 && (seenCount(root, UND) !== 2 || stateOf(root, UND) !== "undecided"))
-            check("connect, undecided IP: 2 seen lines and no decision", false, `${seenCount(root, UND)} lines, ${stateOf(root, UND)}`);
+          if (r.status === 0 && (seenCount(root, UND) !== 1 || stateOf(root, UND) !== "undecided"))
+            check("connect, new IP: 1 seen line and no decision", false, `${seenCount(root, UND)} lines, ${stateOf(root, UND)}`);
+        },
+      },
+      {
+        // Since issue 16 the 2nd connection reads the logs: a bot's evidence (STRONG_CONNECT_THRESHOLD) blocks there.
+        key: "second",
+        label: "connect, undecided IP (its 2nd connection: reads the log's new lines)",
+        argv: () => [BIN, "--connect", `--ip=${UND2}`],
+        env,
+        prepare: () => fs.writeFileSync(join(root, "seen", UND2), seenLines(1)),
+        after: (i, r) => {
+          if (r.status === 0 && (seenCount(root, UND2) !== 2 || stateOf(root, UND2) !== "undecided"))
+            check("connect, undecided IP: 2 seen lines and no decision", false, `${seenCount(root, UND2)} lines, ${stateOf(root, UND2)}`);
         },
       },
       {
@@ -451,7 +465,8 @@ function benchConnect(feat) {
       figure: (r) => `${fmtMs(r.median)} = ${fmtX(r.ratio)} \`node -e 0\` (${fmtMs(median(m.get("node").times))})`,
     });
     const u = row(cases[4].label, m.get("undecided"), node, tgt());
-    const a = row(cases[5].label, m.get("allowed"), node, tgt());
+    row(cases[5].label, m.get("second"), node);
+    const a = row(cases[6].label, m.get("allowed"), node, tgt());
     const shMed = median(m.get("sh").times);
     notes.push(
       `A connect costs ${fmtX(ratio(u.median, shMed))} (undecided) and ${fmtX(ratio(a.median, shMed))} (allowed) the shell one-liner's ${fmtMs(shMed)}; ` +
