@@ -7,7 +7,7 @@ import t from "tap";
 import fc from "fast-check";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { decide, decisionThreshold, earlyEvidence, blockLength, predict, thresholdReached, DEFAULTS, type Tallies } from "../sentry.ts";
+import { decide, decisionThreshold, earlyEvidence, blockLength, predict, procNetAddress, procNetPeers, thresholdReached, DEFAULTS, type Tallies } from "../sentry.ts";
 import { sentry, tempDir } from "./lib/run.ts";
 
 const tally = (o: Partial<{ success: number; failed: number; naughty: number; probe: number }>) => ({
@@ -79,4 +79,22 @@ t.test("--test-log predicts the early block (the same rule --scan and --connect 
     "8 naughty lines show ≥ 2 events: --scan blocks the bot at once");
   t.match(r.stdout, new RegExp(`${person.replaceAll(".", "\\.")} +ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block once seen 3 times`),
     "one wrong name waits for the third connection");
+});
+
+// Section 8.0.1 reads the deciding connection's peer from /proc/PID/net/tcp{,6}.
+// Rows below are as a real sshd 9.2 in the test namespace showed them.
+t.test("/proc/net/tcp{,6} rows: the peer address, canonical", async (t) => {
+  t.equal(procNetAddress("320200C0", false), "192.0.2.50");
+  t.equal(procNetAddress("B80D0120000000000000000030000000", true), "2001:db8::30");
+  t.equal(procNetAddress("0000000000000000FFFF0000320200C0", true), "192.0.2.50", "an IPv4-mapped peer is the IPv4 (tcpd's %a folds it too)");
+  t.equal(procNetAddress("320200C", false), null, "a short field is nothing");
+  t.equal(procNetAddress("320200CG", false), null, "not hex: nothing");
+  const text =
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n" +
+    "   0: 010200C0:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1837574 1 0000000052893a2d 100 0 0 10 0\n" +
+    "   1: 010200C0:08AE 320200C0:9C2D 01 00000000:00000029 02:000AFC7B 00000000     0        0 1836929 2 000000002a2a4fe9 20 4 30 10 -1\n";
+  t.same(procNetPeers(text, false), [
+    { inode: "1837574", established: false, peer: null },
+    { inode: "1836929", established: true, peer: "192.0.2.50" },
+  ], "the listener's row: not established, no peer; the connection's: established, its peer");
 });
