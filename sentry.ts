@@ -22,7 +22,9 @@
  *      connections.log, the feed that keeps --report's index current.
  *   3. An address already in allow/ or block/ is done (a blocked one that
  *      got here proves hosts.deny stale: it is rewritten). So is one seen
- *      fewer than 3 times: most clients never cost more than steps 1–3.
+ *      once: most clients never cost more than steps 1–3. At the second
+ *      connection only a bot's evidence decides; everything else waits for
+ *      the third.
  *   4. Otherwise the logs of each protected service are read, only the bytes
  *      written since the last decision, and tallied per address in sentry.db.
  *      Any successful login allows the address for good; a naughty attempt
@@ -31,6 +33,8 @@
  *      waits until every protected log has been read to its end.
  *   5. A block is written to block/IP, to hosts.deny (which tcpd reads on
  *      the next connection) and to any firewall table that is switched on.
+ *      A block decided early also ends the very connection that decided it
+ *      (the sshd that spawned sentry, proven from /proc).
  *
  * ERROR POLICY
  *
