@@ -22,7 +22,9 @@
  *      connections.log, the feed that keeps --report's index current.
  *   3. An address already in allow/ or block/ is done (a blocked one that
  *      got here proves hosts.deny stale: it is rewritten). So is one seen
- *      fewer than 3 times: most clients never cost more than steps 1–3.
+ *      once: most clients never cost more than steps 1–3. At the second
+ *      connection only a bot's evidence decides; everything else waits for
+ *      the third.
  *   4. Otherwise the logs of each protected service are read, only the bytes
  *      written since the last decision, and tallied per address in sentry.db.
  *      Any successful login allows the address for good; a naughty attempt
@@ -31,6 +33,8 @@
  *      waits until every protected log has been read to its end.
  *   5. A block is written to block/IP, to hosts.deny (which tcpd reads on
  *      the next connection) and to any firewall table that is switched on.
+ *      A block decided early also ends the very connection that decided it
+ *      (the sshd that spawned sentry, proven from /proc).
  *
  * ERROR POLICY
  *
@@ -113,7 +117,10 @@ export const DEFAULTS = {
   HOSTS_DENY: "/etc/hosts.deny", // the system's tcpwrappers deny file (read only: the policy --install must keep)
   POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
-  CONNECT_THRESHOLD: 3, // connections before the logs are consulted
+  CONNECT_THRESHOLD: 3, // connections before the logs may decide (a bot's evidence: STRONG_CONNECT_THRESHOLD)
+  CUT_DECIDING_CONNECTION: true, // a connect that blocks early (before CONNECT_THRESHOLD) ends the sshd connection that spawned it (section 8.0.1)
+  STRONG_CONNECT_THRESHOLD: 2, // connections before a bot's evidence (see earlyEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
+  EARLY_NAUGHTY_LINES: 6, // more naughty lines than this decide early (a person's one connection writes at most 5, a bot's that used MaxAuthTries 6 writes 8 or more)
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
@@ -160,6 +167,8 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   THIN_NAUGHTY_LINES: 1_000_000,
   TYPO_DISTANCE: 8, // further than that, every name is a "typo" of some account
   CONNECT_THRESHOLD: 1_000_000,
+  STRONG_CONNECT_THRESHOLD: 1_000_000,
+  EARLY_NAUGHTY_LINES: 1_000_000,
   FAIL_THRESHOLD: 1_000_000,
   SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
   SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
@@ -350,6 +359,8 @@ export interface Sys {
   execPath: string; // this program (the binary itself when compiled)
   outClosed?(): boolean; // true once stdout's reader has gone (`| head`): long output may stop early
   uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
+  pid?: number; // this process (section 8.0.1 walks its ancestors); absent: nothing is ever cut
+  kill?(pid: number): void; // SIGTERM to pid (section 8.0.1 alone uses it)
 }
 
 /**
@@ -427,6 +438,8 @@ export function realSys(): Sys {
     run: runCommand,
     execPath: process.execPath,
     uid: process.geteuid ? process.geteuid() : 0,
+    pid: process.pid,
+    kill: (pid) => void process.kill(pid, "SIGTERM"),
   };
 }
 
@@ -3790,15 +3803,23 @@ export function classOfReason(why: string): "ignored" | "missed" | "other" {
 /** What --scan and --connect would do with an address, in words: "would block once seen 3 times". */
 export function predict(
   t: Tallies,
-  o: { status: Status; allowListed: boolean; connections: number; threshold: number; failLimit: number; blockFor?: string },
+  o: {
+    status: Status;
+    allowListed: boolean;
+    connections: number;
+    cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD" | "FAIL_THRESHOLD" | "EARLY_NAUGHTY_LINES">;
+    naughtyNames: number;
+    blockFor?: string; // how long the block would last ("10 minutes"): blockLength's answer
+  },
 ): string {
   if (o.status === "allowed") return o.allowListed ? "in ALLOW_IPS or loopback: never blocked" : "already allowed (allow/): nothing to do";
   if (o.status === "blocked") return "already blocked (block/): nothing to do";
-  const v = decide(t, o.failLimit);
+  const v = decide(t, o.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return "would decide nothing yet";
   // A block says how long: blockLength weighs the same evidence --scan weighs.
   const what = v.action === "block" && o.blockFor ? `block for ${o.blockFor}` : v.action;
-  if (!thresholdReached(t, o.connections, o.threshold)) return `would ${what} once seen ${o.threshold} times`;
+  const threshold = decisionThreshold(v, v.action === "block" && earlyEvidence(t, o.naughtyNames, o.cfg), o.cfg);
+  if (!thresholdReached(t, o.connections, threshold)) return `would ${what} once seen ${threshold} times`;
   return `would ${what}`;
 }
 
@@ -3951,13 +3972,14 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
         return `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe`;
       })
       .join("; ");
+    const names = naughtyNamesOf(found.get(ip) as Map<Service, { names: Names }>);
     const would = predict(t, {
       status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
       allowListed: inRanges(ip, ctx.allowRanges),
       connections: stateNote === null ? countConnections(ctx, ip) : 0,
-      threshold: ctx.cfg.CONNECT_THRESHOLD,
-      failLimit: ctx.cfg.FAIL_THRESHOLD,
-      blockFor: ((ms) => (ms === 0 ? "good (EXPIRE_BLOCK_DAYS=0)" : lengthText(ms)))(blockLength(t, naughtyNamesOf(found.get(ip) as Map<Service, { names: Names }>), ctx.cfg).ms),
+      cfg: ctx.cfg,
+      naughtyNames: names,
+      blockFor: ((ms) => (ms === 0 ? "good (EXPIRE_BLOCK_DAYS=0)" : lengthText(ms)))(blockLength(t, names, ctx.cfg).ms),
     });
     out.push(`${ip.padEnd(iw)} ${counts} → ${would}`);
   }
@@ -4008,6 +4030,50 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
   return { action: "none", reason: `${attempts} failed attempts, no success, nothing naughty` };
 }
 
+// A bot's evidence decides early:
+//
+//   2nd connect, logs: "Invalid user admin" + 6 × "Failed password for invalid user admin"
+//                      + "maximum authentication attempts exceeded for invalid user admin" + …
+//     → 8 naughty lines or more, one connection     → block now (STRONG_CONNECT_THRESHOLD), end this connection
+//   2nd connect, logs: "Invalid user admin" / "Invalid user oracle" (two names)
+//     → block now, end this connection
+//   2nd connect, logs: `ssh root@host`, 3 passwords: 3 × "Failed password for root" + "Connection closed …"
+//     → 4 naughty lines: strong (blockLength), but a person writes that → wait for the 3rd (CONNECT_THRESHOLD)
+//
+// Measured against a real sshd 9.2 (issue 16): a bot that uses all of
+// MaxAuthTries (6) per connection got 18 guesses before tcpd refused it,
+// because sentry decided at the start of the third connection and tcpd lets
+// that connection through whatever sentry decides. One connection of a
+// person writes at most 5 naughty lines (ssh asks 3 passwords: "Invalid
+// user", 3 failures, the closing line) and one user name; more lines, a
+// second name, or more failures than FAIL_THRESHOLD is a bot, so weighing
+// that at the second connection costs nobody legitimate anything, and the
+// bot loses a whole connection of guesses (and, with section 8.0.1, the
+// second one too). Everything else keeps the old threshold: the third
+// connection is the one where a person's success shows and lifts a block
+// (section 8.1). With MaxAuthTries 3 (what --doctor suggests) a bot's
+// connection looks like a person's by its lines, and waits like one; it
+// gets 3 guesses per connection instead. The price is one log read at every
+// address's second connection (a cursor read: the bytes written since the
+// last one).
+
+/** Whether these tallies are a bot's, not a person's (above): enough to block before CONNECT_THRESHOLD. `naughtyNames` as in blockLength. */
+export function earlyEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config, "EARLY_NAUGHTY_LINES" | "FAIL_THRESHOLD">): boolean {
+  let naughty = 0;
+  let failed = 0;
+  for (const s of SERVICES) {
+    naughty += t[s]?.naughty ?? 0;
+    failed += t[s]?.failed ?? 0;
+  }
+  return naughtyNames >= 2 || naughty > cfg.EARLY_NAUGHTY_LINES || failed > cfg.FAIL_THRESHOLD;
+}
+
+/** The connection count (or, for --scan, log events) from which verdict `v` may be acted on: fewer for a block on a bot's evidence. */
+export function decisionThreshold(v: Verdict, early: boolean, cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD">): number {
+  if (v.action === "block" && early) return Math.min(cfg.STRONG_CONNECT_THRESHOLD, cfg.CONNECT_THRESHOLD);
+  return cfg.CONNECT_THRESHOLD;
+}
+
 /** The record line the old scripts printed and admins grep: "   3 connections from IP and it is blocked". */
 export function recordLine(count: number, ip: string, status: Status): string {
   const n = String(count).padStart(4);
@@ -4026,9 +4092,10 @@ export function connect(ctx: Ctx, ip: string): number {
   expireIfDue(ctx);
   if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
-  if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
+  if (count < Math.min(ctx.cfg.CONNECT_THRESHOLD, ctx.cfg.STRONG_CONNECT_THRESHOLD)) return 0; // 3
   const evidence = gatherEvidence(ctx, ip); // 4
   if (evidence === null) {
+    if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3: nothing would be decided yet anyway (gatherEvidence warned)
     // 5: no readable log, no decision; said where the admin looks (stderr is /dev/null under tcpd).
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], "no log could be read, nothing decided"));
     return 0;
@@ -4037,6 +4104,8 @@ export function connect(ctx: Ctx, ip: string): number {
   const lifted = liftAfterSuccess(ctx, evidence.succeeded, "connect").code;
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
   if (v.action === "none") return lifted;
+  // 3: only a bot's evidence decides before CONNECT_THRESHOLD (see earlyEvidence).
+  if (count < decisionThreshold(v, earlyEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg), ctx.cfg)) return lifted;
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
@@ -4048,9 +4117,140 @@ export function connect(ctx: Ctx, ip: string): number {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
-    return setBlocked(ctx, ip, "connect", v.reason, length);
+    const code = setBlocked(ctx, ip, "connect", v.reason, length);
+    // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.1).
+    if (ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD) cutDecidingConnection(ctx, ip);
+    cutFlows(ctx, ip); // nftables drops their packets from now on: end them, don't let them stall (section 9.2.2)
+    return code;
   }));
 }
+
+// ---- 8.0.1 The deciding connection ends with its block ------------------------
+//
+//   sentry --connect --ip=192.0.2.50          (this process)
+//    └ sh -c "… sentry --connect --ip=%a …"   (libwrap's spawn; it waits for us)
+//       └ sshd: [accepted]                    exe /usr/sbin/sshd, fd 4 = TCP 192.0.2.1:22 ↔ 192.0.2.50:40013
+//                                             → SIGTERM: the bot's connection ends before its first guess
+//
+// tcpd spawns sentry from the sshd process that serves the connection being
+// judged and lets that connection through whatever sentry decides, so a
+// bot blocked at the start of its second connection still gets all of
+// MaxAuthTries on it (issue 16: 12 guesses with nftables, 18 with tcpd
+// alone, against fail2ban's 6). Ending that sshd process ends the
+// connection before a single guess. The tree above is what a real sshd 9.2
+// with libwrap shows (test/e2e-early.test.ts checks it).
+//
+// Ending a process is the one thing here that can hurt someone else, so
+// the target must prove, from /proc, that it is the connection we judged:
+//   1. it is an ancestor of this process, at most CUT_MAX_DEPTH generations
+//      up, through shells only (libwrap's `sh -c`): nothing beside us. Its
+//      pid cannot be reused while it is our ancestor; only in the moment
+//      between the read and the signal could it die, be reaped by the
+//      listener and its pid be handed out again (a pid wrap-around within
+//      microseconds);
+//   2. its executable is sshd or sshd-session (OpenSSH 9.8+);
+//   3. it holds an ESTABLISHED TCP socket whose peer is the address just
+//      blocked, read from its own network namespace's /proc/PID/net/tcp{,6}.
+// sshd's listener holds only listening sockets (3 fails); an admin's session
+// from another address fails 3; `sentry --connect` run by hand from a shell
+// that is not a child of sshd fails 2. The worst a forged `--ip` can do is
+// end a connection from that very address, which the block refuses anyway.
+// Any doubt (a /proc we cannot read, a non-Linux system) ends nothing; it is
+// said in sentry.log, because stderr is /dev/null under tcpd.
+
+/** One row of /proc/net/tcp{,6}: its socket inode, state and the peer's canonical address. */
+export function procNetPeers(text: string, v6: boolean): { inode: string; established: boolean; peer: string | null }[] {
+  const rows: { inode: string; established: boolean; peer: string | null }[] = [];
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const [hex] = f[2].split(":");
+    rows.push({ inode: f[9], established: f[3] === "01", peer: procNetAddress(hex, v6) });
+  }
+  return rows;
+}
+
+/** "320200C0" → "192.0.2.50"; /proc/net/tcp6's 32 digits are four host-order (little-endian) words. */
+export function procNetAddress(hex: string, v6: boolean): string | null {
+  if (!/^[0-9A-Fa-f]+$/.test(hex) || hex.length !== (v6 ? 32 : 8)) return null;
+  const bytes: number[] = [];
+  for (let w = 0; w < hex.length; w += 8) for (let b = 6; b >= 0; b -= 2) bytes.push(parseInt(hex.slice(w + b, w + b + 2), 16));
+  if (!v6) return parseIp(bytes.join("."));
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  return parseIp(groups.join(":")); // an IPv4-mapped peer comes back as the IPv4
+}
+
+/**
+ * The pid of the sshd process serving the connection from `ip` that spawned
+ * this process, or why there is none (the three proofs above).
+ */
+export function decidingSshd(sys: Sys, ip: string, maxDepth: number): { pid: number } | { none: string } {
+  if (sys.pid === undefined) return { none: "no process tree here" };
+  // A process gone or hidden from us (ENOENT, ESRCH, EACCES, EPERM) is not one we may end: null. Anything else is thrown.
+  const proc = <T>(f: string, get: () => T): T | null => {
+    try {
+      return get();
+    } catch (e) {
+      if (["ENOENT", "EACCES", "ESRCH", "EPERM"].includes(errCode(e) ?? "")) return null;
+      throw ioError("read", f, e);
+    }
+  };
+  const read = (f: string) => proc(f, () => sys.fs.readFileSync(f, "utf8"));
+  const exeOf = (pid: number) => proc(`/proc/${pid}/exe`, () => path.basename(sys.fs.readlinkSync(`/proc/${pid}/exe`)));
+  let pid = sys.pid;
+  for (let depth = 1; depth <= maxDepth; depth++) {
+    const status = read(`/proc/${pid}/status`);
+    const ppid = Number(/^PPid:\s*(\d+)$/m.exec(status ?? "")?.[1] ?? 0);
+    if (ppid <= 1) return { none: `no sshd among this process's ancestors (${status === null ? "/proc unreadable" : `pid ${pid}'s parent is ${ppid}`})` };
+    pid = ppid;
+    const exe = exeOf(pid);
+    if (exe === "sshd" || exe === "sshd-session") {
+      const fds = proc(`/proc/${pid}/fd`, () => sys.fs.readdirSync(`/proc/${pid}/fd`).map(String));
+      if (fds === null) return { none: `cannot read sshd ${pid}'s open files` };
+      const inodes = new Set<string>();
+      for (const fd of fds) {
+        // null: closed between readdir and readlink, so not the connection
+        const m = /^socket:\[(\d+)\]$/.exec(proc(`/proc/${pid}/fd/${fd}`, () => sys.fs.readlinkSync(`/proc/${pid}/fd/${fd}`)) ?? "");
+        if (m) inodes.add(m[1]);
+      }
+      for (const [file, v6] of [["tcp", false], ["tcp6", true]] as const) {
+        for (const row of procNetPeers(read(`/proc/${pid}/net/${file}`) ?? "", v6))
+          if (inodes.has(row.inode) && row.established && row.peer === ip) return { pid };
+      }
+      return { none: `sshd ${pid} holds no connection from ${ip}` };
+    }
+    // Only libwrap's shell may stand between sshd and us.
+    if (exe === null || !/^(sh|dash|bash|ash|ksh|mksh|busybox)$/.test(exe)) return { none: `an ancestor (${exe ?? "unknown"}) is neither a shell nor sshd` };
+  }
+  return { none: `no sshd within ${maxDepth} generations` };
+}
+
+/** Ends the sshd connection from `ip` that spawned this connect, when /proc proves it is that one (above); says what it did in sentry.log. */
+export function cutDecidingConnection(ctx: Ctx, ip: string): boolean {
+  let found: { pid: number } | { none: string };
+  try {
+    found = decidingSshd(ctx.sys, ip, CUT_MAX_DEPTH);
+  } catch (e) {
+    // The block is made; an odd /proc must not turn it into a failed connect. Said where the admin looks.
+    found = { none: errText(e) };
+  }
+  if ("none" in found) {
+    logDecision(ctx, ip, "cut-skipped", found.none);
+    return false;
+  }
+  try {
+    ctx.sys.kill?.(found.pid);
+  } catch (e) {
+    logDecision(ctx, ip, "cut-skipped", `could not end sshd ${found.pid}: ${errText(e)}`);
+    return false;
+  }
+  logDecision(ctx, ip, "cut", `ended the deciding connection (sshd pid ${found.pid})`);
+  return true;
+}
+
+/** Generations between sentry and the sshd that spawned it: libwrap's `sh -c`, and a shell the admin's hosts.allow line may add. */
+const CUT_MAX_DEPTH = 4;
 
 // ---- 8.1 How long a block lasts, and the success that lifts it ----------------
 //
@@ -4484,8 +4684,9 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
       weighed++;
       const t = tallies(db, ip);
       const status = ipStatus(ctx, ip);
-      if (status === null && thresholdReached(t, countConnections(ctx, ip), ctx.cfg.CONNECT_THRESHOLD)) {
-        const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+      const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+      const threshold = decisionThreshold(v, v.action === "block" && earlyEvidence(t, userNames(db, ip).naughty, ctx.cfg), ctx.cfg);
+      if (status === null && thresholdReached(t, countConnections(ctx, ip), threshold)) {
         // A block on partial evidence waits, still pending, for a complete read (see incomplete).
         if (v.action === "block" && partial !== null) {
           held++;
@@ -4500,7 +4701,9 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
               return setAllowed(ctx, ip, "scan", v.reason);
             }
             blocked++;
-            return setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
+            const c = setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
+            cutFlows(ctx, ip); // section 9.2.2
+            return c;
           });
           code = Math.max(code, c);
         }
@@ -4812,6 +5015,33 @@ function tidy(ips: Iterable<string>): string[] {
 // which only helps someone testing the block by hand. The rule matches
 // every packet, not only new connections, so the attacker's open session
 // is cut off too (pf needs `pfctl -k` for that).
+
+// The deciding connection, and any other flow of the address just blocked,
+// ends at once rather than stalling. The set's drop rule makes every packet
+// of those flows vanish, but sshd does not know: a pre-login child waits
+// out LoginGraceTime (120 s) holding one of its MaxStartups slots, which is
+// how a blocked bot could still push sshd into dropping the admin's
+// connections (issue 16). `ss -K` closes the sockets whose peer is that
+// address (the kernel's SOCK_DESTROY, Linux 4.5+ with INET_DIAG_DESTROY);
+// sshd sees its socket fail and exits. Only the blocked address's own flows
+// are touched, and those are dead anyway once the set holds it.
+//
+//   ss -K -t dst 192.0.2.30 or dst [::ffff:192.0.2.30]   (an sshd on :: sees IPv4 clients so)
+//   ss -K -t dst [2001:db8::30]
+
+/** Closes this host's TCP sockets whose peer is `ip` (after an nftables block); says in sentry.log how many, or why none. */
+export function cutFlows(ctx: Ctx, ip: string): number | null {
+  if (!ctx.cfg.ADD_TO_NFTABLES || parseIp(ip) !== ip) return null;
+  const filter = ipFamily(ip) === 4 ? ["dst", ip, "or", "dst", `[::ffff:${ip}]`] : ["dst", `[${ip}]`];
+  const r = ctx.sys.run("ss", ["-K", "-H", "-t", ...filter], { timeoutMs: ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000 });
+  if (r.error !== "" || r.status !== 0) {
+    logDecision(ctx, ip, "cut-skipped", `ss -K: ${r.error || r.stderr.trim().split("\n")[0] || `exit ${r.status}`}`);
+    return null;
+  }
+  const n = r.stdout.split("\n").filter((l) => l.trim() !== "").length;
+  if (n > 0) logDecision(ctx, ip, "cut", `closed ${n} TCP connection${n === 1 ? "" : "s"} of the blocked address (ss -K)`);
+  return n;
+}
 
 /** The set of an address family: v4 or v6. */
 function nftSet(ip: string): { set: string; type: string } {
@@ -6254,6 +6484,27 @@ export function linksLibwrap(ctx: Ctx, bin: string): boolean {
   }
 }
 
+/**
+ * What sshd's MaxAuthTries costs, from `sshd -T` (the configuration sshd
+ * would run with). Every connection a bot opens before sentry decides gets
+ * MaxAuthTries guesses: OpenSSH's default 6 gave a bot 18 against a real
+ * sshd 9.2 (issue 16), MaxAuthTries 3 halves that, and a person with ssh's
+ * 3 password prompts or an agent with 3 keys loses nothing. Advice, not a
+ * fault (the line is OK either way): sshd's default is what most servers run.
+ */
+export function maxAuthTriesAdvice(ctx: Ctx, sshd: string): string {
+  const r = ctx.sys.run(sshd, ["-T"]);
+  const n = /^maxauthtries (\d+)$/m.exec(r.stdout)?.[1];
+  if (r.error !== "" || r.status !== 0 || n === undefined)
+    return `cannot ask ${sshd} -T for MaxAuthTries (${(r.error || r.stderr.trim().split("\n")[0] || `exit ${r.status}`).slice(0, 120)}): with more than ${SUGGESTED_MAX_AUTH_TRIES}, a bot gets that many guesses per connection`;
+  if (Number(n) > SUGGESTED_MAX_AUTH_TRIES)
+    return `sshd allows MaxAuthTries ${n}: each connection a bot opens before sentry decides gets ${n} guesses; "MaxAuthTries ${SUGGESTED_MAX_AUTH_TRIES}" in sshd_config cuts them (ssh asks 3 passwords, so people lose nothing)`;
+  return `sshd allows MaxAuthTries ${n} (at most ${SUGGESTED_MAX_AUTH_TRIES}: few guesses per connection)`;
+}
+
+/** The MaxAuthTries --doctor suggests: ssh's own NumberOfPasswordPrompts. */
+const SUGGESTED_MAX_AUTH_TRIES = 3;
+
 /** The text shown when tcpwrappers cannot work: the two other ways to run sentry. */
 function alternativesText(root: string): string {
   return [
@@ -6338,6 +6589,8 @@ export function install(ctx: Ctx, write: boolean, force = false, timer = false):
   // 4. The hosts.allow lines, placed so that no client gains access (11.1.1).
   const fw = firewallBackends.filter((b) => b.enabled(ctx.cfg));
   for (const b of fw) ctx.sys.out(`\n${b.name}: sentry fills the set; load this rule yourself:\n${b.rules(ctx.cfg)}`);
+  const nftOffer = nftablesOffer(ctx);
+  if (nftOffer !== null) ctx.sys.out(`\n${nftOffer}`);
   const file = ctx.cfg.HOSTS_ALLOW;
   const text = readPolicyFile(ctx, file);
   const plan = planHostsAllow(ctx, text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY), me);
@@ -6587,6 +6840,27 @@ function uninstallFiles(ctx: Ctx): number {
   return code;
 }
 
+/**
+ * The nftables backend, offered where `nft` runs and it is off. Under tcpd
+ * alone a refused connection still holds one of sshd's pre-login slots for
+ * the 5 s libwrap sleeps before closing it, so a blocked bot reconnecting
+ * twice a second pushes sshd past MaxStartups (Debian: 10:30:100), where
+ * sshd drops connections at random, the admin's included (issue 16). The
+ * kernel drops a blocked address's packets before sshd sees them. Text only:
+ * sentry never loads a firewall rule itself.
+ */
+export function nftablesOffer(ctx: Ctx): string | null {
+  if (ctx.cfg.ADD_TO_NFTABLES) return null;
+  const r = ctx.sys.run("nft", ["--version"]);
+  if (r.error !== "" || r.status !== 0) return null;
+  return [
+    `nftables is here (${r.stdout.trim()}): it refuses a blocked address for free, where a tcpd refusal holds an sshd login slot for 5 s`,
+    "(enough of them push sshd past MaxStartups, which then drops connections at random, yours too). To use it,",
+    `set ADD_TO_NFTABLES=1 in ${path.join(ctx.cfg.ROOT_DIR, "sentry.conf")}, load this rule, then run sentry --resync:`,
+    nftablesBackend.rules({ ...ctx.cfg, ADD_TO_NFTABLES: true }),
+  ].join("\n");
+}
+
 /** --uninstall: sentry's lines out of hosts.allow (after a backup); ROOT_DIR is left for the admin. */
 export function uninstall(ctx: Ctx): number {
   const file = ctx.cfg.HOSTS_ALLOW;
@@ -6719,6 +6993,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
     else if (linksLibwrap(ctx, sshd)) add(0, `${sshd} links libwrap`);
     else if (scanRecent) add(0, `${sshd} does not link libwrap, but sentry --scan ran within the hour`);
     else add(2, `${sshd} does not link libwrap: ${file} is ignored and sentry is never run. ${alternativesText(root).replace(/\n\s*/g, " ")}`);
+    if (sshd !== null && fsys.existsSync(sshd)) add(0, maxAuthTriesAdvice(ctx, sshd));
   }
 
   // What sentry decided: hosts.deny and every firewall set are compared with it.

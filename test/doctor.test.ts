@@ -331,3 +331,28 @@ t.test("no log readable at all: the connect decides nothing, and sentry.log says
   const r = s.run(["--report", "--verbose"]);
   t.match(r.stdout, /\ndecisions held back in the last 7 days, a log unread \(sentry\.log\):\n  \S+ 203\.0\.113\.1 withheld not blocking it yet: no log could be read/);
 });
+
+// Issue 16 item 5: every connection a bot opens before sentry decides gets
+// MaxAuthTries guesses. The real sshd -T is asked, inside a private mount
+// namespace holding /run/sshd (sshd -T wants it) and the scene's own
+// sshd_config bound over /etc/ssh/sshd_config; nothing outside changes.
+t.test("MaxAuthTries: the real sshd -T; more than 3 is advised down to 3, 3 is not", async (t) => {
+  const s = scene(t);
+  const doctorWith = (maxAuthTries: number) => {
+    const config = join(s.dir, `sshd_config.${maxAuthTries}`);
+    fs.writeFileSync(config, `${fs.readFileSync("/etc/ssh/sshd_config", "utf8")}\nMaxAuthTries ${maxAuthTries}\n`);
+    const r = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c",
+      'mount -t tmpfs sentry-doctor-run /run && mkdir -m 755 /run/sshd && mount --bind "$1" /etc/ssh/sshd_config && exec "$2" --doctor',
+      "sh", config, SENTRY], { env: s.env(), encoding: "utf8", timeout: 60_000 });
+    return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  };
+  const six = doctorWith(6);
+  t.match(six.stdout, /\nOK: sshd allows MaxAuthTries 6: each connection a bot opens before sentry decides gets 6 guesses; "MaxAuthTries 3" in sshd_config cuts them/, "6: the advice", six);
+  expectDoctor(t, six, 0, /^SENTRY OK - \d+ checks passed$/, "advice is not a fault");
+  const three = doctorWith(3);
+  t.match(three.stdout, /\nOK: sshd allows MaxAuthTries 3 \(at most 3: few guesses per connection\)\n/, "3: no advice", three);
+  t.notMatch(three.stdout, /"MaxAuthTries 3" in sshd_config/);
+  // Outside the namespace this machine's sshd -T fails (no /run/sshd): said, never taken for a low MaxAuthTries.
+  const bare = s.run(["--doctor"]);
+  t.match(bare.stdout, /\nOK: (cannot ask \S+ -T for MaxAuthTries|sshd allows MaxAuthTries \d)/, "without the namespace: a line either way", bare);
+});

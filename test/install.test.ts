@@ -201,3 +201,25 @@ t.test("install reads the logs once, so no login pays for the first read", async
   t.equal(Number(cur?.offset), text.length, "the cursor stands at the end of the log");
   t.notOk(fs.existsSync(join(s.root, "block", "203.0.113.1")), "reading decides nothing by itself");
 });
+
+// Issue 16 item 5: under tcpd a refused connection still holds an sshd
+// login slot for 5 s; the kernel's drop costs nothing. --install says so
+// where `nft` is there and the backend is off, and prints the rule.
+t.test("--install offers the nftables backend where nft is present, and only then", async (t) => {
+  const s = scene(t);
+  const nft = spawnSync("nft", ["--version"], { encoding: "utf8" });
+  t.equal(nft.status, 0, "this machine has nft (test/deps.sh installs it)");
+  let r = s.run(["--install"]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /\nnftables is here \(nftables v[\d.]+.*\): it refuses a blocked address for free/, "offered");
+  t.match(r.stdout, new RegExp(`set ADD_TO_NFTABLES=1 in ${s.root.replaceAll("/", "\\/")}/sentry\\.conf, load this rule, then run sentry --resync:\\n`));
+  t.match(r.stdout, /table inet sentry_blocklist/, "with the rule to load");
+  // Already on: the usual "sentry fills the set" text, no offer.
+  r = s.run(["--install"], { ADD_TO_NFTABLES: "1" });
+  t.notMatch(r.stdout, /nftables is here/, "not offered when on");
+  // No nft on PATH: nothing offered.
+  const bare = join(s.root, "..", "bare-path");
+  fs.mkdirSync(bare, { recursive: true });
+  r = s.run(["--install"], { PATH: bare });
+  t.notMatch(r.stdout, /nftables is here/, "not offered without nft");
+});
