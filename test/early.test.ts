@@ -75,9 +75,9 @@ t.test("--test-log predicts the early block (the same rule --scan and --connect 
     `Invalid user admni from ${person} port 40001\n`);
   const r = sentry(["--test-log", log], { ROOT_DIR: join(dir, "root"), SSH_LOG: log });
   t.equal(r.status, 0, r.stderr);
-  t.match(r.stdout, new RegExp(`${bot.replaceAll(".", "\\.")} +ssh: 0 success, 8 naughty, 0 failed, 0 probe → would block\\n`),
+  t.match(r.stdout, new RegExp(`${bot.replaceAll(".", "\\.")} +ssh: 0 success, 8 naughty, 0 failed, 0 probe → would block for 90 days\\n`),
     "8 naughty lines show ≥ 2 events: --scan blocks the bot at once");
-  t.match(r.stdout, new RegExp(`${person.replaceAll(".", "\\.")} +ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block once seen 3 times`),
+  t.match(r.stdout, new RegExp(`${person.replaceAll(".", "\\.")} +ssh: 0 success, 1 naughty, 0 failed, 0 probe → would block for 10 minutes once seen 3 times`),
     "one wrong name waits for the third connection");
 });
 
