@@ -149,7 +149,8 @@ t.test("report: summary, verbose, one address, JSON", async (t) => {
   t.equal(j.allowed, 1);
   t.equal(j.blocked, 1);
   t.equal(j.ip.status, "blocked");
-  t.match(j.ip.block, /block by admin/);
+  t.equal(j.schema, 1);
+  t.same([j.ip.block.by, j.ip.block.reason, j.ip.block.length], ["admin", "--block", "90 days; EXPIRE_BLOCK_DAYS"], "the block record as fields");
   t.equal(j.top[0].ip, "192.0.2.1");
   t.equal(sentry(["-r"], envFor(tempDir(t))).stdout, "   -------- summary ---------\n   0 unique IPs have connected 0 times\n   0 IPs are allowed\n   0 IPs are blocked\n", "an empty ROOT_DIR reports zeros");
 });
