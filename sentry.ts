@@ -6045,7 +6045,8 @@ export function buildList(ctx: Ctx, f: ListFilter): ListEntry[] {
   const out: ListEntry[] = [];
   const add = (ip: string, state: ListState, rec: ReturnType<typeof parseRecord>, since: number | null, until: number | null) => {
     const a = attempts.get(ip);
-    const svc = /^(ssh|ftp|smtp|mua): /.exec(rec.reason) ?? /; (ssh|ftp|smtp|mua): /.exec(rec.reason);
+    const svc = /(?:^|: |; )(ssh|ftp|smtp|mua): /.exec(rec.reason); // decide()'s reason names it
+
     out.push({ ip, state, since, until, by: rec.by, operator: rec.operator, service: a ? a.service : svc ? svc[1] : null, reason: rec.reason, attempts: a ? a.attempts : null });
   };
   const fromDir = (dir: string, state: ListState) => {

@@ -55,7 +55,19 @@ time
 "
 # time            GNU time (/usr/bin/time -f %M): the peak RSS column
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES"
+# --- test/notify.test.ts: syslog lines and mail where they land --------------
+NOTIFY_PACKAGES="
+exim4-daemon-light
+python3
+coreutils
+"
+# exim4-daemon-light  a real local MTA (Debian's default: local delivery only);
+#                     the test runs it in a mount namespace with its own
+#                     /var/mail and spool, so the machine's stay untouched
+# python3             a small syslog receiver on a private /dev/log
+# coreutils           timeout(1): every child sentry leaves behind is time-capped
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $NOTIFY_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do
