@@ -8109,6 +8109,8 @@ export const USAGE = `NAME
 SYNOPSIS
     sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] | --delist ]
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
+    sentry --list [ --state=S ] [ --net=CIDR | --ip=IP ] [ --newer=AGE ] [ --older=AGE ]
+                  [ --sort=time|ip ] [ --utc ] [ --json ]
     sentry --scan | --resync | --test-log FILE|- [ --missed ]
     sentry --install [ --write ] | --uninstall | --doctor
     sentry --update [ --check | --force ] | --rollback | --version | --help | -h
@@ -8131,6 +8133,8 @@ ACTIONS
     --block            block IP everywhere, lifting any allow (alias --blacklist)
     --delist           forget IP: no allow, no block, no count, old evidence set aside
     --report, -r       summary; with --ip, that address's record and evidence
+    --list             one line per blocked, allowed or pending address: since,
+                       until, by whom, service, attempts by kind, short reason
     --scan             read all logs since the last run and decide for every address
                        they show (cron or a systemd timer, for daemons without libwrap)
     --resync           re-apply block/ to every enabled backend (after a reboot)
@@ -8149,7 +8153,14 @@ ACTIONS
 OPTIONS
     --verbose, -v      --report: add the most active addresses, the latest
                        decisions and notes; --scan: print its summary always
-    --json             --report: the same as JSON
+    --json             --report, --list: the same as JSON ("schema": 1,
+                       described by sentry.schema.json)
+    --state=S          --list: blocked, allowed or pending (comma-separated)
+    --net=CIDR         --list: only addresses in this range (--ip: one address)
+    --newer=AGE, --older=AGE
+                       --list: decided at most / at least AGE ago (90m, 3h, 2d, 1w)
+    --sort=time|ip     --list: oldest first (default), or numerically
+    --utc              --list: times in UTC instead of the local time zone
     --force            --block: block an address even though the logs show
                        successful logins from it; --update: allow the same or
                        an older version
@@ -8177,7 +8188,9 @@ FILES
                            "until TIME (LENGTH; why)"; the length runs from
                            its modification time: touch renews the block
     ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
-    ROOT_DIR/sentry.log    one line per decision: time, address, action, reason
+    ROOT_DIR/sentry.log    one line per decision: time, address, action, reason;
+                           rotated at SENTRY_LOG_ROTATE_KB to sentry.log.1 … .N
+    ROOT_DIR/review/IP     held for review (ALLOW_AFTER_FAILURES_HOLD=1)
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
     ROOT_DIR/sentry.lock   the lock writers take (a SQLite file)
     ROOT_DIR/sentry.conf   optional settings, KEY=value lines
@@ -8196,7 +8209,16 @@ CONFIGURATION
     evidence), BLOCK_THIN_MINUTES (10; a block on thin evidence), PROTECT_FTP (1),
     PROTECT_SMTP (0), PROTECT_MUA (1), SSH_LOG, FTP_LOG, MAIL_LOG (a file or
     "journal"; empty = the usual places), ALLOW_IPS (addresses and CIDR ranges
-    never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW.
+    never blocked; loopback always), UPDATE_URL, UPDATE_PUBLIC_KEY, HOSTS_ALLOW,
+    SYSLOG (1: every decision also to syslog, ident sentry, facility authpriv),
+    NOTIFY_EMAIL (addresses mailed through SENDMAIL, /usr/sbin/sendmail),
+    NOTIFY_COMMAND (a program and arguments, no shell, the event in SENTRY_*
+    variables and the message on stdin), NOTIFY_TIMEOUT_SECONDS (30),
+    ALLOW_AFTER_FAILURES_NOTE (5: an auto-allow after this many failures is
+    flagged), ALLOW_AFTER_FAILURES_HOLD (0: 1 holds it for review instead),
+    SENTRY_LOG_ROTATE_KB (10240), SENTRY_LOG_KEEP (5). NOTIFY_*, SENDMAIL,
+    UPDATE_URL and UPDATE_PUBLIC_KEY are taken only from a root-owned
+    sentry.conf or root's environment.
 
 EXIT STATUS
     0 done, 1 bad usage or input, 2 could not do it (I/O, permissions, a backend).
@@ -8204,6 +8226,8 @@ EXIT STATUS
 
 EXAMPLES
     sentry --report --verbose
+    sentry --list --state=blocked --newer=1d
+    sentry --list --net=203.0.113.0/24 --sort=ip --json
     sentry --ip=203.0.113.7 --block
     sentry --ip 2001:db8::7 --delist
     sentry --test-log /var/log/auth.log
