@@ -4296,9 +4296,21 @@ export function withheldBlocks(ctx: Ctx): Withheld[] {
   });
 }
 
-/** The text of allow/IP or block/IP: when, who decided, why. */
+/** The text of allow/IP or block/IP: when, who decided (an administrator by name: "admin (alice)"), why. */
 function decisionText(ctx: Ctx, what: string, by: string, reason: string): string {
-  return `${isoTime(ctx.sys.now())} ${what} by ${by}: ${sanitize(reason, 1000)}\n`;
+  const who = by === "admin" ? `admin (${operatorName(ctx.sys.env, ctx.sys.uid ?? (process.geteuid ? process.geteuid() : 0))})` : by;
+  return `${isoTime(ctx.sys.now())} ${what} by ${who}: ${sanitize(reason, 1000)}\n`;
+}
+
+/**
+ * Which administrator ran a manual action, for --list's "by": sudo's
+ * SUDO_USER (the person, not root), else USER or LOGNAME, else the uid.
+ * Only a plain login name is taken: the name is written into a record file
+ * that --list parses, and the environment is the caller's to set.
+ */
+export function operatorName(env: Record<string, string | undefined>, uid: number): string {
+  for (const v of [env.SUDO_USER, env.USER, env.LOGNAME]) if (v !== undefined && /^[A-Za-z0-9._][A-Za-z0-9._-]{0,31}$/.test(v)) return v;
+  return `uid ${uid}`;
 }
 
 /**

@@ -185,3 +185,18 @@ t.test("sentry.log rotates itself under parallel writers and loses no line", asy
   t.match(fs.readFileSync(join(root2, "sentry.log.2"), "utf8"), /^\S+ 198\.51\.100\.1\d\d block /, "the kept ones hold later lines");
   t.notMatch(fs.readFileSync(join(root2, "sentry.log.2"), "utf8"), / 198\.51\.100\.100 block /, "the first lines went with the oldest generation");
 });
+
+t.test("an administrator's --block and --allow name them: SUDO_USER, else USER; only a plain login name", async (t) => {
+  const root = tempDir(t);
+  const env = envFor(root, { SYSLOG: "0", USER: "root" });
+  t.equal(sentry(["--block", "--ip=203.0.113.50"], { ...env, SUDO_USER: "alice" }).status, 0);
+  t.equal(sentry(["--allow", "--ip=192.0.2.50"], env).status, 0);
+  t.equal(sentry(["--block", "--ip=203.0.113.51"], { ...env, SUDO_USER: "x): forged" }).status, 0);
+  t.match(fs.readFileSync(join(root, "block", "203.0.113.50"), "utf8"), /^\S+ block by admin \(alice\): --block\n/);
+  t.same(list(["--sort=ip"], env).map((e) => [e.ip, e.by, e.operator]), [
+    ["192.0.2.50", "admin", "root"],
+    ["203.0.113.50", "admin", "alice"],
+    ["203.0.113.51", "admin", "root"],
+  ], "a SUDO_USER that is not a login name is not taken");
+  t.match(sentry(["--list", "--ip=203.0.113.50"], env).stdout, / admin \(alice\) /);
+});
