@@ -54,9 +54,9 @@
  *    8. Decision                 the rules; connect, allow, block, delist;
  *                                expiry; --scan
  *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw;
- *                                --resync
+ *                                --resync; syslog and notifications (9.4)
  *   10. Report                   summary, verbose, one address, JSON; the
- *                                index of seen/ in sentry.db
+ *                                index of seen/ in sentry.db; --list (10.3)
  *   11. Install, doctor, update  hosts.allow, checks, signed self-update
  *   12. main()                   usage text, dispatch, the one catch
  */
