@@ -58,9 +58,9 @@
  *    8. Decision                 the rules; connect, allow, block, delist;
  *                                expiry; --scan
  *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw;
- *                                --resync
+ *                                --resync; syslog and notifications (9.4)
  *   10. Report                   summary, verbose, one address, JSON; the
- *                                index of seen/ in sentry.db
+ *                                index of seen/ in sentry.db; --list (10.3)
  *   11. Install, doctor, update  hosts.allow, checks, signed self-update
  *   12. main()                   usage text, dispatch, the one catch
  */
@@ -137,6 +137,15 @@ export const DEFAULTS = {
   UNIT_DIR: "/etc/systemd/system", // where --install --write puts sentry-scan.service and sentry-scan.timer
   CRON_FILE: "/etc/cron.d/sentry", // the cron line --install --write writes instead where systemd does not run
   SCAN_STALE_MINUTES: 15, // --doctor: a timer's last --scan older than this many minutes is CRITICAL
+  SENTRY_LOG_ROTATE_KB: 10_240, // KiB at which sentry.log becomes sentry.log.1 (older ones shift up); 0 = never rotate
+  SENTRY_LOG_KEEP: 5, // rotated generations of sentry.log kept (sentry.log.1 … .N)
+  SYSLOG: true, // also send each decision to syslog (ident sentry, facility authpriv) through logger(1)
+  ALLOW_AFTER_FAILURES_NOTE: 5, // failed or naughty attempts in an auto-allowed address's evidence that flag it "allowed after N failures"; 0 = never flag
+  ALLOW_AFTER_FAILURES_HOLD: false, // hold such an address for review (neither allowed nor blocked) instead of allowing it
+  NOTIFY_EMAIL: "", // addresses (space or comma) mailed through the local sendmail on block, allowed after failures, backend failure, withheld; empty = off
+  NOTIFY_COMMAND: "", // a command and its arguments (split at blanks, never a shell) run with the event in SENTRY_* variables; empty = off
+  SENDMAIL: "/usr/sbin/sendmail", // the local MTA's sendmail program NOTIFY_EMAIL goes through
+  NOTIFY_TIMEOUT_SECONDS: 30, // longest logger, sendmail or NOTIFY_COMMAND may run before it is killed (none is waited for)
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
@@ -148,7 +157,7 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
  * they are taken only from a sentry.conf owned by root or from the
  * environment of a process running as root.
  */
-export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY", "UNIT_DIR", "CRON_FILE"];
+export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY", "UNIT_DIR", "CRON_FILE", "NOTIFY_COMMAND", "NOTIFY_EMAIL", "SENDMAIL"];
 export type ConfigKey = keyof Config;
 type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[ConfigKey];
 
@@ -182,6 +191,10 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   WITHHELD_LOG_MINUTES: 525_600, // a year
   POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
   SCAN_STALE_MINUTES: 525_600, // a year
+  SENTRY_LOG_ROTATE_KB: 1_048_576, // 1 GiB
+  SENTRY_LOG_KEEP: 100,
+  ALLOW_AFTER_FAILURES_NOTE: 1_000_000,
+  NOTIFY_TIMEOUT_SECONDS: 3_600,
 };
 
 /**
@@ -279,6 +292,9 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
   }
   // ALLOW_IPS is checked now, so a typo fails every command, not the first block.
   parseAllowList(cfg.ALLOW_IPS);
+  parseNotifyEmail(cfg.NOTIFY_EMAIL); // and NOTIFY_EMAIL, for the same reason
+  if (/[;&|`$<>()]/.test(cfg.NOTIFY_COMMAND))
+    throw new SentryError(`NOTIFY_COMMAND=${JSON.stringify(cfg.NOTIFY_COMMAND)}: it is run as an argument vector, never through a shell; write a script and name it`, 1);
   return cfg;
 }
 
@@ -654,6 +670,7 @@ export type ActionName =
   | "block"
   | "delist"
   | "report"
+  | "list"
   | "scan"
   | "resync"
   | "test-log"
@@ -680,6 +697,7 @@ export interface Action {
   missed: boolean; // --test-log --missed
   timer: boolean; // --install --timer
   shell: string | null; // --completion SHELL
+  list: ListFilter; // --list --state= --net= --newer= --older= --sort= --utc
 }
 
 /** Option → the action it names. Several names for one action are aliases. */
@@ -693,6 +711,7 @@ const ACTION_FLAGS: Record<string, ActionName> = {
   "--delist": "delist",
   "--report": "report",
   "-r": "report",
+  "--list": "list",
   "--scan": "scan",
   "--resync": "resync",
   "--test-log": "test-log",
@@ -714,6 +733,7 @@ export const OPTION_FLAGS: readonly string[] = ["--ip", "--verbose", "-v", "--js
 /** Actions that work without an address; all others need a valid --ip. */
 const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
   "report",
+  "list",
   "scan",
   "resync",
   "test-log",
@@ -748,7 +768,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     missed: false,
     timer: false,
     shell: null,
+    list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false },
   };
+  let listOption = "";
   let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
     if (chosen !== null && chosen !== name)
@@ -789,6 +811,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
       a.missed = true;
     } else if (flag === "--timer" && inline === null) {
       a.timer = true;
+    } else if (flag === "--state" || flag === "--net" || flag === "--newer" || flag === "--older" || flag === "--sort" || (flag === "--utc" && inline === null)) {
+      listOption = flag;
+      parseListOption(a.list, flag, flag === "--utc" ? "" : value());
     } else {
       // One line, not the manual: the manual would scroll the mistake away.
       throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
@@ -810,6 +835,8 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
   if (a.timer && !(a.action === "install" && a.write)) throw new SentryError("--timer goes with --install --write", 1);
   if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
+  if (a.json && a.action !== "report" && a.action !== "list") throw new SentryError("--json goes with --report or --list", 1);
+  if (listOption && a.action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
   return a;
 }
 
@@ -1072,11 +1099,20 @@ export function sanitize(text: string, max = 300): string {
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
-/** Appends one human line per decision to sentry.log: time, address, what, why. */
+/**
+ * Appends one human line per decision to sentry.log: time, address, what,
+ * why; queues the same for syslog and, where it is news an administrator
+ * must hear, for the notifications (section 9.4), sent once the command is
+ * done. Past SENTRY_LOG_ROTATE_KB the log is rotated (rotateSentryLog).
+ */
 export function logDecision(ctx: Ctx, ip: string, what: string, reason: string): void {
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.log");
-  const line = `${isoTime(ctx.sys.now())} ${ip} ${what} ${sanitize(reason, 1000)}\n`;
+  const now = ctx.sys.now();
+  const text = sanitize(reason, 1000);
+  const line = `${isoTime(now)} ${ip} ${what} ${text}\n`;
+  queueNotice(ctx, { at: now, ip, what, reason: text });
   const fsys = ctx.sys.fs;
+  let size = 0;
   try {
     const fd = withRoot(ctx, () => fsys.openSync(file, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY, 0o640));
     try {
@@ -1085,12 +1121,53 @@ export function logDecision(ctx: Ctx, ip: string, what: string, reason: string):
       const st = fsys.fstatSync(fd);
       if (st.mode & 0o007) fsys.fchmodSync(fd, st.mode & 0o770);
       fsys.writeSync(fd, line);
+      size = st.size + Buffer.byteLength(line);
     } finally {
       fsys.closeSync(fd);
     }
   } catch (e) {
     // The decision itself is already in the files; say so, but do not undo it.
     ctx.sys.warn(`cannot append to ${file}: ${errText(e)}`);
+    return;
+  }
+  if (ctx.cfg.SENTRY_LOG_ROTATE_KB > 0 && size >= ctx.cfg.SENTRY_LOG_ROTATE_KB * 1024) rotateSentryLog(ctx);
+}
+
+// ---- 5.1.1 sentry.log rotates itself --------------------------------------------
+//
+//   sentry.log (10 MiB) → sentry.log.1 → sentry.log.2 … sentry.log.SENTRY_LOG_KEEP (then gone)
+//
+// A drop-in install has no logrotate entry, and sentry.log grew forever. The
+// writer that pushes it past SENTRY_LOG_ROTATE_KB shifts the generations up,
+// under the state lock, and looks again once it holds it: of a hundred
+// writers that crossed the size together, one rotates, the others find a
+// small sentry.log and leave it. A rename keeps the inode, so a writer that
+// opened the old file a moment before still appends to it (now sentry.log.1):
+// no line is lost, and only the oldest generation is ever dropped.
+
+/** Shifts sentry.log to sentry.log.1 (and .1 to .2, …), keeping SENTRY_LOG_KEEP generations. */
+export function rotateSentryLog(ctx: Ctx): void {
+  const file = path.join(ctx.cfg.ROOT_DIR, "sentry.log");
+  try {
+    withLock(ctx, () => {
+      const st = ctx.sys.fs.lstatSync(file, { throwIfNoEntry: false });
+      if (!st || !st.isFile() || st.size < ctx.cfg.SENTRY_LOG_ROTATE_KB * 1024) return; // another writer rotated it
+      const keep = ctx.cfg.SENTRY_LOG_KEEP;
+      if (keep === 0) {
+        ctx.sys.fs.unlinkSync(file);
+        return;
+      }
+      for (let i = keep - 1; i >= 1; i--) {
+        try {
+          ctx.sys.fs.renameSync(`${file}.${i}`, `${file}.${i + 1}`);
+        } catch (e) {
+          if (errCode(e) !== "ENOENT") throw e;
+        }
+      }
+      ctx.sys.fs.renameSync(file, `${file}.1`);
+    });
+  } catch (e) {
+    ctx.sys.warn(`cannot rotate ${file}: ${errText(e)}`);
   }
 }
 
@@ -4116,7 +4193,7 @@ export function connect(ctx: Ctx, ip: string): number {
   return Math.max(lifted, withLock(ctx, () => {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
-    if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
+    if (v.action === "allow") return autoAllow(ctx, ip, "connect", v.reason);
     const code = setBlocked(ctx, ip, "connect", v.reason, length);
     // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.1).
     if (ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD) cutDecidingConnection(ctx, ip);
@@ -4326,12 +4403,66 @@ export function liftAfterSuccess(ctx: Ctx, ips: Iterable<string>, by: string): {
       if (text === null || !DECIDED_BY_LOGS.test(text)) return 0;
       lifted++;
       const was = text.split("\n")[0];
-      return setAllowed(ctx, ip, by, `allowed after failures: a successful login was logged after the block (${was})`);
+      const flag = afterFailures(ctx, ip);
+      return setAllowed(ctx, ip, by, `${flag ?? "allowed after failures"}: a successful login was logged after the block (${was})`);
     });
     code = Math.max(code, c);
   }
   return { code, lifted };
 }
+
+// ---- 8.1.2 The brute force that succeeded ------------------------------------------
+//
+//   ssh: 9 failed (alice, admin, oracle), then "Accepted password for alice"
+//     → allow/IP "… allow by connect: allowed after 9 failures (users: admin, alice, oracle): ssh: 1 success, …"
+//
+// The rule stands: a success allows (the colleague behind the office NAT is
+// never locked out). But nine wrong passwords and then a right one is also
+// the trace of a password guesser that found one, and the allow makes it a
+// permanent pass. So such an allow carries this wording, which --report
+// shows under a heading asking for attention, syslog and the notifications
+// carry, and which ALLOW_AFTER_FAILURES_HOLD turns into a hold for review
+// (review/IP: neither allowed nor blocked, said once) instead of an allow.
+// The tallies hold no order: what was counted when the success is first
+// weighed is, nearly always, what came before it.
+
+/** "allowed after N failures (users: …)" when `t` holds `note` or more failed or naughty attempts (note > 0), else null. */
+export function afterFailuresText(t: Tallies, users: string[], note: number): string | null {
+  let n = 0;
+  for (const s of SERVICES) n += (t[s]?.failed ?? 0) + (t[s]?.naughty ?? 0);
+  if (note === 0 || n < note) return null;
+  const shown = users.slice(0, 10).map((u) => sanitize(u, 40));
+  return `allowed after ${n} failures (users: ${shown.length ? shown.join(", ") : "none logged"}${users.length > 10 ? `, … ${users.length - 10} more` : ""})`;
+}
+
+/** afterFailuresText for `ip` from the evidence index (null without one). */
+export function afterFailures(ctx: Ctx, ip: string): string | null {
+  return ifIndex<string | null>(ctx, null, (db) => afterFailuresText(tallies(db, ip), userNames(db, ip).names, ctx.cfg.ALLOW_AFTER_FAILURES_NOTE));
+}
+
+/**
+ * An allow the logs decided: flagged if it came after failures, or held for
+ * review instead (ALLOW_AFTER_FAILURES_HOLD). Call under withLock.
+ */
+export function autoAllow(ctx: Ctx, ip: string, by: string, reason: string): number {
+  const flag = afterFailures(ctx, ip);
+  if (flag === null) return setAllowed(ctx, ip, by, reason);
+  if (!ctx.cfg.ALLOW_AFTER_FAILURES_HOLD) return setAllowed(ctx, ip, by, `${flag}: ${reason}`);
+  const file = path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip);
+  if (ctx.sys.fs.existsSync(file)) return 0; // held already, and said so
+  try {
+    ctx.sys.fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
+  } catch (e) {
+    throw ioError("create", path.dirname(file), e);
+  }
+  const why = `held for review, not allowed: ${flag}: ${reason}; sentry --allow --ip=${ip} lets it in, --block keeps it out`;
+  writeAtomic(ctx, file, decisionText(ctx, "review", by, why));
+  logDecision(ctx, ip, "review", `${by}: ${why}`);
+  return 0;
+}
+
+/** Folder of the addresses held for review (ALLOW_AFTER_FAILURES_HOLD): review/IP, as allow/IP. */
+export const REVIEW_DIR = "review";
 
 /** The text of block/IP, or null if it is not blocked. */
 function readBlockFile(ctx: Ctx, ip: string): string | null {
@@ -4435,9 +4566,21 @@ export function withheldBlocks(ctx: Ctx): Withheld[] {
   });
 }
 
-/** The text of allow/IP or block/IP: when, who decided, why. */
+/** The text of allow/IP or block/IP: when, who decided (an administrator by name: "admin (alice)"), why. */
 function decisionText(ctx: Ctx, what: string, by: string, reason: string): string {
-  return `${isoTime(ctx.sys.now())} ${what} by ${by}: ${sanitize(reason, 1000)}\n`;
+  const who = by === "admin" ? `admin (${operatorName(ctx.sys.env, ctx.sys.uid ?? (process.geteuid ? process.geteuid() : 0))})` : by;
+  return `${isoTime(ctx.sys.now())} ${what} by ${who}: ${sanitize(reason, 1000)}\n`;
+}
+
+/**
+ * Which administrator ran a manual action, for --list's "by": sudo's
+ * SUDO_USER (the person, not root), else USER or LOGNAME, else the uid.
+ * Only a plain login name is taken: the name is written into a record file
+ * that --list parses, and the environment is the caller's to set.
+ */
+export function operatorName(env: Record<string, string | undefined>, uid: number): string {
+  for (const v of [env.SUDO_USER, env.USER, env.LOGNAME]) if (v !== undefined && /^[A-Za-z0-9._][A-Za-z0-9._-]{0,31}$/.test(v)) return v;
+  return `uid ${uid}`;
 }
 
 /**
@@ -4495,6 +4638,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
+  removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip)); // a hold for review (8.1.2) starts again too
   writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
   forgetEvidence(ctx, ip);
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
@@ -4698,7 +4842,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
             if (ipStatus(ctx, ip) !== null) return 0; // a connect decided meanwhile
             if (v.action === "allow") {
               allowed++;
-              return setAllowed(ctx, ip, "scan", v.reason);
+              return autoAllow(ctx, ip, "scan", v.reason);
             }
             blocked++;
             const c = setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
@@ -5493,6 +5637,195 @@ export function resync(ctx: Ctx): number {
   });
 }
 
+// ---- 9.4 Telling the administrator: syslog and notifications ------------------
+//
+//   logDecision(203.0.113.9, "block", "connect: ssh: …")
+//     → syslog   "sentry[4711]: 203.0.113.9 block connect: ssh: …"  (authpriv.notice)
+//     → mail     Subject: sentry on web1: 1 blocked
+//     → command  SENTRY_EVENT=block SENTRY_IP=203.0.113.9 SENTRY_REASON="connect: ssh: …" …
+//
+// Central logging and SIEMs look in syslog, and an administrator wants to
+// hear of a block or of a brute force that succeeded without reading
+// sentry.log. Node cannot write to /dev/log (no unix datagram sockets), so a
+// logger(1) child does it. Under tcpd sshd waits for sentry, so nothing here
+// is waited for: what a command decided is queued (logDecision) and sent
+// once, when it is done (flushOutbox, from main()), by children started
+// detached, stdout and stderr on /dev/null, the message on a pipe, each under
+// timeout(1) with NOTIFY_TIMEOUT_SECONDS: a stuck mail server or a hanging
+// script is killed by its own timer, never holds a login up, and never
+// piles up. A connect that decides nothing queues nothing and starts no
+// child. A --scan that blocks 500 addresses sends ONE message listing them
+// (blacklist.py did the same), a connect its own.
+//
+// Commands are argument vectors, never a shell: the reason holds text an
+// attacker typed (a user name such as `$(reboot)`), which reaches a
+// NOTIFY_COMMAND only as data in an environment variable and on stdin.
+// NOTIFY_COMMAND, NOTIFY_EMAIL and SENDMAIL are EXEC_SETTINGS (section 1).
+
+/** One decision queued for syslog and, if it is news, for the notifications. */
+export interface Notice {
+  at: number; // epoch ms
+  ip: string;
+  what: string; // the sentry.log action word
+  reason: string;
+}
+
+const outbox: { syslog: Notice[]; notices: Notice[] } = { syslog: [], notices: [] };
+
+/** The event a decision is for an administrator, or null if it is not news (an allow, a delist, an expiry). */
+export function noticeEvent(what: string, reason: string): string | null {
+  if (what === "block") return "block";
+  if (what === "backend-failed") return "backend-failure";
+  if (what === "withheld") return "withheld";
+  if (what === "review") return "held-for-review";
+  if (what === "allow" && ALLOWED_AFTER.test(reason)) return "allowed-after-failures";
+  return null;
+}
+
+/** The wording of a brute force that succeeded, in allow/IP and sentry.log (see afterFailures). */
+const ALLOWED_AFTER = /allowed after \d+ failures/;
+
+function queueNotice(ctx: Ctx, n: Notice): void {
+  if (ctx.cfg.SYSLOG) outbox.syslog.push(n);
+  if ((ctx.cfg.NOTIFY_EMAIL !== "" || ctx.cfg.NOTIFY_COMMAND !== "") && noticeEvent(n.what, n.reason) !== null) outbox.notices.push(n);
+}
+
+/** The addresses NOTIFY_EMAIL names (a local user or user@domain each); throws SentryError(1) for anything else. */
+export function parseNotifyEmail(text: string): string[] {
+  const list = text.split(/[\s,]+/).filter((w) => w !== "");
+  for (const a of list)
+    // A word starting with "-" would be an option to sendmail.
+    if (!/^[A-Za-z0-9._%+=][A-Za-z0-9._%+=-]*(@[A-Za-z0-9.-]+)?$/.test(a))
+      throw new SentryError(`NOTIFY_EMAIL: ${JSON.stringify(a)} is not a mail address (user or user@domain)`, 1);
+  return list;
+}
+
+/** Subject, body and SENTRY_* variables of one message about `notices` (pure; the reasons are already sanitized). */
+export function composeNotice(host: string, notices: Notice[]): { subject: string; body: string; env: Record<string, string> } {
+  const counts = new Map<string, number>();
+  for (const n of notices) {
+    const e = noticeEvent(n.what, n.reason) as string;
+    counts.set(e, (counts.get(e) ?? 0) + 1);
+  }
+  const words: Record<string, string> = {
+    block: "blocked",
+    "allowed-after-failures": "ALLOWED AFTER FAILURES (check them)",
+    "backend-failure": "firewall failures",
+    withheld: "blocks withheld",
+    "held-for-review": "held for review",
+  };
+  const parts = [...counts].map(([e, n]) => `${n} ${words[e]}`);
+  const one = notices.length === 1 ? ` ${notices[0].ip}` : "";
+  const subject = `sentry on ${host}: ${parts.join(", ")}${one}`;
+  const MAX_LINES = 1000;
+  const lines = notices.slice(0, MAX_LINES).map((n) => `${isoTime(n.at)} ${n.ip} ${n.what} ${n.reason}`);
+  if (notices.length > MAX_LINES) lines.push(`… and ${notices.length - MAX_LINES} more (sentry.log has every line)`);
+  const body = `${subject}\n\n${lines.join("\n")}\n\nsentry --list shows who is blocked and why; sentry --report --ip=IP one address.\n`;
+  return {
+    subject,
+    body,
+    env: {
+      SENTRY_EVENT: [...counts.keys()].join(","),
+      SENTRY_COUNT: String(notices.length),
+      SENTRY_IP: notices.map((n) => n.ip).join(" "),
+      SENTRY_REASON: notices[0]?.reason ?? "",
+      SENTRY_HOST: host,
+      SENTRY_SUBJECT: subject,
+    },
+  };
+}
+
+/** An executable called `name` (a path, or looked up in PATH and the sbin folders), or null. */
+function findProgram(ctx: Ctx, name: string): string | null {
+  const dirs = name.includes("/") ? [""] : [...(ctx.sys.env.PATH ?? "").split(":"), "/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+  for (const d of dirs) {
+    const p = d === "" ? name : path.join(d, name);
+    if (d !== "" && !path.isAbsolute(d)) continue; // a relative PATH entry is wherever tcpd's cwd is
+    try {
+      ctx.sys.fs.accessSync(p, fs.constants.X_OK);
+      if (ctx.sys.fs.statSync(p).isFile()) return p;
+    } catch (e) {
+      if (errCode(e) !== "ENOENT" && errCode(e) !== "EACCES" && errCode(e) !== "ENOTDIR") throw e;
+    }
+  }
+  return null;
+}
+
+/**
+ * Starts `argv` detached under timeout(1), `input` on its stdin, stdout and
+ * stderr on /dev/null, and does not wait for it. A message of up to 64 KiB
+ * fits the pipe at once (a connect's always does), so this process exits at
+ * once; a longer one (a --scan's list) is written as the child reads, and
+ * timeout(1) ends a child that stops reading. No file holds the message: a
+ * temporary file took space from a full ROOT_DIR. Returns "" or why it could
+ * not start.
+ */
+export function detachCommand(ctx: Ctx, argv: string[], input: string, env: Record<string, string>): string {
+  const timeout = findProgram(ctx, "timeout");
+  const cmd = findProgram(ctx, argv[0]);
+  if (cmd === null) return `${argv[0]} not found`;
+  if (timeout === null) return "timeout(1) not found (coreutils): sentry starts no child it cannot time-cap";
+  try {
+    const child = childProcess().spawn(timeout, ["-s", "KILL", String(ctx.cfg.NOTIFY_TIMEOUT_SECONDS), cmd, ...argv.slice(1)], {
+      detached: true, // its own process group: tcpd's and sshd's signals are not its business
+      stdio: ["pipe", "ignore", "ignore"],
+      env,
+      cwd: "/",
+    });
+    // Found executable above; a late exec failure or a reader that went away has nowhere left to be said.
+    child.on("error", () => undefined);
+    child.stdin?.on("error", () => undefined);
+    child.stdin?.end(input);
+    child.unref();
+    return "";
+  } catch (e) {
+    return errText(e);
+  }
+}
+
+/**
+ * Sends what this command queued: one logger(1) for every syslog line, one
+ * message by NOTIFY_EMAIL and one by NOTIFY_COMMAND for the notices. A
+ * notifier that cannot be started is said on stderr and in sentry.log.
+ */
+export function flushOutbox(ctx: Ctx): void {
+  const lines = outbox.syslog.splice(0);
+  const notices = outbox.notices.splice(0);
+  if (lines.length === 0 && notices.length === 0) return;
+  const env: Record<string, string> = { PATH: "/usr/bin:/bin:/usr/sbin:/sbin", ROOT_DIR: ctx.cfg.ROOT_DIR };
+  const failed: string[] = [];
+  if (lines.length) {
+    // One line per message; logger reads them from stdin. --id gives our pid, as a daemon's lines carry theirs.
+    const text = lines.map((n) => `${n.ip} ${n.what} ${n.reason}`).join("\n") + "\n";
+    const why = detachCommand(ctx, ["logger", "-t", "sentry", `--id=${process.pid}`, "-p", "authpriv.notice"], text, env);
+    if (why) failed.push(`syslog: ${why}`);
+  }
+  if (notices.length) {
+    const host = (process.getBuiltinModule("node:os") as typeof import("node:os")).hostname();
+    const m = composeNotice(host, notices);
+    if (ctx.cfg.NOTIFY_EMAIL !== "") {
+      const to = parseNotifyEmail(ctx.cfg.NOTIFY_EMAIL);
+      const mail =
+        `To: ${to.join(", ")}\nSubject: ${m.subject}\nAuto-Submitted: auto-generated\n` +
+        `MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n${m.body}`;
+      const why = detachCommand(ctx, [ctx.cfg.SENDMAIL, "-oi", "--", ...to], mail, env);
+      if (why) failed.push(`NOTIFY_EMAIL: ${why}`);
+    }
+    if (ctx.cfg.NOTIFY_COMMAND !== "") {
+      const argv = ctx.cfg.NOTIFY_COMMAND.split(/\s+/).filter((w) => w !== "");
+      const why = detachCommand(ctx, argv, m.body, { ...env, ...m.env });
+      if (why) failed.push(`NOTIFY_COMMAND: ${why}`);
+    }
+  }
+  for (const f of failed) {
+    ctx.sys.warn(`cannot notify: ${f}`);
+    logDecision(ctx, "-", "notify-failed", f);
+  }
+  // What those two lines queued is not sent again: one failure, one line.
+  outbox.syslog.length = 0;
+  outbox.notices.length = 0;
+}
+
 // ==== 10. Report ============================================================
 //
 //   sentry --report
@@ -5527,6 +5860,8 @@ export interface Report {
   notes?: string[]; // the evidence index's latest notes (first reads, caps, unreadable logs)
   withheld: Withheld[]; // blocks that wait for a complete read of the logs (section 8.1.1)
   heldBack?: string[]; // sentry.log lines of the last 7 days that say decisions were held back
+  attention: ListEntry[]; // allowed after failures, or held for review (section 8.1.2): a brute force that succeeded?
+  logAddresses: number | null; // where no connect is counted (a --scan-only server): the addresses the logs show
   ip?: IpRecord;
 }
 
@@ -5799,6 +6134,11 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
     allowed: listDir(ctx, "allow").length,
     blocked: listDir(ctx, "block").length,
     withheld: withheldBlocks(ctx),
+    attention: buildList(ctx, { states: ["allowed", "pending"], net: null, newerMs: null, olderMs: null, sort: "time", utc: false }).filter(
+      (e) => (e.state === "allowed" && ALLOWED_AFTER.test(e.reason)) || (e.state === "pending" && e.by !== "withheld"),
+    ),
+    // A server where nothing spawns --connect (no libwrap, a timer's --scan) counts no connects: say what it does count.
+    logAddresses: summary.connections === 0 ? ifIndex<number | null>(ctx, null, (db) => Number(db.prepare("SELECT COUNT(DISTINCT ip) AS n FROM tallies").get()?.n ?? 0)) : null,
   };
   if (opts.verbose) {
     r.top = summary.top.map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
@@ -5834,7 +6174,11 @@ export function formatReport(r: Report): string {
   }
   // sentry.pl's and sentry.sh's header above the counts: scripts and habits look for it.
   out.push("   -------- summary ---------");
-  out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
+  if (r.logAddresses)
+    out.push(
+      `${String(r.logAddresses).padStart(4)} IPs are in the logs --scan reads (no connect is counted here: nothing spawns sentry --connect)`,
+    );
+  else out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
   out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
   out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
   if (r.withheld.length) {
@@ -5842,6 +6186,13 @@ export function formatReport(r: Report): string {
     out.push(`${String(r.withheld.length).padStart(4)} IPs wait to be blocked: a log could not be read, or not to its end (sentry --doctor)`);
     for (const w of r.withheld.slice(0, 20)) out.push(`       ${w.ip.padEnd(15)} since ${w.since}: ${w.why}`);
     if (r.withheld.length > 20) out.push(`       … and ${r.withheld.length - 20} more (--report --json lists them all)`);
+  }
+  if (r.attention.length) {
+    // The brute force that succeeded must be impossible to miss: above the detail, with what to do.
+    out.push("", `ATTENTION: ${r.attention.length} IPs logged in after failed attempts (a password guesser that found one?):`);
+    for (const e of r.attention.slice(0, 20)) out.push(`  ${e.ip.padEnd(15)} ${e.state} ${e.since === null ? "" : isoTime(e.since)} by ${e.by}: ${shortReason(e.reason)}`);
+    if (r.attention.length > 20) out.push(`  … and ${r.attention.length - 20} more (sentry --list --state=allowed)`);
+    out.push("  check them; sentry --allow --ip=IP keeps one (and clears this), sentry --block --ip=IP --force shuts it out");
   }
   if (r.top) {
     out.push("", "most active:");
@@ -5866,6 +6217,315 @@ export function formatReport(r: Report): string {
   }
   return out.join("\n");
 }
+
+// ---- 10.3 --list: who is blocked, why, since and until when --------------------
+//
+//   block/203.0.113.9  "2026-11-29T10:00:00Z block by connect: ssh: 0 success, 3 naughty, …
+//                       until 2026-11-29T10:10:00Z (10 minutes; thin evidence: …)"
+//     → 203.0.113.9  blocked  2026-11-29 11:00 CET, 3h ago  until 2026-11-29 11:10 CET, in 7m
+//                    by connect  ssh  0 ok/2 failed/3 naughty/1 probe  0 success, 3 naughty, …
+//
+// An administrator's first questions (fail2ban-client status, cscli
+// decisions list): who, which state, since, until, by whom, which service,
+// why, how many attempts of each kind. One line per address, read from the
+// files (they are the truth), the attempts from the evidence index in one
+// query. 100,000 blocks cost one open, fstat and read each (npm run bench).
+// pending: blocks withheld for want of a complete read of the logs (8.1.1),
+// and addresses held for review (8.1.2).
+
+export type ListState = "blocked" | "allowed" | "pending";
+
+export interface ListFilter {
+  states: ListState[] | null; // null = every state
+  net: Cidr | null; // only addresses in this range
+  newerMs: number | null; // only entries whose since is at most this old
+  olderMs: number | null; // only entries whose since is at least this old
+  sort: "time" | "ip";
+  utc: boolean;
+}
+
+/** One address of --list (and of --list --json, as it is). Times are epoch ms. */
+export interface ListEntry {
+  ip: string;
+  state: ListState;
+  since: number | null;
+  until: number | null; // a block's end; null = never (an allow, a block that does not expire, a pending one)
+  by: string; // connect, scan, admin, expiry, fleet …: who decided
+  operator: string | null; // the administrator, where the record names one: "by admin (alice)"
+  service: string | null; // the service with the most evidence
+  reason: string;
+  attempts: { success: number; failed: number; naughty: number; probe: number } | null; // null: no evidence index
+}
+
+/** "90m", "3h", "2d", "1w" (or plain seconds) → ms; null if it is not one. */
+export function parseAge(text: string): number | null {
+  const m = /^(\d{1,9})([smhdw]?)$/.exec(text.trim());
+  if (!m) return null;
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 }[m[2] as "" | "s" | "m" | "h" | "d" | "w"];
+  return Number(m[1]) * unit * 1000;
+}
+
+/** Applies one --list option to `f`; throws SentryError(1) naming a bad value. */
+export function parseListOption(f: ListFilter, flag: string, value: string): void {
+  const bad = (what: string) => new SentryError(`${flag}=${JSON.stringify(value)}: expected ${what}`, 1);
+  if (flag === "--utc") f.utc = true;
+  else if (flag === "--state") {
+    const states = value.split(",");
+    if (!states.every((x) => x === "blocked" || x === "allowed" || x === "pending")) throw bad("blocked, allowed or pending (or several, comma-separated)");
+    f.states = states as ListState[];
+  } else if (flag === "--net") {
+    f.net = parseCidr(value);
+    if (f.net === null) throw bad("an address or a CIDR range (192.0.2.0/24, 2001:db8::/32)");
+  } else if (flag === "--newer" || flag === "--older") {
+    const ms = parseAge(value);
+    if (ms === null) throw bad("an age: a number with s, m, h, d or w (90m, 2d)");
+    if (flag === "--newer") f.newerMs = ms;
+    else f.olderMs = ms;
+  } else if (flag === "--sort") {
+    if (value !== "time" && value !== "ip") throw bad("time or ip");
+    f.sort = value;
+  }
+}
+
+/** The fields of an allow/, block/ or review/ record: "AT WHAT by WHO: REASON" and an optional "until ISO (LENGTH; why)". */
+export function parseRecord(text: string): { at: number | null; by: string; operator: string | null; reason: string; until: number | null; length: string | null } {
+  const first = text.split("\n")[0];
+  const m = /^(\S+) \S+ by ([^:]*?)(?:: (.*))?$/.exec(first);
+  const u = /^until (\S+)(?: \((.*)\))?$/m.exec(text);
+  const at = m ? Date.parse(m[1]) : NaN;
+  const until = u ? Date.parse(u[1]) : NaN;
+  const who = m ? m[2] : "unknown";
+  const op = /^(\S+) \(([^)]*)\)$/.exec(who);
+  return {
+    at: Number.isFinite(at) ? at : null,
+    by: op ? op[1] : who,
+    operator: op ? op[2] : null,
+    reason: m ? (m[3] ?? "") : sanitize(first, 300),
+    until: Number.isFinite(until) ? until : null,
+    length: u ? (u[2] ?? null) : null,
+  };
+}
+
+/** A record file's text and modification time (no symlink followed), or null if it is gone. */
+function readRecord(ctx: Ctx, file: string): { text: string; mtimeMs: number } | null {
+  const fsys = ctx.sys.fs;
+  let fd: number;
+  try {
+    fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null; // lifted while we listed
+    throw ioError("read", file, e);
+  }
+  try {
+    return { mtimeMs: fsys.fstatSync(fd).mtimeMs, text: fsys.readFileSync(fd, "utf8") };
+  } catch (e) {
+    throw ioError("read", file, e);
+  } finally {
+    fsys.closeSync(fd);
+  }
+}
+
+/** The evidence index's attempts per address and its busiest service, in one query. */
+function allAttempts(ctx: Ctx): Map<string, { service: string; top: number; attempts: NonNullable<ListEntry["attempts"]> }> {
+  const out = new Map<string, { service: string; top: number; attempts: NonNullable<ListEntry["attempts"]> }>();
+  ifIndex(ctx, undefined, (db) => {
+    for (const r of db.prepare("SELECT ip, service, success, failed, naughty, probe FROM tallies").iterate()) {
+      const ip = String(r.ip);
+      const x = { success: Number(r.success), failed: Number(r.failed), naughty: Number(r.naughty), probe: Number(r.probe) };
+      const weight = x.success + x.failed + x.naughty + x.probe;
+      const e = out.get(ip) ?? { service: String(r.service), top: -1, attempts: { success: 0, failed: 0, naughty: 0, probe: 0 } };
+      if (weight > e.top) {
+        e.top = weight;
+        e.service = String(r.service);
+      }
+      e.attempts.success += x.success;
+      e.attempts.failed += x.failed;
+      e.attempts.naughty += x.naughty;
+      e.attempts.probe += x.probe;
+      out.set(ip, e);
+    }
+  });
+  return out;
+}
+
+/** Every entry --list shows with filter `f`, sorted as asked. */
+export function buildList(ctx: Ctx, f: ListFilter): ListEntry[] {
+  const now = ctx.sys.now();
+  const want = (s: ListState) => f.states === null || f.states.includes(s);
+  const inNet = (ip: string) => f.net === null || inRanges(ip, [f.net]);
+  const attempts = allAttempts(ctx);
+  const out: ListEntry[] = [];
+  const add = (ip: string, state: ListState, rec: ReturnType<typeof parseRecord>, since: number | null, until: number | null) => {
+    const a = attempts.get(ip);
+    const svc = /(?:^|: |; )(ssh|ftp|smtp|mua): /.exec(rec.reason); // decide()'s reason names it
+
+    out.push({ ip, state, since, until, by: rec.by, operator: rec.operator, service: a ? a.service : svc ? svc[1] : null, reason: rec.reason, attempts: a ? a.attempts : null });
+  };
+  const fromDir = (dir: string, state: ListState) => {
+    const where = path.join(ctx.cfg.ROOT_DIR, dir);
+    let names: string[];
+    try {
+      names = ctx.sys.fs.readdirSync(where);
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return;
+      throw ioError("list", where, e);
+    }
+    for (const ip of names) {
+      if (parseIp(ip) !== ip || !inNet(ip)) continue;
+      if (dir === REVIEW_DIR && ipStatus(ctx, ip) !== null) continue; // decided since by an administrator
+      const r = readRecord(ctx, path.join(where, ip));
+      if (r === null) continue;
+      const rec = parseRecord(r.text);
+      const until = dir === "block" ? blockEnd(r.text, r.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS) : null;
+      add(ip, state, rec, rec.at ?? r.mtimeMs, until);
+    }
+  };
+  if (want("blocked")) fromDir("block", "blocked");
+  if (want("allowed")) fromDir("allow", "allowed");
+  if (want("pending")) {
+    fromDir(REVIEW_DIR, "pending");
+    for (const w of withheldBlocks(ctx))
+      if (inNet(w.ip)) add(w.ip, "pending", { at: null, by: "withheld", operator: null, reason: `block withheld: ${w.why}`, until: null, length: null }, Date.parse(w.since), null);
+  }
+  const kept = out.filter((e) => {
+    const age = e.since === null ? null : now - e.since;
+    if (f.newerMs !== null && (age === null || age > f.newerMs)) return false;
+    if (f.olderMs !== null && (age === null || age < f.olderMs)) return false;
+    return true;
+  });
+  if (f.sort === "ip") {
+    const key = new Map(kept.map((e) => [e.ip, (ipFamily(e.ip) === 4 ? 0n : 1n << 130n) + ipToBigInt(e.ip)]));
+    kept.sort((a, b) => {
+      const x = key.get(a.ip) as bigint;
+      const y = key.get(b.ip) as bigint;
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+  } else kept.sort((a, b) => (a.since ?? 0) - (b.since ?? 0) || (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+  return kept;
+}
+
+/** "3h ago", "in 7m", "2d ago": the distance from `now`, in its largest whole unit. */
+export function relativeAge(ms: number, now: number): string {
+  const d = Math.abs(now - ms) / 1000;
+  const [n, u] = d < 60 ? [Math.floor(d), "s"] : d < 3600 ? [Math.floor(d / 60), "m"] : d < 86_400 ? [Math.floor(d / 3600), "h"] : [Math.floor(d / 86_400), "d"];
+  return ms <= now ? `${n}${u} ago` : `in ${n}${u}`;
+}
+
+const zoneByOffset = new Map<number, string>(); // minutes west of UTC → the local zone's short name
+
+/** "2026-11-29 12:34 CET" in the local time zone (TZ), or "2026-11-29 11:34 UTC" with `utc`. */
+export function humanTime(ms: number, utc: boolean): string {
+  const d = new Date(ms);
+  const two = (n: number) => String(n).padStart(2, "0");
+  if (utc) return `${d.getUTCFullYear()}-${two(d.getUTCMonth() + 1)}-${two(d.getUTCDate())} ${two(d.getUTCHours())}:${two(d.getUTCMinutes())} UTC`;
+  // en-US names American zones (EST), en-GB European ones (CET); each says GMT+1 for the other's.
+  // Asking Intl costs tens of microseconds, so a list of 100,000 asks once
+  // per UTC offset (one zone's names differ only with its offset: CET, CEST).
+  const offset = d.getTimezoneOffset();
+  let zone = zoneByOffset.get(offset);
+  if (zone === undefined) {
+    const name = (locale: string) => new Intl.DateTimeFormat(locale, { timeZoneName: "short" }).formatToParts(d).find((p) => p.type === "timeZoneName")?.value ?? "";
+    const us = name("en-US");
+    zone = us.startsWith("GMT") ? name("en-GB") : us;
+    zoneByOffset.set(offset, zone);
+  }
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())} ${zone}`;
+}
+
+/** The short reason of a list line: the decision's reason without its sample log line. */
+export function shortReason(reason: string): string {
+  const r = reason.replace(/;? ?e\.g\. ".*$/, "");
+  return r.length > 100 ? `${r.slice(0, 99)}…` : r;
+}
+
+/** --list as text: one line per address, a header and a count. */
+export function formatList(entries: ListEntry[], now: number, utc: boolean): string {
+  const when = (ms: number | null, none: string) => (ms === null ? none : `${humanTime(ms, utc)}, ${relativeAge(ms, now)}`);
+  const rows = entries.map((e) => [
+    e.ip,
+    e.state,
+    when(e.since, "-"),
+    e.state === "blocked" ? when(e.until, "never") : "-",
+    e.operator ? `${e.by} (${e.operator})` : e.by,
+    e.service ?? "-",
+    e.attempts ? `${e.attempts.success}/${e.attempts.failed}/${e.attempts.naughty}/${e.attempts.probe}` : "-",
+    shortReason(e.reason),
+  ]);
+  const head = ["ADDRESS", "STATE", "SINCE", "UNTIL", "BY", "SERVICE", "OK/FAIL/NAUGHTY/PROBE", "REASON"];
+  const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]))).join("  ");
+  const count = new Map<string, number>();
+  for (const e of entries) count.set(e.state, (count.get(e.state) ?? 0) + 1);
+  const total = entries.length === 0 ? "no address matches" : [...count].map(([s, n]) => `${n} ${s}`).join(", ");
+  return [line(head), ...rows.map(line), total].join("\n");
+}
+
+/** --list: prints the list (or its JSON); exit 0. */
+export function listCommand(ctx: Ctx, f: ListFilter, json: boolean): number {
+  const entries = buildList(ctx, f);
+  const now = ctx.sys.now();
+  if (json) {
+    const iso = (ms: number | null) => (ms === null ? null : isoTime(ms));
+    ctx.sys.out(JSON.stringify({ schema: JSON_SCHEMA_VERSION, kind: "list", generated: iso(now), entries: entries.map((e) => ({ ...e, since: iso(e.since), until: iso(e.until) })) }, null, 1));
+  } else ctx.sys.out(formatList(entries, now, f.utc));
+  return 0;
+}
+
+// ---- 10.4 --json: structured, versioned ---------------------------------------
+//
+//   "2026-11-29T10:00:00Z 203.0.113.9 block connect: ssh: …"  → { at, ip, action: "block", reason: "connect: ssh: …" }
+//   "2026-11-29T10:00:00Z block by admin: --block\nuntil …"    → { at, by: "admin", operator: null, reason: "--block", until, length }
+//
+// Scripts read --json, so it holds objects, never record strings to parse
+// again, and carries "schema": 1; sentry.schema.json (at the top of the
+// repository) writes the shape down, and the tests validate every --json
+// output against it.
+
+/** One sentry.log line as fields. */
+export function logLineJson(line: string): { at: string | null; ip: string; action: string; reason: string } {
+  const m = /^(\S+) (\S+) (\S+) ?(.*)$/.exec(line);
+  if (!m) return { at: null, ip: "-", action: "unknown", reason: line };
+  const at = Date.parse(m[1]);
+  return { at: Number.isFinite(at) ? isoTime(at) : null, ip: m[2], action: m[3], reason: m[4] };
+}
+
+/** An allow/block/review record as fields, or null. */
+function recordJson(text: string | null): Record<string, string | null> | null {
+  if (text === null) return null;
+  const r = parseRecord(text.split("; until ").join("\nuntil "));
+  const iso = (ms: number | null) => (ms === null ? null : isoTime(ms));
+  return { at: iso(r.at), by: r.by, operator: r.operator, reason: r.reason, until: iso(r.until), length: r.length };
+}
+
+/** The report as the JSON document of sentry.schema.json. */
+export function reportJson(r: Report): object {
+  const iso = (ms: number | null) => (ms === null ? null : isoTime(ms));
+  const entry = (e: ListEntry) => ({ ...e, since: iso(e.since), until: iso(e.until) });
+  const out: Record<string, unknown> = {
+    schema: JSON_SCHEMA_VERSION,
+    kind: "report",
+    uniqueIps: r.uniqueIps,
+    connections: r.connections,
+    allowed: r.allowed,
+    blocked: r.blocked,
+    logAddresses: r.logAddresses,
+    withheld: r.withheld,
+    attention: r.attention.map(entry),
+  };
+  if (r.top) out.top = r.top;
+  if (r.recent) out.recent = r.recent.map(logLineJson);
+  if (r.backendFailures) out.backendFailures = r.backendFailures.map(logLineJson);
+  if (r.heldBack) out.heldBack = r.heldBack.map(logLineJson);
+  if (r.notes) out.notes = r.notes.map((n) => ({ at: n.slice(0, n.indexOf(" ")), text: n.slice(n.indexOf(" ") + 1) }));
+  if (r.ip) {
+    const x = r.ip;
+    out.ip = { ip: x.ip, connections: x.connections, status: x.status, firstSeen: x.firstSeen, lastSeen: x.lastSeen, allow: recordJson(x.allow), block: recordJson(x.block), evidence: x.evidence };
+  }
+  return out;
+}
+
+/** The version of every --json document (sentry.schema.json); a change that breaks a reader bumps it. */
+export const JSON_SCHEMA_VERSION = 1;
 
 // ==== 11. Install, doctor, update ===========================================
 //
@@ -8044,6 +8704,8 @@ export const USAGE = `NAME
 SYNOPSIS
     sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] | --delist ]
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
+    sentry --list [ --state=S ] [ --net=CIDR | --ip=IP ] [ --newer=AGE ] [ --older=AGE ]
+                  [ --sort=time|ip ] [ --utc ] [ --json ]
     sentry --scan | --resync | --test-log FILE|- [ --missed ]
     sentry --install [ --write ] [ --timer ] | --uninstall | --doctor
     sentry --update [ --check | --force ] | --rollback | --version | --help | -h
@@ -8067,6 +8729,8 @@ ACTIONS
     --block            block IP everywhere, lifting any allow (alias --blacklist)
     --delist           forget IP: no allow, no block, no count, old evidence set aside
     --report, -r       summary; with --ip, that address's record and evidence
+    --list             one line per blocked, allowed or pending address: since,
+                       until, by whom, service, attempts by kind, short reason
     --scan             read all logs since the last run and decide for every address
                        they show (cron or a systemd timer, for daemons without libwrap)
     --resync           re-apply block/ to every enabled backend (after a reboot)
@@ -8087,7 +8751,14 @@ ACTIONS
 OPTIONS
     --verbose, -v      --report: add the most active addresses, the latest
                        decisions and notes; --scan: print its summary always
-    --json             --report: the same as JSON
+    --json             --report, --list: the same as JSON ("schema": 1,
+                       described by sentry.schema.json)
+    --state=S          --list: blocked, allowed or pending (comma-separated)
+    --net=CIDR         --list: only addresses in this range (--ip: one address)
+    --newer=AGE, --older=AGE
+                       --list: decided at most / at least AGE ago (90m, 3h, 2d, 1w)
+    --sort=time|ip     --list: oldest first (default), or numerically
+    --utc              --list: times in UTC instead of the local time zone
     --force            --block: block an address even though the logs show
                        successful logins from it; --update: allow the same or
                        an older version
@@ -8118,7 +8789,9 @@ FILES
                            "until TIME (LENGTH; why)"; the length runs from
                            its modification time: touch renews the block
     ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
-    ROOT_DIR/sentry.log    one line per decision: time, address, action, reason
+    ROOT_DIR/sentry.log    one line per decision: time, address, action, reason;
+                           rotated at SENTRY_LOG_ROTATE_KB to sentry.log.1 … .N
+    ROOT_DIR/review/IP     held for review (ALLOW_AFTER_FAILURES_HOLD=1)
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
     ROOT_DIR/sentry.lock   the lock writers take (a SQLite file)
     ROOT_DIR/sentry.conf   optional settings, KEY=value lines
@@ -8146,6 +8819,8 @@ EXIT STATUS
 
 EXAMPLES
     sentry --report --verbose
+    sentry --list --state=blocked --newer=1d
+    sentry --list --net=203.0.113.0/24 --sort=ip --json
     sentry --ip=203.0.113.7 --block
     sentry --ip 2001:db8::7 --delist
     sentry --test-log /var/log/auth.log
@@ -8370,7 +9045,12 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       }
       throw e;
     }
-    return await run(makeCtx(cfg, sys), a);
+    const ctx = makeCtx(cfg, sys);
+    try {
+      return await run(ctx, a);
+    } finally {
+      flushOutbox(ctx); // syslog and notifications: started detached, not waited for (section 9.4)
+    }
   } catch (e) {
     if (e instanceof SentryError) {
       sys.warn(e.message);
@@ -8470,9 +9150,11 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       return manualAction(ctx, a.action, ip as string, a.force);
     case "report": {
       const r = buildReport(ctx, { verbose: a.verbose, ip });
-      ctx.sys.out(a.json ? JSON.stringify(r, null, 2) : formatReport(r));
+      ctx.sys.out(a.json ? JSON.stringify(reportJson(r), null, 2) : formatReport(r));
       return 0;
     }
+    case "list":
+      return listCommand(ctx, ip !== null ? { ...a.list, net: parseCidr(ip) } : a.list, a.json);
     case "scan":
       return scanCommand(ctx, a.verbose);
     case "resync":

@@ -16,6 +16,8 @@
 //              appended to the log, a fresh IP decided)
 //   report     `sentry --report` over 10,000 and 1,000,000 IPs of synthetic
 //              state, beside `ls -f seen | wc -l`
+//   list       `sentry --list` and `--list --json` over 100,000 blocked IPs
+//              (--quick 10,000), beside `ls -f block | wc -l`
 //   guesses    a real sshd in a namespace (test/lib/sshd.ts), spawning sentry
 //              through tcpd, alone and with its nftables backend: how many
 //              passwords a bot gets to sshd before it is shut out, in the
@@ -52,7 +54,7 @@
 //
 //   npm run bench [-- OPTIONS]          (or: node_modules/.bin/node test/bench.mjs)
 //     --quick          5 runs, no 200 MB log, no million-IP report, a 500-connect burst
-//     --only A,B       only these parts: connect, decision, report, burst
+//     --only A,B       only these parts: connect, decision, report, list, burst
 //     --runs N         runs per figure (at least 1; the table says how many)
 //     --keep           keep the generated data for the next run
 //     --bin PATH       the binary to measure (default dist/sentry)
@@ -75,7 +77,7 @@ const GEN_STAMP = "g1"; // bump when the generators change: old caches are then 
 
 // ---- options ---------------------------------------------------------------
 
-const PARTS = ["connect", "decision", "report", "burst", "guesses"];
+const PARTS = ["connect", "decision", "report", "list", "burst", "guesses"];
 const opt = { quick: false, keep: false, only: new Set(PARTS), runs: 0, bin: join(REPO, "dist/sentry") };
 {
   const argv = process.argv.slice(2);
@@ -694,6 +696,50 @@ async function benchReport(feat) {
   );
 }
 
+// ---- 3.1 list -----------------------------------------------------------------------
+
+/** N block files as sentry writes them (reserved 198.18.0.0/15 addresses), each with its own end. */
+function ensureBlocks(n) {
+  const root = join(CACHE, `blocks-${n}`);
+  const done = `${root}.done`;
+  if (fs.existsSync(done)) return root;
+  const tmp = `${root}.tmp-${process.pid}`;
+  fs.mkdirSync(join(tmp, "block"), { recursive: true });
+  const t0 = Date.parse("2026-11-29T10:00:00Z");
+  for (let i = 0; i < n; i++) {
+    const ip = `198.${18 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+    const at = new Date(t0 - i * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const until = new Date(t0 - i * 1000 + 90 * 86_400_000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    fs.writeFileSync(join(tmp, "block", ip),
+      `${at} block by scan: ssh: 0 success, 6 naughty, 2 failed, 0 probe; e.g. "Invalid user admin from ${ip} port 40000"\nuntil ${until} (90 days; strong evidence: 6 naughty lines, 2 names tried on them, 2 failed)\n`);
+  }
+  fs.renameSync(tmp, root);
+  fs.writeFileSync(done, String(n));
+  return root;
+}
+
+function benchList(feat) {
+  section("list");
+  if (!feat.core) {
+    notes.push("list: skipped: this dist/sentry does not answer `--report` yet.");
+    return;
+  }
+  const n = opt.quick ? 10_000 : 100_000;
+  const label = opt.quick ? "10,000" : "100,000";
+  const root = ensureBlocks(n);
+  const env = sentryEnv(root, join(root, "no-such-auth.log"));
+  const ls = { key: "ls-block", label: `\`ls -f block | wc -l\`, ${label} blocked IPs`, argv: () => [SH, "-c", 'ls -f "$1" | wc -l', "sh", join(root, "block")], env: BASE_ENV };
+  const text = { key: "list", label: `\`--list\`, ${label} blocked IPs`, argv: () => [BIN, "--list"], env, timeoutMs: 600_000 };
+  const json = { key: "list-json", label: `\`--list --json\`, ${label} blocked IPs`, argv: () => [BIN, "--list", "--json"], env, timeoutMs: 600_000 };
+  const m = measure(`list ${label}`, [ls, text, json], { runs: Math.min(RUNS, 5), rssRuns: Math.min(RSS_RUNS, 2) });
+  row(ls.label, m.get(ls.key));
+  row(text.label, m.get(text.key), { label: "`ls -f block | wc -l`", st: m.get(ls.key) }, { text: "< 5 s", met: (r) => r.median < 5000 });
+  row(json.label, m.get(json.key), { label: "`ls -f block | wc -l`", st: m.get(ls.key) });
+  const out = spawnSync(BIN, ["--list"], { env, cwd: SCRATCH, encoding: "utf8", timeout: 300_000, maxBuffer: 1 << 30 }).stdout ?? "";
+  check(`list, ${label} blocked IPs: one line each and the count`, out.endsWith(`\n${n} blocked\n`) && out.split("\n").length === n + 3, out.slice(-200));
+  notes.push("list: each block/IP is opened, fstat'ed (its end runs from its modification time) and read; the attempts come from sentry.db in one query.");
+}
+
 // ---- 4. burst -----------------------------------------------------------------------
 
 /** Runs jobs (argv lists) `parallel` at a time; returns wall ms, per-job latencies, failures. */
@@ -1050,6 +1096,7 @@ async function main() {
   if (opt.only.has("connect")) benchConnect(feat);
   if (opt.only.has("decision")) benchDecision(feat);
   if (opt.only.has("report")) await benchReport(feat);
+  if (opt.only.has("list")) benchList(feat);
   if (opt.only.has("burst")) await benchBurst(feat);
   if (opt.only.has("guesses")) await benchGuesses();
   const text = render(info, feat, startedAt, loadStart);

@@ -54,7 +54,7 @@ t.test("allow, block, delist and their old names", async (t) => {
   t.equal(r.status, 0);
   t.equal(r.stdout, "   0 connections from 203.0.113.5 and it is blocked\nblocked 203.0.113.5 (was: not decided)\n");
   t.ok(fs.existsSync(join(root, "block", "203.0.113.5")));
-  t.match(fs.readFileSync(join(root, "block", "203.0.113.5"), "utf8"), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ block by admin: --block\nuntil \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(90 days; EXPIRE_BLOCK_DAYS\)\n$/);
+  t.match(fs.readFileSync(join(root, "block", "203.0.113.5"), "utf8"), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ block by admin \(uid \d+\): --block\nuntil \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(90 days; EXPIRE_BLOCK_DAYS\)\n$/);
   r = sentry(["--block", "--ip", "2001:DB8::5"], env);
   t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), "203.0.113.5\n[2001:db8::5]\n");
   r = sentry(["--ip=203.0.113.5"], env);
@@ -149,7 +149,8 @@ t.test("report: summary, verbose, one address, JSON", async (t) => {
   t.equal(j.allowed, 1);
   t.equal(j.blocked, 1);
   t.equal(j.ip.status, "blocked");
-  t.match(j.ip.block, /block by admin/);
+  t.equal(j.schema, 1);
+  t.same([j.ip.block.by, j.ip.block.reason, j.ip.block.length], ["admin", "--block", "90 days; EXPIRE_BLOCK_DAYS"], "the block record as fields");
   t.equal(j.top[0].ip, "192.0.2.1");
   t.equal(sentry(["-r"], envFor(tempDir(t))).stdout, "   -------- summary ---------\n   0 unique IPs have connected 0 times\n   0 IPs are allowed\n   0 IPs are blocked\n", "an empty ROOT_DIR reports zeros");
 });

@@ -75,7 +75,19 @@ libgcc-s1-arm64-cross
 #                         arm64's libraries in /usr/aarch64-linux-gnu, which
 #                         Node (dynamically linked) needs: qemu -L that folder
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $SHIP_PACKAGES"
+# --- test/notify.test.ts: syslog lines and mail where they land --------------
+NOTIFY_PACKAGES="
+exim4-daemon-light
+python3
+coreutils
+"
+# exim4-daemon-light  a real local MTA (Debian's default: local delivery only);
+#                     the test runs it in a mount namespace with its own
+#                     /var/mail and spool, so the machine's stay untouched
+# python3             a small syslog receiver on a private /dev/log
+# coreutils           timeout(1): every child sentry leaves behind is time-capped
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $SHIP_PACKAGES $NOTIFY_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { SENTRY, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
+import { SENTRY, checkJson, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
 import { createNetns, netnsUnavailable } from "./lib/netns.ts";
 import { DEFAULTS, nftablesBackend } from "../sentry.ts";
 
@@ -43,6 +43,7 @@ function scene(t: TT) {
   const env = (extra: Record<string, string> = {}) => ({ ...base, ...extra });
   const run = (args: string[], extra: Record<string, string> = {}) => {
     const r = spawnSync(SENTRY, args, { env: env(extra), encoding: "utf8", timeout: 60_000 });
+    if (args.includes("--json") && r.status === 0) checkJson(r.stdout);
     return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
   };
   fs.writeFileSync(log, GOOD_LOG);

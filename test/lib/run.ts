@@ -1,6 +1,7 @@
 // Helpers shared by the tests: run the built binary against a temporary ROOT_DIR.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -41,9 +42,27 @@ export function systemPaths(dir: string): Record<string, string> {
   return { MAN_DIR: join(dir, "man8"), COMPLETION_DIR: join(dir, "completions"), UNIT_DIR: join(dir, "systemd"), CRON_FILE: join(dir, "cron.d", "sentry") };
 }
 
-/** Runs dist/sentry synchronously. */
+/**
+ * Every --json output is checked against sentry.schema.json (with ajv, a
+ * well-kept validator, not hand-written checks): a test that reads the JSON
+ * fails here first if the document strays from what is written down.
+ */
+type AjvClass = typeof import("ajv").default;
+const Ajv = createRequire(import.meta.url)("ajv") as AjvClass;
+export const SCHEMA_FILE = resolve(import.meta.dirname, "..", "..", "sentry.schema.json");
+const validate = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile(JSON.parse(readFileSync(SCHEMA_FILE, "utf8")));
+
+/** Throws unless `text` is one JSON document valid under sentry.schema.json; returns it parsed. */
+export function checkJson(text: string): unknown {
+  const doc: unknown = JSON.parse(text);
+  if (!validate(doc)) throw new Error(`--json output does not match sentry.schema.json: ${JSON.stringify(validate.errors, null, 1).slice(0, 2000)}\n${text.slice(0, 2000)}`);
+  return doc;
+}
+
+/** Runs dist/sentry synchronously (a --json output that worked is validated: checkJson). */
 export function sentry(args: string[], env: Record<string, string>, opts: { cwd?: string; input?: string } = {}): Ran {
   const r = spawnSync(SENTRY, args, { env, cwd: opts.cwd, input: opts.input, encoding: "utf8", timeout: 60_000 });
+  if (args.includes("--json") && r.status === 0) checkJson(r.stdout ?? "");
   return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
@@ -56,7 +75,15 @@ export function sentryAsync(args: string[], env: Record<string, string>): Promis
     p.stdout.on("data", (d) => (stdout += d));
     p.stderr.on("data", (d) => (stderr += d));
     p.on("error", fail);
-    p.on("close", (status) => done({ status, stdout, stderr }));
+    p.on("close", (status) => {
+      try {
+        if (args.includes("--json") && status === 0) checkJson(stdout);
+      } catch (e) {
+        fail(e);
+        return;
+      }
+      done({ status, stdout, stderr });
+    });
   });
 }
 
