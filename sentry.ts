@@ -834,7 +834,6 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     throw new SentryError("--force goes with --update, --block or --install", 1);
   if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
   if (a.timer && !(a.action === "install" && a.write)) throw new SentryError("--timer goes with --install --write", 1);
-  if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
   if (a.json && a.action !== "report" && a.action !== "list") throw new SentryError("--json goes with --report or --list", 1);
   if (listOption && a.action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
   return a;
