@@ -10,7 +10,7 @@
 
 import t from "tap";
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, utimesSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -20,7 +20,8 @@ import { DAEMON, checkPrerequisites, startHarness } from "./lib/sshd.ts";
 import type { Harness } from "./lib/sshd.ts";
 import { startLapi } from "./lib/crowdsec.ts";
 import type { Lapi } from "./lib/crowdsec.ts";
-import { SENTRY, parallel, sentry, sentryAsync } from "./lib/run.ts";
+import { SENTRY, parallel, sentryAsync } from "./lib/run.ts";
+import { alertFor, fleetScenario, goDuration, parseGoDuration } from "../sentry.ts";
 
 t.setTimeout(280_000);
 
@@ -269,6 +270,42 @@ t.test("a decision the LAPI flushed without a delete event still expires locally
   t.equal(s.status, 0, "--scan (which lifts what is due, and syncs)", s);
   t.equal(blockFile(rootB, FLUSHED), "", "lifted at the end the stream gave it");
   t.notOk(denyHas(rootB, FLUSHED), "and gone from hosts.deny");
+});
+
+t.test("--doctor: LAPI down, a refused key, a stale sync", async (t) => {
+  const down = run(["--doctor"], envB({ CROWDSEC_URL: "http://127.0.0.1:9/" }));
+  t.equal(down.status, 2, "CRITICAL", down);
+  t.match(down.stdout, /CRITICAL: fleet: cannot reach the CrowdSec LAPI at http:\/\/127\.0\.0\.1:9 /);
+  const key = run(["--doctor"], envB({ CROWDSEC_API_KEY: "not-a-key" }));
+  t.match(key.stdout, /CRITICAL: fleet: the LAPI refused this server's bouncer: HTTP 403/, "a wrong bouncer key", key);
+  t.notMatch(key.stdout + key.stderr, /not-a-key/, "the key is never printed");
+  const pw = run(["--doctor"], envB({ CROWDSEC_PASSWORD: "wrong-pw" }));
+  t.match(pw.stdout, /CRITICAL: fleet: the CrowdSec LAPI at \S+ refused the login of machine "server-b": HTTP 401/, "a wrong password", pw);
+  const stamp = join(rootB, "fleet.stamp");
+  const ago = (min: number) => {
+    const at = (Date.now() - min * 60_000) / 1000;
+    utimesSync(stamp, at, at);
+    return run(["--doctor"], envB()).stdout;
+  };
+  t.match(ago(10), /WARNING: fleet: the last successful --sync was 10 minutes ago/, "past 3 intervals: WARNING");
+  t.match(ago(45), /CRITICAL: fleet: the last successful --sync was 45 minutes ago/, "past 30 intervals: CRITICAL");
+  t.equal(run(["--sync"], envB()).status, 0);
+  t.match(run(["--doctor"], envB()).stdout, /OK: fleet: the last successful --sync was 0 minutes ago/, "a sync makes it OK again");
+});
+
+t.test("pure parts: Go durations, scenario names, alerts 1.4.6 accepts", async (t) => {
+  t.equal(parseGoDuration("3h59m58.5s"), 14_398_500);
+  t.equal(parseGoDuration("-2.5s"), -2500);
+  t.equal(parseGoDuration("150ms"), 150);
+  t.equal(parseGoDuration("1d"), null, "days are not Go syntax");
+  t.equal(parseGoDuration("forever"), null);
+  t.equal(parseGoDuration(""), null);
+  t.equal(goDuration(90 * 86_400_000), "2160h0m0s", "hours, never days (1.4.6 refuses d)");
+  t.equal(fleetScenario("admin", "--block"), "sentry/admin");
+  t.equal(fleetScenario("connect", "ssh: 0 success, 3 naughty, 0 failed, 0 probe"), "sentry/ssh-naughty");
+  t.equal(fleetScenario("scan", "12 failed attempts (more than 10); ftp: 0 success, 0 naughty, 12 failed, 0 probe"), "sentry/ftp-failures");
+  const a = alertFor({ op: "ban", ip: "192.0.2.9", at: 0, end: null, scenario: "sentry/admin" }, 1000, 3_600_000);
+  t.match(a, { stop_at: new Date(1000).toISOString(), source: { scope: "Ip", value: "192.0.2.9" }, decisions: [{ duration: "1h0m0s", origin: "sentry", scope: "Ip", type: "ban" }] });
 });
 
 /** A sentry run inside the namespace, as a child process (so other work goes on meanwhile). */
