@@ -5451,6 +5451,11 @@ export function fleetConf(ctx: Ctx): FleetConf {
     fc.key = readSecretFile(ctx, "CROWDSEC_KEY", keyPath);
   }
   if (caPath !== "") fc.ca = readStateText(ctx, "CROWDSEC_CA", caPath);
+  // A secret written in sentry.conf (0640 or 0644 is common for it) is as exposed as a credentials file would be.
+  const conf = path.join(cfg.ROOT_DIR, "sentry.conf");
+  const confSt = ctx.sys.fs.lstatSync(conf, { throwIfNoEntry: false });
+  if (confSt && confSt.isFile() && confSt.mode & 0o044 && /^\s*CROWDSEC_(PASSWORD|API_KEY)\s*=/m.test(readStateFile(ctx, conf)))
+    throw new SentryError(`${conf} holds CROWDSEC_PASSWORD or CROWDSEC_API_KEY and is readable by group or others (mode ${(confSt.mode & 0o777).toString(8)}): run chmod 600 ${conf}, or move them to a CROWDSEC_CREDENTIALS file`, 2);
   if (cfg.CROWDSEC_PUSH && fc.cert === "" && (fc.login === "" || fc.password === ""))
     throw new SentryError("CROWDSEC_PUSH=1 needs this server's machine: CROWDSEC_CREDENTIALS, or CROWDSEC_LOGIN and CROWDSEC_PASSWORD, or CROWDSEC_CERT and CROWDSEC_KEY (or set CROWDSEC_PUSH=0)", 1);
   if (cfg.CROWDSEC_PULL && fc.cert === "" && fc.apiKey === "")

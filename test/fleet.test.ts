@@ -214,6 +214,22 @@ t.test("a credentials file readable by others is refused; at 0600 it works", asy
   t.equal(onLapi("192.0.2.60").length, 1, "and the block pushed with it");
 });
 
+t.test("a bouncer key in a sentry.conf readable by others is refused; at 0600 it works", async (t) => {
+  const conf = join(rootB, "sentry.conf");
+  writeFileSync(conf, `CROWDSEC_API_KEY=${keyB}\n`, { mode: 0o644 });
+  chmodSync(conf, 0o644);
+  t.teardown(() => rmSync(conf, { force: true }));
+  const env = envB();
+  delete (env as Record<string, string>).CROWDSEC_API_KEY;
+  const bad = run(["--sync"], env);
+  t.equal(bad.status, 2, "refused", bad);
+  t.match(bad.stderr, /sentry\.conf holds CROWDSEC_PASSWORD or CROWDSEC_API_KEY and is readable by group or others \(mode 644\): run chmod 600/);
+  t.notMatch(bad.stderr + bad.stdout, new RegExp(keyB), "the key is not printed");
+  chmodSync(conf, 0o600);
+  const ok = run(["--sync"], env);
+  t.equal(ok.status, 0, "at 0600 the key in sentry.conf is used", ok);
+});
+
 t.test("200 parallel connects deciding blocks while syncs run: every block delivered exactly once", async (t) => {
   const root = mkdtempSync(join(tmpdir(), "sentry-fleet-par-"));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
