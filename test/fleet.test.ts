@@ -290,6 +290,21 @@ t.test("a decision the LAPI flushed without a delete event still expires locally
   t.notOk(denyHas(rootB, FLUSHED), "and gone from hosts.deny");
 });
 
+t.test("a full pull every CROWDSEC_FULL_PULL_MINUTES brings back what incremental pulls do not return", async (t) => {
+  const ip = "192.0.2.55";
+  lapi.cscli(["decisions", "add", "--ip", ip, "--duration", "1h", "--reason", "missed"]);
+  t.equal(run(["--sync"], envB()).status, 0);
+  t.match(blockFile(rootB, ip), /block by fleet/, "B holds it");
+  rmSync(join(rootB, "block", ip)); // what a pull that missed it would have left
+  t.equal(run(["--sync"], envB()).status, 0);
+  t.equal(blockFile(rootB, ip), "", "an incremental pull does not return it again");
+  const past = Date.now() / 1000 - 3700;
+  utimesSync(join(rootB, "fleet.pulled"), past, past);
+  t.equal(run(["--sync"], envB()).status, 0);
+  t.match(blockFile(rootB, ip), /block by fleet/, "the hourly full pull does");
+  t.ok(statSync(join(rootB, "fleet.pulled")).mtimeMs > Date.now() - 60_000, "and dates the next one from now");
+});
+
 t.test("--doctor: LAPI down, a refused key, a stale sync", async (t) => {
   const down = run(["--doctor"], envB({ CROWDSEC_URL: "http://127.0.0.1:9/" }));
   t.equal(down.status, 2, "CRITICAL", down);
