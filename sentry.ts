@@ -5874,8 +5874,8 @@ export function applyStream(ctx: Ctx, stream: { new?: unknown; deleted?: unknown
  * CROWDSEC_FULL_PULL_MINUTES. The last, because an incremental pull returns
  * decisions created since the key's previous pull, and a decision whose row
  * was dated before that pull but committed after it (a busy SQLite LAPI) is
- * never returned to that key: the fleet bench lost 13 of 1,000 addresses on
- * some servers that way, under load.
+ * never returned to that key (the likely cause: in the fleet bench, under
+ * load, 13 of 1,000 addresses missed some servers; one full pull brought 10).
  */
 async function fleetPull(ctx: Ctx, fc: FleetConf): Promise<PullResult> {
   const marker = path.join(ctx.cfg.ROOT_DIR, FLEET_PULLED);
