@@ -55,6 +55,8 @@
  *                                expiry; --scan
  *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw;
  *                                --resync
+ *    9.5 Fleet                   CrowdSec's Local API: outbox, --sync (push,
+ *                                pull), fleet blocks
  *   10. Report                   summary, verbose, one address, JSON; the
  *                                index of seen/ in sentry.db
  *   11. Install, doctor, update  hosts.allow, checks, signed self-update
