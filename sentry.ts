@@ -59,6 +59,8 @@
  *                                expiry; --scan
  *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw;
  *                                --resync; syslog and notifications (9.4)
+ *    9.5 Fleet                   CrowdSec's Local API: outbox, --sync (push,
+ *                                pull), fleet blocks
  *   10. Report                   summary, verbose, one address, JSON; the
  *                                index of seen/ in sentry.db; --list (10.3)
  *   11. Install, doctor, update  hosts.allow, checks, signed self-update
@@ -146,6 +148,22 @@ export const DEFAULTS = {
   NOTIFY_COMMAND: "", // a command and its arguments (split at blanks, never a shell) run with the event in SENTRY_* variables; empty = off
   SENDMAIL: "/usr/sbin/sendmail", // the local MTA's sendmail program NOTIFY_EMAIL goes through
   NOTIFY_TIMEOUT_SECONDS: 30, // longest logger, sendmail or NOTIFY_COMMAND may run before it is killed (none is waited for)
+  CROWDSEC_URL: "", // the fleet's CrowdSec Local API (http://10.0.0.5:8080/); empty = no fleet (section 9.5)
+  CROWDSEC_CREDENTIALS: "", // a CrowdSec local_api_credentials.yaml (login, password, cert paths), mode 0600; empty = the keys below
+  CROWDSEC_LOGIN: "", // this server's machine name on the LAPI (cscli machines add)
+  CROWDSEC_PASSWORD: "", // its password (a secret: never printed nor logged)
+  CROWDSEC_API_KEY: "", // this server's own bouncer key (cscli bouncers add; a secret; one per server)
+  CROWDSEC_CERT: "", // client certificate (PEM) instead of password and key; empty = none
+  CROWDSEC_KEY: "", // the client certificate's private key (PEM), mode 0600
+  CROWDSEC_CA: "", // the CA (PEM) the LAPI's https certificate is checked against; empty = the system's
+  CROWDSEC_ORIGINS: "sentry,cscli", // decision origins pulled (comma separated); add CAPI for the community list
+  CROWDSEC_PUSH: true, // push this server's blocks to the LAPI (needs a machine login or certificate)
+  CROWDSEC_PULL: true, // pull the fleet's blocks (needs a bouncer key or certificate)
+  CROWDSEC_SYNC_MINUTES: 1, // how often the timer runs --sync: --doctor warns past 3 intervals without success, critical past 30
+  CROWDSEC_TIMEOUT_SECONDS: 10, // longest one request to the LAPI may take
+  CROWDSEC_MAX_BLOCKS: 10_000, // most fleet blocks this server holds; a bigger stream is cut there, with a warning
+  CROWDSEC_MAX_DAYS: 90, // longest a fleet block lasts here, whatever duration the LAPI sends
+  CROWDSEC_FULL_PULL_MINUTES: 60, // minutes between full pulls (startup=true) that catch what an incremental pull missed; 0 = only the first
 };
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] };
@@ -157,7 +175,26 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
  * they are taken only from a sentry.conf owned by root or from the
  * environment of a process running as root.
  */
-export const EXEC_SETTINGS: readonly string[] = ["UPDATE_URL", "UPDATE_PUBLIC_KEY", "UNIT_DIR", "CRON_FILE", "NOTIFY_COMMAND", "NOTIFY_EMAIL", "SENDMAIL"];
+export const EXEC_SETTINGS: readonly string[] = [
+  "UPDATE_URL",
+  "UPDATE_PUBLIC_KEY",
+  // What root runs, and where (units, cron, notifiers, the MTA).
+  "UNIT_DIR",
+  "CRON_FILE",
+  "NOTIFY_COMMAND",
+  "NOTIFY_EMAIL",
+  "SENDMAIL",
+  // Where root sends secrets and which files it reads as them: a sentry.conf
+  // another user wrote could point them at /etc/shadow and their own server.
+  "CROWDSEC_URL",
+  "CROWDSEC_CREDENTIALS",
+  "CROWDSEC_CERT",
+  "CROWDSEC_KEY",
+  "CROWDSEC_CA",
+];
+
+/** Settings that are secrets: an error about their value never shows it. */
+export const SECRET_SETTINGS: readonly string[] = ["CROWDSEC_PASSWORD", "CROWDSEC_API_KEY"];
 export type ConfigKey = keyof Config;
 type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[ConfigKey];
 
@@ -195,6 +232,11 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   SENTRY_LOG_KEEP: 100,
   ALLOW_AFTER_FAILURES_NOTE: 1_000_000,
   NOTIFY_TIMEOUT_SECONDS: 3_600,
+  CROWDSEC_SYNC_MINUTES: 10_080, // a week
+  CROWDSEC_TIMEOUT_SECONDS: 3_600,
+  CROWDSEC_MAX_BLOCKS: 1_000_000, // each is a file in block/ and a line of hosts.deny
+  CROWDSEC_MAX_DAYS: 36_500,
+  CROWDSEC_FULL_PULL_MINUTES: 525_600, // a year
 };
 
 /**
@@ -206,7 +248,7 @@ export function parseConfigValue(key: ConfigKey, raw: string, origin: string): C
   const text = raw.trim();
   const def = DEFAULTS[key];
   const bad = (what: string) =>
-    new SentryError(`${origin}: ${key}=${JSON.stringify(raw)} is not valid: expected ${what}`, 1);
+    new SentryError(`${origin}: ${key}=${SECRET_SETTINGS.includes(key) ? "(secret, not shown)" : JSON.stringify(raw)} is not valid: expected ${what}`, 1);
   if (typeof def === "boolean") {
     if (/^(1|yes|true|on)$/i.test(text)) return true;
     if (/^(0|no|false|off)$/i.test(text)) return false;
@@ -673,6 +715,7 @@ export type ActionName =
   | "list"
   | "scan"
   | "resync"
+  | "sync"
   | "test-log"
   | "install"
   | "uninstall"
@@ -714,6 +757,7 @@ const ACTION_FLAGS: Record<string, ActionName> = {
   "--list": "list",
   "--scan": "scan",
   "--resync": "resync",
+  "--sync": "sync",
   "--test-log": "test-log",
   "--install": "install",
   "--uninstall": "uninstall",
@@ -736,6 +780,7 @@ const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
   "list",
   "scan",
   "resync",
+  "sync",
   "test-log",
   "install",
   "uninstall",
@@ -4608,6 +4653,7 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
   removeFile(ctx, statePath(ctx, "allow", ip));
   logDecision(ctx, ip, "block", `${by}: ${reason}${until ? `; ${until}` : ""}`);
   if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
+  fleetOutbox(ctx, ip, by, reason, now, length.ms > 0 ? now + length.ms : null); // section 9.5: --sync pushes it
   let code = 0;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
   for (const b of enabledBackends(ctx)) {
@@ -4634,6 +4680,7 @@ function liftEverywhere(ctx: Ctx, ip: string): number {
  * last two, its next connect would block it again on the same old lines.
  */
 export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): number {
+  fleetForgive(ctx, ip, by); // section 9.5: an admin's forgiveness of a block this server pushed reaches the fleet
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
@@ -5825,6 +5872,788 @@ export function flushOutbox(ctx: Ctx): void {
   outbox.notices.length = 0;
 }
 
+// ---- 9.5 Fleet: CrowdSec's Local API ----------------------------------------------
+//
+//   server A: --connect blocks 203.0.113.9 → fleet.outbox gets one line
+//   server A: --sync   → POST /v1/alerts  [{scenario: "sentry/ssh-naughty",
+//                         decisions: [{origin: "sentry", scope: "Ip",
+//                         value: "203.0.113.9", duration: "2159h59m58s", …}]}]
+//   server B: --sync   → GET /v1/decisions/stream?origins=sentry,cscli →
+//                         {"new": [{"value": "203.0.113.9", "duration":
+//                         "2159h59m57.9s", "origin": "sentry", …}], "deleted": null}
+//              → block/203.0.113.9 "… block by fleet (sentry/sentry/ssh-naughty): …
+//                                   until 2027-02-27T13:00:00Z (90 days; fleet decision)"
+//
+// Administrators with many servers want an attacker blocked on one refused by
+// all, through an engine they already run: CrowdSec's Local API (LAPI), which
+// Debian packages and whose bouncers (nftables, nginx, …) then enforce
+// sentry's blocks too. A server is a CrowdSec *machine* (it pushes alerts
+// that carry decisions) and a *bouncer* (it pulls the decision stream with
+// its own key: the stream's "since last pull" position is kept per key on the
+// LAPI, so two servers sharing one key steal each other's changes).
+//
+// Rules, and the attack or failure each stops:
+//   - No network on the connect path: setBlocked appends one O_APPEND line to
+//     fleet.outbox (under the state lock, so --sync's rename never cuts one);
+//     a LAPI that is down or slow never holds sshd up.
+//   - --sync renames the outbox to fleet.sending under the state lock and
+//     pushes it outside the lock (connects never wait for the network); what
+//     is pushed leaves fleet.sending at once, what failed stays for the next
+//     run: nothing lost, nothing sent twice (short of a crash between the
+//     LAPI's answer and the rewrite). fleet.lock keeps two --syncs apart.
+//   - The fleet never blocks what this server allows: allow/, ALLOW_IPS and
+//     loopback win, and the conflict is written to sentry.log and
+//     fleet.conflicts (--report shows it). A local block is never lifted or
+//     rewritten by the fleet; a deletion lifts only a block "by fleet".
+//   - A fleet block is never pushed back (no echo): it is written here, not
+//     through setBlocked.
+//   - The stream is input from the network: a value that is not an address
+//     is refused (the address becomes a file name), ranges wider than one
+//     address are not applied (block/ holds addresses), durations are capped
+//     at CROWDSEC_MAX_DAYS, and this server holds at most CROWDSEC_MAX_BLOCKS
+//     fleet blocks.
+//   - Expiry is local, from the duration the stream gave (the LAPI's flush
+//     deletes old decisions without telling any bouncer): the block file gets
+//     the usual "until" line and section 8.2 lifts it.
+//   - 1.4.6 (Debian 12) and 1.6+: durations only in h/m/s (1.4.6 refuses "d"),
+//     scope spelled exactly "Ip", stop_at now (a decision ends at stop_at +
+//     duration), a User-Agent "sentry/VERSION" (anything without exactly one
+//     "/" gets 401), the allowlist check only where it exists (404 before 1.6.6).
+
+const FLEET_OUTBOX = "fleet.outbox";
+const FLEET_SENDING = "fleet.sending";
+const FLEET_TOKEN = "fleet.jwt";
+const FLEET_STAMP = "fleet.stamp"; // mtime: the last sync that fully succeeded
+const FLEET_PULLED = "fleet.pulled"; // present once a startup pull was applied; without it the next pull starts over
+const FLEET_CONFLICTS = "fleet.conflicts";
+const FLEET_BATCH = 50; // alerts per POST: one per POST gives ~330/s on SQLite, 50 ~720/s
+const FLEET_BODY_MAX = 64 * 1024 * 1024; // a stream larger than this is refused (100,000 decisions are ~15 MB)
+const FLEET_TRIES = 5; // a 5xx ("database is locked" under parallel writers) is retried this often, with backoff
+
+/** Whether this server is part of a fleet. */
+export function fleetConfigured(cfg: Config): boolean {
+  return cfg.CROWDSEC_URL !== "";
+}
+
+/** One line of fleet.outbox: a block to push, or a forgiveness to propagate. */
+export interface OutboxRecord {
+  op: "ban" | "delete";
+  ip: string;
+  at: number; // epoch ms of the decision
+  end?: number | null; // ban: epoch ms it ends; null = never
+  scenario?: string;
+  message?: string;
+}
+
+/**
+ * The scenario name a block is pushed under: which rule fired.
+ *   ("admin", "--block") → "sentry/admin"
+ *   ("connect", "ssh: 0 success, 3 naughty, …") → "sentry/ssh-naughty"
+ *   ("scan", "12 failed attempts (more than 10); ftp: …") → "sentry/ftp-failures"
+ */
+export function fleetScenario(by: string, reason: string): string {
+  if (by === "admin") return "sentry/admin";
+  const failures = /^\d+ failed attempts \(more than \d+\); (\w+):/.exec(reason);
+  if (failures) return `sentry/${failures[1]}-failures`;
+  const naughty = /^(\w+): \d+ success, (\d+) naughty/.exec(reason);
+  if (naughty) return `sentry/${naughty[1]}-${Number(naughty[2]) > 0 ? "naughty" : "failures"}`;
+  return `sentry/${by.replace(/[^a-z0-9-]/gi, "") || "block"}`;
+}
+
+/** Appends one record to fleet.outbox (one write on O_APPEND: parallel connects never interleave). */
+function appendOutbox(ctx: Ctx, rec: OutboxRecord): void {
+  const file = path.join(ctx.cfg.ROOT_DIR, FLEET_OUTBOX);
+  try {
+    withRoot(ctx, () => writeNoFollow(ctx.sys.fs, file, `${JSON.stringify(rec)}\n`, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY));
+  } catch (e) {
+    // The block itself stands; only the fleet misses it. Say it where the admin looks.
+    ctx.sys.warn(`${ioError("append to", file, e).message}: the fleet will not hear of ${rec.op} ${rec.ip}`);
+    logDecision(ctx, rec.ip, "fleet-failed", `cannot queue ${rec.op} for the fleet: ${errText(e)}`);
+  }
+}
+
+/** setBlocked's hook: queue a local block for --sync. A block learned from the fleet is never queued (no echo). */
+export function fleetOutbox(ctx: Ctx, ip: string, by: string, reason: string, at: number, end: number | null): void {
+  if (!fleetConfigured(ctx.cfg) || !ctx.cfg.CROWDSEC_PUSH || by === "fleet") return;
+  appendOutbox(ctx, { op: "ban", ip, at, end, scenario: fleetScenario(by, reason), message: sanitize(`${by}: ${reason}`, 400) });
+}
+
+/** setDelisted's hook: an admin's --delist of a block this server pushed deletes it on the LAPI (next --sync). */
+export function fleetForgive(ctx: Ctx, ip: string, by: string): void {
+  if (by !== "admin" || !fleetConfigured(ctx.cfg) || !ctx.cfg.CROWDSEC_PUSH) return;
+  const text = readBlockFile(ctx, ip);
+  if (text === null || isFleetBlock(text)) return; // not blocked, or learned from the fleet (not ours to delete)
+  appendOutbox(ctx, { op: "delete", ip, at: ctx.sys.now() });
+}
+
+/** Whether a block file's text is a block learned from the fleet. */
+export function isFleetBlock(text: string): boolean {
+  return /^\S+ block by fleet[ :]/.test(text);
+}
+
+/**
+ * A Go duration ("3h59m58.885s", "-2.5s", "1h") in ms, or null if it is
+ * not one. The LAPI writes the time a decision has left this way.
+ */
+export function parseGoDuration(text: string): number | null {
+  const m = /^([+-]?)((?:\d+(?:\.\d+)?(?:h|m|s|ms|us|µs|ns))+)$/.exec(text);
+  if (!m) return null;
+  const unit: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1, us: 1e-3, µs: 1e-3, ns: 1e-6 };
+  let ms = 0;
+  for (const part of m[2].matchAll(/(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)/g)) ms += Number(part[1]) * unit[part[2]];
+  if (!Number.isFinite(ms)) return null;
+  return m[1] === "-" ? -ms : ms;
+}
+
+/** ms as a Go duration in whole seconds, hours at most ("2159h59m58s"): 1.4.6 refuses days. */
+export function goDuration(ms: number): string {
+  const s = Math.max(1, Math.round(ms / 1000));
+  return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m${s % 60}s`;
+}
+
+/** The fleet's settings, resolved and checked. Secrets stay inside. */
+interface FleetConf {
+  url: URL;
+  login: string;
+  password: string;
+  apiKey: string;
+  cert: string; // PEM text, or ""
+  key: string;
+  ca: string;
+  origins: string[];
+}
+
+/**
+ * Reads a file that holds secrets: refused if group or others may read or
+ * write it (anyone who can read it can speak for this server), or if it is
+ * not a regular file.
+ */
+function readSecretFile(ctx: Ctx, setting: string, file: string): string {
+  let fd: number;
+  try {
+    fd = ctx.sys.fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw new SentryError(`${setting}: cannot read ${file}: ${errText(e)}`, 2);
+  }
+  try {
+    const st = ctx.sys.fs.fstatSync(fd);
+    if (!st.isFile()) throw new SentryError(`${setting}: ${file} is not a regular file`, 2);
+    if (st.mode & 0o066)
+      throw new SentryError(`${setting}: ${file} holds secrets and is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8)}): run chmod 600 ${file}`, 2);
+    return ctx.sys.fs.readFileSync(fd, "utf8");
+  } finally {
+    ctx.sys.fs.closeSync(fd);
+  }
+}
+
+/**
+ * The `key: value` lines of CrowdSec's local_api_credentials.yaml
+ * (url, login, password, ca_cert_path, cert_path, key_path): flat YAML,
+ * values optionally quoted.
+ *   login: web-01
+ *   password: "s3cr3t"
+ */
+export function parseCredentials(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+):\s*(.*?)\s*$/.exec(line);
+    if (!m || m[2].startsWith("#")) continue;
+    out[m[1]] = m[2].replace(/^"(.*)"$|^'(.*)'$/, "$1$2");
+  }
+  return out;
+}
+
+/** Resolves the fleet settings; SentryError(1) naming what is missing, (2) for an unreadable or unsafe file. */
+export function fleetConf(ctx: Ctx): FleetConf {
+  const cfg = ctx.cfg;
+  let url: URL;
+  try {
+    url = new URL(cfg.CROWDSEC_URL);
+  } catch {
+    throw new SentryError(`CROWDSEC_URL=${JSON.stringify(cfg.CROWDSEC_URL)} is not a URL (expected http://HOST:PORT/ or https://…)`, 1);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new SentryError(`CROWDSEC_URL must be http:// or https://, not ${url.protocol}`, 1);
+  const fc: FleetConf = { url, login: cfg.CROWDSEC_LOGIN, password: cfg.CROWDSEC_PASSWORD, apiKey: cfg.CROWDSEC_API_KEY, cert: "", key: "", ca: "", origins: [] };
+  let certPath = cfg.CROWDSEC_CERT;
+  let keyPath = cfg.CROWDSEC_KEY;
+  let caPath = cfg.CROWDSEC_CA;
+  if (cfg.CROWDSEC_CREDENTIALS !== "") {
+    const c = parseCredentials(readSecretFile(ctx, "CROWDSEC_CREDENTIALS", cfg.CROWDSEC_CREDENTIALS));
+    fc.login = c.login ?? fc.login;
+    fc.password = c.password ?? fc.password;
+    certPath = c.cert_path || certPath;
+    keyPath = c.key_path || keyPath;
+    caPath = c.ca_cert_path || caPath;
+  }
+  if (certPath !== "" || keyPath !== "") {
+    if (certPath === "" || keyPath === "") throw new SentryError("CROWDSEC_CERT and CROWDSEC_KEY go together: a client certificate needs its key", 1);
+    fc.cert = readStateText(ctx, "CROWDSEC_CERT", certPath);
+    fc.key = readSecretFile(ctx, "CROWDSEC_KEY", keyPath);
+  }
+  if (caPath !== "") fc.ca = readStateText(ctx, "CROWDSEC_CA", caPath);
+  // A secret written in sentry.conf (0640 or 0644 is common for it) is as exposed as a credentials file would be.
+  const conf = path.join(cfg.ROOT_DIR, "sentry.conf");
+  const confSt = ctx.sys.fs.lstatSync(conf, { throwIfNoEntry: false });
+  if (confSt && confSt.isFile() && confSt.mode & 0o044 && /^\s*CROWDSEC_(PASSWORD|API_KEY)\s*=/m.test(readStateFile(ctx, conf)))
+    throw new SentryError(`${conf} holds CROWDSEC_PASSWORD or CROWDSEC_API_KEY and is readable by group or others (mode ${(confSt.mode & 0o777).toString(8)}): run chmod 600 ${conf}, or move them to a CROWDSEC_CREDENTIALS file`, 2);
+  if (cfg.CROWDSEC_PUSH && fc.cert === "" && (fc.login === "" || fc.password === ""))
+    throw new SentryError("CROWDSEC_PUSH=1 needs this server's machine: CROWDSEC_CREDENTIALS, or CROWDSEC_LOGIN and CROWDSEC_PASSWORD, or CROWDSEC_CERT and CROWDSEC_KEY (or set CROWDSEC_PUSH=0)", 1);
+  if (cfg.CROWDSEC_PULL && fc.cert === "" && fc.apiKey === "")
+    throw new SentryError("CROWDSEC_PULL=1 needs this server's own bouncer key CROWDSEC_API_KEY (cscli bouncers add NAME), or CROWDSEC_CERT and CROWDSEC_KEY (or set CROWDSEC_PULL=0)", 1);
+  fc.origins = cfg.CROWDSEC_ORIGINS.split(/[\s,]+/).filter((o) => o !== "");
+  for (const o of fc.origins) if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(o)) throw new SentryError(`CROWDSEC_ORIGINS: ${JSON.stringify(o)} is not an origin name`, 1);
+  return fc;
+}
+
+function readStateText(ctx: Ctx, setting: string, file: string): string {
+  try {
+    return ctx.sys.fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new SentryError(`${setting}: cannot read ${file}: ${errText(e)}`, 2);
+  }
+}
+
+interface LapiReply {
+  status: number;
+  body: string;
+}
+
+/**
+ * One HTTP request to the LAPI, through node:http/https (fetch cannot send a
+ * client certificate without a dependency). Never throws for an HTTP status;
+ * a network failure or timeout is a SentryError(2) naming the LAPI.
+ */
+async function lapiRequest(ctx: Ctx, fc: FleetConf, method: string, where: string, headers: Record<string, string>, body?: string): Promise<LapiReply> {
+  const url = new URL(where.replace(/^\//, ""), fc.url.href.endsWith("/") ? fc.url.href : `${fc.url.href}/`);
+  const mod = (url.protocol === "https:" ? process.getBuiltinModule("node:https") : process.getBuiltinModule("node:http")) as typeof import("node:https");
+  const timeoutMs = ctx.cfg.CROWDSEC_TIMEOUT_SECONDS * 1000;
+  const opts: import("node:https").RequestOptions = {
+    method,
+    headers: { "User-Agent": `sentry/${VERSION}`, ...(body !== undefined ? { "Content-Type": "application/json" } : {}), ...headers },
+    timeout: timeoutMs,
+  };
+  if (fc.cert) Object.assign(opts, { cert: fc.cert, key: fc.key });
+  if (fc.ca) opts.ca = fc.ca;
+  return await new Promise<LapiReply>((resolve, reject) => {
+    const fail = (why: string) => reject(new SentryError(`cannot reach the CrowdSec LAPI at ${fc.url.origin} (${method} ${url.pathname}): ${why}`, 2));
+    const req = mod.request(url, opts, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > FLEET_BODY_MAX) {
+          req.destroy();
+          fail(`its answer is larger than ${FLEET_BODY_MAX / 1048576} MB: refused`);
+          return;
+        }
+        chunks.push(c);
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
+      res.on("error", (e) => fail(errText(e)));
+    });
+    req.on("timeout", () => {
+      req.destroy();
+      fail(`no answer within ${ctx.cfg.CROWDSEC_TIMEOUT_SECONDS} s (CROWDSEC_TIMEOUT_SECONDS)`);
+    });
+    req.on("error", (e) => fail(errCode(e) || errText(e)));
+    req.end(body);
+  });
+}
+
+/** A short, safe excerpt of a LAPI answer for a message. */
+function replyText(r: LapiReply): string {
+  return `HTTP ${r.status}${r.body ? `: ${sanitize(r.body.trim(), 200)}` : ""}`;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** The machine's token: cached in fleet.jwt (0600) until near its expiry; `fresh` logs in again. */
+async function machineToken(ctx: Ctx, fc: FleetConf, fresh: boolean): Promise<string> {
+  const file = path.join(ctx.cfg.ROOT_DIR, FLEET_TOKEN);
+  const who = `${fc.url.origin} ${fc.cert ? "certificate" : fc.login}`;
+  if (!fresh) {
+    try {
+      const c = JSON.parse(readStateFile(ctx, file)) as { token?: unknown; expire?: unknown; who?: unknown };
+      // A token is bcrypt's 140 ms saved per run; renewed five minutes before it ends.
+      if (typeof c.token === "string" && c.who === who && typeof c.expire === "string" && Date.parse(c.expire) - 300_000 > ctx.sys.now()) return c.token;
+    } catch (e) {
+      if (errCode(e) !== "ENOENT" && !(e instanceof SyntaxError)) throw ioError("read", file, e);
+    }
+  }
+  const body = fc.cert ? "{}" : JSON.stringify({ machine_id: fc.login, password: fc.password });
+  const r = await lapiRequest(ctx, fc, "POST", "/v1/watchers/login", {}, body);
+  let token: unknown;
+  let expire: unknown;
+  try {
+    ({ token, expire } = JSON.parse(r.body) as { token?: unknown; expire?: unknown });
+  } catch {
+    token = undefined;
+  }
+  if (r.status !== 200 || typeof token !== "string")
+    throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} refused the login of machine ${fc.cert ? "(client certificate)" : JSON.stringify(fc.login)}: ${replyText(r)} (check CROWDSEC_LOGIN/CROWDSEC_PASSWORD or CROWDSEC_CREDENTIALS; cscli machines list)`, 2);
+  writeAtomic(ctx, file, `${JSON.stringify({ token, expire: typeof expire === "string" ? expire : isoTime(ctx.sys.now() + 3_000_000), who })}\n`, 0o600);
+  return token;
+}
+
+/** A machine request: the token, renewed once on 401; 5xx retried with backoff. */
+async function machineRequest(ctx: Ctx, fc: FleetConf, method: string, where: string, body?: string): Promise<LapiReply> {
+  let token = await machineToken(ctx, fc, false);
+  let renewed = false;
+  for (let attempt = 0; ; attempt++) {
+    const r = await lapiRequest(ctx, fc, method, where, { Authorization: `Bearer ${token}` }, body);
+    if (r.status === 401 && !renewed) {
+      renewed = true;
+      token = await machineToken(ctx, fc, true);
+      continue;
+    }
+    // SQLite's "database is locked" under parallel writers is a 500 that passes.
+    if (r.status >= 500 && attempt + 1 < FLEET_TRIES) {
+      await sleep(Math.min(200 * 2 ** attempt, 2000) * (0.5 + Math.random()));
+      continue;
+    }
+    return r;
+  }
+}
+
+/** Runs fn holding fleet.lock (one --sync at a time), a SQLite lock like sentry.lock, held across the network calls. */
+async function withSyncLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
+  const file = path.join(ctx.cfg.ROOT_DIR, "fleet.lock");
+  const { DatabaseSync } = sqlite();
+  let db: InstanceType<SqliteModule["DatabaseSync"]>;
+  try {
+    db = withRoot(ctx, () => {
+      if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
+      prepareDbFile(ctx, file, false);
+      return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
+    });
+    try {
+      db.exec("BEGIN IMMEDIATE");
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  } catch (e) {
+    throw new SentryError(`cannot lock ${file} (another --sync still running?): ${errText(e)}`, 2);
+  }
+  try {
+    return await fn();
+  } finally {
+    db.exec("ROLLBACK");
+    db.close();
+  }
+}
+
+/** Parses the lines of an outbox file; a torn or foreign line is reported and dropped. */
+export function parseOutbox(text: string, warn: (why: string) => void): OutboxRecord[] {
+  const out: OutboxRecord[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    try {
+      const r = JSON.parse(line) as OutboxRecord;
+      if ((r.op === "ban" || r.op === "delete") && typeof r.ip === "string" && parseIp(r.ip) === r.ip && typeof r.at === "number") {
+        out.push(r);
+        continue;
+      }
+    } catch {
+      // reported below
+    }
+    warn(`fleet outbox: dropped a line that is not a record: ${JSON.stringify(sanitize(line, 120))}`);
+  }
+  return out;
+}
+
+/** Moves fleet.outbox to fleet.sending under the state lock (no append is halfway then), unless a previous run left one. */
+function takeOutbox(ctx: Ctx): OutboxRecord[] {
+  const root = ctx.cfg.ROOT_DIR;
+  const sending = path.join(root, FLEET_SENDING);
+  withLock(ctx, () => {
+    if (ctx.sys.fs.lstatSync(sending, { throwIfNoEntry: false })) return; // left by a failed run: push it first
+    try {
+      ctx.sys.fs.renameSync(path.join(root, FLEET_OUTBOX), sending);
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw ioError("rename", path.join(root, FLEET_OUTBOX), e);
+    }
+  });
+  let text: string;
+  try {
+    text = readStateFile(ctx, sending);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return [];
+    throw ioError("read", sending, e);
+  }
+  return parseOutbox(text, (w) => ctx.sys.warn(w));
+}
+
+/** Rewrites fleet.sending with what is still to push (or removes it). */
+function keepUnsent(ctx: Ctx, rest: OutboxRecord[]): void {
+  const sending = path.join(ctx.cfg.ROOT_DIR, FLEET_SENDING);
+  if (rest.length === 0) removeFile(ctx, sending);
+  else writeAtomic(ctx, sending, rest.map((r) => `${JSON.stringify(r)}\n`).join(""));
+}
+
+/** One alert (1.4.6's required fields) carrying one ban decision. */
+export function alertFor(rec: OutboxRecord, now: number, maxMs: number): Record<string, unknown> {
+  const left = rec.end === null || rec.end === undefined ? maxMs : Math.min(rec.end - now, maxMs);
+  const scenario = rec.scenario ?? "sentry/block";
+  return {
+    scenario,
+    scenario_hash: "",
+    scenario_version: "",
+    message: rec.message ?? "",
+    events_count: 1,
+    start_at: new Date(rec.at).toISOString(),
+    stop_at: new Date(now).toISOString(), // a decision ends at stop_at + duration: an old stop_at is born expired
+    capacity: 0,
+    leakspeed: "0",
+    simulated: false,
+    events: [],
+    source: { scope: "Ip", value: rec.ip, ip: rec.ip },
+    decisions: [{ duration: goDuration(left), origin: "sentry", scenario, scope: "Ip", type: "ban", value: rec.ip }],
+  };
+}
+
+interface PushResult {
+  pushed: number;
+  deleted: number;
+  skipped: number; // expired, or allowlisted by the LAPI
+}
+
+/** Pushes the outbox; what could not be pushed stays in fleet.sending. */
+async function fleetPush(ctx: Ctx, fc: FleetConf): Promise<PushResult> {
+  const res: PushResult = { pushed: 0, deleted: 0, skipped: 0 };
+  let todo = takeOutbox(ctx);
+  if (todo.length === 0) return res;
+  let allowlistApi = true; // 1.6.6+; 404 before: then nothing is checked
+  const maxMs = ctx.cfg.CROWDSEC_MAX_DAYS * 86_400_000;
+  try {
+    while (todo.length > 0) {
+      const now = ctx.sys.now();
+      if (todo[0].op === "delete") {
+        const r = await machineRequest(ctx, fc, "DELETE", `/v1/decisions?ip=${encodeURIComponent(todo[0].ip)}`);
+        if (r.status !== 200) throw new SentryError(`the CrowdSec LAPI did not delete the decisions on ${todo[0].ip}: ${replyText(r)}`, 2);
+        logDecision(ctx, todo[0].ip, "fleet-delete", "--delist propagated: its decisions deleted on the LAPI");
+        res.deleted++;
+        todo = todo.slice(1);
+        keepUnsent(ctx, todo);
+        continue;
+      }
+      let n = 0;
+      while (n < todo.length && n < FLEET_BATCH && todo[n].op === "ban") n++;
+      const batch = todo.slice(0, n);
+      const alerts: Record<string, unknown>[] = [];
+      for (const rec of batch) {
+        if (rec.end !== null && rec.end !== undefined && rec.end - now < 1000) {
+          res.skipped++;
+          continue;
+        }
+        if (allowlistApi) {
+          // An alert that carries its own decisions skips the LAPI's allowlists: ask first.
+          const r = await machineRequest(ctx, fc, "GET", `/v1/allowlists/check/${encodeURIComponent(rec.ip)}`);
+          if (r.status === 404) allowlistApi = false;
+          else if (r.status === 200 && /"allowlisted"\s*:\s*true/.test(r.body)) {
+            logDecision(ctx, rec.ip, "fleet-allowlisted", "not pushed: the LAPI's allowlist holds it");
+            res.skipped++;
+            continue;
+          }
+        }
+        alerts.push(alertFor(rec, now, maxMs));
+      }
+      if (alerts.length > 0) {
+        const r = await machineRequest(ctx, fc, "POST", "/v1/alerts", JSON.stringify(alerts));
+        if (r.status !== 200 && r.status !== 201) throw new SentryError(`the CrowdSec LAPI refused ${alerts.length} alerts: ${replyText(r)}`, 2);
+        res.pushed += alerts.length;
+      }
+      todo = todo.slice(n);
+      keepUnsent(ctx, todo);
+    }
+  } finally {
+    // Keep a record of what is left even if a request threw between two rewrites.
+    if (todo.length > 0) keepUnsent(ctx, todo);
+  }
+  return res;
+}
+
+/** One entry of the decision stream, as the LAPI sends it (checked field by field: it is network input). */
+interface StreamDecision {
+  value: string;
+  scope: string;
+  type: string;
+  origin: string;
+  scenario: string;
+  duration: string;
+  id: number;
+}
+
+function asDecisions(v: unknown): StreamDecision[] {
+  if (!Array.isArray(v)) return [];
+  return v.filter((d): d is StreamDecision => typeof d === "object" && d !== null && typeof d.value === "string" && typeof d.scope === "string");
+}
+
+export interface PullResult {
+  added: number;
+  renewed: number;
+  lifted: number;
+  refused: string[]; // why entries were not applied (one line per kind, with a count)
+  conflicts: number; // bans of addresses this server allows
+}
+
+/**
+ * Applies one answer of the decision stream to block/, hosts.deny and the
+ * firewalls. Pure of the network: tests feed it hostile streams directly.
+ * Call without the lock: it takes it.
+ */
+export function applyStream(ctx: Ctx, stream: { new?: unknown; deleted?: unknown }): PullResult {
+  const res: PullResult = { added: 0, renewed: 0, lifted: 0, refused: [], conflicts: 0 };
+  const refused = new Map<string, number>();
+  const refuse = (why: string) => refused.set(why, (refused.get(why) ?? 0) + 1);
+  const addressOf = (d: StreamDecision): string | null => {
+    const scope = d.scope.toLowerCase();
+    if (scope === "ip") {
+      const ip = parseIp(d.value);
+      if (ip === null) refuse("a value that is not an address");
+      return ip;
+    }
+    if (scope === "range") {
+      const c = parseCidr(d.value);
+      if (c === null) {
+        refuse("a range that is not one");
+        return null;
+      }
+      if (c.bits !== (c.family === 4 ? 32 : 128)) {
+        refuse("a range wider than one address (block/ holds addresses)");
+        return null;
+      }
+      return parseIp(d.value.split("/")[0]);
+    }
+    refuse(`scope ${sanitize(d.scope, 20)} (sentry applies Ip and Range)`);
+    return null;
+  };
+  withLock(ctx, () => {
+    const now = ctx.sys.now();
+    const changedAdd: string[] = [];
+    const changedLift: string[] = [];
+    // Deletions first: a stream may delete one decision and add another for the same address.
+    for (const d of asDecisions(stream.deleted)) {
+      const ip = addressOf(d);
+      if (ip === null) continue;
+      const text = readBlockFile(ctx, ip);
+      if (text === null || !isFleetBlock(text)) continue; // never a local block; twice is harmless
+      removeFile(ctx, statePath(ctx, "block", ip));
+      logDecision(ctx, ip, "delist", `fleet: decision deleted on the LAPI (${sanitize(d.origin ?? "", 40)}/${sanitize(d.scenario ?? "", 80)})`);
+      changedLift.push(ip);
+      res.lifted++;
+    }
+    let held = listDir(ctx, "block").filter((ip) => isFleetBlock(readBlockFile(ctx, ip) ?? "")).length;
+    const maxMs = ctx.cfg.CROWDSEC_MAX_DAYS * 86_400_000;
+    for (const d of asDecisions(stream.new)) {
+      if (d.type !== "ban") {
+        refuse(`type ${sanitize(String(d.type), 20)} (sentry applies ban)`);
+        continue;
+      }
+      const ip = addressOf(d);
+      if (ip === null) continue;
+      const left = parseGoDuration(String(d.duration));
+      if (left === null) {
+        refuse("a duration that is not one");
+        continue;
+      }
+      if (left <= 0) continue; // ended already
+      const origin = sanitize(String(d.origin ?? ""), 40).replace(/[()\s]/g, "_");
+      const scenario = sanitize(String(d.scenario ?? ""), 80).replace(/[()\s]/g, "_");
+      if (ipStatus(ctx, ip) === "allowed") {
+        // The fleet never locks out what this server allows (allow/, ALLOW_IPS, loopback).
+        res.conflicts++;
+        logDecision(ctx, ip, "fleet-refused", `${origin}/${scenario}: the fleet blocks it, this server allows it`);
+        try {
+          withRoot(ctx, () => writeNoFollow(ctx.sys.fs, path.join(ctx.cfg.ROOT_DIR, FLEET_CONFLICTS), `${isoTime(now)} ${ip} ${origin}/${scenario}\n`, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY));
+        } catch (e) {
+          ctx.sys.warn(ioError("append to", path.join(ctx.cfg.ROOT_DIR, FLEET_CONFLICTS), e).message);
+        }
+        continue;
+      }
+      const old = readBlockFile(ctx, ip);
+      if (old !== null && !isFleetBlock(old)) continue; // a local block stands as decided here
+      if (old === null && held >= ctx.cfg.CROWDSEC_MAX_BLOCKS) {
+        refuse(`more than CROWDSEC_MAX_BLOCKS=${ctx.cfg.CROWDSEC_MAX_BLOCKS} fleet blocks`);
+        continue;
+      }
+      const ms = Math.min(left, maxMs);
+      const until = `until ${isoTime(now + ms)} (${lengthText(ms)}; fleet decision${left > maxMs ? `, cut to CROWDSEC_MAX_DAYS=${ctx.cfg.CROWDSEC_MAX_DAYS}` : ""})`;
+      const id = Number.isSafeInteger(d.id) ? ` ${d.id}` : "";
+      writeAtomic(ctx, statePath(ctx, "block", ip), `${isoTime(now)} block by fleet (${origin}/${scenario}): decision${id} from ${ctx.cfg.CROWDSEC_URL.replace(/\/\/[^@/]*@/, "//")}\n${until}\n`);
+      removeFile(ctx, statePath(ctx, "allow", ip));
+      expiryDueBy(ctx, now + ms);
+      if (old === null) {
+        held++;
+        res.added++;
+        logDecision(ctx, ip, "block", `fleet (${origin}/${scenario}); ${until}`);
+        changedAdd.push(ip);
+      } else res.renewed++;
+    }
+    if ((changedAdd.length || changedLift.length) && ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+    for (const b of enabledBackends(ctx)) {
+      for (const ip of changedAdd) {
+        const r = b.add(ip, ctx.cfg, ctx.sys);
+        if (!r.ok) backendFailed(ctx, ip, b.name, "add", r.error);
+      }
+      for (const ip of changedLift) {
+        const r = b.remove(ip, ctx.cfg, ctx.sys);
+        if (!r.ok) backendFailed(ctx, ip, b.name, "remove", r.error);
+      }
+    }
+  });
+  for (const [why, n] of refused) res.refused.push(`${n} × ${why}`);
+  return res;
+}
+
+/**
+ * Pulls the decision stream with this server's bouncer key: startup=true the
+ * first time, when fleet.pulled is gone (local state lost), and every
+ * CROWDSEC_FULL_PULL_MINUTES. The last, because an incremental pull returns
+ * decisions created since the key's previous pull, and a decision whose row
+ * was dated before that pull but committed after it (a busy SQLite LAPI) is
+ * never returned to that key (the likely cause: in the fleet bench, under
+ * load, 13 of 1,000 addresses missed some servers; one full pull brought 10).
+ */
+async function fleetPull(ctx: Ctx, fc: FleetConf): Promise<PullResult> {
+  const marker = path.join(ctx.cfg.ROOT_DIR, FLEET_PULLED);
+  const last = ctx.sys.fs.lstatSync(marker, { throwIfNoEntry: false });
+  const every = ctx.cfg.CROWDSEC_FULL_PULL_MINUTES * 60_000;
+  const startup = !last || (every > 0 && ctx.sys.now() - last.mtimeMs >= every);
+  const q = new URLSearchParams({ scopes: "ip,range" });
+  if (fc.origins.length) q.set("origins", fc.origins.join(","));
+  if (startup) q.set("startup", "true");
+  const r = await lapiRequest(ctx, fc, "GET", `/v1/decisions/stream?${q}`, fc.cert ? {} : { "X-Api-Key": fc.apiKey });
+  if (r.status !== 200)
+    throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} refused this server's bouncer pull: ${replyText(r)}${r.status === 403 ? " (check CROWDSEC_API_KEY; cscli bouncers list)" : ""}`, 2);
+  let stream: unknown;
+  try {
+    stream = JSON.parse(r.body);
+  } catch {
+    throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} sent a decision stream that is not JSON: ${sanitize(r.body, 100)}`, 2);
+  }
+  if (typeof stream !== "object" || stream === null) throw new SentryError(`the CrowdSec LAPI sent a decision stream that is not an object`, 2);
+  const res = applyStream(ctx, stream as { new?: unknown; deleted?: unknown });
+  if (startup) withRoot(ctx, () => writeNoFollow(ctx.sys.fs, marker, `${isoTime(ctx.sys.now())} startup pull applied\n`, O_WRITE_NOFOLLOW));
+  return res;
+}
+
+/** --sync: push the outbox, pull the stream. Exit 2 if either failed; what was not pushed stays queued. */
+export async function syncCommand(ctx: Ctx, verbose: boolean): Promise<number> {
+  if (!fleetConfigured(ctx.cfg)) throw new SentryError("--sync: no fleet is configured (CROWDSEC_URL is empty; see README, Fleet)", 1);
+  const fc = fleetConf(ctx);
+  return withSyncLock(ctx, async () => {
+    const errors: string[] = [];
+    let push: PushResult | null = null;
+    let pull: PullResult | null = null;
+    if (ctx.cfg.CROWDSEC_PUSH) {
+      try {
+        push = await fleetPush(ctx, fc);
+      } catch (e) {
+        if (!(e instanceof SentryError)) throw e;
+        errors.push(`push: ${e.message}`);
+      }
+    }
+    if (ctx.cfg.CROWDSEC_PULL) {
+      try {
+        pull = await fleetPull(ctx, fc);
+      } catch (e) {
+        if (!(e instanceof SentryError)) throw e;
+        errors.push(`pull: ${e.message}`);
+      }
+    }
+    if (pull && pull.refused.length) ctx.sys.warn(`sync: refused from the fleet: ${pull.refused.join("; ")}`);
+    const parts: string[] = [];
+    if (push) parts.push(`pushed ${push.pushed} blocks, ${push.deleted} deletions (${push.skipped} expired or allowlisted)`);
+    if (pull) parts.push(`pulled ${pull.added} new fleet blocks, ${pull.renewed} renewed, ${pull.lifted} lifted, ${pull.conflicts} refused as allowed here`);
+    const summary = `sync: ${parts.join("; ")}`;
+    if (verbose || (push && (push.pushed || push.deleted)) || (pull && (pull.added || pull.lifted || pull.conflicts))) ctx.sys.out(summary);
+    for (const e of errors) ctx.sys.warn(`sync: ${e}`);
+    if (errors.length > 0) return 2;
+    try {
+      writeNoFollow(ctx.sys.fs, path.join(ctx.cfg.ROOT_DIR, FLEET_STAMP), `${isoTime(ctx.sys.now())} ${summary}\n`, O_WRITE_NOFOLLOW);
+    } catch (e) {
+      ctx.sys.warn(ioError("write", path.join(ctx.cfg.ROOT_DIR, FLEET_STAMP), e).message);
+    }
+    return 0;
+  });
+}
+
+/** --doctor's fleet block: the LAPI answers, the machine logs in, the bouncer key pulls, the last sync is recent. */
+export async function fleetChecks(ctx: Ctx): Promise<Check[]> {
+  if (!fleetConfigured(ctx.cfg)) return [];
+  const out: Check[] = [];
+  const add = (severity: Severity, text: string) => out.push({ severity, text });
+  let fc: FleetConf;
+  try {
+    fc = fleetConf(ctx);
+  } catch (e) {
+    if (!(e instanceof SentryError)) throw e;
+    add(2, `fleet: ${e.message}`);
+    return out;
+  }
+  try {
+    const h = await lapiRequest(ctx, fc, "GET", "/health", {});
+    if (h.status !== 200) add(2, `fleet: the CrowdSec LAPI at ${fc.url.origin} answers /health with ${replyText(h)}`);
+    else add(0, `fleet: the CrowdSec LAPI at ${fc.url.origin} is up`);
+  } catch (e) {
+    if (!(e instanceof SentryError)) throw e;
+    add(2, `fleet: ${e.message}`);
+    return out;
+  }
+  if (ctx.cfg.CROWDSEC_PUSH) {
+    try {
+      await machineToken(ctx, fc, true);
+      add(0, "fleet: the machine login works (push)");
+    } catch (e) {
+      if (!(e instanceof SentryError)) throw e;
+      add(2, `fleet: ${e.message}`);
+    }
+  }
+  if (ctx.cfg.CROWDSEC_PULL) {
+    // A plain query, not the stream: the stream's position must move only when --sync applies it.
+    const r = await lapiRequest(ctx, fc, "GET", "/v1/decisions?ip=192.0.2.1", fc.cert ? {} : { "X-Api-Key": fc.apiKey }).catch((e: unknown) => {
+      if (e instanceof SentryError) return { status: 0, body: e.message };
+      throw e;
+    });
+    if (r.status === 200) add(0, "fleet: the bouncer key works (pull)");
+    else add(2, `fleet: the LAPI refused this server's bouncer: ${replyText(r)}${r.status === 403 ? " (CROWDSEC_API_KEY)" : ""}`);
+  }
+  const st = ctx.sys.fs.lstatSync(path.join(ctx.cfg.ROOT_DIR, FLEET_STAMP), { throwIfNoEntry: false });
+  const every = ctx.cfg.CROWDSEC_SYNC_MINUTES * 60_000;
+  if (!st) add(1, "fleet: no --sync has succeeded yet: run sentry --sync from a timer (README, Fleet)");
+  else {
+    const age = ctx.sys.now() - st.mtimeMs;
+    const text = `fleet: the last successful --sync was ${lengthText(Math.max(age, 0))} ago (CROWDSEC_SYNC_MINUTES=${ctx.cfg.CROWDSEC_SYNC_MINUTES})`;
+    add(age > 30 * every ? 2 : age > 3 * every ? 1 : 0, text);
+  }
+  let queued = 0;
+  for (const f of [FLEET_OUTBOX, FLEET_SENDING]) {
+    try {
+      queued += readStateFile(ctx, path.join(ctx.cfg.ROOT_DIR, f)).split("\n").filter((l) => l !== "").length;
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") add(1, `fleet: ${ioError("read", path.join(ctx.cfg.ROOT_DIR, f), e).message}`);
+    }
+  }
+  if (queued > 0) add(st && ctx.sys.now() - st.mtimeMs > 3 * every ? 1 : 0, `fleet: ${queued} blocks or deletions wait to be pushed`);
+  return out;
+}
+
+/** For --report: how many blocks came from the fleet, and the latest refusals of allowed addresses. */
+export function fleetSummary(ctx: Ctx): { blocks: number; conflicts: string[] } | undefined {
+  if (!fleetConfigured(ctx.cfg)) return undefined;
+  let blocks = 0;
+  for (const ip of listDir(ctx, "block")) if (isFleetBlock(readBlockFile(ctx, ip) ?? "")) blocks++;
+  let conflicts: string[] = [];
+  try {
+    conflicts = readStateFile(ctx, path.join(ctx.cfg.ROOT_DIR, FLEET_CONFLICTS)).split("\n").filter((l) => l !== "").slice(-10);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("read", path.join(ctx.cfg.ROOT_DIR, FLEET_CONFLICTS), e);
+  }
+  return { blocks, conflicts };
+}
+
 // ==== 10. Report ============================================================
 //
 //   sentry --report
@@ -5861,6 +6690,7 @@ export interface Report {
   heldBack?: string[]; // sentry.log lines of the last 7 days that say decisions were held back
   attention: ListEntry[]; // allowed after failures, or held for review (section 8.1.2): a brute force that succeeded?
   logAddresses: number | null; // where no connect is counted (a --scan-only server): the addresses the logs show
+  fleet?: { blocks: number; conflicts: string[] }; // section 9.5: blocks learned from the fleet; its latest bans of addresses allowed here
   ip?: IpRecord;
 }
 
@@ -6139,6 +6969,8 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
     // A server where nothing spawns --connect (no libwrap, a timer's --scan) counts no connects: say what it does count.
     logAddresses: summary.connections === 0 ? ifIndex<number | null>(ctx, null, (db) => Number(db.prepare("SELECT COUNT(DISTINCT ip) AS n FROM tallies").get()?.n ?? 0)) : null,
   };
+  const fleet = fleetSummary(ctx);
+  if (fleet) r.fleet = fleet;
   if (opts.verbose) {
     r.top = summary.top.map(([ip, n]) => ({ ip, connections: n, status: ipStatus(ctx, ip) }));
     const log = tailLog(ctx, 2000);
@@ -6180,6 +7012,10 @@ export function formatReport(r: Report): string {
   else out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
   out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
   out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
+  if (r.fleet) {
+    out.push(`${String(r.fleet.blocks).padStart(4)} of them by the fleet (CrowdSec), ${r.blocked - r.fleet.blocks} decided here`);
+    if (r.fleet.conflicts.length) out.push(`       the fleet blocks addresses this server allows (kept allowed; fleet.conflicts):`, ...r.fleet.conflicts.map((l) => `       ${l}`));
+  }
   if (r.withheld.length) {
     // Protection is off while these wait: say it in the summary, not only with --verbose.
     out.push(`${String(r.withheld.length).padStart(4)} IPs wait to be blocked: a log could not be read, or not to its end (sentry --doctor)`);
@@ -7876,8 +8712,8 @@ export function doctorHead(checks: Check[]): { worst: Severity; head: string } {
 }
 
 /** --doctor: prints the Nagios first line, then one line per check; exits with the worst severity. */
-export function doctor(ctx: Ctx): number {
-  const checks = doctorChecks(ctx);
+export function doctor(ctx: Ctx, fleet: Check[] = []): number {
+  const checks = [...doctorChecks(ctx), ...fleet];
   const { worst, head } = doctorHead(checks);
   ctx.sys.out(head);
   for (const c of checks) ctx.sys.out(`${SEVERITY[c.severity]}: ${c.text}`);
@@ -8705,7 +9541,7 @@ SYNOPSIS
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
     sentry --list [ --state=S ] [ --net=CIDR | --ip=IP ] [ --newer=AGE ] [ --older=AGE ]
                   [ --sort=time|ip ] [ --utc ] [ --json ]
-    sentry --scan | --resync | --test-log FILE|- [ --missed ]
+    sentry --scan | --resync | --sync | --test-log FILE|- [ --missed ]
     sentry --install [ --write ] [ --timer ] | --uninstall | --doctor
     sentry --update [ --check | --force ] | --rollback | --version | --help | -h
     sentry --man | --completion bash|zsh
@@ -8733,6 +9569,9 @@ ACTIONS
     --scan             read all logs since the last run and decide for every address
                        they show (cron or a systemd timer, for daemons without libwrap)
     --resync           re-apply block/ to every enabled backend (after a reboot)
+    --sync             fleet (CROWDSEC_URL): push this server's new blocks to the
+                       CrowdSec Local API and apply the fleet's blocks (a timer;
+                       --scan runs it too)
     --test-log FILE    show how each line of FILE (- for stdin) is understood and
                        what --scan and --connect would do with each address, with
                        totals per kind of line and per daemon
@@ -8749,7 +9588,7 @@ ACTIONS
 
 OPTIONS
     --verbose, -v      --report: add the most active addresses, the latest
-                       decisions and notes; --scan: print its summary always
+                       decisions and notes; --scan, --sync: print the summary always
     --json             --report, --list: the same as JSON ("schema": 1,
                        described by sentry.schema.json)
     --state=S          --list: blocked, allowed or pending (comma-separated)
@@ -8794,6 +9633,8 @@ FILES
     ROOT_DIR/sentry.db     index of log cursors and evidence; may be deleted
     ROOT_DIR/sentry.lock   the lock writers take (a SQLite file)
     ROOT_DIR/sentry.conf   optional settings, KEY=value lines
+    ROOT_DIR/fleet.*       fleet (--sync): outbox of blocks to push, the machine's
+                           token (0600), the time of the last good sync
     ROOT_DIR/delisted/IP   when IP was last delisted or expired: older log lines
                            about it are never counted again, even by a new sentry.db
     MAN_DIR/sentry.8       this manual, written by --install
@@ -9154,8 +9995,12 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     }
     case "list":
       return listCommand(ctx, ip !== null ? { ...a.list, net: parseCidr(ip) } : a.list, a.json);
-    case "scan":
-      return scanCommand(ctx, a.verbose);
+    case "scan": {
+      const code = scanCommand(ctx, a.verbose);
+      return fleetConfigured(ctx.cfg) ? Math.max(code, await syncCommand(ctx, a.verbose)) : code; // section 9.5
+    }
+    case "sync":
+      return syncCommand(ctx, a.verbose);
     case "resync":
       return resync(ctx);
     case "test-log":
@@ -9165,7 +10010,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "uninstall":
       return uninstall(ctx);
     case "doctor":
-      return doctor(ctx);
+      return doctor(ctx, await fleetChecks(ctx));
     case "update":
       return update(ctx.cfg, ctx.sys, { check: a.check, force: a.force });
     case "rollback":

@@ -58,6 +58,8 @@
 //     --runs N         runs per figure (at least 1; the table says how many)
 //     --keep           keep the generated data for the next run
 //     --bin PATH       the binary to measure (default dist/sentry)
+//     --fleet          only the fleet group instead (test/bench-fleet.mjs): 20
+//                      servers syncing every 10 s against one CrowdSec LAPI
 //
 //   The table goes to stdout (Markdown: paste it into README.md), progress to
 //   stderr. Exit 1 when a correctness check fails (a count not exact, an IP not
@@ -74,6 +76,13 @@ import { genLog, genState, reportIp, reportTotals, syslogLine, rng } from "./lib
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
 const GEN_STAMP = "g1"; // bump when the generators change: old caches are then ignored
+
+// ---- the fleet group (issue 11): its own script, it needs a CrowdSec LAPI ------
+//   npm run bench -- --fleet [--quick]   (test/bench-fleet.mjs says what it measures)
+if (process.argv.includes("--fleet")) {
+  const { runFleetBench } = await import("./bench-fleet.mjs");
+  process.exit(await runFleetBench(process.argv.slice(2).filter((a) => a !== "--fleet")));
+}
 
 // ---- options ---------------------------------------------------------------
 

@@ -49,6 +49,12 @@ systemd-journal-remote
 # systemd-journal-remote  /lib/systemd/systemd-journal-remote -o FILE.journal -
 #                         turns Journal Export Format into a real journal file
 
+# --- test/fleet.test.ts: a real CrowdSec Local API ------------------------
+# crowdsec is NOT installed here: its postinst registers with CrowdSec's
+# central API over the internet. test/lib/crowdsec.ts runs `apt-get download
+# crowdsec` + `dpkg-deb -x` into a cache directory instead (no maintainer
+# script runs). It also needs iproute2 (ss, ip netns) and nftables, above.
+
 # --- npm run bench: peak RSS of each run -------------------------------------
 BENCH_PACKAGES="
 time
