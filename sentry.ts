@@ -772,7 +772,10 @@ const ACTION_FLAGS: Record<string, ActionName> = {
 };
 
 /** The options that modify an action (the completion offers these and ACTION_FLAGS). */
-export const OPTION_FLAGS: readonly string[] = ["--ip", "--verbose", "-v", "--json", "--write", "--timer", "--check", "--force", "--missed"];
+export const OPTION_FLAGS: readonly string[] = [
+  "--ip", "--verbose", "-v", "--json", "--write", "--timer", "--check", "--force", "--missed",
+  "--state", "--net", "--newer", "--older", "--sort", "--utc", // --list (section 10.3)
+];
 
 /** Actions that work without an address; all others need a valid --ip. */
 const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
@@ -9744,7 +9747,8 @@ export function manPage(usage: string = USAGE, doc: Record<string, string> = set
     out.push(...roffBody(body));
     if (head === "CONFIGURATION") {
       for (const key of Object.keys(DEFAULTS) as ConfigKey[]) {
-        out.push(".TP", `.B ${key}`);
+        // .br: a name shorter than the indent (SYSLOG) would otherwise run into its text.
+        out.push(".TP", `.B ${key}`, ".br");
         out.push(roffText(`Default: ${defaultText(DEFAULTS[key])}.`));
         if (doc[key]) out.push(...roffWrap(roffText(/[.)]$/.test(doc[key]) ? doc[key] : `${doc[key]}.`)));
         if (key === "ROOT_DIR") out.push(roffText("Only from the environment."));
