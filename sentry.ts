@@ -91,6 +91,9 @@ export const DEFAULTS = {
   FIREWALL_TABLE: "sentry_blocklist", // name of the table or set sentry fills
   EXPIRE_BLOCK_DAYS: 90, // days a block lasts; 0 = never expire
   BLOCK_THIN_MINUTES: 10, // minutes a block on thin evidence lasts (see blockLength); 0 = as long as EXPIRE_BLOCK_DAYS
+  REPEAT_FACTOR_PERCENT: 200, // each earlier block of an address that ran out multiplies its next one by this (percent; 100 = no growth; see repeatLength)
+  REPEAT_MAX_DAYS: 365, // longest a repeat offender's block grows to (days); 0 = no cap
+  REPEAT_FOREVER_AFTER: 0, // the block after this many ran out is for good; 0 = never
   THIN_NAUGHTY_LINES: 3, // most naughty log lines a block may rest on and still be thin (one sshd connection with a wrong name writes 3)
   TYPO_DISTANCE: 1, // edits (insert, delete, change, swap two neighbours) that make an unknown user name a typo of a real one; 0 = off
   PASSWD_FILE: "/etc/passwd", // the local accounts, read (only when an unknown user name shows up) for the typo check
@@ -146,6 +149,9 @@ type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[Conf
 export const CONFIG_MAX: Record<NumberKey, number> = {
   EXPIRE_BLOCK_DAYS: 36_500, // a century; 0 (never) is the way to say "for good"
   BLOCK_THIN_MINUTES: 525_600, // a year
+  REPEAT_FACTOR_PERCENT: 10_000, // 100 times per repeat; the cap (REPEAT_MAX_DAYS) bounds the product anyway
+  REPEAT_MAX_DAYS: 36_500, // a century
+  REPEAT_FOREVER_AFTER: 1_000,
   THIN_NAUGHTY_LINES: 1_000_000,
   TYPO_DISTANCE: 8, // further than that, every name is a "typo" of some account
   CONNECT_THRESHOLD: 1_000_000,
@@ -651,7 +657,26 @@ export interface Action {
   force: boolean; // --update --force; --block --force of an address that logged in; --install --write without the installer's address
   file: string | null; // --test-log FILE
   missed: boolean; // --test-log --missed
+  forMs: number | null; // --block --for 4h: the block's own length in ms; null = the configured length
+  forText: string | null; // --for as given ("4h"), for the block file
+  reason: string | null; // --block/--allow/--delist --reason TEXT: the administrator's words, recorded
 }
+
+/**
+ * "30m", "4h", "2d", "1w" → milliseconds; null if it is not one such length.
+ * At most 36500 days, the bound of EXPIRE_BLOCK_DAYS: a longer one is a
+ * typo, and a block meant for good is EXPIRE_BLOCK_DAYS=0's job.
+ */
+export function parseDuration(text: string): number | null {
+  const m = /^([1-9]\d{0,6})([mhdw])$/.exec(text);
+  if (!m) return null;
+  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }[m[2] as "m" | "h" | "d" | "w"];
+  const ms = Number(m[1]) * unit;
+  return ms <= CONFIG_MAX.EXPIRE_BLOCK_DAYS * 86_400_000 ? ms : null;
+}
+
+/** Longest --reason kept: it lands in block/IP and sentry.log, one line each. */
+export const REASON_MAX = 300;
 
 /** Option → the action it names. Several names for one action are aliases. */
 const ACTION_FLAGS: Record<string, ActionName> = {
@@ -710,6 +735,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     force: false,
     file: null,
     missed: false,
+    forMs: null,
+    forText: null,
+    reason: null,
   };
   let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
@@ -746,6 +774,19 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
       a.force = true;
     } else if (flag === "--missed" && inline === null) {
       a.missed = true;
+    } else if (flag === "--for") {
+      const text = value();
+      a.forMs = parseDuration(text);
+      if (a.forMs === null)
+        throw new SentryError(`--for ${JSON.stringify(text)} is not a length: a whole number and a unit, m (minutes), h (hours), d (days) or w (weeks), e.g. --for 4h, at most 36500 days`, 1);
+      a.forText = text;
+    } else if (flag === "--reason") {
+      const text = value();
+      // One line of text: a newline would forge a second line in sentry.log and block/IP.
+      if (/[\x00-\x1f\x7f]/.test(text)) throw new SentryError("--reason must be one line of text, without control characters", 1);
+      if (text.trim() === "") throw new SentryError("--reason needs some words", 1);
+      if (text.length > REASON_MAX) throw new SentryError(`--reason is ${text.length} characters long: at most ${REASON_MAX}`, 1);
+      a.reason = text.trim();
     } else {
       // One line, not the manual: the manual would scroll the mistake away.
       throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
@@ -766,6 +807,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     throw new SentryError("--force goes with --update, --block or --install", 1);
   if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
   if (a.json && a.action !== "report") throw new SentryError("--json goes with --report", 1);
+  if (a.forMs !== null && a.action !== "block") throw new SentryError("--for goes with --block", 1);
+  if (a.reason !== null && a.action !== "block" && a.action !== "allow" && a.action !== "delist")
+    throw new SentryError("--reason goes with --block, --allow or --delist", 1);
   return a;
 }
 
@@ -1316,7 +1360,7 @@ const O_APPEND_NOFOLLOW = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.cons
 const O_WRITE_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
 
 /** The folders of ROOT_DIR that strict modes check (STATE_DIRS and the delist markers). */
-const STRICT_DIRS = ["seen", "allow", "block", "delisted"];
+const STRICT_DIRS = ["seen", "allow", "block", "delisted", "history"];
 
 /** Writes `text` to `file` opened with `flags` (one of the two above), created 0640. Throws what the file system throws. */
 function writeNoFollow(fsys: FsTable, file: string, text: string, flags: number): void {
@@ -3974,7 +4018,7 @@ export function connect(ctx: Ctx, ip: string): number {
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], evidence.partial as string));
     return lifted;
   }
-  const length = blockLength(evidence.tallies, evidence.naughtyNames, ctx.cfg);
+  const length = repeatLength(blockLength(evidence.tallies, evidence.naughtyNames, ctx.cfg), readHistory(ctx, ip), ctx.cfg);
   return Math.max(lifted, withLock(ctx, () => {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
@@ -4187,12 +4231,14 @@ export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): nu
  * withLock. Addresses in ALLOW_IPS and loopback are refused here, the one
  * place every path that blocks goes through.
  */
-export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, length = defaultBlockLength(ctx.cfg)): number {
+export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, length: { ms: number; why: string; forGood?: boolean } = defaultBlockLength(ctx.cfg)): number {
   if (inRanges(ip, ctx.allowRanges))
     throw new SentryError(`${ip} is in ALLOW_IPS or loopback and is never blocked`, 1);
   // The second line holds the block's own end (section 8.2); without one it lasts EXPIRE_BLOCK_DAYS from its mtime.
   const now = ctx.sys.now();
-  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : "";
+  // "until never" is a block for good (a repeat offender past REPEAT_FOREVER_AFTER): no touch or setting ends it.
+  // Without either line (EXPIRE_BLOCK_DAYS=0) it follows EXPIRE_BLOCK_DAYS, whatever that is later set to.
+  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : length.forGood ? `until never (for good; ${length.why})` : "";
   writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
   removeFile(ctx, statePath(ctx, "allow", ip));
   logDecision(ctx, ip, "block", `${by}: ${reason}${until ? `; ${until}` : ""}`);
@@ -4221,8 +4267,11 @@ function liftEverywhere(ctx: Ctx, ip: string): number {
  * Forgets `ip`: no allow, no block, no connections counted, and its log
  * evidence so far set aside, so it starts again from nothing. Without the
  * last two, its next connect would block it again on the same old lines.
+ * Its history of blocks (section 8.2.1) goes too, unless `keepHistory`
+ * (expiry: a block that ran out is not forgiveness).
  */
-export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): number {
+export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, keepHistory = false): number {
+  if (!keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.2.1)
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
@@ -4254,6 +4303,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
 
 /** When the block recorded in `text` (modified at `mtimeMs`) ends, in epoch ms; null = never. */
 export function blockEnd(text: string, mtimeMs: number, expireDays: number): number | null {
+  if (/^until never\b/m.test(text)) return null;
   const since = /^(\S+) block by /.exec(text);
   const until = /^until (\S+)/m.exec(text);
   if (since && until) {
@@ -4270,6 +4320,106 @@ function blockEndOf(ctx: Ctx, ip: string): number | null | undefined {
   const text = st ? readBlockFile(ctx, ip) : null;
   if (!st || text === null) return undefined;
   return blockEnd(text, st.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS);
+}
+
+// ---- 8.2.1 Repeat offenders: a short history per address ----------------------
+//
+//   ROOT_DIR/history/203.0.113.9   "blocked 2 times, last lifted 2026-11-29T13:10:00Z\n"
+//
+//   first block on strong evidence: 90 days; it runs out; the bot comes back
+//   → second block 180 days (REPEAT_FACTOR_PERCENT=200), third 360, then
+//     365 (REPEAT_MAX_DAYS); thin evidence: 10, 20, 40, 80 minutes, …
+//
+// A bot returns when its block ends; a person who mistyped a name rarely
+// does so twice in a season. So each block that ran out multiplies the
+// next one. sshguard multiplies by 1.5 from a 2-minute base and blacklists
+// for good after a score; sentry's thin base is 10 minutes, and a bot with
+// thin evidence that returns every time its block ends gets through
+// THIN_NAUGHTY_LINES lines per block: doubling makes that a day's worth
+// after 7 returns instead of 15 (1.5×), while a person's second mistake
+// still costs only 20 minutes. The cap keeps a block within a year so that
+// a reassigned address (dynamic pools, cloud instances) comes free again;
+// REPEAT_FOREVER_AFTER=N makes the (N+1)th block permanent, as sshguard's
+// blacklist does, for those who prefer that.
+//
+// Expiry writes the history and keeps it (an expired block is not
+// forgiveness); an administrator's --delist removes it (that is). Only the
+// blocks the logs decide grow; an administrator's --block lasts what they said.
+
+export const HISTORY_DIR = "history";
+
+/** An address's past: how many of its blocks ran out, and when the last one was lifted (epoch ms). */
+export interface History {
+  times: number;
+  lifted: number;
+}
+
+/** Parses history/IP; null if it is not what writeHistory writes (an edit by hand: treated as no history, with a warning by the caller). */
+export function parseHistory(text: string): History | null {
+  const m = /^blocked (\d{1,6}) times?, last lifted (\S+)\n?$/.exec(text);
+  if (!m) return null;
+  const lifted = Date.parse(m[2]);
+  return Number.isFinite(lifted) ? { times: Number(m[1]), lifted } : null;
+}
+
+/** The text of history/IP. */
+export function historyText(h: History): string {
+  return `blocked ${h.times} time${h.times === 1 ? "" : "s"}, last lifted ${isoTime(h.lifted)}\n`;
+}
+
+/** Reads history/IP; null if there is none. An unreadable one is said and counts as none (a longer block must not rest on a guess). */
+export function readHistory(ctx: Ctx, ip: string): History | null {
+  const file = path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR, ip);
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT" || errCode(e) === "ENOTDIR") return null;
+    throw ioError("read", file, e);
+  }
+  const h = parseHistory(text);
+  if (h === null) ctx.sys.warn(`${file} is not a history sentry wrote ("blocked N times, last lifted TIME"): ${ip} is treated as a first offender`);
+  return h;
+}
+
+/** Counts one more block of `ip` that ran out, lifted now. Call under withLock. */
+function addHistory(ctx: Ctx, ip: string): History {
+  const dir = path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR);
+  try {
+    ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+  } catch (e) {
+    if (errCode(e) !== "EEXIST") throw ioError("create", dir, e);
+  }
+  const h = { times: Math.min((readHistory(ctx, ip)?.times ?? 0) + 1, 999_999), lifted: ctx.sys.now() };
+  writeAtomic(ctx, path.join(dir, ip), historyText(h));
+  return h;
+}
+
+/** Forgets the history of `ip` (an administrator's --delist forgives). */
+function forgetHistory(ctx: Ctx, ip: string): void {
+  removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR, ip));
+}
+
+/**
+ * The length of a block the logs decided, given the address's history:
+ * `base` times REPEAT_FACTOR_PERCENT/100 for each earlier block that ran
+ * out, at most REPEAT_MAX_DAYS (unless base is longer already), and for
+ * good (ms 0) after REPEAT_FOREVER_AFTER of them.
+ */
+export function repeatLength(
+  base: { ms: number; why: string },
+  h: History | null,
+  cfg: Pick<Config, "REPEAT_FACTOR_PERCENT" | "REPEAT_MAX_DAYS" | "REPEAT_FOREVER_AFTER">,
+): { ms: number; why: string; forGood?: boolean } {
+  if (h === null || h.times === 0 || base.ms === 0) return base;
+  const past = `repeat offender: ${h.times} earlier block${h.times === 1 ? "" : "s"} ran out, the last lifted ${isoTime(h.lifted)}`;
+  if (cfg.REPEAT_FOREVER_AFTER > 0 && h.times >= cfg.REPEAT_FOREVER_AFTER)
+    return { ms: 0, forGood: true, why: `${base.why}; ${past}: for good (REPEAT_FOREVER_AFTER=${cfg.REPEAT_FOREVER_AFTER})` };
+  const cap = cfg.REPEAT_MAX_DAYS > 0 ? Math.max(cfg.REPEAT_MAX_DAYS * 86_400_000, base.ms) : Infinity;
+  let ms = base.ms;
+  for (let i = 0; i < h.times && ms < cap; i++) ms = Math.round((ms * cfg.REPEAT_FACTOR_PERCENT) / 100);
+  ms = Math.min(ms, cap, CONFIG_MAX.EXPIRE_BLOCK_DAYS * 86_400_000);
+  return { ms, why: `${base.why}; ${past}: ${cfg.REPEAT_FACTOR_PERCENT}% per repeat${ms === cap ? `, capped at REPEAT_MAX_DAYS=${cfg.REPEAT_MAX_DAYS}` : ""}` };
 }
 
 const EXPIRE_STAMP = "expire.stamp";
@@ -4344,7 +4494,8 @@ export function expireBlocks(ctx: Ctx, max = Infinity): number {
         break;
       }
       const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
-      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`);
+      const h = addHistory(ctx, ip); // before the delist: a crash between the two leaves the block, counted once more at worst
+      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`, true);
       lifted++;
     }
     setExpiryStamp(ctx, next);
@@ -4431,7 +4582,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
               return setAllowed(ctx, ip, "scan", v.reason);
             }
             blocked++;
-            return setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
+            return setBlocked(ctx, ip, "scan", v.reason, repeatLength(blockLength(t, userNames(db, ip).naughty, ctx.cfg), readHistory(ctx, ip), ctx.cfg));
           });
           code = Math.max(code, c);
         }
@@ -7463,7 +7614,7 @@ export const USAGE = `NAME
     version ${VERSION}
 
 SYNOPSIS
-    sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] | --delist ]
+    sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] [ --for LENGTH ] | --delist ] [ --reason TEXT ]
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
     sentry --scan | --resync | --test-log FILE|- [ --missed ]
     sentry --install [ --write ] | --uninstall | --doctor
@@ -7506,6 +7657,10 @@ OPTIONS
     --verbose, -v      --report: add the most active addresses, the latest
                        decisions and notes; --scan: print its summary always
     --json             --report: the same as JSON
+    --for LENGTH       --block: how long, e.g. 30m, 4h, 2d, 1w (else EXPIRE_BLOCK_DAYS);
+                       the block ends by itself and sentry.log says so
+    --reason TEXT      --block, --allow, --delist: why, recorded with the operator
+                       (SUDO_USER, else USER) in block/IP or allow/IP and sentry.log
     --force            --block: block an address even though the logs show
                        successful logins from it; --update: allow the same or
                        an older version
@@ -7671,18 +7826,46 @@ export function loginsBlockingBlock(ip: string, t: Tallies | null): string | nul
   );
 }
 
+/**
+ * Who did it, for block/IP, allow/IP and sentry.log: the user behind sudo
+ * (SUDO_USER), else the user running sentry (USER, LOGNAME), else the uid.
+ * Not a security boundary (a root shell can set any of these): a note for
+ * the colleague who wonders who blocked the customer.
+ */
+export function operatorName(env: Record<string, string | undefined>, uid: number): string {
+  for (const name of [env.SUDO_USER, env.USER, env.LOGNAME]) {
+    if (name && /^[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}$/.test(name)) return name;
+  }
+  return `uid=${uid}`;
+}
+
+/** What a manual action records as its reason: the flags, the operator, the admin's words. */
+export function manualReason(flags: string, operator: string, reason: string | null): string {
+  return `${flags} by ${operator}${reason !== null ? `: ${reason}` : ""}`;
+}
+
 /** --allow, --block, --delist by hand: do it under the lock, then say what the state is and what it was. */
-export function manualAction(ctx: Ctx, action: "allow" | "block" | "delist", ip: string, force: boolean): number {
+export function manualAction(
+  ctx: Ctx,
+  action: "allow" | "block" | "delist",
+  ip: string,
+  force: boolean,
+  opts: { forMs?: number | null; forText?: string | null; reason?: string | null } = {},
+): number {
   if (action === "block" && !force) {
     const why = loginsBlockingBlock(ip, readEvidence(ctx, ip));
     if (why !== null) throw new SentryError(why, 1);
   }
+  const operator = operatorName(ctx.sys.env, process.geteuid ? process.geteuid() : 0);
+  const forFlag = opts.forMs ? ` --for ${opts.forText ?? lengthText(opts.forMs)}` : "";
+  const reason = manualReason(`--${action}${action === "block" && force ? " --force" : ""}${forFlag}`, operator, opts.reason ?? null);
   let was = "";
   const code = withLock(ctx, () => {
     was = describeState(ctx, ip);
-    if (action === "allow") return setAllowed(ctx, ip, "admin", "--allow");
-    if (action === "block") return setBlocked(ctx, ip, "admin", force ? "--block --force" : "--block");
-    return setDelisted(ctx, ip, "admin", "--delist");
+    if (action === "allow") return setAllowed(ctx, ip, "admin", reason);
+    if (action === "block")
+      return setBlocked(ctx, ip, "admin", reason, opts.forMs ? { ms: opts.forMs, why: `--for ${opts.forText ?? lengthText(opts.forMs)}` } : defaultBlockLength(ctx.cfg));
+    return setDelisted(ctx, ip, "admin", reason);
   });
   ctx.sys.out(recordLine(countConnections(ctx, ip), ip, ipStatus(ctx, ip)));
   const done = action === "allow" ? "allowed" : action === "block" ? "blocked" : "delisted";
@@ -7699,7 +7882,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "allow":
     case "block":
     case "delist":
-      return manualAction(ctx, a.action, ip as string, a.force);
+      return manualAction(ctx, a.action, ip as string, a.force, { forMs: a.forMs, forText: a.forText, reason: a.reason });
     case "report": {
       const r = buildReport(ctx, { verbose: a.verbose, ip });
       ctx.sys.out(a.json ? JSON.stringify(r, null, 2) : formatReport(r));

@@ -84,7 +84,7 @@ t.test("--block of an address the logs show logging in refuses without --force a
   r = sentry(["--block", "--force", "--ip=192.0.2.201"], env);
   t.equal(r.status, 0);
   t.match(r.stdout, /^   3 connections from 192\.0\.2\.201 and it is blocked\nblocked 192\.0\.2\.201 \(was: allowed since \S+Z by connect\)\n$/);
-  t.match(fs.readFileSync(join(root, "block", "192.0.2.201"), "utf8"), /block by admin: --block --force\nuntil \S+ \(90 days; EXPIRE_BLOCK_DAYS\)\n$/, "the force is on record, with its end");
+  t.match(fs.readFileSync(join(root, "block", "192.0.2.201"), "utf8"), /block by admin: --block --force by \S+\nuntil \S+ \(90 days; EXPIRE_BLOCK_DAYS\)\n$/, "the force is on record, with its end");
   t.equal(sentry(["--allow", "--force", "--ip=192.0.2.201"], env).status, 1, "--force goes with --block or --update only");
 });
 
