@@ -91,6 +91,8 @@ export const DEFAULTS = {
   FIREWALL_TABLE: "sentry_blocklist", // name of the table or set sentry fills
   EXPIRE_BLOCK_DAYS: 90, // days a block lasts; 0 = never expire
   BLOCK_THIN_MINUTES: 10, // minutes a block on thin evidence lasts (see blockLength); 0 = as long as EXPIRE_BLOCK_DAYS
+  SUBNET_THRESHOLD: 3, // this many blocked addresses of one IPv6 /64 block the /64 as one entry (section 8.4); 0 = off
+  SUBNET_V4: false, // aggregate IPv4 /24s too (off: a /24 is often one office, campus or carrier NAT pool)
   REPEAT_FACTOR_PERCENT: 200, // each earlier block of an address that ran out multiplies its next one by this (percent; 100 = no growth; see repeatLength)
   REPEAT_MAX_DAYS: 365, // longest a repeat offender's block grows to (days); 0 = no cap
   REPEAT_FOREVER_AFTER: 0, // the block after this many ran out is for good; 0 = never
@@ -149,6 +151,7 @@ type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[Conf
 export const CONFIG_MAX: Record<NumberKey, number> = {
   EXPIRE_BLOCK_DAYS: 36_500, // a century; 0 (never) is the way to say "for good"
   BLOCK_THIN_MINUTES: 525_600, // a year
+  SUBNET_THRESHOLD: 1_000_000,
   REPEAT_FACTOR_PERCENT: 10_000, // 100 times per repeat; the cap (REPEAT_MAX_DAYS) bounds the product anyway
   REPEAT_MAX_DAYS: 36_500, // a century
   REPEAT_FOREVER_AFTER: 1_000,
@@ -620,6 +623,97 @@ export function inRanges(ip: string, ranges: Cidr[]): boolean {
   return false;
 }
 
+// ---- 3.1 Ranges as file names: block/2001:db8:1:2::_64, allow/10.0.0.0_8 --------
+//
+//   "2001:DB8:1:2::/64"  → text "2001:db8:1:2::/64", file name "2001:db8:1:2::_64"
+//   "10.0.0.0/8"         → "10.0.0.0/8", "10.0.0.0_8"
+//   "10.1.2.3/8"         → null (host bits set: which range was meant?)
+//   "0.0.0.0/0", "::/0", "1.2.3.4/33", "::/129", "10.0.0.0/8/../x" → null
+//
+// A range blocked or allowed by hand (--ip=10.0.0.0/8) or an IPv6 /64
+// blocked as one entry (section 8.4) is a file of block/ or allow/ like an
+// address. A "/" cannot be in a file name, so the file name spells the
+// prefix length after "_", a character no address contains; the name is
+// built from the numbers parsed, and a name read back from a folder counts
+// only if it re-creates itself exactly, so nothing else ever reaches a path
+// or a command. Ranges wider than NET_MIN_BITS are refused: 0.0.0.0/0 in
+// block/ refuses every client, in allow/ switches protection off, and no
+// administrator means either by one command.
+
+/** The widest range sentry takes by hand or makes: a /8 of IPv4, a /16 of IPv6 (a whole RIR allocation is wider). */
+export const NET_MIN_BITS: Record<Family, number> = { 4: 8, 6: 16 };
+
+/** The canonical text of `v` as an address of `family` (any value: the base of a range may be no client, e.g. 10.0.0.0). */
+export function netBaseText(v: bigint, family: Family): string {
+  if (family === 4) return [24n, 16n, 8n, 0n].map((sh) => String((v >> sh) & 255n)).join(".");
+  const g: number[] = [];
+  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(i * 16)) & 0xffffn));
+  return formatV6(g);
+}
+
+/**
+ * A range as an administrator writes it ("192.0.2.0/24", "2001:db8::/48"),
+ * or null: not exactly one, wider than NET_MIN_BITS, a single address (/32,
+ * /128: use the address), host bits set, IPv4-mapped, or any other character.
+ */
+export function parseNet(text: string): Cidr | null {
+  if (typeof text !== "string" || text.length > 48 || !/^[0-9A-Fa-f:.]+\/(0|[1-9]\d{0,2})$/.test(text)) return null;
+  const slash = text.indexOf("/");
+  const addr = text.slice(0, slash);
+  const bits = Number(text.slice(slash + 1));
+  let family: Family;
+  let value: bigint;
+  if (addr.indexOf(":") === -1) {
+    const b = parseV4Bytes(addr);
+    if (!b) return null;
+    family = 4;
+    value = b.reduce((acc, x) => (acc << 8n) | BigInt(x), 0n);
+  } else {
+    const g = parseV6Groups(addr);
+    if (!g) return null;
+    // ::ffff:a.b.c.d/n is an IPv4 range in disguise: give it as IPv4.
+    if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) return null;
+    family = 6;
+    value = g.reduce((acc, x) => (acc << 16n) | BigInt(x), 0n);
+  }
+  const max = family === 4 ? 32 : 128;
+  if (bits < NET_MIN_BITS[family] || bits >= max) return null;
+  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  if ((value & mask) !== value) return null;
+  return { family, base: value, bits, text: `${netBaseText(value, family)}/${bits}` };
+}
+
+/** "2001:db8:1:2::/64" → "2001:db8:1:2::_64": the name of its file in block/ or allow/. */
+export function netFileName(net: Cidr): string {
+  return net.text.replace("/", "_");
+}
+
+/** The range a file of block/ or allow/ names, or null if the name is not exactly one netFileName makes. */
+export function netFromFileName(name: string): Cidr | null {
+  if (name.indexOf("/") !== -1) return null;
+  const net = parseNet(name.replace("_", "/"));
+  return net !== null && netFileName(net) === name ? net : null;
+}
+
+/** Whether two ranges share any address (one holds the other: prefixes never partly overlap). */
+export function rangesOverlap(a: Cidr, b: Cidr): boolean {
+  if (a.family !== b.family) return false;
+  const max = a.family === 4 ? 32 : 128;
+  const bits = Math.min(a.bits, b.bits);
+  const mask = bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  return (a.base & mask) === (b.base & mask);
+}
+
+/** The /64 (IPv6) or /24 (IPv4) around canonical `ip`. */
+export function subnetOf(ip: string): Cidr {
+  const family = ipFamily(ip);
+  const bits = family === 6 ? 64 : 24;
+  const max = family === 4 ? 32 : 128;
+  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  const base = ipToBigInt(ip) & mask;
+  return { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+}
+
 // ==== 4. Command line =======================================================
 //
 //   ["--ip", "::ffff:192.0.2.7", "-c"]  → { action: "connect", ip: "192.0.2.7", … }
@@ -660,6 +754,7 @@ export interface Action {
   forMs: number | null; // --block --for 4h: the block's own length in ms; null = the configured length
   forText: string | null; // --for as given ("4h"), for the block file
   reason: string | null; // --block/--allow/--delist --reason TEXT: the administrator's words, recorded
+  net: Cidr | null; // --ip=RANGE (192.0.2.0/24) with --allow, --block, --delist; then ip is null
 }
 
 /**
@@ -738,6 +833,7 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     forMs: null,
     forText: null,
     reason: null,
+    net: null,
   };
   let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
@@ -795,7 +891,16 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   // `sentry --ip=IP` alone shows that address, as sentry.pl did.
   a.action = chosen ?? (a.rawIp !== null ? "report" : "help");
   if (a.action === "connect" && a.rawIp === null && env.PAM_RHOST !== undefined) a.rawIp = env.PAM_RHOST;
-  if (a.rawIp !== null) {
+  if (a.rawIp !== null && a.rawIp.indexOf("/") !== -1 && (a.action === "allow" || a.action === "block" || a.action === "delist")) {
+    // A range: by hand, for --allow, --block, --delist only (section 3.1); elsewhere parseIp refuses it below.
+    a.net = parseNet(a.rawIp);
+    if (a.net === null)
+      throw new SentryError(
+        `not a valid IP address or range: ${JSON.stringify(a.rawIp)}: expected an address, or a CIDR range such as 192.0.2.0/24 or 2001:db8:1::/48, ` +
+          `from /${NET_MIN_BITS[4]} to /31 (IPv4) or /${NET_MIN_BITS[6]} to /127 (IPv6), with no bits set after the prefix`,
+        1,
+      );
+  } else if (a.rawIp !== null) {
     a.ip = parseIp(a.rawIp);
     if (a.ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(a.rawIp)}`, 1);
   } else if (!NO_IP_NEEDED.has(a.action)) {
@@ -836,9 +941,31 @@ export interface Ctx {
   allowRanges: Cidr[];
 }
 
+/**
+ * allowRanges is ALLOW_IPS, loopback and the ranges allowed by hand
+ * (allow/10.0.0.0_8, section 3.1), so every check of ALLOW_IPS honours
+ * those too. The folder is listed on first use (one readdir; a connect
+ * needs it for an undecided address) and again after a range is allowed.
+ */
 export function makeCtx(cfg: Config, sys: Sys): Ctx {
-  return { cfg, sys, allowRanges: parseAllowList(cfg.ALLOW_IPS) };
+  const configured = parseAllowList(cfg.ALLOW_IPS);
+  const ctx: Ctx = {
+    cfg,
+    sys,
+    get allowRanges(): Cidr[] {
+      let all = allowNetCache.get(ctx);
+      if (all === undefined) {
+        all = [...configured, ...listNets(ctx, "allow")];
+        allowNetCache.set(ctx, all);
+      }
+      return all;
+    },
+  };
+  return ctx;
 }
+
+/** ctx → its allowRanges with the ranges of allow/; dropped when one is allowed or delisted. */
+const allowNetCache = new WeakMap<Ctx, Cidr[]>();
 
 export type Dir = "seen" | "allow" | "block";
 const STATE_DIRS: Dir[] = ["seen", "allow", "block"];
@@ -1063,6 +1190,30 @@ export function listDir(ctx: Ctx, dir: Dir): string[] {
     throw ioError("list", where, e);
   }
   return names.filter((n) => parseIp(n) === n);
+}
+
+/** The ranges (section 3.1) that allow/ or block/ holds as files; any other name is passed over, as in listDir. */
+export function listNets(ctx: Ctx, dir: "allow" | "block"): Cidr[] {
+  const where = path.join(ctx.cfg.ROOT_DIR, dir);
+  let names: string[];
+  try {
+    names = ctx.sys.fs.readdirSync(where);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return [];
+    throw ioError("list", where, e);
+  }
+  const out: Cidr[] = [];
+  for (const n of names) {
+    if (n.indexOf("_") === -1) continue;
+    const net = netFromFileName(n);
+    if (net !== null) out.push(net);
+  }
+  return out;
+}
+
+/** ROOT_DIR/dir/NAME of a range (netFileName: built from parsed numbers, a safe file name). */
+export function netPath(ctx: Ctx, dir: "allow" | "block", net: Cidr): string {
+  return path.join(ctx.cfg.ROOT_DIR, dir, netFileName(net));
 }
 
 /** Strips what could fake a second log line or a terminal escape from text we store (log samples are attacker text). */
@@ -4249,6 +4400,8 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
     const r = b.add(ip, ctx.cfg, ctx.sys);
     if (!r.ok) code = backendFailed(ctx, ip, b.name, "add", r.error);
   }
+  // Only the logs' blocks add up to a subnet (section 8.4): an administrator blocks what they name.
+  if (by === "connect" || by === "scan") code = Math.max(code, aggregateSubnet(ctx, ip, length));
   return code;
 }
 
@@ -4280,6 +4433,134 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, ke
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
   return liftEverywhere(ctx, ip);
+}
+
+// ---- 8.4 Ranges: blocked or allowed as one entry ---------------------------------
+//
+//   sentry --ip=10.0.0.0/8 --allow          → allow/10.0.0.0_8 (honoured like ALLOW_IPS)
+//   sentry --ip=2001:db8:1:2::/64 --block   → block/2001:db8:1:2::_64, hosts.deny "[2001:db8:1:2::]/64",
+//                                             nft set v6net, ipset FIREWALL_TABLE-n6, pf/ipfw table
+//   3 addresses of 2001:db8:1:2::/64 blocked by the logs (SUBNET_THRESHOLD) → the /64 blocked too
+//
+// One host owns a whole IPv6 /64 (18 quintillion addresses): blocking one
+// address at a time never ends, which is why OpenSSH's PerSourcePenalties
+// groups IPv6 by /64. A range's file is written like an address's (the
+// same "until" line, so expiry and `touch` work alike); the addresses
+// blocked in it keep their own files, so the report shows what led to it
+// and delisting the range lifts it alone. A range never covers an allowed
+// address, an allowed range, ALLOW_IPS or loopback: setBlockedNet refuses
+// one, so no path (by hand, aggregation) can block the admin's office.
+
+/** Why `net` must not be blocked (it covers something allowed, or `session`, the admin's own address), or "". */
+export function netBlockProblem(ctx: Ctx, net: Cidr, session: string | null): string {
+  const allowedRange = ctx.allowRanges.find((r) => rangesOverlap(r, net));
+  if (allowedRange) return `${net.text} overlaps ${allowedRange.text}, which is allowed (ALLOW_IPS, loopback or allow/)`;
+  const allowed = listDir(ctx, "allow").find((ip) => inRanges(ip, [net]));
+  if (allowed) return `${net.text} holds ${allowed}, which is allowed (allow/${allowed})`;
+  if (session !== null && inRanges(session, [net])) return `${net.text} holds ${session}, the address of your own session (SSH_CLIENT)`;
+  return "";
+}
+
+/** Blocks range `net` (block/NAME, hosts.deny, every firewall). Call under withLock. Throws SentryError(1) if netBlockProblem says no. */
+export function setBlockedNet(ctx: Ctx, net: Cidr, by: string, reason: string, length: { ms: number; why: string }, session: string | null = null): number {
+  const bad = netBlockProblem(ctx, net, session);
+  if (bad) throw new SentryError(`not blocking ${net.text}: ${bad}`, 1);
+  const now = ctx.sys.now();
+  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : "";
+  writeAtomic(ctx, netPath(ctx, "block", net), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
+  logDecision(ctx, net.text, "block", `${by}: ${reason}${until ? `; ${until}` : ""}`);
+  if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  for (const b of enabledBackends(ctx)) {
+    const r = b.add(net.text, ctx.cfg, ctx.sys);
+    if (!r.ok) code = backendFailed(ctx, net.text, b.name, "add", r.error);
+  }
+  return code;
+}
+
+/** Allows range `net` (allow/NAME): lifts its block, and the blocks of the addresses in it from every list. Call under withLock. */
+export function setAllowedNet(ctx: Ctx, net: Cidr, by: string, reason: string): number {
+  writeAtomic(ctx, netPath(ctx, "allow", net), decisionText(ctx, "allow", by, reason));
+  allowNetCache.delete(ctx);
+  const wasBlocked = removeFile(ctx, netPath(ctx, "block", net));
+  logDecision(ctx, net.text, "allow", `${by}: ${reason}`);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx); // minus the allowed: hostsDenyText leaves them out
+  const lift = [...(wasBlocked ? [net.text] : []), ...listDir(ctx, "block").filter((ip) => inRanges(ip, [net])), ...listNets(ctx, "block").filter((n) => rangesOverlap(n, net)).map((n) => n.text)];
+  for (const b of enabledBackends(ctx)) {
+    for (const x of lift) {
+      const r = b.remove(x, ctx.cfg, ctx.sys);
+      if (!r.ok) code = backendFailed(ctx, x, b.name, "remove", r.error);
+    }
+  }
+  return code;
+}
+
+/** Forgets range `net`: no allow/NAME, no block/NAME, and it is taken out of every list. Call under withLock. */
+export function setDelistedNet(ctx: Ctx, net: Cidr, by: string, reason: string): number {
+  const wasAllowed = removeFile(ctx, netPath(ctx, "allow", net));
+  const wasBlocked = removeFile(ctx, netPath(ctx, "block", net));
+  allowNetCache.delete(ctx);
+  logDecision(ctx, net.text, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  // No longer allowed: the addresses blocked inside it go back into the firewalls.
+  const readd = wasAllowed ? listDir(ctx, "block").filter((ip) => inRanges(ip, [net]) && !inRanges(ip, ctx.allowRanges)) : [];
+  for (const b of enabledBackends(ctx)) {
+    const r = b.remove(net.text, ctx.cfg, ctx.sys);
+    if (!r.ok) code = backendFailed(ctx, net.text, b.name, "remove", r.error);
+    for (const ip of readd) {
+      const r2 = b.add(ip, ctx.cfg, ctx.sys);
+      if (!r2.ok) code = backendFailed(ctx, ip, b.name, "add", r2.error);
+    }
+  }
+  return code;
+}
+
+/**
+ * After the logs blocked `ip`: if SUBNET_THRESHOLD addresses of its /64 (or,
+ * with SUBNET_V4, its /24) are blocked now, blocks the subnet as well, as
+ * long as the block that completed the count, unless it holds anything allowed
+ * (then it says so in sentry.log and leaves it). Call under withLock.
+ */
+export function aggregateSubnet(ctx: Ctx, ip: string, length: { ms: number; why: string }): number {
+  if (ctx.cfg.SUBNET_THRESHOLD === 0) return 0;
+  if (ipFamily(ip) === 4 && !ctx.cfg.SUBNET_V4) return 0;
+  const net = subnetOf(ip);
+  if (ctx.sys.fs.existsSync(netPath(ctx, "block", net))) return 0;
+  const behind = listDir(ctx, "block").filter((b) => inRanges(b, [net]));
+  if (behind.length < ctx.cfg.SUBNET_THRESHOLD) return 0;
+  const bad = netBlockProblem(ctx, net, null);
+  if (bad) {
+    logDecision(ctx, net.text, "not-aggregated", `${behind.length} addresses of it are blocked, but ${bad}`);
+    return 0;
+  }
+  const shown = behind.slice(0, 20).join(", ") + (behind.length > 20 ? ", …" : "");
+  return setBlockedNet(ctx, net, "aggregate", `${behind.length} addresses of this /${net.bits} are blocked (SUBNET_THRESHOLD=${ctx.cfg.SUBNET_THRESHOLD}): ${shown}`, length);
+}
+
+/** --allow, --block, --delist of a range by hand (section 8.4). */
+export function manualNetAction(
+  ctx: Ctx,
+  action: "allow" | "block" | "delist",
+  net: Cidr,
+  opts: { forMs?: number | null; forText?: string | null; reason?: string | null } = {},
+): number {
+  const operator = operatorName(ctx.sys.env, process.geteuid ? process.geteuid() : 0);
+  const forFlag = opts.forMs ? ` --for ${opts.forText ?? lengthText(opts.forMs)}` : "";
+  const reason = manualReason(`--${action}${forFlag}`, operator, opts.reason ?? null);
+  // SSH_CLIENT is "ADDR PORT LOCALPORT": the admin's own address, never to be blocked by their own hand.
+  const session = parseIp((ctx.sys.env.SSH_CLIENT ?? "").split(" ")[0] ?? "");
+  const code = withLock(ctx, () => {
+    if (action === "allow") return setAllowedNet(ctx, net, "admin", reason);
+    if (action === "block")
+      return setBlockedNet(ctx, net, "admin", reason, opts.forMs ? { ms: opts.forMs, why: `--for ${opts.forText ?? lengthText(opts.forMs)}` } : defaultBlockLength(ctx.cfg), session);
+    return setDelistedNet(ctx, net, "admin", reason);
+  });
+  const done = action === "allow" ? "allowed" : action === "block" ? "blocked" : "delisted";
+  ctx.sys.out(`${done} ${net.text}${code !== 0 ? "; a backend failed, see above" : ""}`);
+  return code;
 }
 
 // ---- 8.2 Expiry --------------------------------------------------------------
@@ -4498,6 +4779,30 @@ export function expireBlocks(ctx: Ctx, max = Infinity): number {
       setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`, true);
       lifted++;
     }
+    // Ranges (section 8.4) end the same way; delisting one lifts it alone.
+    for (const net of listNets(ctx, "block")) {
+      const file = netPath(ctx, "block", net);
+      const st = ctx.sys.fs.statSync(file, { throwIfNoEntry: false });
+      if (!st) continue;
+      let text: string;
+      try {
+        text = readStateFile(ctx, file);
+      } catch (e) {
+        throw ioError("read", file, e);
+      }
+      const end = blockEnd(text, st.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS);
+      if (end === null) continue;
+      if (end > now) {
+        next = Math.min(next, end);
+        continue;
+      }
+      if (lifted >= max) {
+        next = now;
+        break;
+      }
+      setDelistedNet(ctx, net, "expiry", `blocked since ${text.split(" ")[0]}, ended ${isoTime(end)}`);
+      lifted++;
+    }
     setExpiryStamp(ctx, next);
     return lifted;
   });
@@ -4625,19 +4930,40 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
 // place), minus anything ALLOW_IPS covers, and replaced atomically under the
 // lock, so tcpd never reads half of it and no concurrent block is lost.
 
-/** The text of hosts.deny for these blocked addresses. */
-export function hostsDenyText(blocked: string[], allowRanges: Cidr[]): string {
+/**
+ * The text of hosts.deny for these blocked addresses and ranges. A range is
+ * written in the one form every libwrap reads (checked with tcpdmatch and a
+ * real sshd): IPv4 as net/mask (`10.0.0.0/255.0.0.0`: the /8 form is a
+ * Debian patch), IPv6 as `[2001:db8:1:2::]/64`. A range that holds an
+ * allowed address or range is left out (an address blocked in it stays
+ * listed on its own): the deny line comes first in hosts.allow, so it
+ * would refuse the allowed one too.
+ */
+export function hostsDenyText(blocked: string[], allowRanges: Cidr[], nets: Cidr[] = []): string {
   const lines = blocked
     .filter((ip) => parseIp(ip) === ip && !inRanges(ip, allowRanges))
     .sort((a, b) => ipFamily(a) - ipFamily(b) || (a < b ? -1 : a > b ? 1 : 0)) // IPv4 first
     .map((ip) => (ipFamily(ip) === 6 ? `[${ip}]` : ip));
-  return lines.length ? `${lines.join("\n")}\n` : "";
+  const netLines = nets
+    .filter((n) => parseNet(n.text)?.text === n.text && !allowRanges.some((r) => rangesOverlap(r, n)))
+    .sort((a, b) => a.family - b.family || (a.text < b.text ? -1 : a.text > b.text ? 1 : 0))
+    .map((n) => {
+      const [base, bits] = n.text.split("/");
+      if (n.family === 6) return `[${base}]/${bits}`;
+      return `${base}/${netBaseText(((1n << BigInt(n.bits)) - 1n) << BigInt(32 - n.bits), 4)}`;
+    });
+  const all = [...lines, ...netLines];
+  return all.length ? `${all.join("\n")}\n` : "";
+}
+
+/** What hosts.deny should say now: block/'s addresses and ranges, minus what is allowed. */
+function hostsDenyWanted(ctx: Ctx): string {
+  return hostsDenyText(listDir(ctx, "block"), ctx.allowRanges, listNets(ctx, "block"));
 }
 
 /** Rewrites ROOT_DIR/hosts.deny from block/. Call under withLock. */
 export function writeHostsDeny(ctx: Ctx): void {
-  const text = hostsDenyText(listDir(ctx, "block"), ctx.allowRanges);
-  writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), text, 0o644);
+  writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), hostsDenyWanted(ctx), 0o644);
 }
 
 // ---- 9.1.1 hosts.deny heals --------------------------------------------------
@@ -4724,7 +5050,7 @@ export function healHostsDeny(ctx: Ctx, by: string): string | null {
     } catch (e) {
       if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
     }
-    if (have === hostsDenyText(listDir(ctx, "block"), ctx.allowRanges)) return null;
+    if (have === hostsDenyWanted(ctx)) return null;
     const { missing, extra } = hostsDenyDiff(ctx);
     writeHostsDeny(ctx);
     const show = (a: string[]) => `${a.length}${a.length ? ` (${a.slice(0, 5).join(", ")}${a.length > 5 ? ", …" : ""})` : ""}`;
@@ -4814,7 +5140,8 @@ const OK: BackendResult = { ok: true, error: "" };
 function precheck(ip: string | null, cfg: Config, tool: string): string {
   const bad = tableNameError(cfg);
   if (bad) return `${tool}: ${bad}; nothing was run`;
-  if (ip !== null && parseIp(ip) !== ip) return `${tool}: ${JSON.stringify(ip)} is not a canonical address; nothing was run`;
+  // A range (section 3.1) is checked as strictly: parseNet re-creates it exactly.
+  if (ip !== null && parseIp(ip) !== ip && parseNet(ip)?.text !== ip) return `${tool}: ${JSON.stringify(ip)} is not a canonical address or range; nothing was run`;
   return "";
 }
 
@@ -4895,9 +5222,16 @@ function tidy(ips: Iterable<string>): string[] {
 // every packet, not only new connections, so the attacker's open session
 // is cut off too (pf needs `pfctl -k` for that).
 
-/** The set of an address family: v4 or v6. */
+/**
+ * The set of an address family: v4 or v6; a range (section 3.1) goes to
+ * v4net or v6net, which sentry makes with `flags interval` (a set without
+ * it refuses a prefix). Separate sets, so that v4/v6, which an admin may
+ * have declared with flags of their own, are never redefined.
+ */
 function nftSet(ip: string): { set: string; type: string } {
-  return ipFamily(ip) === 4 ? { set: "v4", type: "ipv4_addr" } : { set: "v6", type: "ipv6_addr" };
+  const net = ip.indexOf("/") !== -1 ? "net" : "";
+  const type = ipFamily(ip.split("/")[0]) === 4 ? "ipv4_addr" : "ipv6_addr";
+  return { set: `${type === "ipv4_addr" ? "v4" : "v6"}${net}`, type: net ? `${type} ; flags interval` : type };
 }
 
 /** nft's argument vector of a script: its words. Table name and address are checked, so no word has a space. */
@@ -4955,13 +5289,15 @@ function nftRemove(ip: string, cfg: Config, sys: Sys): BackendResult {
 export function parseNftTable(text: string): string[] {
   const out: string[] = [];
   let inSet: 4 | 6 | 0 = 0; // the family of the set block we are in
+  let netSet = false; // v4net/v6net: ranges (section 3.1), not addresses
   let setDepth = 0; // brace depth at which that block opened
   let inElements = false;
   let depth = 0;
   for (const line of text.split("\n")) {
-    const m = /^\s*set (v4|v6) \{\s*$/.exec(line);
+    const m = /^\s*set (v4|v6)(net)? \{\s*$/.exec(line);
     if (m && inSet === 0) {
       inSet = m[1] === "v4" ? 4 : 6;
+      netSet = m[2] === "net";
       setDepth = depth;
       depth++;
       continue;
@@ -4979,6 +5315,11 @@ export function parseNftTable(text: string): string[] {
       const close = rest.indexOf("}");
       const body = close === -1 ? rest : rest.slice(0, close);
       for (const w of body.split(/[\s,]+/)) {
+        if (netSet) {
+          const net = parseNet(w);
+          if (net !== null && net.text === w && net.family === inSet) out.push(w);
+          continue;
+        }
         const ip = parseIp(w);
         if (ip !== null && ip === w && ipFamily(ip) === inSet) out.push(ip);
       }
@@ -5022,6 +5363,8 @@ function nftRules(cfg: Config): string {
 table inet ${T} {
 	set v4 { type ipv4_addr; }
 	set v6 { type ipv6_addr; }
+	set v4net { type ipv4_addr; flags interval; }
+	set v6net { type ipv6_addr; flags interval; }
 	chain input { type filter hook input priority -10; policy accept; }
 }
 flush chain inet ${T} input
@@ -5029,6 +5372,8 @@ table inet ${T} {
 	chain input {
 		ip saddr @v4 drop
 		ip6 saddr @v6 drop
+		ip saddr @v4net drop
+		ip6 saddr @v6net drop
 	}
 }
 `;
@@ -5063,18 +5408,24 @@ export const nftablesBackend: Backend = {
 //           `ipset list -n` does not show has no members.
 
 const ipsetName = (cfg: Config, fam: 4 | 6) => `${cfg.FIREWALL_TABLE}-${fam}`;
-const ipsetCreate = (name: string, fam: 4 | 6) => ["create", name, "hash:ip", "family", fam === 4 ? "inet" : "inet6", "-exist"];
+/** The hash:net set of the ranges of a family (section 3.1): FIREWALL_TABLE-n4/-n6 (a hash:ip set refuses a prefix). */
+const ipsetNetName = (cfg: Config, fam: 4 | 6) => `${cfg.FIREWALL_TABLE}-n${fam}`;
+const ipsetCreate = (name: string, fam: 4 | 6, kind = "hash:ip") => ["create", name, kind, "family", fam === 4 ? "inet" : "inet6", "-exist"];
+/** ipset names are at most 31 characters (IPSET_MAXNAMELEN - 1). */
+const IPSET_NAME_MAX = 31;
 
 function ipsetChange(ip: string, cfg: Config, sys: Sys, verb: "add" | "del"): BackendResult {
   const bad = precheck(ip, cfg, "iptables");
   if (bad) return fail(bad);
-  const fam = ipFamily(ip);
-  const name = ipsetName(cfg, fam);
+  const isNet = ip.indexOf("/") !== -1;
+  const fam = ipFamily(ip.split("/")[0]);
+  const name = isNet ? ipsetNetName(cfg, fam) : ipsetName(cfg, fam);
+  if (name.length > IPSET_NAME_MAX) return fail(`iptables: the set of ranges would be named ${name}, longer than ipset's ${IPSET_NAME_MAX} characters: shorten FIREWALL_TABLE; nothing was run`);
   const change = [verb, "-exist", name, ip];
   const first = call(sys, cfg, "ipset", change);
   if (first.ok) return OK;
   if (!first.ran) return fail(`iptables: ${first.error}`);
-  const create = call(sys, cfg, "ipset", ipsetCreate(name, fam));
+  const create = call(sys, cfg, "ipset", ipsetCreate(name, fam, isNet ? "hash:net" : "hash:ip"));
   if (!create.ok) return fail(`iptables: ${create.error} (before that: ${first.error})`);
   const again = call(sys, cfg, "ipset", change);
   if (again.ok) return OK;
@@ -5087,6 +5438,10 @@ export function parseIpsetSave(text: string, name: string): string[] {
   for (const line of text.split("\n")) {
     const w = line.trim().split(/\s+/);
     if (w[0] !== "add" || w[1] !== name || w.length < 3) continue;
+    if (w[2].indexOf("/") !== -1) {
+      if (parseNet(w[2])?.text === w[2]) out.push(w[2]); // a range of the hash:net set
+      continue;
+    }
     const ip = parseIp(w[2]);
     if (ip !== null && ip === w[2]) out.push(ip);
   }
@@ -5097,8 +5452,10 @@ function ipsetList(cfg: Config, sys: Sys): string[] | null {
   if (precheck(null, cfg, "iptables")) return null;
   const out: string[] = [];
   let names: string[] | null = null; // `ipset list -n`, fetched only if a save fails
-  for (const fam of [4, 6] as const) {
-    const name = ipsetName(cfg, fam);
+  const names4and6 = [ipsetName(cfg, 4), ipsetName(cfg, 6)];
+  // The sets of ranges only if their names fit (else no range was ever added).
+  for (const fam of [4, 6] as const) if (ipsetNetName(cfg, fam).length <= IPSET_NAME_MAX) names4and6.push(ipsetNetName(cfg, fam));
+  for (const name of names4and6) {
     const r = call(sys, cfg, "ipset", ["save", name]);
     if (r.ok) {
       out.push(...parseIpsetSave(r.result.stdout, name));
@@ -5120,14 +5477,20 @@ function ipsetRules(cfg: Config): string {
   if (bad) return `# ${bad}\n`;
   const s4 = ipsetName(cfg, 4);
   const s6 = ipsetName(cfg, 6);
-  return `# sentry fills the ipsets ${s4} and ${s6}; these rules drop every packet
+  const n4 = ipsetNetName(cfg, 4);
+  const n6 = ipsetNetName(cfg, 6);
+  return `# sentry fills the ipsets ${s4} and ${s6} (addresses), ${n4} and ${n6} (ranges); these rules drop every packet
 # from their members. Run them once at boot, before other INPUT rules (e.g.
 # from a netfilter-persistent or ifupdown hook): the sets must exist before
 # a rule names them. Running them again adds nothing twice.
 ipset create ${s4} hash:ip family inet -exist
 ipset create ${s6} hash:ip family inet6 -exist
+ipset create ${n4} hash:net family inet -exist
+ipset create ${n6} hash:net family inet6 -exist
 iptables -C INPUT -m set --match-set ${s4} src -j DROP 2>/dev/null || iptables -I INPUT -m set --match-set ${s4} src -j DROP
 ip6tables -C INPUT -m set --match-set ${s6} src -j DROP 2>/dev/null || ip6tables -I INPUT -m set --match-set ${s6} src -j DROP
+iptables -C INPUT -m set --match-set ${n4} src -j DROP 2>/dev/null || iptables -I INPUT -m set --match-set ${n4} src -j DROP
+ip6tables -C INPUT -m set --match-set ${n6} src -j DROP 2>/dev/null || ip6tables -I INPUT -m set --match-set ${n6} src -j DROP
 `;
 }
 
@@ -5184,6 +5547,10 @@ export function parsePfShow(text: string): string[] {
   const out: string[] = [];
   for (const line of text.split("\n")) {
     const w = line.trim();
+    if (parseNet(w)?.text === w) {
+      out.push(w); // a range (section 3.1)
+      continue;
+    }
     const ip = parseIp(w);
     if (ip !== null && ip === w) out.push(ip);
   }
@@ -5257,6 +5624,11 @@ export function parseIpfwList(text: string): string[] {
   for (const line of text.split("\n")) {
     const m = /^\s*([0-9A-Fa-f.:]+)\/(\d+)(\s|$)/.exec(line);
     if (!m) continue;
+    const net = parseNet(`${m[1]}/${m[2]}`);
+    if (net !== null) {
+      out.push(net.text); // a range (section 3.1)
+      continue;
+    }
     const ip = parseIp(m[1]);
     if (ip === null) continue;
     if (Number(m[2]) !== (ipFamily(ip) === 4 ? 32 : 128)) continue;
@@ -5318,10 +5690,13 @@ function backendFailed(ctx: Ctx, ip: string, name: string, op: string, error: st
 export function resync(ctx: Ctx): number {
   return withLock(ctx, () => {
     const blocked = listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges));
+    // Ranges (section 8.4) too, minus any that holds something allowed (hostsDenyText leaves those out as well).
+    const nets = listNets(ctx, "block").filter((n) => !ctx.allowRanges.some((r) => rangesOverlap(r, n)));
+    blocked.push(...nets.map((n) => n.text));
     const want = new Set(blocked);
     let code = 0;
     const healed = healHostsDeny(ctx, "resync");
-    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses${healed ? `; ${healed}` : ""}` : "off"}`];
+    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size - nets.length} addresses${nets.length ? `, ${nets.length} ranges` : ""}${healed ? `; ${healed}` : ""}` : "off"}`];
     for (const b of enabledBackends(ctx)) {
       const have = b.list(ctx.cfg, ctx.sys);
       let added = 0;
@@ -5334,6 +5709,8 @@ export function resync(ctx: Ctx): number {
       }
       for (const ip of have ?? []) {
         if (want.has(ip)) continue;
+        // pf and ipfw keep ranges in the one table, where an admin may have put their own: only sentry's own range sets are pruned.
+        if (ip.indexOf("/") !== -1 && (b.name === "pf" || b.name === "ipfw")) continue;
         const r = b.remove(ip, ctx.cfg, ctx.sys);
         if (r.ok) removed++;
         else code = backendFailed(ctx, ip, b.name, "remove", r.error);
@@ -6660,7 +7037,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
   // from hosts.deny is let in by tcpd, while --report calls it blocked.
   if (ctx.cfg.ADD_TO_TCPWRAPPERS && blockDir !== null) {
     const file = path.join(root, "hosts.deny");
-    const want = hostsDenyText(blockDir, ctx.allowRanges);
+    const want = hostsDenyText(blockDir, ctx.allowRanges, listNets(ctx, "block"));
     let have: string | null = null;
     let readable = true;
     try {
@@ -7882,6 +8259,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "allow":
     case "block":
     case "delist":
+      if (a.net !== null) return manualNetAction(ctx, a.action, a.net, { forMs: a.forMs, forText: a.forText, reason: a.reason });
       return manualAction(ctx, a.action, ip as string, a.force, { forMs: a.forMs, forText: a.forText, reason: a.reason });
     case "report": {
       const r = buildReport(ctx, { verbose: a.verbose, ip });
