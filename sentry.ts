@@ -3222,8 +3222,15 @@ export function importBash200(ctx: Ctx, db: Db): number {
         writeAtomic(ctx, statePath(ctx, "allow", ip), `${isoTime(allow * 1000)} allow by sentry.sh 2.00 (imported)\n`);
       } else if (block > 0 && ipStatus(ctx, ip) === null) {
         const file = statePath(ctx, "block", ip);
-        writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n`);
-        ctx.sys.fs.utimesSync(file, block, block); // its age counts for expiry
+        // Its end runs from the import (issue 16): a 2.00 block older than
+        // EXPIRE_BLOCK_DAYS would otherwise be lifted by the first expiry
+        // after an upgrade, and a whole blocklist would open at once. The
+        // file keeps the old block time as "since" and as its mtime, so its
+        // age shows; blockEnd (mtime + until - since) ends it EXPIRE_BLOCK_DAYS after the import.
+        const len = defaultBlockLength(ctx.cfg);
+        const until = len.ms > 0 ? `until ${isoTime(ctx.sys.now() + len.ms)} (${lengthText(len.ms)} from the import on ${isoTime(ctx.sys.now())}; ${len.why})\n` : "";
+        writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n${until}`);
+        ctx.sys.fs.utimesSync(file, block, block); // its age shows
       }
       n++;
     }
