@@ -8016,7 +8016,8 @@ DESCRIPTION
     decide nothing: sentry never blocks on a guess.
 
 ACTIONS
-    --ip=IP, --ip IP   the address to act on (IPv4 or IPv6)
+    --ip=IP, --ip IP   the address to act on (IPv4 or IPv6); --allow, --block and
+                       --delist also take a range (--ip=10.0.0.0/8)
     --connect, -c      count a connection from IP and decide (tcpwrappers, PAM)
     --allow            allow IP for good, lifting any block (alias --whitelist)
     --block            block IP everywhere, lifting any allow (alias --blacklist)
