@@ -891,7 +891,7 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   // `sentry --ip=IP` alone shows that address, as sentry.pl did.
   a.action = chosen ?? (a.rawIp !== null ? "report" : "help");
   if (a.action === "connect" && a.rawIp === null && env.PAM_RHOST !== undefined) a.rawIp = env.PAM_RHOST;
-  if (a.rawIp !== null && a.rawIp.indexOf("/") !== -1 && (a.action === "allow" || a.action === "block" || a.action === "delist")) {
+  if (a.rawIp !== null && a.rawIp.indexOf("/") !== -1 && (a.action === "allow" || a.action === "block" || a.action === "delist" || a.action === "report")) {
     // A range: by hand, for --allow, --block, --delist only (section 3.1); elsewhere parseIp refuses it below.
     a.net = parseNet(a.rawIp);
     if (a.net === null)
@@ -5750,6 +5750,38 @@ export interface IpRecord {
   firstSeen: string | null; // ISO time of the first seen line
   lastSeen: string | null;
   evidence: Tallies | null; // from the evidence index, if there is one
+  history: string | null; // contents of history/IP: how many of its blocks ran out (section 8.2.1)
+  ranges: string[]; // the blocked or allowed ranges that hold it: "block 2001:db8:1:2::/64", "allow 10.0.0.0/8" (section 8.4)
+}
+
+/** --report --ip=RANGE: a range's files, and the blocked addresses inside it (what led to an aggregated /64). */
+export interface RangeRecord {
+  range: string;
+  allow: string | null; // contents of allow/NET_LEN
+  block: string | null; // contents of block/NET_LEN
+  blockedInside: string[];
+}
+
+/** The record of range `net` for --report. */
+export function rangeRecord(ctx: Ctx, net: Cidr): RangeRecord {
+  const read = (dir: "allow" | "block"): string | null => {
+    try {
+      return readStateFile(ctx, netPath(ctx, dir, net));
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return null;
+      throw ioError("read", netPath(ctx, dir, net), e);
+    }
+  };
+  return { range: net.text, allow: read("allow"), block: read("block"), blockedInside: listDir(ctx, "block").filter((ip) => inRanges(ip, [net])).sort() };
+}
+
+/** The text of a RangeRecord. */
+export function formatRangeRecord(r: RangeRecord): string {
+  const out = [`${r.range}${r.block !== null ? " is blocked" : r.allow !== null ? " is allowed" : " is neither blocked nor allowed"}`];
+  if (r.allow !== null) out.push(`     allow: ${r.allow.trimEnd().replace(/\n/g, "\n            ")}`);
+  if (r.block !== null) out.push(`     block: ${r.block.trimEnd().replace(/\n/g, "\n            ")}`);
+  out.push(`     ${r.blockedInside.length} blocked address${r.blockedInside.length === 1 ? "" : "es"} inside it${r.blockedInside.length ? `: ${r.blockedInside.slice(0, 50).join(", ")}${r.blockedInside.length > 50 ? ", …" : ""}` : ""}`);
+  return out.join("\n");
 }
 
 export interface Report {
@@ -5857,6 +5889,19 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
     firstSeen: first,
     lastSeen: last,
     evidence: readEvidence(ctx, ip),
+    history: (() => {
+      const f = path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR, ip);
+      try {
+        return readStateFile(ctx, f).trimEnd();
+      } catch (e) {
+        if (errCode(e) === "ENOENT" || errCode(e) === "ENOTDIR") return null;
+        throw ioError("read", f, e);
+      }
+    })(),
+    ranges: [
+      ...listNets(ctx, "block").filter((n) => inRanges(ip, [n])).map((n) => `block ${n.text}`),
+      ...listNets(ctx, "allow").filter((n) => inRanges(ip, [n])).map((n) => `allow ${n.text}`),
+    ],
   };
 }
 
@@ -6058,6 +6103,8 @@ export function formatReport(r: Report): string {
     if (x.firstSeen) out.push(`     first seen ${x.firstSeen}, last seen ${x.lastSeen}`);
     if (x.allow) out.push(`     allow/${x.ip}: ${x.allow}`);
     if (x.block) out.push(`     block/${x.ip}: ${x.block}`);
+    if (x.history) out.push(`     history/${x.ip}: ${x.history}`);
+    for (const rg of x.ranges ?? []) out.push(`     inside the range: ${rg}`);
     if (x.evidence) {
       for (const s of SERVICES) {
         const t = x.evidence[s];
@@ -8270,6 +8317,11 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       if (a.net !== null) return manualNetAction(ctx, a.action, a.net, { forMs: a.forMs, forText: a.forText, reason: a.reason });
       return manualAction(ctx, a.action, ip as string, a.force, { forMs: a.forMs, forText: a.forText, reason: a.reason });
     case "report": {
+      if (a.net !== null) {
+        const rr = rangeRecord(ctx, a.net);
+        ctx.sys.out(a.json ? JSON.stringify(rr, null, 2) : formatRangeRecord(rr));
+        return 0;
+      }
       const r = buildReport(ctx, { verbose: a.verbose, ip });
       ctx.sys.out(a.json ? JSON.stringify(r, null, 2) : formatReport(r));
       return 0;

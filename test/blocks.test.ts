@@ -142,6 +142,7 @@ t.test("the binary: a bot back after its block ran out is blocked longer; expiry
   t.equal(state(root, ip), "blocked", "blocked again");
   t.match(fs.readFileSync(join(root, "block", ip), "utf8"), /\nuntil \S+ \(20 minutes; thin evidence: .*; repeat offender: 1 earlier block ran out, the last lifted \S+: 200% per repeat\)\n$/, "twice as long");
   t.ok(fs.existsSync(join(root, "history", ip)), "the history is still there while blocked");
+  t.match(sentry(["--report", `--ip=${ip}`], env).stdout, /history\/203\.0\.113\.60: blocked 1 time, last lifted \S+Z/, "--report shows the history");
   t.equal(sentry(["--delist", `--ip=${ip}`], env).status, 0);
   t.notOk(fs.existsSync(join(root, "history", ip)), "an admin's --delist forgives: no history");
   fs.appendFileSync(log, `Invalid user a from ${ip} port 3\n`);

@@ -158,6 +158,15 @@ t.test("aggregation: SUBNET_THRESHOLD addresses of a /64 blocked by the logs →
   t.notOk(fs.existsSync(join(root, "block", "2001:db8:8:8::_64")), "the /64 holding an allowed address is not aggregated");
   t.equal(tcpd(t, root, "2001:db8:8:8::beef"), "granted");
   t.match(sentryLog(root), /2001:db8:8:8::\/64 not-aggregated 3 addresses of it are blocked, but 2001:db8:8:8::\/64 holds 2001:db8:8:8::1, which is allowed/);
+  // --report shows the subnet and the addresses behind it, and each address the range that holds it.
+  let rep = sentry(["--report", "--ip=2001:db8:7:7::/64"], env);
+  t.equal(rep.status, 0, rep.stderr);
+  t.match(rep.stdout, /^2001:db8:7:7::\/64 is blocked\n     block: \S+ block by aggregate: 3 addresses/);
+  t.match(rep.stdout, /3 blocked addresses inside it: 2001:db8:7:7::10, 2001:db8:7:7::20, 2001:db8:7:7::30/);
+  rep = sentry(["--report", `--ip=${bot[0]}`], env);
+  t.match(rep.stdout, /inside the range: block 2001:db8:7:7::\/64/);
+  const json = JSON.parse(sentry(["--report", "--json", "--ip=2001:db8:7:7::/64"], env).stdout);
+  t.same(json.blockedInside, bot);
   // Delisting the subnet lifts it, and it alone.
   t.equal(sentry(["--delist", "--ip=2001:db8:7:7::/64"], env).status, 0);
   t.equal(tcpd(t, root, "2001:db8:7:7::beef"), "granted");
