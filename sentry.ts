@@ -88,6 +88,7 @@ export const DEFAULTS = {
   ADD_TO_IPFW: false, // ipfw table FIREWALL_TABLE (FreeBSD)
   ADD_TO_IPTABLES: false, // ipset sets FIREWALL_TABLE-4/-6 for iptables rules
   ADD_TO_NFTABLES: false, // nft sets v4/v6 in table inet FIREWALL_TABLE
+  NFT_TIMEOUT: false, // give each nft element its block's own timeout, so the kernel lifts it on time (the sets v4/v6 must have flags timeout: see --install's rule)
   FIREWALL_TABLE: "sentry_blocklist", // name of the table or set sentry fills
   EXPIRE_BLOCK_DAYS: 90, // days a block lasts; 0 = never expire
   BLOCK_THIN_MINUTES: 10, // minutes a block on thin evidence lasts (see blockLength); 0 = as long as EXPIRE_BLOCK_DAYS
@@ -4404,7 +4405,7 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
   let code = 0;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
   for (const b of enabledBackends(ctx)) {
-    const r = b.add(ip, ctx.cfg, ctx.sys);
+    const r = b.add(ip, ctx.cfg, ctx.sys, length.ms > 0 ? length.ms : undefined);
     if (!r.ok) code = backendFailed(ctx, ip, b.name, "add", r.error);
   }
   // Only the logs' blocks add up to a subnet (section 8.4): an administrator blocks what they name.
@@ -5109,7 +5110,7 @@ export interface Backend {
   /** Whether the admin switched it on (ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW). */
   enabled(cfg: Config): boolean;
   /** Puts canonical `ip` in the table; ok if it already was there. */
-  add(ip: string, cfg: Config, sys: Sys): BackendResult;
+  add(ip: string, cfg: Config, sys: Sys, timeoutMs?: number): BackendResult; // timeoutMs: the block's length, for a set whose members can carry one (NFT_TIMEOUT)
   /** Takes canonical `ip` out of the table; ok if it was not there. */
   remove(ip: string, cfg: Config, sys: Sys): BackendResult;
   /** The addresses in the table now, canonical and sorted; [] if the table does not exist; null if it cannot be read. */
@@ -5244,21 +5245,33 @@ function nftSet(ip: string): { set: string; type: string } {
 /** nft's argument vector of a script: its words. Table name and address are checked, so no word has a space. */
 const words = (script: string): string[] => script.split(/\s+/).filter((w) => w !== "");
 
-function nftCreateSteps(table: string, ip: string): string {
+function nftCreateSteps(table: string, ip: string, cfg?: Config): string {
   const { set, type } = nftSet(ip);
-  return `add table inet ${table} ; add set inet ${table} ${set} { type ${type} ; } ;`;
+  const flags = cfg?.NFT_TIMEOUT && ip.indexOf("/") === -1 ? " ; flags timeout" : "";
+  return `add table inet ${table} ; add set inet ${table} ${set} { type ${type}${flags} ; } ;`;
 }
 
-function nftAdd(ip: string, cfg: Config, sys: Sys): BackendResult {
+/**
+ * The longest timeout sentry gives an nft element: kernels before 6.x keep
+ * a set element's timeout in 32-bit milliseconds (49.7 days) and wrap
+ * beyond. Longer blocks are lifted by sentry's expiry alone, as without
+ * NFT_TIMEOUT; the kernel's timeout is for the short ones, which must end
+ * on time even if no connect or --scan runs then.
+ */
+export const NFT_TIMEOUT_MAX_MS = 30 * 86_400_000;
+
+function nftAdd(ip: string, cfg: Config, sys: Sys, timeoutMs?: number): BackendResult {
   const bad = precheck(ip, cfg, "nftables");
   if (bad) return fail(bad);
   const T = cfg.FIREWALL_TABLE;
   const { set } = nftSet(ip);
-  const element = `add element inet ${T} ${set} { ${ip} }`;
+  // NFT_TIMEOUT: the admin declared v4/v6 with `flags timeout` (nftRules prints it so); ranges' sets have none.
+  const timeout = cfg.NFT_TIMEOUT && timeoutMs && timeoutMs <= NFT_TIMEOUT_MAX_MS && ip.indexOf("/") === -1 ? ` timeout ${Math.ceil(timeoutMs / 1000)}s` : "";
+  const element = `add element inet ${T} ${set} { ${ip}${timeout} }`;
   const first = call(sys, cfg, "nft", words(element));
   if (first.ok) return OK;
   if (!first.ran) return fail(`nftables: ${first.error}`);
-  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip)} ${element}`));
+  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip, cfg)} ${element}`));
   if (second.ok) return OK;
   return fail(`nftables: ${second.error} (before that: ${first.error})`);
 }
@@ -5272,7 +5285,7 @@ function nftRemove(ip: string, cfg: Config, sys: Sys): BackendResult {
   const first = call(sys, cfg, "nft", words(addDelete));
   if (first.ok) return OK;
   if (!first.ran) return fail(`nftables: ${first.error}`);
-  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip)} ${addDelete}`));
+  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip, cfg)} ${addDelete}`));
   if (second.ok) return OK;
   return fail(`nftables: ${second.error} (before that: ${first.error})`);
 }
@@ -5366,10 +5379,13 @@ function nftRules(cfg: Config): string {
 # every packet from their members. Load it with \`nft -f FILE\` or include it
 # from /etc/nftables.conf. Loading it again neither repeats the rules nor
 # empties the sets; a \`flush ruleset\` (nftables.service reload) does empty
-# them: run \`sentry --resync\` after one.
+# them: run \`sentry --resync\` after one.${cfg.NFT_TIMEOUT ? `
+# NFT_TIMEOUT=1: v4 and v6 carry flags timeout, so each block's element ends
+# by itself; a set's flags cannot change, so delete sets v4/v6 made without
+# it (nft delete set inet ${T} v4; … v6), load this, then sentry --resync.` : ""}
 table inet ${T} {
-	set v4 { type ipv4_addr; }
-	set v6 { type ipv6_addr; }
+	set v4 { type ipv4_addr;${cfg.NFT_TIMEOUT ? " flags timeout;" : ""} }
+	set v6 { type ipv6_addr;${cfg.NFT_TIMEOUT ? " flags timeout;" : ""} }
 	set v4net { type ipv4_addr; flags interval; }
 	set v6net { type ipv6_addr; flags interval; }
 	chain input { type filter hook input priority -10; policy accept; }

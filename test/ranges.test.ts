@@ -247,3 +247,28 @@ for (const [b, over] of [[nftablesBackend, { ADD_TO_NFTABLES: true }], [iptables
     reach(t, ns, false, "ranges removed");
   });
 }
+
+t.test("nftables for real: NFT_TIMEOUT gives an address's element its block's own timeout", async (t) => {
+  const ns = withNetns(t);
+  if (!ns) return;
+  const sys = nsSys(ns);
+  const cfg = cfgOf({ ADD_TO_NFTABLES: true, NFT_TIMEOUT: true });
+  const T = cfg.FIREWALL_TABLE;
+  const load = ns.run("nft", ["-f", "-"], { input: nftablesBackend.rules(cfg) });
+  t.equal(load.status, 0, `rules() with flags timeout loads: ${load.stderr}`);
+  t.match(ns.run("nft", ["list", "set", "inet", T, "v4"]).stdout, /flags timeout/);
+  t.same(nftablesBackend.add("192.0.2.5", cfg, sys, 600_000), { ok: true, error: "" });
+  t.same(nftablesBackend.add("2001:db8::5", cfg, sys, 4 * 3_600_000), { ok: true, error: "" });
+  t.same(nftablesBackend.add("192.0.2.6", cfg, sys, 90 * 86_400_000), { ok: true, error: "" }, "a 90-day block");
+  t.same(nftablesBackend.add(NET4, cfg, sys, 600_000), { ok: true, error: "" }, "a range: no timeout (its set is an interval set)");
+  const v4 = ns.run("nft", ["list", "set", "inet", T, "v4"]).stdout;
+  t.match(v4, /192\.0\.2\.5 timeout 10m expires/, "the kernel will lift it after 10 minutes");
+  t.notMatch(v4, /192\.0\.2\.6 timeout/, "past NFT_TIMEOUT_MAX_MS (32-bit kernels' wrap) sentry's expiry lifts it");
+  t.match(ns.run("nft", ["list", "set", "inet", T, "v6"]).stdout, /2001:db8::5 timeout 4h expires/);
+  t.same(nftablesBackend.list(cfg, sys), ["192.0.2.4/30", "192.0.2.5", "192.0.2.6", "2001:db8::5"], "list reads elements with timeouts");
+  t.same(nftablesBackend.remove("192.0.2.5", cfg, sys), { ok: true, error: "" });
+  t.same(nftablesBackend.list(cfg, sys), ["192.0.2.4/30", "192.0.2.6", "2001:db8::5"]);
+  // Off (the default): no timeout even where the set could take one.
+  t.same(nftablesBackend.add("192.0.2.7", cfgOf({ ADD_TO_NFTABLES: true }), sys, 600_000), { ok: true, error: "" });
+  t.notMatch(ns.run("nft", ["list", "set", "inet", T, "v4"]).stdout, /192\.0\.2\.7 timeout/);
+});
