@@ -945,8 +945,10 @@ export interface Ctx {
 /**
  * allowRanges is ALLOW_IPS, loopback and the ranges allowed by hand
  * (allow/10.0.0.0_8, section 3.1), so every check of ALLOW_IPS honours
- * those too. The folder is listed on first use (one readdir; a connect
- * needs it for an undecided address) and again after a range is allowed.
+ * those too. The folder is listed on first use and again after a range is
+ * allowed. A connect does not list it (allow/ may hold an entry for every
+ * address that ever logged in: 10 000 names cost it 20 ms): ipStatus
+ * looks for the files of the ranges that could hold the address instead.
  */
 export function makeCtx(cfg: Config, sys: Sys): Ctx {
   const configured = parseAllowList(cfg.ALLOW_IPS);
@@ -962,11 +964,32 @@ export function makeCtx(cfg: Config, sys: Sys): Ctx {
       return all;
     },
   };
+  allowConfigured.set(ctx, configured);
   return ctx;
 }
 
 /** ctx → its allowRanges with the ranges of allow/; dropped when one is allowed or delisted. */
 const allowNetCache = new WeakMap<Ctx, Cidr[]>();
+/** ctx → ALLOW_IPS and loopback alone (what makeCtx parsed). */
+const allowConfigured = new WeakMap<Ctx, Cidr[]>();
+
+/**
+ * The allowed range (allow/NET_LEN) that holds `ip`, or null, found by
+ * looking for the file of each prefix that could hold it (24 lstats for
+ * IPv4, 112 for IPv6, a few µs each: no listing of allow/).
+ */
+export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
+  const family = ipFamily(ip);
+  const max = family === 4 ? 32 : 128;
+  const value = ipToBigInt(ip);
+  for (let bits = NET_MIN_BITS[family]; bits < max; bits++) {
+    const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+    const base = value & mask;
+    const net: Cidr = { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+    if (ctx.sys.fs.lstatSync(netPath(ctx, "allow", net), { throwIfNoEntry: false })) return net;
+  }
+  return null;
+}
 
 export type Dir = "seen" | "allow" | "block";
 const STATE_DIRS: Dir[] = ["seen", "allow", "block"];
@@ -1115,7 +1138,8 @@ export type Status = "allowed" | "blocked" | null;
 
 /** Whether an address is allowed (allow/IP, ALLOW_IPS or loopback), blocked, or neither. */
 export function ipStatus(ctx: Ctx, ip: string): Status {
-  if (inRanges(ip, ctx.allowRanges)) return "allowed";
+  const configured = allowConfigured.get(ctx);
+  if (configured === undefined ? inRanges(ip, ctx.allowRanges) : inRanges(ip, configured) || allowedRangeOf(ctx, ip) !== null) return "allowed";
   const fsys = ctx.sys.fs;
   if (fsys.existsSync(statePath(ctx, "allow", ip))) return "allowed";
   if (fsys.existsSync(statePath(ctx, "block", ip))) return "blocked";
