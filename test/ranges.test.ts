@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import {
   DEFAULTS, parseNet, netFromFileName, netFileName, hostsDenyText, parseAllowList, subnetOf,
-  nftablesBackend, iptablesBackend, realSys, type Config, type Sys,
+  nftablesBackend, iptablesBackend, pfBackend, ipfwBackend, realSys, type Config, type Sys,
 } from "../sentry.ts";
 import { envFor, requireBinary, sentry, sentryLog, state, tempDir } from "./lib/run.ts";
 import { createNetns, netnsUnavailable, CLIENTS4, CLIENTS6, SERVER4, SERVER6, type Netns } from "./lib/netns.ts";
@@ -271,4 +271,24 @@ t.test("nftables for real: NFT_TIMEOUT gives an address's element its block's ow
   // Off (the default): no timeout even where the set could take one.
   t.same(nftablesBackend.add("192.0.2.7", cfgOf({ ADD_TO_NFTABLES: true }), sys, 600_000), { ok: true, error: "" });
   t.notMatch(ns.run("nft", ["list", "set", "inet", T, "v4"]).stdout, /192\.0\.2\.7 timeout/);
+});
+
+t.test("pf and ipfw get the range as it is; a range that is not canonical runs nothing", async (t) => {
+  const ran: string[][] = [];
+  const sys: Sys = { ...realSys(), run: (cmd, args) => (ran.push([cmd, ...args]), { status: 0, stdout: "", stderr: "", error: "" }) };
+  const cfg = cfgOf();
+  t.same(pfBackend.add("2001:db8:1:2::/64", cfg, sys), { ok: true, error: "" });
+  t.same(ipfwBackend.add("10.0.0.0/8", cfg, sys), { ok: true, error: "" });
+  t.same(ran, [
+    ["pfctl", "-t", cfg.FIREWALL_TABLE, "-T", "add", "2001:db8:1:2::/64"],
+    ["pfctl", "-k", "2001:db8:1:2::/64"],
+    ["ipfw", "-q", "table", cfg.FIREWALL_TABLE, "add", "10.0.0.0/8"],
+  ]);
+  ran.length = 0;
+  for (const b of [nftablesBackend, iptablesBackend, pfBackend, ipfwBackend])
+    for (const bad of ["0.0.0.0/0", "10.1.2.3/8", "2001:DB8::/64", "10.0.0.0/8 ; flush ruleset", "::/0"]) {
+      t.equal(b.add(bad, cfg, sys).ok, false, `${b.name} add ${bad} refused`);
+      t.equal(b.remove(bad, cfg, sys).ok, false, `${b.name} remove ${bad} refused`);
+    }
+  t.same(ran, [], "nothing was run");
 });
