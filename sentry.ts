@@ -100,9 +100,15 @@ export const DEFAULTS = {
   ADD_TO_IPFW: false, // ipfw table FIREWALL_TABLE (FreeBSD)
   ADD_TO_IPTABLES: false, // ipset sets FIREWALL_TABLE-4/-6 for iptables rules
   ADD_TO_NFTABLES: false, // nft sets v4/v6 in table inet FIREWALL_TABLE
+  NFT_TIMEOUT: false, // give each nft element its block's own timeout, so the kernel lifts it on time (the sets v4/v6 must have flags timeout: see --install's rule)
   FIREWALL_TABLE: "sentry_blocklist", // name of the table or set sentry fills
   EXPIRE_BLOCK_DAYS: 90, // days a block lasts; 0 = never expire
   BLOCK_THIN_MINUTES: 10, // minutes a block on thin evidence lasts (see blockLength); 0 = as long as EXPIRE_BLOCK_DAYS
+  SUBNET_THRESHOLD: 3, // this many blocked addresses of one IPv6 /64 block the /64 as one entry (section 8.4); 0 = off
+  SUBNET_V4: false, // aggregate IPv4 /24s too (off: a /24 is often one office, campus or carrier NAT pool)
+  REPEAT_FACTOR_PERCENT: 200, // each earlier block of an address that ran out multiplies its next one by this (percent; 100 = no growth; see repeatLength)
+  REPEAT_MAX_DAYS: 365, // longest a repeat offender's block grows to (days); 0 = no cap
+  REPEAT_FOREVER_AFTER: 0, // the block after this many ran out is for good; 0 = never
   THIN_NAUGHTY_LINES: 3, // most naughty log lines a block may rest on and still be thin (one sshd connection with a wrong name writes 3)
   TYPO_DISTANCE: 1, // edits (insert, delete, change, swap two neighbours) that make an unknown user name a typo of a real one; 0 = off
   PASSWD_FILE: "/etc/passwd", // the local accounts, read (only when an unknown user name shows up) for the typo check
@@ -210,6 +216,10 @@ type NumberKey = { [K in ConfigKey]: Config[K] extends number ? K : never }[Conf
 export const CONFIG_MAX: Record<NumberKey, number> = {
   EXPIRE_BLOCK_DAYS: 36_500, // a century; 0 (never) is the way to say "for good"
   BLOCK_THIN_MINUTES: 525_600, // a year
+  SUBNET_THRESHOLD: 1_000_000,
+  REPEAT_FACTOR_PERCENT: 10_000, // 100 times per repeat; the cap (REPEAT_MAX_DAYS) bounds the product anyway
+  REPEAT_MAX_DAYS: 36_500, // a century
+  REPEAT_FOREVER_AFTER: 1_000,
   THIN_NAUGHTY_LINES: 1_000_000,
   TYPO_DISTANCE: 8, // further than that, every name is a "typo" of some account
   CONNECT_THRESHOLD: 1_000_000,
@@ -697,6 +707,97 @@ export function inRanges(ip: string, ranges: Cidr[]): boolean {
   return false;
 }
 
+// ---- 3.1 Ranges as file names: block/2001:db8:1:2::_64, allow/10.0.0.0_8 --------
+//
+//   "2001:DB8:1:2::/64"  → text "2001:db8:1:2::/64", file name "2001:db8:1:2::_64"
+//   "10.0.0.0/8"         → "10.0.0.0/8", "10.0.0.0_8"
+//   "10.1.2.3/8"         → null (host bits set: which range was meant?)
+//   "0.0.0.0/0", "::/0", "1.2.3.4/33", "::/129", "10.0.0.0/8/../x" → null
+//
+// A range blocked or allowed by hand (--ip=10.0.0.0/8) or an IPv6 /64
+// blocked as one entry (section 8.4) is a file of block/ or allow/ like an
+// address. A "/" cannot be in a file name, so the file name spells the
+// prefix length after "_", a character no address contains; the name is
+// built from the numbers parsed, and a name read back from a folder counts
+// only if it re-creates itself exactly, so nothing else ever reaches a path
+// or a command. Ranges wider than NET_MIN_BITS are refused: 0.0.0.0/0 in
+// block/ refuses every client, in allow/ switches protection off, and no
+// administrator means either by one command.
+
+/** The widest range sentry takes by hand or makes: a /8 of IPv4, a /16 of IPv6 (a whole RIR allocation is wider). */
+export const NET_MIN_BITS: Record<Family, number> = { 4: 8, 6: 16 };
+
+/** The canonical text of `v` as an address of `family` (any value: the base of a range may be no client, e.g. 10.0.0.0). */
+export function netBaseText(v: bigint, family: Family): string {
+  if (family === 4) return [24n, 16n, 8n, 0n].map((sh) => String((v >> sh) & 255n)).join(".");
+  const g: number[] = [];
+  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(i * 16)) & 0xffffn));
+  return formatV6(g);
+}
+
+/**
+ * A range as an administrator writes it ("192.0.2.0/24", "2001:db8::/48"),
+ * or null: not exactly one, wider than NET_MIN_BITS, a single address (/32,
+ * /128: use the address), host bits set, IPv4-mapped, or any other character.
+ */
+export function parseNet(text: string): Cidr | null {
+  if (typeof text !== "string" || text.length > 48 || !/^[0-9A-Fa-f:.]+\/(0|[1-9]\d{0,2})$/.test(text)) return null;
+  const slash = text.indexOf("/");
+  const addr = text.slice(0, slash);
+  const bits = Number(text.slice(slash + 1));
+  let family: Family;
+  let value: bigint;
+  if (addr.indexOf(":") === -1) {
+    const b = parseV4Bytes(addr);
+    if (!b) return null;
+    family = 4;
+    value = b.reduce((acc, x) => (acc << 8n) | BigInt(x), 0n);
+  } else {
+    const g = parseV6Groups(addr);
+    if (!g) return null;
+    // ::ffff:a.b.c.d/n is an IPv4 range in disguise: give it as IPv4.
+    if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) return null;
+    family = 6;
+    value = g.reduce((acc, x) => (acc << 16n) | BigInt(x), 0n);
+  }
+  const max = family === 4 ? 32 : 128;
+  if (bits < NET_MIN_BITS[family] || bits >= max) return null;
+  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  if ((value & mask) !== value) return null;
+  return { family, base: value, bits, text: `${netBaseText(value, family)}/${bits}` };
+}
+
+/** "2001:db8:1:2::/64" → "2001:db8:1:2::_64": the name of its file in block/ or allow/. */
+export function netFileName(net: Cidr): string {
+  return net.text.replace("/", "_");
+}
+
+/** The range a file of block/ or allow/ names, or null if the name is not exactly one netFileName makes. */
+export function netFromFileName(name: string): Cidr | null {
+  if (name.indexOf("/") !== -1) return null;
+  const net = parseNet(name.replace("_", "/"));
+  return net !== null && netFileName(net) === name ? net : null;
+}
+
+/** Whether two ranges share any address (one holds the other: prefixes never partly overlap). */
+export function rangesOverlap(a: Cidr, b: Cidr): boolean {
+  if (a.family !== b.family) return false;
+  const max = a.family === 4 ? 32 : 128;
+  const bits = Math.min(a.bits, b.bits);
+  const mask = bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  return (a.base & mask) === (b.base & mask);
+}
+
+/** The /64 (IPv6) or /24 (IPv4) around canonical `ip`. */
+export function subnetOf(ip: string): Cidr {
+  const family = ipFamily(ip);
+  const bits = family === 6 ? 64 : 24;
+  const max = family === 4 ? 32 : 128;
+  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  const base = ipToBigInt(ip) & mask;
+  return { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+}
+
 // ==== 4. Command line =======================================================
 //
 //   ["--ip", "::ffff:192.0.2.7", "-c"]  → { action: "connect", ip: "192.0.2.7", … }
@@ -741,7 +842,27 @@ export interface Action {
   timer: boolean; // --install --timer
   shell: string | null; // --completion SHELL
   list: ListFilter; // --list --state= --net= --newer= --older= --sort= --utc
+  forMs: number | null; // --block --for 4h: the block's own length in ms; null = the configured length
+  forText: string | null; // --for as given ("4h"), for the block file
+  reason: string | null; // --block/--allow/--delist --reason TEXT: the administrator's words, recorded
+  net: Cidr | null; // --ip=RANGE (192.0.2.0/24) with --allow, --block, --delist; then ip is null
 }
+
+/**
+ * "30m", "4h", "2d", "1w" → milliseconds; null if it is not one such length.
+ * At most 36500 days, the bound of EXPIRE_BLOCK_DAYS: a longer one is a
+ * typo, and a block meant for good is EXPIRE_BLOCK_DAYS=0's job.
+ */
+export function parseDuration(text: string): number | null {
+  const m = /^([1-9]\d{0,6})([mhdw])$/.exec(text);
+  if (!m) return null;
+  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }[m[2] as "m" | "h" | "d" | "w"];
+  const ms = Number(m[1]) * unit;
+  return ms <= CONFIG_MAX.EXPIRE_BLOCK_DAYS * 86_400_000 ? ms : null;
+}
+
+/** Longest --reason kept: it lands in block/IP and sentry.log, one line each. */
+export const REASON_MAX = 300;
 
 /** Option → the action it names. Several names for one action are aliases. */
 const ACTION_FLAGS: Record<string, ActionName> = {
@@ -817,6 +938,10 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     timer: false,
     shell: null,
     list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false },
+    forMs: null,
+    forText: null,
+    reason: null,
+    net: null,
   };
   let listOption = "";
   let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
@@ -862,6 +987,19 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     } else if (flag === "--state" || flag === "--net" || flag === "--newer" || flag === "--older" || flag === "--sort" || (flag === "--utc" && inline === null)) {
       listOption = flag;
       parseListOption(a.list, flag, flag === "--utc" ? "" : value());
+    } else if (flag === "--for") {
+      const text = value();
+      a.forMs = parseDuration(text);
+      if (a.forMs === null)
+        throw new SentryError(`--for ${JSON.stringify(text)} is not a length: a whole number and a unit, m (minutes), h (hours), d (days) or w (weeks), e.g. --for 4h, at most 36500 days`, 1);
+      a.forText = text;
+    } else if (flag === "--reason") {
+      const text = value();
+      // One line of text: a newline would forge a second line in sentry.log and block/IP.
+      if (/[\x00-\x1f\x7f]/.test(text)) throw new SentryError("--reason must be one line of text, without control characters", 1);
+      if (text.trim() === "") throw new SentryError("--reason needs some words", 1);
+      if (text.length > REASON_MAX) throw new SentryError(`--reason is ${text.length} characters long: at most ${REASON_MAX}`, 1);
+      a.reason = text.trim();
     } else {
       // One line, not the manual: the manual would scroll the mistake away.
       throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
@@ -870,7 +1008,16 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   // `sentry --ip=IP` alone shows that address, as sentry.pl did.
   a.action = chosen ?? (a.rawIp !== null ? "report" : "help");
   if (a.action === "connect" && a.rawIp === null && env.PAM_RHOST !== undefined) a.rawIp = env.PAM_RHOST;
-  if (a.rawIp !== null) {
+  if (a.rawIp !== null && a.rawIp.indexOf("/") !== -1 && (a.action === "allow" || a.action === "block" || a.action === "delist" || a.action === "report")) {
+    // A range: by hand, for --allow, --block, --delist only (section 3.1); elsewhere parseIp refuses it below.
+    a.net = parseNet(a.rawIp);
+    if (a.net === null)
+      throw new SentryError(
+        `not a valid IP address or range: ${JSON.stringify(a.rawIp)}: expected an address, or a CIDR range such as 192.0.2.0/24 or 2001:db8:1::/48, ` +
+          `from /${NET_MIN_BITS[4]} to /31 (IPv4) or /${NET_MIN_BITS[6]} to /127 (IPv6), with no bits set after the prefix`,
+        1,
+      );
+  } else if (a.rawIp !== null) {
     a.ip = parseIp(a.rawIp);
     if (a.ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(a.rawIp)}`, 1);
   } else if (!NO_IP_NEEDED.has(a.action)) {
@@ -884,6 +1031,9 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
   if (a.timer && !(a.action === "install" && a.write)) throw new SentryError("--timer goes with --install --write", 1);
   if (a.json && a.action !== "report" && a.action !== "list") throw new SentryError("--json goes with --report or --list", 1);
   if (listOption && a.action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
+  if (a.forMs !== null && a.action !== "block") throw new SentryError("--for goes with --block", 1);
+  if (a.reason !== null && a.action !== "block" && a.action !== "allow" && a.action !== "delist")
+    throw new SentryError("--reason goes with --block, --allow or --delist", 1);
   return a;
 }
 
@@ -910,8 +1060,53 @@ export interface Ctx {
   allowRanges: Cidr[];
 }
 
+/**
+ * allowRanges is ALLOW_IPS, loopback and the ranges allowed by hand
+ * (allow/10.0.0.0_8, section 3.1), so every check of ALLOW_IPS honours
+ * those too. The folder is listed on first use and again after a range is
+ * allowed. A connect does not list it (allow/ may hold an entry for every
+ * address that ever logged in: 10 000 names cost it 20 ms): ipStatus
+ * looks for the files of the ranges that could hold the address instead.
+ */
 export function makeCtx(cfg: Config, sys: Sys): Ctx {
-  return { cfg, sys, allowRanges: parseAllowList(cfg.ALLOW_IPS) };
+  const configured = parseAllowList(cfg.ALLOW_IPS);
+  const ctx: Ctx = {
+    cfg,
+    sys,
+    get allowRanges(): Cidr[] {
+      let all = allowNetCache.get(ctx);
+      if (all === undefined) {
+        all = [...configured, ...listNets(ctx, "allow")];
+        allowNetCache.set(ctx, all);
+      }
+      return all;
+    },
+  };
+  allowConfigured.set(ctx, configured);
+  return ctx;
+}
+
+/** ctx → its allowRanges with the ranges of allow/; dropped when one is allowed or delisted. */
+const allowNetCache = new WeakMap<Ctx, Cidr[]>();
+/** ctx → ALLOW_IPS and loopback alone (what makeCtx parsed). */
+const allowConfigured = new WeakMap<Ctx, Cidr[]>();
+
+/**
+ * The allowed range (allow/NET_LEN) that holds `ip`, or null, found by
+ * looking for the file of each prefix that could hold it (24 lstats for
+ * IPv4, 112 for IPv6, a few µs each: no listing of allow/).
+ */
+export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
+  const family = ipFamily(ip);
+  const max = family === 4 ? 32 : 128;
+  const value = ipToBigInt(ip);
+  for (let bits = NET_MIN_BITS[family]; bits < max; bits++) {
+    const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+    const base = value & mask;
+    const net: Cidr = { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+    if (ctx.sys.fs.lstatSync(netPath(ctx, "allow", net), { throwIfNoEntry: false })) return net;
+  }
+  return null;
 }
 
 export type Dir = "seen" | "allow" | "block";
@@ -1061,7 +1256,8 @@ export type Status = "allowed" | "blocked" | null;
 
 /** Whether an address is allowed (allow/IP, ALLOW_IPS or loopback), blocked, or neither. */
 export function ipStatus(ctx: Ctx, ip: string): Status {
-  if (inRanges(ip, ctx.allowRanges)) return "allowed";
+  const configured = allowConfigured.get(ctx);
+  if (configured === undefined ? inRanges(ip, ctx.allowRanges) : inRanges(ip, configured) || allowedRangeOf(ctx, ip) !== null) return "allowed";
   const fsys = ctx.sys.fs;
   if (fsys.existsSync(statePath(ctx, "allow", ip))) return "allowed";
   if (fsys.existsSync(statePath(ctx, "block", ip))) return "blocked";
@@ -1137,6 +1333,30 @@ export function listDir(ctx: Ctx, dir: Dir): string[] {
     throw ioError("list", where, e);
   }
   return names.filter((n) => parseIp(n) === n);
+}
+
+/** The ranges (section 3.1) that allow/ or block/ holds as files; any other name is passed over, as in listDir. */
+export function listNets(ctx: Ctx, dir: "allow" | "block"): Cidr[] {
+  const where = path.join(ctx.cfg.ROOT_DIR, dir);
+  let names: string[];
+  try {
+    names = ctx.sys.fs.readdirSync(where);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return [];
+    throw ioError("list", where, e);
+  }
+  const out: Cidr[] = [];
+  for (const n of names) {
+    if (n.indexOf("_") === -1) continue;
+    const net = netFromFileName(n);
+    if (net !== null) out.push(net);
+  }
+  return out;
+}
+
+/** ROOT_DIR/dir/NAME of a range (netFileName: built from parsed numbers, a safe file name). */
+export function netPath(ctx: Ctx, dir: "allow" | "block", net: Cidr): string {
+  return path.join(ctx.cfg.ROOT_DIR, dir, netFileName(net));
 }
 
 /** Strips what could fake a second log line or a terminal escape from text we store (log samples are attacker text). */
@@ -1484,7 +1704,7 @@ const O_APPEND_NOFOLLOW = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.cons
 const O_WRITE_NOFOLLOW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
 
 /** The folders of ROOT_DIR that strict modes check (STATE_DIRS and the delist markers). */
-const STRICT_DIRS = ["seen", "allow", "block", "delisted"];
+const STRICT_DIRS = ["seen", "allow", "block", "delisted", "history"];
 
 /** Writes `text` to `file` opened with `flags` (one of the two above), created 0640. Throws what the file system throws. */
 function writeNoFollow(fsys: FsTable, file: string, text: string, flags: number): void {
@@ -3195,8 +3415,15 @@ export function importBash200(ctx: Ctx, db: Db): number {
         writeAtomic(ctx, statePath(ctx, "allow", ip), `${isoTime(allow * 1000)} allow by sentry.sh 2.00 (imported)\n`);
       } else if (block > 0 && ipStatus(ctx, ip) === null) {
         const file = statePath(ctx, "block", ip);
-        writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n`);
-        ctx.sys.fs.utimesSync(file, block, block); // its age counts for expiry
+        // Its end runs from the import (issue 16): a 2.00 block older than
+        // EXPIRE_BLOCK_DAYS would otherwise be lifted by the first expiry
+        // after an upgrade, and a whole blocklist would open at once. The
+        // file keeps the old block time as "since" and as its mtime, so its
+        // age shows; blockEnd (mtime + until - since) ends it EXPIRE_BLOCK_DAYS after the import.
+        const len = defaultBlockLength(ctx.cfg);
+        const until = len.ms > 0 ? `until ${isoTime(ctx.sys.now() + len.ms)} (${lengthText(len.ms)} from the import on ${isoTime(ctx.sys.now())}; ${len.why})\n` : "";
+        writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n${until}`);
+        ctx.sys.fs.utimesSync(file, block, block); // its age shows
       }
       n++;
     }
@@ -4236,7 +4463,7 @@ export function connect(ctx: Ctx, ip: string): number {
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], evidence.partial as string));
     return lifted;
   }
-  const length = blockLength(evidence.tallies, evidence.naughtyNames, ctx.cfg);
+  const length = repeatLength(blockLength(evidence.tallies, evidence.naughtyNames, ctx.cfg), readHistory(ctx, ip), ctx.cfg);
   return Math.max(lifted, withLock(ctx, () => {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
@@ -4613,10 +4840,14 @@ export function withheldBlocks(ctx: Ctx): Withheld[] {
   });
 }
 
-/** The text of allow/IP or block/IP: when, who decided (an administrator by name: "admin (alice)"), why. */
+/** Who decided, in words: an administrator by name ("admin (alice)"), else connect, scan, expiry, fleet… */
+export function byText(ctx: Ctx, by: string): string {
+  return by === "admin" ? `admin (${operatorName(ctx.sys.env, ctx.sys.uid ?? (process.geteuid ? process.geteuid() : 0))})` : by;
+}
+
+/** The text of allow/IP or block/IP: when, who decided (byText), why. */
 function decisionText(ctx: Ctx, what: string, by: string, reason: string): string {
-  const who = by === "admin" ? `admin (${operatorName(ctx.sys.env, ctx.sys.uid ?? (process.geteuid ? process.geteuid() : 0))})` : by;
-  return `${isoTime(ctx.sys.now())} ${what} by ${who}: ${sanitize(reason, 1000)}\n`;
+  return `${isoTime(ctx.sys.now())} ${what} by ${byText(ctx, by)}: ${sanitize(reason, 1000)}\n`;
 }
 
 /**
@@ -4626,7 +4857,7 @@ function decisionText(ctx: Ctx, what: string, by: string, reason: string): strin
  * that --list parses, and the environment is the caller's to set.
  */
 export function operatorName(env: Record<string, string | undefined>, uid: number): string {
-  for (const v of [env.SUDO_USER, env.USER, env.LOGNAME]) if (v !== undefined && /^[A-Za-z0-9._][A-Za-z0-9._-]{0,31}$/.test(v)) return v;
+  for (const v of [env.SUDO_USER, env.USER, env.LOGNAME]) if (v !== undefined && /^[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}$/.test(v)) return v;
   return `uid ${uid}`;
 }
 
@@ -4637,7 +4868,7 @@ export function operatorName(env: Record<string, string | undefined>, uid: numbe
 export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): number {
   writeAtomic(ctx, statePath(ctx, "allow", ip), decisionText(ctx, "allow", by, reason));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
-  logDecision(ctx, ip, "allow", `${by}: ${reason}`);
+  logDecision(ctx, ip, "allow", `${byText(ctx, by)}: ${reason}`);
   return wasBlocked ? liftEverywhere(ctx, ip) : 0;
 }
 
@@ -4646,23 +4877,27 @@ export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): nu
  * withLock. Addresses in ALLOW_IPS and loopback are refused here, the one
  * place every path that blocks goes through.
  */
-export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, length = defaultBlockLength(ctx.cfg)): number {
+export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, length: { ms: number; why: string; forGood?: boolean } = defaultBlockLength(ctx.cfg)): number {
   if (inRanges(ip, ctx.allowRanges))
     throw new SentryError(`${ip} is in ALLOW_IPS or loopback and is never blocked`, 1);
   // The second line holds the block's own end (section 8.2); without one it lasts EXPIRE_BLOCK_DAYS from its mtime.
   const now = ctx.sys.now();
-  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : "";
+  // "until never" is a block for good (a repeat offender past REPEAT_FOREVER_AFTER): no touch or setting ends it.
+  // Without either line (EXPIRE_BLOCK_DAYS=0) it follows EXPIRE_BLOCK_DAYS, whatever that is later set to.
+  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : length.forGood ? `until never (for good; ${length.why})` : "";
   writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
   removeFile(ctx, statePath(ctx, "allow", ip));
-  logDecision(ctx, ip, "block", `${by}: ${reason}${until ? `; ${until}` : ""}`);
+  logDecision(ctx, ip, "block", `${byText(ctx, by)}: ${reason}${until ? `; ${until}` : ""}`);
   if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
   fleetOutbox(ctx, ip, by, reason, now, length.ms > 0 ? now + length.ms : null); // section 9.5: --sync pushes it
   let code = 0;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
   for (const b of enabledBackends(ctx)) {
-    const r = b.add(ip, ctx.cfg, ctx.sys);
+    const r = b.add(ip, ctx.cfg, ctx.sys, length.ms > 0 ? length.ms : undefined);
     if (!r.ok) code = backendFailed(ctx, ip, b.name, "add", r.error);
   }
+  // Only the logs' blocks add up to a subnet (section 8.4): an administrator blocks what they name.
+  if (by === "connect" || by === "scan") code = Math.max(code, aggregateSubnet(ctx, ip, length));
   return code;
 }
 
@@ -4681,18 +4916,148 @@ function liftEverywhere(ctx: Ctx, ip: string): number {
  * Forgets `ip`: no allow, no block, no connections counted, and its log
  * evidence so far set aside, so it starts again from nothing. Without the
  * last two, its next connect would block it again on the same old lines.
+ * Its history of blocks (section 8.2.1) goes too, unless `keepHistory`
+ * (expiry: a block that ran out is not forgiveness).
  */
-export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): number {
+export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, keepHistory = false): number {
   fleetForgive(ctx, ip, by); // section 9.5: an admin's forgiveness of a block this server pushed reaches the fleet
+  if (!keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.2.1)
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
   removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip)); // a hold for review (8.1.2) starts again too
   writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
   forgetEvidence(ctx, ip);
-  logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
+  logDecision(ctx, ip, "delist", `${byText(ctx, by)}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
   return liftEverywhere(ctx, ip);
+}
+
+// ---- 8.4 Ranges: blocked or allowed as one entry ---------------------------------
+//
+//   sentry --ip=10.0.0.0/8 --allow          → allow/10.0.0.0_8 (honoured like ALLOW_IPS)
+//   sentry --ip=2001:db8:1:2::/64 --block   → block/2001:db8:1:2::_64, hosts.deny "[2001:db8:1:2::]/64",
+//                                             nft set v6net, ipset FIREWALL_TABLE-n6, pf/ipfw table
+//   3 addresses of 2001:db8:1:2::/64 blocked by the logs (SUBNET_THRESHOLD) → the /64 blocked too
+//
+// One host owns a whole IPv6 /64 (18 quintillion addresses): blocking one
+// address at a time never ends, which is why OpenSSH's PerSourcePenalties
+// groups IPv6 by /64. A range's file is written like an address's (the
+// same "until" line, so expiry and `touch` work alike); the addresses
+// blocked in it keep their own files, so the report shows what led to it
+// and delisting the range lifts it alone. A range never covers an allowed
+// address, an allowed range, ALLOW_IPS or loopback: setBlockedNet refuses
+// one, so no path (by hand, aggregation) can block the admin's office.
+
+/** Why `net` must not be blocked (it covers something allowed, or `session`, the admin's own address), or "". */
+export function netBlockProblem(ctx: Ctx, net: Cidr, session: string | null): string {
+  const allowedRange = ctx.allowRanges.find((r) => rangesOverlap(r, net));
+  if (allowedRange) return `${net.text} overlaps ${allowedRange.text}, which is allowed (ALLOW_IPS, loopback or allow/)`;
+  const allowed = listDir(ctx, "allow").find((ip) => inRanges(ip, [net]));
+  if (allowed) return `${net.text} holds ${allowed}, which is allowed (allow/${allowed})`;
+  if (session !== null && inRanges(session, [net])) return `${net.text} holds ${session}, the address of your own session (SSH_CLIENT)`;
+  return "";
+}
+
+/** Blocks range `net` (block/NAME, hosts.deny, every firewall). Call under withLock. Throws SentryError(1) if netBlockProblem says no. */
+export function setBlockedNet(ctx: Ctx, net: Cidr, by: string, reason: string, length: { ms: number; why: string }, session: string | null = null): number {
+  const bad = netBlockProblem(ctx, net, session);
+  if (bad) throw new SentryError(`not blocking ${net.text}: ${bad}`, 1);
+  const now = ctx.sys.now();
+  const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : "";
+  writeAtomic(ctx, netPath(ctx, "block", net), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
+  logDecision(ctx, net.text, "block", `${byText(ctx, by)}: ${reason}${until ? `; ${until}` : ""}`);
+  if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  for (const b of enabledBackends(ctx)) {
+    const r = b.add(net.text, ctx.cfg, ctx.sys);
+    if (!r.ok) code = backendFailed(ctx, net.text, b.name, "add", r.error);
+  }
+  return code;
+}
+
+/** Allows range `net` (allow/NAME): lifts its block, and the blocks of the addresses in it from every list. Call under withLock. */
+export function setAllowedNet(ctx: Ctx, net: Cidr, by: string, reason: string): number {
+  writeAtomic(ctx, netPath(ctx, "allow", net), decisionText(ctx, "allow", by, reason));
+  allowNetCache.delete(ctx);
+  const wasBlocked = removeFile(ctx, netPath(ctx, "block", net));
+  logDecision(ctx, net.text, "allow", `${byText(ctx, by)}: ${reason}`);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx); // minus the allowed: hostsDenyText leaves them out
+  const lift = [...(wasBlocked ? [net.text] : []), ...listDir(ctx, "block").filter((ip) => inRanges(ip, [net])), ...listNets(ctx, "block").filter((n) => rangesOverlap(n, net)).map((n) => n.text)];
+  for (const b of enabledBackends(ctx)) {
+    for (const x of lift) {
+      const r = b.remove(x, ctx.cfg, ctx.sys);
+      if (!r.ok) code = backendFailed(ctx, x, b.name, "remove", r.error);
+    }
+  }
+  return code;
+}
+
+/** Forgets range `net`: no allow/NAME, no block/NAME, and it is taken out of every list. Call under withLock. */
+export function setDelistedNet(ctx: Ctx, net: Cidr, by: string, reason: string): number {
+  const wasAllowed = removeFile(ctx, netPath(ctx, "allow", net));
+  const wasBlocked = removeFile(ctx, netPath(ctx, "block", net));
+  allowNetCache.delete(ctx);
+  logDecision(ctx, net.text, "delist", `${byText(ctx, by)}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
+  let code = 0;
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  // No longer allowed: the addresses blocked inside it go back into the firewalls.
+  const readd = wasAllowed ? listDir(ctx, "block").filter((ip) => inRanges(ip, [net]) && !inRanges(ip, ctx.allowRanges)) : [];
+  for (const b of enabledBackends(ctx)) {
+    const r = b.remove(net.text, ctx.cfg, ctx.sys);
+    if (!r.ok) code = backendFailed(ctx, net.text, b.name, "remove", r.error);
+    for (const ip of readd) {
+      const r2 = b.add(ip, ctx.cfg, ctx.sys);
+      if (!r2.ok) code = backendFailed(ctx, ip, b.name, "add", r2.error);
+    }
+  }
+  return code;
+}
+
+/**
+ * After the logs blocked `ip`: if SUBNET_THRESHOLD addresses of its /64 (or,
+ * with SUBNET_V4, its /24) are blocked now, blocks the subnet as well, as
+ * long as the block that completed the count, unless it holds anything allowed
+ * (then it says so in sentry.log and leaves it). Call under withLock.
+ */
+export function aggregateSubnet(ctx: Ctx, ip: string, length: { ms: number; why: string }): number {
+  if (ctx.cfg.SUBNET_THRESHOLD === 0) return 0;
+  if (ipFamily(ip) === 4 && !ctx.cfg.SUBNET_V4) return 0;
+  const net = subnetOf(ip);
+  if (ctx.sys.fs.existsSync(netPath(ctx, "block", net))) return 0;
+  const behind = listDir(ctx, "block").filter((b) => inRanges(b, [net]));
+  if (behind.length < ctx.cfg.SUBNET_THRESHOLD) return 0;
+  const bad = netBlockProblem(ctx, net, null);
+  if (bad) {
+    logDecision(ctx, net.text, "not-aggregated", `${behind.length} addresses of it are blocked, but ${bad}`);
+    return 0;
+  }
+  const shown = behind.slice(0, 20).join(", ") + (behind.length > 20 ? ", …" : "");
+  return setBlockedNet(ctx, net, "aggregate", `${behind.length} addresses of this /${net.bits} are blocked (SUBNET_THRESHOLD=${ctx.cfg.SUBNET_THRESHOLD}): ${shown}`, length);
+}
+
+/** --allow, --block, --delist of a range by hand (section 8.4). */
+export function manualNetAction(
+  ctx: Ctx,
+  action: "allow" | "block" | "delist",
+  net: Cidr,
+  opts: { forMs?: number | null; forText?: string | null; reason?: string | null } = {},
+): number {
+  const forFlag = opts.forMs ? ` --for ${opts.forText ?? lengthText(opts.forMs)}` : "";
+  const reason = manualReason(`--${action}${forFlag}`, opts.reason ?? null);
+  // SSH_CLIENT is "ADDR PORT LOCALPORT": the admin's own address, never to be blocked by their own hand.
+  const session = parseIp((ctx.sys.env.SSH_CLIENT ?? "").split(" ")[0] ?? "");
+  const code = withLock(ctx, () => {
+    if (action === "allow") return setAllowedNet(ctx, net, "admin", reason);
+    if (action === "block")
+      return setBlockedNet(ctx, net, "admin", reason, opts.forMs ? { ms: opts.forMs, why: `--for ${opts.forText ?? lengthText(opts.forMs)}` } : defaultBlockLength(ctx.cfg), session);
+    return setDelistedNet(ctx, net, "admin", reason);
+  });
+  const done = action === "allow" ? "allowed" : action === "block" ? "blocked" : "delisted";
+  ctx.sys.out(`${done} ${net.text}${code !== 0 ? "; a backend failed, see above" : ""}`);
+  return code;
 }
 
 // ---- 8.2 Expiry --------------------------------------------------------------
@@ -4716,6 +5081,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
 
 /** When the block recorded in `text` (modified at `mtimeMs`) ends, in epoch ms; null = never. */
 export function blockEnd(text: string, mtimeMs: number, expireDays: number): number | null {
+  if (/^until never\b/m.test(text)) return null;
   const since = /^(\S+) block by /.exec(text);
   const until = /^until (\S+)/m.exec(text);
   if (since && until) {
@@ -4732,6 +5098,106 @@ function blockEndOf(ctx: Ctx, ip: string): number | null | undefined {
   const text = st ? readBlockFile(ctx, ip) : null;
   if (!st || text === null) return undefined;
   return blockEnd(text, st.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS);
+}
+
+// ---- 8.2.1 Repeat offenders: a short history per address ----------------------
+//
+//   ROOT_DIR/history/203.0.113.9   "blocked 2 times, last lifted 2026-11-29T13:10:00Z\n"
+//
+//   first block on strong evidence: 90 days; it runs out; the bot comes back
+//   → second block 180 days (REPEAT_FACTOR_PERCENT=200), third 360, then
+//     365 (REPEAT_MAX_DAYS); thin evidence: 10, 20, 40, 80 minutes, …
+//
+// A bot returns when its block ends; a person who mistyped a name rarely
+// does so twice in a season. So each block that ran out multiplies the
+// next one. sshguard multiplies by 1.5 from a 2-minute base and blacklists
+// for good after a score; sentry's thin base is 10 minutes, and a bot with
+// thin evidence that returns every time its block ends gets through
+// THIN_NAUGHTY_LINES lines per block: doubling makes that a day's worth
+// after 7 returns instead of 15 (1.5×), while a person's second mistake
+// still costs only 20 minutes. The cap keeps a block within a year so that
+// a reassigned address (dynamic pools, cloud instances) comes free again;
+// REPEAT_FOREVER_AFTER=N makes the (N+1)th block permanent, as sshguard's
+// blacklist does, for those who prefer that.
+//
+// Expiry writes the history and keeps it (an expired block is not
+// forgiveness); an administrator's --delist removes it (that is). Only the
+// blocks the logs decide grow; an administrator's --block lasts what they said.
+
+export const HISTORY_DIR = "history";
+
+/** An address's past: how many of its blocks ran out, and when the last one was lifted (epoch ms). */
+export interface History {
+  times: number;
+  lifted: number;
+}
+
+/** Parses history/IP; null if it is not what writeHistory writes (an edit by hand: treated as no history, with a warning by the caller). */
+export function parseHistory(text: string): History | null {
+  const m = /^blocked (\d{1,6}) times?, last lifted (\S+)\n?$/.exec(text);
+  if (!m) return null;
+  const lifted = Date.parse(m[2]);
+  return Number.isFinite(lifted) ? { times: Number(m[1]), lifted } : null;
+}
+
+/** The text of history/IP. */
+export function historyText(h: History): string {
+  return `blocked ${h.times} time${h.times === 1 ? "" : "s"}, last lifted ${isoTime(h.lifted)}\n`;
+}
+
+/** Reads history/IP; null if there is none. An unreadable one is said and counts as none (a longer block must not rest on a guess). */
+export function readHistory(ctx: Ctx, ip: string): History | null {
+  const file = path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR, ip);
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT" || errCode(e) === "ENOTDIR") return null;
+    throw ioError("read", file, e);
+  }
+  const h = parseHistory(text);
+  if (h === null) ctx.sys.warn(`${file} is not a history sentry wrote ("blocked N times, last lifted TIME"): ${ip} is treated as a first offender`);
+  return h;
+}
+
+/** Counts one more block of `ip` that ran out, lifted now. Call under withLock. */
+function addHistory(ctx: Ctx, ip: string): History {
+  const dir = path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR);
+  try {
+    ctx.sys.fs.mkdirSync(dir, { mode: 0o750 });
+  } catch (e) {
+    if (errCode(e) !== "EEXIST") throw ioError("create", dir, e);
+  }
+  const h = { times: Math.min((readHistory(ctx, ip)?.times ?? 0) + 1, 999_999), lifted: ctx.sys.now() };
+  writeAtomic(ctx, path.join(dir, ip), historyText(h));
+  return h;
+}
+
+/** Forgets the history of `ip` (an administrator's --delist forgives). */
+function forgetHistory(ctx: Ctx, ip: string): void {
+  removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR, ip));
+}
+
+/**
+ * The length of a block the logs decided, given the address's history:
+ * `base` times REPEAT_FACTOR_PERCENT/100 for each earlier block that ran
+ * out, at most REPEAT_MAX_DAYS (unless base is longer already), and for
+ * good (ms 0) after REPEAT_FOREVER_AFTER of them.
+ */
+export function repeatLength(
+  base: { ms: number; why: string },
+  h: History | null,
+  cfg: Pick<Config, "REPEAT_FACTOR_PERCENT" | "REPEAT_MAX_DAYS" | "REPEAT_FOREVER_AFTER">,
+): { ms: number; why: string; forGood?: boolean } {
+  if (h === null || h.times === 0 || base.ms === 0) return base;
+  const past = `repeat offender: ${h.times} earlier block${h.times === 1 ? "" : "s"} ran out, the last lifted ${isoTime(h.lifted)}`;
+  if (cfg.REPEAT_FOREVER_AFTER > 0 && h.times >= cfg.REPEAT_FOREVER_AFTER)
+    return { ms: 0, forGood: true, why: `${base.why}; ${past}: for good (REPEAT_FOREVER_AFTER=${cfg.REPEAT_FOREVER_AFTER})` };
+  const cap = cfg.REPEAT_MAX_DAYS > 0 ? Math.max(cfg.REPEAT_MAX_DAYS * 86_400_000, base.ms) : Infinity;
+  let ms = base.ms;
+  for (let i = 0; i < h.times && ms < cap; i++) ms = Math.round((ms * cfg.REPEAT_FACTOR_PERCENT) / 100);
+  ms = Math.min(ms, cap, CONFIG_MAX.EXPIRE_BLOCK_DAYS * 86_400_000);
+  return { ms, why: `${base.why}; ${past}: ${cfg.REPEAT_FACTOR_PERCENT}% per repeat${ms === cap ? `, capped at REPEAT_MAX_DAYS=${cfg.REPEAT_MAX_DAYS}` : ""}` };
 }
 
 const EXPIRE_STAMP = "expire.stamp";
@@ -4806,7 +5272,32 @@ export function expireBlocks(ctx: Ctx, max = Infinity): number {
         break;
       }
       const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
-      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`);
+      const h = addHistory(ctx, ip); // before the delist: a crash between the two leaves the block, counted once more at worst
+      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`, true);
+      lifted++;
+    }
+    // Ranges (section 8.4) end the same way; delisting one lifts it alone.
+    for (const net of listNets(ctx, "block")) {
+      const file = netPath(ctx, "block", net);
+      const st = ctx.sys.fs.statSync(file, { throwIfNoEntry: false });
+      if (!st) continue;
+      let text: string;
+      try {
+        text = readStateFile(ctx, file);
+      } catch (e) {
+        throw ioError("read", file, e);
+      }
+      const end = blockEnd(text, st.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS);
+      if (end === null) continue;
+      if (end > now) {
+        next = Math.min(next, end);
+        continue;
+      }
+      if (lifted >= max) {
+        next = now;
+        break;
+      }
+      setDelistedNet(ctx, net, "expiry", `blocked since ${text.split(" ")[0]}, ended ${isoTime(end)}`);
       lifted++;
     }
     setExpiryStamp(ctx, next);
@@ -4894,7 +5385,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
               return autoAllow(ctx, ip, "scan", v.reason);
             }
             blocked++;
-            const c = setBlocked(ctx, ip, "scan", v.reason, blockLength(t, userNames(db, ip).naughty, ctx.cfg));
+            const c = setBlocked(ctx, ip, "scan", v.reason, repeatLength(blockLength(t, userNames(db, ip).naughty, ctx.cfg), readHistory(ctx, ip), ctx.cfg));
             cutFlows(ctx, ip); // section 9.2.2
             return c;
           });
@@ -4939,19 +5430,40 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
 // place), minus anything ALLOW_IPS covers, and replaced atomically under the
 // lock, so tcpd never reads half of it and no concurrent block is lost.
 
-/** The text of hosts.deny for these blocked addresses. */
-export function hostsDenyText(blocked: string[], allowRanges: Cidr[]): string {
+/**
+ * The text of hosts.deny for these blocked addresses and ranges. A range is
+ * written in the one form every libwrap reads (checked with tcpdmatch and a
+ * real sshd): IPv4 as net/mask (`10.0.0.0/255.0.0.0`: the /8 form is a
+ * Debian patch), IPv6 as `[2001:db8:1:2::]/64`. A range that holds an
+ * allowed address or range is left out (an address blocked in it stays
+ * listed on its own): the deny line comes first in hosts.allow, so it
+ * would refuse the allowed one too.
+ */
+export function hostsDenyText(blocked: string[], allowRanges: Cidr[], nets: Cidr[] = []): string {
   const lines = blocked
     .filter((ip) => parseIp(ip) === ip && !inRanges(ip, allowRanges))
     .sort((a, b) => ipFamily(a) - ipFamily(b) || (a < b ? -1 : a > b ? 1 : 0)) // IPv4 first
     .map((ip) => (ipFamily(ip) === 6 ? `[${ip}]` : ip));
-  return lines.length ? `${lines.join("\n")}\n` : "";
+  const netLines = nets
+    .filter((n) => parseNet(n.text)?.text === n.text && !allowRanges.some((r) => rangesOverlap(r, n)))
+    .sort((a, b) => a.family - b.family || (a.text < b.text ? -1 : a.text > b.text ? 1 : 0))
+    .map((n) => {
+      const [base, bits] = n.text.split("/");
+      if (n.family === 6) return `[${base}]/${bits}`;
+      return `${base}/${netBaseText(((1n << BigInt(n.bits)) - 1n) << BigInt(32 - n.bits), 4)}`;
+    });
+  const all = [...lines, ...netLines];
+  return all.length ? `${all.join("\n")}\n` : "";
+}
+
+/** What hosts.deny should say now: block/'s addresses and ranges, minus what is allowed. */
+function hostsDenyWanted(ctx: Ctx): string {
+  return hostsDenyText(listDir(ctx, "block"), ctx.allowRanges, listNets(ctx, "block"));
 }
 
 /** Rewrites ROOT_DIR/hosts.deny from block/. Call under withLock. */
 export function writeHostsDeny(ctx: Ctx): void {
-  const text = hostsDenyText(listDir(ctx, "block"), ctx.allowRanges);
-  writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), text, 0o644);
+  writeAtomic(ctx, path.join(ctx.cfg.ROOT_DIR, "hosts.deny"), hostsDenyWanted(ctx), 0o644);
 }
 
 // ---- 9.1.1 hosts.deny heals --------------------------------------------------
@@ -5038,7 +5550,7 @@ export function healHostsDeny(ctx: Ctx, by: string): string | null {
     } catch (e) {
       if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
     }
-    if (have === hostsDenyText(listDir(ctx, "block"), ctx.allowRanges)) return null;
+    if (have === hostsDenyWanted(ctx)) return null;
     const { missing, extra } = hostsDenyDiff(ctx);
     writeHostsDeny(ctx);
     const show = (a: string[]) => `${a.length}${a.length ? ` (${a.slice(0, 5).join(", ")}${a.length > 5 ? ", …" : ""})` : ""}`;
@@ -5090,7 +5602,7 @@ export interface Backend {
   /** Whether the admin switched it on (ADD_TO_NFTABLES, ADD_TO_IPTABLES, ADD_TO_PF, ADD_TO_IPFW). */
   enabled(cfg: Config): boolean;
   /** Puts canonical `ip` in the table; ok if it already was there. */
-  add(ip: string, cfg: Config, sys: Sys): BackendResult;
+  add(ip: string, cfg: Config, sys: Sys, timeoutMs?: number): BackendResult; // timeoutMs: the block's length, for a set whose members can carry one (NFT_TIMEOUT)
   /** Takes canonical `ip` out of the table; ok if it was not there. */
   remove(ip: string, cfg: Config, sys: Sys): BackendResult;
   /** The addresses in the table now, canonical and sorted; [] if the table does not exist; null if it cannot be read. */
@@ -5128,7 +5640,8 @@ const OK: BackendResult = { ok: true, error: "" };
 function precheck(ip: string | null, cfg: Config, tool: string): string {
   const bad = tableNameError(cfg);
   if (bad) return `${tool}: ${bad}; nothing was run`;
-  if (ip !== null && parseIp(ip) !== ip) return `${tool}: ${JSON.stringify(ip)} is not a canonical address; nothing was run`;
+  // A range (section 3.1) is checked as strictly: parseNet re-creates it exactly.
+  if (ip !== null && parseIp(ip) !== ip && parseNet(ip)?.text !== ip) return `${tool}: ${JSON.stringify(ip)} is not a canonical address or range; nothing was run`;
   return "";
 }
 
@@ -5236,29 +5749,48 @@ export function cutFlows(ctx: Ctx, ip: string): number | null {
   return n;
 }
 
-/** The set of an address family: v4 or v6. */
+/**
+ * The set of an address family: v4 or v6; a range (section 3.1) goes to
+ * v4net or v6net, which sentry makes with `flags interval` (a set without
+ * it refuses a prefix). Separate sets, so that v4/v6, which an admin may
+ * have declared with flags of their own, are never redefined.
+ */
 function nftSet(ip: string): { set: string; type: string } {
-  return ipFamily(ip) === 4 ? { set: "v4", type: "ipv4_addr" } : { set: "v6", type: "ipv6_addr" };
+  const net = ip.indexOf("/") !== -1 ? "net" : "";
+  const type = ipFamily(ip.split("/")[0]) === 4 ? "ipv4_addr" : "ipv6_addr";
+  return { set: `${type === "ipv4_addr" ? "v4" : "v6"}${net}`, type: net ? `${type} ; flags interval` : type };
 }
 
 /** nft's argument vector of a script: its words. Table name and address are checked, so no word has a space. */
 const words = (script: string): string[] => script.split(/\s+/).filter((w) => w !== "");
 
-function nftCreateSteps(table: string, ip: string): string {
+function nftCreateSteps(table: string, ip: string, cfg?: Config): string {
   const { set, type } = nftSet(ip);
-  return `add table inet ${table} ; add set inet ${table} ${set} { type ${type} ; } ;`;
+  const flags = cfg?.NFT_TIMEOUT && ip.indexOf("/") === -1 ? " ; flags timeout" : "";
+  return `add table inet ${table} ; add set inet ${table} ${set} { type ${type}${flags} ; } ;`;
 }
 
-function nftAdd(ip: string, cfg: Config, sys: Sys): BackendResult {
+/**
+ * The longest timeout sentry gives an nft element: kernels before 6.x keep
+ * a set element's timeout in 32-bit milliseconds (49.7 days) and wrap
+ * beyond. Longer blocks are lifted by sentry's expiry alone, as without
+ * NFT_TIMEOUT; the kernel's timeout is for the short ones, which must end
+ * on time even if no connect or --scan runs then.
+ */
+export const NFT_TIMEOUT_MAX_MS = 30 * 86_400_000;
+
+function nftAdd(ip: string, cfg: Config, sys: Sys, timeoutMs?: number): BackendResult {
   const bad = precheck(ip, cfg, "nftables");
   if (bad) return fail(bad);
   const T = cfg.FIREWALL_TABLE;
   const { set } = nftSet(ip);
-  const element = `add element inet ${T} ${set} { ${ip} }`;
+  // NFT_TIMEOUT: the admin declared v4/v6 with `flags timeout` (nftRules prints it so); ranges' sets have none.
+  const timeout = cfg.NFT_TIMEOUT && timeoutMs && timeoutMs <= NFT_TIMEOUT_MAX_MS && ip.indexOf("/") === -1 ? ` timeout ${Math.ceil(timeoutMs / 1000)}s` : "";
+  const element = `add element inet ${T} ${set} { ${ip}${timeout} }`;
   const first = call(sys, cfg, "nft", words(element));
   if (first.ok) return OK;
   if (!first.ran) return fail(`nftables: ${first.error}`);
-  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip)} ${element}`));
+  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip, cfg)} ${element}`));
   if (second.ok) return OK;
   return fail(`nftables: ${second.error} (before that: ${first.error})`);
 }
@@ -5272,7 +5804,7 @@ function nftRemove(ip: string, cfg: Config, sys: Sys): BackendResult {
   const first = call(sys, cfg, "nft", words(addDelete));
   if (first.ok) return OK;
   if (!first.ran) return fail(`nftables: ${first.error}`);
-  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip)} ${addDelete}`));
+  const second = call(sys, cfg, "nft", words(`${nftCreateSteps(T, ip, cfg)} ${addDelete}`));
   if (second.ok) return OK;
   return fail(`nftables: ${second.error} (before that: ${first.error})`);
 }
@@ -5296,13 +5828,15 @@ function nftRemove(ip: string, cfg: Config, sys: Sys): BackendResult {
 export function parseNftTable(text: string): string[] {
   const out: string[] = [];
   let inSet: 4 | 6 | 0 = 0; // the family of the set block we are in
+  let netSet = false; // v4net/v6net: ranges (section 3.1), not addresses
   let setDepth = 0; // brace depth at which that block opened
   let inElements = false;
   let depth = 0;
   for (const line of text.split("\n")) {
-    const m = /^\s*set (v4|v6) \{\s*$/.exec(line);
+    const m = /^\s*set (v4|v6)(net)? \{\s*$/.exec(line);
     if (m && inSet === 0) {
       inSet = m[1] === "v4" ? 4 : 6;
+      netSet = m[2] === "net";
       setDepth = depth;
       depth++;
       continue;
@@ -5320,6 +5854,11 @@ export function parseNftTable(text: string): string[] {
       const close = rest.indexOf("}");
       const body = close === -1 ? rest : rest.slice(0, close);
       for (const w of body.split(/[\s,]+/)) {
+        if (netSet) {
+          const net = parseNet(w);
+          if (net !== null && net.text === w && net.family === inSet) out.push(w);
+          continue;
+        }
         const ip = parseIp(w);
         if (ip !== null && ip === w && ipFamily(ip) === inSet) out.push(ip);
       }
@@ -5359,10 +5898,15 @@ function nftRules(cfg: Config): string {
 # every packet from their members. Load it with \`nft -f FILE\` or include it
 # from /etc/nftables.conf. Loading it again neither repeats the rules nor
 # empties the sets; a \`flush ruleset\` (nftables.service reload) does empty
-# them: run \`sentry --resync\` after one.
+# them: run \`sentry --resync\` after one.${cfg.NFT_TIMEOUT ? `
+# NFT_TIMEOUT=1: v4 and v6 carry flags timeout, so each block's element ends
+# by itself; a set's flags cannot change, so delete sets v4/v6 made without
+# it (nft delete set inet ${T} v4; … v6), load this, then sentry --resync.` : ""}
 table inet ${T} {
-	set v4 { type ipv4_addr; }
-	set v6 { type ipv6_addr; }
+	set v4 { type ipv4_addr;${cfg.NFT_TIMEOUT ? " flags timeout;" : ""} }
+	set v6 { type ipv6_addr;${cfg.NFT_TIMEOUT ? " flags timeout;" : ""} }
+	set v4net { type ipv4_addr; flags interval; }
+	set v6net { type ipv6_addr; flags interval; }
 	chain input { type filter hook input priority -10; policy accept; }
 }
 flush chain inet ${T} input
@@ -5370,6 +5914,8 @@ table inet ${T} {
 	chain input {
 		ip saddr @v4 drop
 		ip6 saddr @v6 drop
+		ip saddr @v4net drop
+		ip6 saddr @v6net drop
 	}
 }
 `;
@@ -5404,18 +5950,24 @@ export const nftablesBackend: Backend = {
 //           `ipset list -n` does not show has no members.
 
 const ipsetName = (cfg: Config, fam: 4 | 6) => `${cfg.FIREWALL_TABLE}-${fam}`;
-const ipsetCreate = (name: string, fam: 4 | 6) => ["create", name, "hash:ip", "family", fam === 4 ? "inet" : "inet6", "-exist"];
+/** The hash:net set of the ranges of a family (section 3.1): FIREWALL_TABLE-n4/-n6 (a hash:ip set refuses a prefix). */
+const ipsetNetName = (cfg: Config, fam: 4 | 6) => `${cfg.FIREWALL_TABLE}-n${fam}`;
+const ipsetCreate = (name: string, fam: 4 | 6, kind = "hash:ip") => ["create", name, kind, "family", fam === 4 ? "inet" : "inet6", "-exist"];
+/** ipset names are at most 31 characters (IPSET_MAXNAMELEN - 1). */
+const IPSET_NAME_MAX = 31;
 
 function ipsetChange(ip: string, cfg: Config, sys: Sys, verb: "add" | "del"): BackendResult {
   const bad = precheck(ip, cfg, "iptables");
   if (bad) return fail(bad);
-  const fam = ipFamily(ip);
-  const name = ipsetName(cfg, fam);
+  const isNet = ip.indexOf("/") !== -1;
+  const fam = ipFamily(ip.split("/")[0]);
+  const name = isNet ? ipsetNetName(cfg, fam) : ipsetName(cfg, fam);
+  if (name.length > IPSET_NAME_MAX) return fail(`iptables: the set of ranges would be named ${name}, longer than ipset's ${IPSET_NAME_MAX} characters: shorten FIREWALL_TABLE; nothing was run`);
   const change = [verb, "-exist", name, ip];
   const first = call(sys, cfg, "ipset", change);
   if (first.ok) return OK;
   if (!first.ran) return fail(`iptables: ${first.error}`);
-  const create = call(sys, cfg, "ipset", ipsetCreate(name, fam));
+  const create = call(sys, cfg, "ipset", ipsetCreate(name, fam, isNet ? "hash:net" : "hash:ip"));
   if (!create.ok) return fail(`iptables: ${create.error} (before that: ${first.error})`);
   const again = call(sys, cfg, "ipset", change);
   if (again.ok) return OK;
@@ -5428,6 +5980,10 @@ export function parseIpsetSave(text: string, name: string): string[] {
   for (const line of text.split("\n")) {
     const w = line.trim().split(/\s+/);
     if (w[0] !== "add" || w[1] !== name || w.length < 3) continue;
+    if (w[2].indexOf("/") !== -1) {
+      if (parseNet(w[2])?.text === w[2]) out.push(w[2]); // a range of the hash:net set
+      continue;
+    }
     const ip = parseIp(w[2]);
     if (ip !== null && ip === w[2]) out.push(ip);
   }
@@ -5438,8 +5994,10 @@ function ipsetList(cfg: Config, sys: Sys): string[] | null {
   if (precheck(null, cfg, "iptables")) return null;
   const out: string[] = [];
   let names: string[] | null = null; // `ipset list -n`, fetched only if a save fails
-  for (const fam of [4, 6] as const) {
-    const name = ipsetName(cfg, fam);
+  const names4and6 = [ipsetName(cfg, 4), ipsetName(cfg, 6)];
+  // The sets of ranges only if their names fit (else no range was ever added).
+  for (const fam of [4, 6] as const) if (ipsetNetName(cfg, fam).length <= IPSET_NAME_MAX) names4and6.push(ipsetNetName(cfg, fam));
+  for (const name of names4and6) {
     const r = call(sys, cfg, "ipset", ["save", name]);
     if (r.ok) {
       out.push(...parseIpsetSave(r.result.stdout, name));
@@ -5461,14 +6019,20 @@ function ipsetRules(cfg: Config): string {
   if (bad) return `# ${bad}\n`;
   const s4 = ipsetName(cfg, 4);
   const s6 = ipsetName(cfg, 6);
-  return `# sentry fills the ipsets ${s4} and ${s6}; these rules drop every packet
+  const n4 = ipsetNetName(cfg, 4);
+  const n6 = ipsetNetName(cfg, 6);
+  return `# sentry fills the ipsets ${s4} and ${s6} (addresses), ${n4} and ${n6} (ranges); these rules drop every packet
 # from their members. Run them once at boot, before other INPUT rules (e.g.
 # from a netfilter-persistent or ifupdown hook): the sets must exist before
 # a rule names them. Running them again adds nothing twice.
 ipset create ${s4} hash:ip family inet -exist
 ipset create ${s6} hash:ip family inet6 -exist
+ipset create ${n4} hash:net family inet -exist
+ipset create ${n6} hash:net family inet6 -exist
 iptables -C INPUT -m set --match-set ${s4} src -j DROP 2>/dev/null || iptables -I INPUT -m set --match-set ${s4} src -j DROP
 ip6tables -C INPUT -m set --match-set ${s6} src -j DROP 2>/dev/null || ip6tables -I INPUT -m set --match-set ${s6} src -j DROP
+iptables -C INPUT -m set --match-set ${n4} src -j DROP 2>/dev/null || iptables -I INPUT -m set --match-set ${n4} src -j DROP
+ip6tables -C INPUT -m set --match-set ${n6} src -j DROP 2>/dev/null || ip6tables -I INPUT -m set --match-set ${n6} src -j DROP
 `;
 }
 
@@ -5525,6 +6089,10 @@ export function parsePfShow(text: string): string[] {
   const out: string[] = [];
   for (const line of text.split("\n")) {
     const w = line.trim();
+    if (parseNet(w)?.text === w) {
+      out.push(w); // a range (section 3.1)
+      continue;
+    }
     const ip = parseIp(w);
     if (ip !== null && ip === w) out.push(ip);
   }
@@ -5598,6 +6166,11 @@ export function parseIpfwList(text: string): string[] {
   for (const line of text.split("\n")) {
     const m = /^\s*([0-9A-Fa-f.:]+)\/(\d+)(\s|$)/.exec(line);
     if (!m) continue;
+    const net = parseNet(`${m[1]}/${m[2]}`);
+    if (net !== null) {
+      out.push(net.text); // a range (section 3.1)
+      continue;
+    }
     const ip = parseIp(m[1]);
     if (ip === null) continue;
     if (Number(m[2]) !== (ipFamily(ip) === 4 ? 32 : 128)) continue;
@@ -5659,10 +6232,13 @@ function backendFailed(ctx: Ctx, ip: string, name: string, op: string, error: st
 export function resync(ctx: Ctx): number {
   return withLock(ctx, () => {
     const blocked = listDir(ctx, "block").filter((ip) => !inRanges(ip, ctx.allowRanges));
+    // Ranges (section 8.4) too, minus any that holds something allowed (hostsDenyText leaves those out as well).
+    const nets = listNets(ctx, "block").filter((n) => !ctx.allowRanges.some((r) => rangesOverlap(r, n)));
+    blocked.push(...nets.map((n) => n.text));
     const want = new Set(blocked);
     let code = 0;
     const healed = healHostsDeny(ctx, "resync");
-    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size} addresses${healed ? `; ${healed}` : ""}` : "off"}`];
+    const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size - nets.length} addresses${nets.length ? `, ${nets.length} ranges` : ""}${healed ? `; ${healed}` : ""}` : "off"}`];
     for (const b of enabledBackends(ctx)) {
       const have = b.list(ctx.cfg, ctx.sys);
       let added = 0;
@@ -5675,6 +6251,8 @@ export function resync(ctx: Ctx): number {
       }
       for (const ip of have ?? []) {
         if (want.has(ip)) continue;
+        // pf and ipfw keep ranges in the one table, where an admin may have put their own: only sentry's own range sets are pruned.
+        if (ip.indexOf("/") !== -1 && (b.name === "pf" || b.name === "ipfw")) continue;
         const r = b.remove(ip, ctx.cfg, ctx.sys);
         if (r.ok) removed++;
         else code = backendFailed(ctx, ip, b.name, "remove", r.error);
@@ -6678,6 +7256,38 @@ export interface IpRecord {
   firstSeen: string | null; // ISO time of the first seen line
   lastSeen: string | null;
   evidence: Tallies | null; // from the evidence index, if there is one
+  history: string | null; // contents of history/IP: how many of its blocks ran out (section 8.2.1)
+  ranges: string[]; // the blocked or allowed ranges that hold it: "block 2001:db8:1:2::/64", "allow 10.0.0.0/8" (section 8.4)
+}
+
+/** --report --ip=RANGE: a range's files, and the blocked addresses inside it (what led to an aggregated /64). */
+export interface RangeRecord {
+  range: string;
+  allow: string | null; // contents of allow/NET_LEN
+  block: string | null; // contents of block/NET_LEN
+  blockedInside: string[];
+}
+
+/** The record of range `net` for --report. */
+export function rangeRecord(ctx: Ctx, net: Cidr): RangeRecord {
+  const read = (dir: "allow" | "block"): string | null => {
+    try {
+      return readStateFile(ctx, netPath(ctx, dir, net));
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return null;
+      throw ioError("read", netPath(ctx, dir, net), e);
+    }
+  };
+  return { range: net.text, allow: read("allow"), block: read("block"), blockedInside: listDir(ctx, "block").filter((ip) => inRanges(ip, [net])).sort() };
+}
+
+/** The text of a RangeRecord. */
+export function formatRangeRecord(r: RangeRecord): string {
+  const out = [`${r.range}${r.block !== null ? " is blocked" : r.allow !== null ? " is allowed" : " is neither blocked nor allowed"}`];
+  if (r.allow !== null) out.push(`     allow: ${r.allow.trimEnd().replace(/\n/g, "\n            ")}`);
+  if (r.block !== null) out.push(`     block: ${r.block.trimEnd().replace(/\n/g, "\n            ")}`);
+  out.push(`     ${r.blockedInside.length} blocked address${r.blockedInside.length === 1 ? "" : "es"} inside it${r.blockedInside.length ? `: ${r.blockedInside.slice(0, 50).join(", ")}${r.blockedInside.length > 50 ? ", …" : ""}` : ""}`);
+  return out.join("\n");
 }
 
 export interface Report {
@@ -6788,6 +7398,19 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
     firstSeen: first,
     lastSeen: last,
     evidence: readEvidence(ctx, ip),
+    history: (() => {
+      const f = path.join(ctx.cfg.ROOT_DIR, HISTORY_DIR, ip);
+      try {
+        return readStateFile(ctx, f).trimEnd();
+      } catch (e) {
+        if (errCode(e) === "ENOENT" || errCode(e) === "ENOTDIR") return null;
+        throw ioError("read", f, e);
+      }
+    })(),
+    ranges: [
+      ...listNets(ctx, "block").filter((n) => inRanges(ip, [n])).map((n) => `block ${n.text}`),
+      ...listNets(ctx, "allow").filter((n) => inRanges(ip, [n])).map((n) => `allow ${n.text}`),
+    ],
   };
 }
 
@@ -6996,6 +7619,8 @@ export function formatReport(r: Report): string {
     if (x.firstSeen) out.push(`     first seen ${x.firstSeen}, last seen ${x.lastSeen}`);
     if (x.allow) out.push(`     allow/${x.ip}: ${x.allow}`);
     if (x.block) out.push(`     block/${x.ip}: ${x.block}`);
+    if (x.history) out.push(`     history/${x.ip}: ${x.history}`);
+    for (const rg of x.ranges ?? []) out.push(`     inside the range: ${rg}`);
     if (x.evidence) {
       for (const s of SERVICES) {
         const t = x.evidence[s];
@@ -8509,7 +9134,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
   // from hosts.deny is let in by tcpd, while --report calls it blocked.
   if (ctx.cfg.ADD_TO_TCPWRAPPERS && blockDir !== null) {
     const file = path.join(root, "hosts.deny");
-    const want = hostsDenyText(blockDir, ctx.allowRanges);
+    const want = hostsDenyText(blockDir, ctx.allowRanges, listNets(ctx, "block"));
     let have: string | null = null;
     let readable = true;
     try {
@@ -9540,7 +10165,7 @@ export const USAGE = `NAME
     version ${VERSION}
 
 SYNOPSIS
-    sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] | --delist ]
+    sentry --ip=IP [ --connect | -c | --allow | --block [ --force ] [ --for LENGTH ] | --delist ] [ --reason TEXT ]
     sentry --report | -r [ --verbose | -v ] [ --ip=IP ] [ --json ]
     sentry --list [ --state=S ] [ --net=CIDR | --ip=IP ] [ --newer=AGE ] [ --older=AGE ]
                   [ --sort=time|ip ] [ --utc ] [ --json ]
@@ -9561,7 +10186,8 @@ DESCRIPTION
     decide nothing: sentry never blocks on a guess.
 
 ACTIONS
-    --ip=IP, --ip IP   the address to act on (IPv4 or IPv6)
+    --ip=IP, --ip IP   the address to act on (IPv4 or IPv6); --allow, --block and
+                       --delist also take a range (--ip=10.0.0.0/8)
     --connect, -c      count a connection from IP and decide (tcpwrappers, PAM)
     --allow            allow IP for good, lifting any block (alias --whitelist)
     --block            block IP everywhere, lifting any allow (alias --blacklist)
@@ -9600,6 +10226,10 @@ OPTIONS
                        --list: decided at most / at least AGE ago (90m, 3h, 2d, 1w)
     --sort=time|ip     --list: oldest first (default), or numerically
     --utc              --list: times in UTC instead of the local time zone
+    --for LENGTH       --block: how long, e.g. 30m, 4h, 2d, 1w (else EXPIRE_BLOCK_DAYS);
+                       the block ends by itself and sentry.log says so
+    --reason TEXT      --block, --allow, --delist: why, recorded with the operator
+                       (SUDO_USER, else USER) in block/IP or allow/IP and sentry.log
     --force            --block: block an address even though the logs show
                        successful logins from it; --update: allow the same or
                        an older version
@@ -9963,18 +10593,32 @@ export function loginsBlockingBlock(ip: string, t: Tallies | null): string | nul
   );
 }
 
+/** What a manual action records as its reason: the flags and the admin's words (the operator is in "by": byText). */
+export function manualReason(flags: string, reason: string | null): string {
+  return `${flags}${reason !== null ? `: ${reason}` : ""}`;
+}
+
 /** --allow, --block, --delist by hand: do it under the lock, then say what the state is and what it was. */
-export function manualAction(ctx: Ctx, action: "allow" | "block" | "delist", ip: string, force: boolean): number {
+export function manualAction(
+  ctx: Ctx,
+  action: "allow" | "block" | "delist",
+  ip: string,
+  force: boolean,
+  opts: { forMs?: number | null; forText?: string | null; reason?: string | null } = {},
+): number {
   if (action === "block" && !force) {
     const why = loginsBlockingBlock(ip, readEvidence(ctx, ip));
     if (why !== null) throw new SentryError(why, 1);
   }
+  const forFlag = opts.forMs ? ` --for ${opts.forText ?? lengthText(opts.forMs)}` : "";
+  const reason = manualReason(`--${action}${action === "block" && force ? " --force" : ""}${forFlag}`, opts.reason ?? null);
   let was = "";
   const code = withLock(ctx, () => {
     was = describeState(ctx, ip);
-    if (action === "allow") return setAllowed(ctx, ip, "admin", "--allow");
-    if (action === "block") return setBlocked(ctx, ip, "admin", force ? "--block --force" : "--block");
-    return setDelisted(ctx, ip, "admin", "--delist");
+    if (action === "allow") return setAllowed(ctx, ip, "admin", reason);
+    if (action === "block")
+      return setBlocked(ctx, ip, "admin", reason, opts.forMs ? { ms: opts.forMs, why: `--for ${opts.forText ?? lengthText(opts.forMs)}` } : defaultBlockLength(ctx.cfg));
+    return setDelisted(ctx, ip, "admin", reason);
   });
   ctx.sys.out(recordLine(countConnections(ctx, ip), ip, ipStatus(ctx, ip)));
   const done = action === "allow" ? "allowed" : action === "block" ? "blocked" : "delisted";
@@ -9991,14 +10635,21 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "allow":
     case "block":
     case "delist":
-      return manualAction(ctx, a.action, ip as string, a.force);
+      if (a.net !== null) return manualNetAction(ctx, a.action, a.net, { forMs: a.forMs, forText: a.forText, reason: a.reason });
+      return manualAction(ctx, a.action, ip as string, a.force, { forMs: a.forMs, forText: a.forText, reason: a.reason });
     case "report": {
+      if (a.net !== null) {
+        const rr = rangeRecord(ctx, a.net);
+        ctx.sys.out(a.json ? JSON.stringify(rr, null, 2) : formatRangeRecord(rr));
+        return 0;
+      }
       const r = buildReport(ctx, { verbose: a.verbose, ip });
       ctx.sys.out(a.json ? JSON.stringify(reportJson(r), null, 2) : formatReport(r));
       return 0;
     }
     case "list":
-      return listCommand(ctx, ip !== null ? { ...a.list, net: parseCidr(ip) } : a.list, a.json);
+      // --ip=IP or --ip=RANGE narrows the list like --net does.
+      return listCommand(ctx, ip !== null ? { ...a.list, net: parseCidr(ip) } : a.net !== null ? { ...a.list, net: a.net } : a.list, a.json);
     case "scan": {
       const code = scanCommand(ctx, a.verbose);
       return fleetConfigured(ctx.cfg) ? Math.max(code, await syncCommand(ctx, a.verbose)) : code; // section 9.5

@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { DatabaseSync } from "node:sqlite";
+import { blockEnd } from "../sentry.ts";
 import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions } from "./lib/run.ts";
 import type { Ran } from "./lib/run.ts";
 
@@ -520,6 +521,12 @@ t.test("a sentry.sh 2.00 sentry.db is imported once into files", async (t) => {
   t.match(r.stderr, /sentry\.sh 2\.00 import: skipped "\.\.\/\.\.\/etc\/passwd", not an IP address/);
   t.equal(state(b.root, "203.0.113.160"), "blocked");
   t.equal(Math.round(fs.statSync(join(b.root, "block", "203.0.113.160")).mtimeMs / 1000), blockedAt, "the block keeps its age for expiry");
+  // Issue 16 item 6: the block ends EXPIRE_BLOCK_DAYS after the import, not after the old block time.
+  const text = fs.readFileSync(join(b.root, "block", "203.0.113.160"), "utf8");
+  t.match(text, /^\S+ block by sentry\.sh 2\.00 \(imported\)\nuntil (\S+) \(90 days from the import on \S+; EXPIRE_BLOCK_DAYS\)\n$/);
+  const until = Date.parse(/^until (\S+)/m.exec(text)?.[1] ?? "");
+  t.ok(Math.abs(until - (Date.now() + 90 * 86_400_000)) < 120_000, "until is 90 days from now");
+  t.equal(blockEnd(text, fs.statSync(join(b.root, "block", "203.0.113.160")).mtimeMs, 90), until, "and expiry reads it so");
   t.equal(state(b.root, "198.51.100.160"), "allowed");
   t.equal(state(b.root, "2001:db8::160"), "blocked");
   t.equal(state(b.root, "203.0.113.161"), "none");

@@ -218,8 +218,9 @@ t.test("parseIpsetSave, parsePfShow, parseIpfwList", async (t) => {
     ),
     ["192.0.2.5", "192.0.2.6"],
   );
-  t.same(parsePfShow("   192.0.2.5\n   2001:db8::5\n   10.0.0.0/8\n  !192.0.2.9\n"), ["192.0.2.5", "2001:db8::5"]);
-  t.same(parseIpfwList("192.0.2.5/32 0\n2001:db8::5/128 0\n10.0.0.0/8 0\n192.0.2.6/32 0\n"), ["192.0.2.5", "192.0.2.6", "2001:db8::5"]);
+  // Ranges are members too (issue 16: --block of a range, /64 aggregation); --resync leaves left-over ones in pf and ipfw alone.
+  t.same(parsePfShow("   192.0.2.5\n   2001:db8::5\n   10.0.0.0/8\n  !192.0.2.9\n   10.1.2.3/8\n   0.0.0.0/0\n"), ["10.0.0.0/8", "192.0.2.5", "2001:db8::5"]);
+  t.same(parseIpfwList("192.0.2.5/32 0\n2001:db8::5/128 0\n10.0.0.0/8 0\n192.0.2.6/32 0\n0.0.0.0/0 0\n"), ["10.0.0.0/8", "192.0.2.5", "192.0.2.6", "2001:db8::5"]);
   t.same(parsePfShow(""), []);
 });
 

@@ -274,7 +274,9 @@ t.test("expiry: at the block's own end, when the earliest-due stamp says so", as
   s.append(`Connection closed by authenticating user root ${thin} port 40011 [preauth]`);
   s.connect(thin, 3);
   t.equal(state(s.root, thin), "blocked", "blocked again (new evidence)");
-  s.age(thin, 11 * MIN);
+  // Its first block ran out, so this one is a repeat offender's: twice as long (REPEAT_FACTOR_PERCENT).
+  t.match(s.blockText(thin), /\(20 minutes; thin evidence: .*repeat offender: 1 earlier block ran out/);
+  s.age(thin, 21 * MIN);
   s.connect(OTHER);
   t.equal(state(s.root, thin), "none", "the next connect of any address lifts it");
 });
