@@ -7982,9 +7982,19 @@ export function reportJson(r: Report): object {
   if (r.notes) out.notes = r.notes.map((n) => ({ at: n.slice(0, n.indexOf(" ")), text: n.slice(n.indexOf(" ") + 1) }));
   if (r.ip) {
     const x = r.ip;
-    out.ip = { ip: x.ip, connections: x.connections, status: x.status, firstSeen: x.firstSeen, lastSeen: x.lastSeen, allow: recordJson(x.allow), block: recordJson(x.block), evidence: x.evidence };
+    out.ip = {
+      ip: x.ip, connections: x.connections, status: x.status, firstSeen: x.firstSeen, lastSeen: x.lastSeen,
+      allow: recordJson(x.allow), block: recordJson(x.block), evidence: x.evidence,
+      history: x.history, // history/IP as written: "blocked N times, last lifted TIME" (section 8.2.1), or null
+      ranges: x.ranges, // "block 2001:db8:1:2::/64", "allow 10.0.0.0/8": the ranges that hold it (section 8.4)
+    };
   }
   return out;
+}
+
+/** --report --ip=RANGE as the JSON document of sentry.schema.json (kind "range"). */
+export function rangeJson(r: RangeRecord): object {
+  return { schema: JSON_SCHEMA_VERSION, kind: "range", range: r.range, allow: recordJson(r.allow), block: recordJson(r.block), blockedInside: r.blockedInside };
 }
 
 /** The version of every --json document (sentry.schema.json); a change that breaks a reader bumps it. */
@@ -10640,7 +10650,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "report": {
       if (a.net !== null) {
         const rr = rangeRecord(ctx, a.net);
-        ctx.sys.out(a.json ? JSON.stringify(rr, null, 2) : formatRangeRecord(rr));
+        ctx.sys.out(a.json ? JSON.stringify(rangeJson(rr), null, 2) : formatRangeRecord(rr));
         return 0;
       }
       const r = buildReport(ctx, { verbose: a.verbose, ip });

@@ -84,7 +84,7 @@ t.test("the binary: --block --for and --reason, operator SUDO_USER", async (t) =
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /blocked 2001:db8::40 \(was: not decided\)/);
   t.match(fs.readFileSync(join(root, "block", "2001:db8::40"), "utf8"), /^\S+ block by admin \(carol\): --block --for 90m: port scan\nuntil \S+ \(90 minutes; --for 90m\)\n$/);
-  t.match(sentryLog(root), /2001:db8::40 block admin: --block --for 90m by carol: port scan; until/);
+  t.match(sentryLog(root), /2001:db8::40 block admin \(carol\): --block --for 90m: port scan; until/);
   const bad = sentry(["--block", "--ip=2001:db8::41", "--for=4years"], env);
   t.equal(bad.status, 1);
   t.notOk(fs.existsSync(join(root, "block", "2001:db8::41")), "a bad --for blocks nothing");

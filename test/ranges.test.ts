@@ -99,7 +99,7 @@ t.test("--allow of a range by hand: honoured like ALLOW_IPS; --delist lifts it",
   t.equal(r.status, 0);
   t.notOk(fs.existsSync(join(root, "allow", "10.0.0.0_8")));
   t.equal(fs.readFileSync(join(root, "hosts.deny"), "utf8"), "10.1.2.3\n", "the address blocked inside it is listed again");
-  t.match(sentryLog(root), /10\.0\.0\.0\/8 delist admin: --delist by dave/);
+  t.match(sentryLog(root), /10\.0\.0\.0\/8 delist admin \(dave\): --delist/);
 });
 
 t.test("--block of a range: tcpd refuses a fresh address of it; refused if it covers an allowed address or the admin's session", async (t) => {
