@@ -118,6 +118,7 @@ export const DEFAULTS = {
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
+  CONNECT_WAIT_MS: 200, // longest a --connect waits for the state lock or sentry.db (ms); then its count stays, the next connect or --scan decides
   WITHHELD_LOG_MINUTES: 60, // sentry.log says blocks are held back at most once per this many minutes per cause; 0 = every time
 };
 
@@ -158,6 +159,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   COMMAND_TIMEOUT_SECONDS: 3_600,
   UPDATE_TIMEOUT_SECONDS: 3_600, // a download may last DOWNLOAD_TOTAL_FACTOR (20) times this: 20 h < 2^31-1 ms
   LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
+  CONNECT_WAIT_MS: 60_000, // sshd waits for a connect
   EXPIRE_PER_CONNECT: 100_000,
   WITHHELD_LOG_MINUTES: 525_600, // a year
   POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
@@ -1068,8 +1070,14 @@ export function sqlite(): SqliteModule {
   return sqliteModule;
 }
 
-/** Runs `fn` holding ROOT_DIR/sentry.lock; throws SentryError(2) if it cannot be had in LOCK_TIMEOUT_SECONDS. */
-export function withLock<T>(ctx: Ctx, fn: () => T): T {
+/**
+ * Runs `fn` holding ROOT_DIR/sentry.lock; throws SentryError(2) if it cannot
+ * be had in LOCK_TIMEOUT_SECONDS. With `busy` (the connect path), waits only
+ * `busy.waitMs` and returns `busy.then()` if another process holds it: sshd
+ * waits for every connect, and 100 connects of one address queueing here
+ * for the one decision being made held sshd for up to 49 s each.
+ */
+export function withLock<T>(ctx: Ctx, fn: () => T, busy?: { waitMs: number; then: () => T }): T {
   if (lockDepth > 0) return fn(); // this process holds it already
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.lock");
   const { DatabaseSync } = sqlite();
@@ -1078,7 +1086,7 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
       // SQLite reports a missing folder as "unable to open": look first.
       if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
       prepareDbFile(ctx, file, false); // the lock is in rollback-journal mode: no -wal, no -shm
-      return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
+      return new DatabaseSync(file, { timeout: busy ? busy.waitMs : ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     });
     try {
       db.exec("BEGIN IMMEDIATE");
@@ -1101,6 +1109,7 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
       db = open();
     }
   } catch (e) {
+    if (busy && isBusy(e)) return busy.then();
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
   lockDepth++;
@@ -1111,6 +1120,12 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
     db.exec("ROLLBACK");
     db.close();
   }
+}
+
+/** SQLite's "database is locked" (SQLITE_BUSY, 5): another process holds the lock. */
+export function isBusy(e: unknown): boolean {
+  const code = e instanceof Error ? (e as { errcode?: unknown }).errcode : undefined;
+  return typeof code === "number" && (code & 0xff) === 5; // and its extended codes (SQLITE_BUSY_RECOVERY, …)
 }
 
 /**
@@ -3202,15 +3217,25 @@ export interface ScanResult {
   bytes: number; // bytes of log read
   lines: number;
   capped: boolean; // stopped at SCAN_SECONDS
+  busy?: boolean; // a connect found another process reading (sentry.db locked) and read nothing
   touched: Set<string>; // addresses with new evidence
   succeeded: Set<string>; // addresses with a new successful login (it lifts a block decided on failures: liftAfterSuccess)
   notes: string[];
   forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
+  flush?: () => void; // writes what `found` holds to the tallies and empties it (scanLogs)
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
 const MAX_LINE = MAX_LINE_CHARS;
 const CHUNK = 1 << 20;
+/**
+ * Addresses a read holds in memory before it adds them to the tallies (same
+ * transaction). A log names each address a few KB of counts, names and a
+ * sample: the first read of a 200 MB log met 50,000 addresses and peaked at
+ * 260 MiB holding them all. A success read after the flush of a typo of the
+ * same name does not turn that typo back (7.2.1); the next read weighs again.
+ */
+const FOUND_FLUSH = 2000;
 
 function addFound(found: Found, ev: Evidence, line: string): void {
   let per = found.get(ev.ip);
@@ -3343,6 +3368,7 @@ function readFileFrom(
       if (!ev || !src.services.includes(ev.service)) return;
       if (forgiven && forgiven.names.has(ev.ip) && isForgivenLine(forgiven.get(ev.ip), line, ident, at, null)) return;
       addFound(found, ev, line);
+      if (found.size >= FOUND_FLUSH) res.flush?.();
     },
     { more: () => ctx.sys.now() <= deadline },
   );
@@ -3522,6 +3548,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
       if (isForgivenLine(fg.get(ev.ip), msg, "", 0, Number.isFinite(us) ? us / 1000 : null)) continue;
     }
     addFound(found, ev, `${ident}: ${msg}`);
+    if (found.size >= FOUND_FLUSH) res.flush?.();
   }
   return { ident: cursor, offset: 0, skipping: 0, head: "" };
 }
@@ -3529,16 +3556,23 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
 /**
  * Reads every source since its cursor and adds what it found to the
  * tallies, in one transaction. `seconds` caps the work (a connect); the
- * caller learns which addresses got new evidence.
+ * caller learns which addresses got new evidence. `waitMs` (a connect):
+ * wait only that long for another reader and then return `busy`; what that
+ * reader reads, it counts for every address, and the next look decides.
  */
-export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
+export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): ScanResult {
   const sources = logSources(ctx.cfg, ctx.sys.fs);
   const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), succeeded: new Set(), notes: [] };
   res.forgiven = forgivenLookup(ctx);
   const deadline = ctx.sys.now() + seconds * 1000;
   try {
+    if (waitMs !== undefined) db.exec(`PRAGMA busy_timeout = ${Math.floor(waitMs)}`);
     db.exec("BEGIN IMMEDIATE");
   } catch (e) {
+    if (waitMs !== undefined && isBusy(e)) {
+      res.busy = true;
+      return res;
+    }
     res.notes.push(`cannot lock sentry.db: ${errText(e)}`);
     return res;
   }
@@ -3549,13 +3583,6 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
         "ON CONFLICT(source) DO UPDATE SET ident=excluded.ident, offset=excluded.offset, skipping=excluded.skipping, head=excluded.head, read_at=excluded.read_at",
     );
     const found: Found = new Map();
-    for (const src of sources) {
-      const row = getCur.get(src.key) as Cursor | undefined;
-      const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
-      if (next === null) continue;
-      res.readable++;
-      putCur.run(src.key, next.ident, next.offset, next.skipping, next.head, ctx.sys.now());
-    }
     const upsert = db.prepare(
       "INSERT INTO tallies (ip, service, success, failed, naughty, probe, sample, sample_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?) " +
         "ON CONFLICT(ip, service) DO UPDATE SET success=success+excluded.success, failed=failed+excluded.failed, " +
@@ -3563,12 +3590,23 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
         "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=pending+1",
     );
-    weighNames(ctx, db, found);
-    for (const [ip, per] of found) {
-      res.touched.add(ip);
-      if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
-      for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
+    res.flush = () => {
+      weighNames(ctx, db, found);
+      for (const [ip, per] of found) {
+        res.touched.add(ip);
+        if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
+        for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
+      }
+      found.clear();
+    };
+    for (const src of sources) {
+      const row = getCur.get(src.key) as Cursor | undefined;
+      const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
+      if (next === null) continue;
+      res.readable++;
+      putCur.run(src.key, next.ident, next.offset, next.skipping, next.head, ctx.sys.now());
     }
+    res.flush();
     if (res.capped) res.notes.push(`stopped reading the logs after ${seconds} s; the next read carries on`);
     const note = db.prepare("INSERT INTO notes (at, text) VALUES (?, ?)");
     for (const n of res.notes) note.run(ctx.sys.now(), n);
@@ -3609,12 +3647,18 @@ export function incomplete(res: ScanResult): string | null {
 /**
  * The evidence for `ip` from every protected service's log, or null if no
  * log could be read at all (fail safe: no log, no decision). `partial` says
- * why the evidence may lack a success (see incomplete).
+ * why the evidence may lack a success (see incomplete). "busy": another
+ * process was reading and `waitMs` ran out (scanLogs).
  */
-export function gatherEvidence(ctx: Ctx, ip: string): { tallies: Tallies; partial: string | null; naughtyNames: number; succeeded: Set<string> } | null {
+export function gatherEvidence(
+  ctx: Ctx,
+  ip: string,
+  waitMs?: number,
+): { tallies: Tallies; partial: string | null; naughtyNames: number; succeeded: Set<string> } | null | "busy" {
   const db = openIndex(ctx);
   try {
-    const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS);
+    const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS, waitMs);
+    if (res.busy) return "busy";
     for (const n of res.notes) ctx.sys.warn(n);
     if (res.capped) logDecision(ctx, ip, "scan-capped", `read ${res.bytes} bytes in ${ctx.cfg.SCAN_SECONDS} s; the next read carries on`);
     if (res.readable === 0) {
@@ -3954,11 +3998,17 @@ export function connect(ctx: Ctx, ip: string): number {
   const count = recordConnection(ctx, ip); // 1
   const status = ipStatus(ctx, ip);
   ctx.sys.out(recordLine(count, ip, status));
-  expireIfDue(ctx);
+  expireIfDue(ctx, ctx.cfg.CONNECT_WAIT_MS);
   if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
-  const evidence = gatherEvidence(ctx, ip); // 4
+  // No convoy: under a burst, every connect past the threshold would queue
+  // behind the one reading the logs (sshd waits for each, and drops new
+  // connections past MaxStartups). Our connection is counted; the reader
+  // counts the log lines for every address; the next connect or --scan
+  // decides with them.
+  const evidence = gatherEvidence(ctx, ip, ctx.cfg.CONNECT_WAIT_MS); // 4
+  if (evidence === "busy") return 0;
   if (evidence === null) {
     // 5: no readable log, no decision; said where the admin looks (stderr is /dev/null under tcpd).
     withIndex(ctx, (db) => noteWithheld(ctx, db, [ip], "no log could be read, nothing decided"));
@@ -3980,7 +4030,7 @@ export function connect(ctx: Ctx, ip: string): number {
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
     return setBlocked(ctx, ip, "connect", v.reason, length);
-  }));
+  }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 })); // busy: the tallies are in sentry.db, the next look decides
 }
 
 // ---- 8.1 How long a block lasts, and the success that lifts it ----------------
@@ -4207,9 +4257,9 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
 }
 
 /** Removes `ip` from hosts.deny and every enabled firewall. Call under withLock. */
-function liftEverywhere(ctx: Ctx, ip: string): number {
+function liftEverywhere(ctx: Ctx, ip: string, hostsDeny = true): number {
   let code = 0;
-  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS && hostsDeny) writeHostsDeny(ctx);
   for (const b of enabledBackends(ctx)) {
     const r = b.remove(ip, ctx.cfg, ctx.sys);
     if (!r.ok) code = backendFailed(ctx, ip, b.name, "remove", r.error);
@@ -4221,8 +4271,9 @@ function liftEverywhere(ctx: Ctx, ip: string): number {
  * Forgets `ip`: no allow, no block, no connections counted, and its log
  * evidence so far set aside, so it starts again from nothing. Without the
  * last two, its next connect would block it again on the same old lines.
+ * `hostsDeny` false: the caller rewrites hosts.deny once for many (expiry).
  */
-export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): number {
+export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, hostsDeny = true): number {
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
@@ -4230,7 +4281,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string): n
   forgetEvidence(ctx, ip);
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
-  return liftEverywhere(ctx, ip);
+  return liftEverywhere(ctx, ip, hostsDeny);
 }
 
 // ---- 8.2 Expiry --------------------------------------------------------------
@@ -4294,15 +4345,19 @@ function expiryDueBy(ctx: Ctx, end: number): void {
   if (st && st.mtimeMs > end) setExpiryStamp(ctx, end);
 }
 
-/** Runs expireBlocks if the stamp says a block is due; cheap (one stat) when not. */
-export function expireIfDue(ctx: Ctx): void {
+/**
+ * Runs expireBlocks if the stamp says a block is due; cheap (one stat) when
+ * not. `waitMs` (a connect): if the lock is busy that long, the look is left
+ * for a connect a minute later.
+ */
+export function expireIfDue(ctx: Ctx, waitMs?: number): void {
   const st = ctx.sys.fs.lstatSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
   const now = ctx.sys.now();
   if (st && now < st.mtimeMs) return;
   // Stamp first: a second connect in the same instant skips the work.
   if (!setExpiryStamp(ctx, now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000)) return;
   rotateFeed(ctx);
-  if (ctx.cfg.EXPIRE_PER_CONNECT > 0) expireBlocks(ctx, ctx.cfg.EXPIRE_PER_CONNECT);
+  if (ctx.cfg.EXPIRE_PER_CONNECT > 0) expireBlocks(ctx, ctx.cfg.EXPIRE_PER_CONNECT, waitMs);
 }
 
 /**
@@ -4327,7 +4382,8 @@ function rotateFeed(ctx: Ctx): void {
  * end. Under the lock, so a block decided meanwhile cannot be missed by the
  * stamp. Returns how many were lifted.
  */
-export function expireBlocks(ctx: Ctx, max = Infinity): number {
+export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number {
+  const busy = waitMs === undefined ? undefined : { waitMs, then: () => (setExpiryStamp(ctx, ctx.sys.now() + EXPIRE_BUSY_RETRY_MS), 0) };
   return withLock(ctx, () => {
     const now = ctx.sys.now();
     let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
@@ -4344,13 +4400,19 @@ export function expireBlocks(ctx: Ctx, max = Infinity): number {
         break;
       }
       const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
-      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`);
+      // hosts.deny once for the whole pass, below: rewriting it per address
+      // made 1,000 due blocks cost 1,000 rewrites of a 1,000-line file.
+      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`, false);
       lifted++;
     }
+    if (lifted > 0 && ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
     setExpiryStamp(ctx, next);
     return lifted;
-  });
+  }, busy);
 }
+
+/** A connect that finds the lock busy at expiry time leaves the look to a connect this much later. */
+const EXPIRE_BUSY_RETRY_MS = 60_000;
 
 // ---- 8.3 --scan: the logs decide, without a connect ------------------------------
 //
