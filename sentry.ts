@@ -118,7 +118,7 @@ export const DEFAULTS = {
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
-  CONNECT_WAIT_MS: 200, // longest a --connect waits for the state lock or sentry.db (ms); then its count stays, the next connect or --scan decides
+  CONNECT_WAIT_MS: 500, // longest a --connect waits for the state lock or sentry.db (ms); then its count stays, the next connect or --scan decides
   WITHHELD_LOG_MINUTES: 60, // sentry.log says blocks are held back at most once per this many minutes per cause; 0 = every time
 };
 
@@ -3223,6 +3223,7 @@ export interface ScanResult {
   notes: string[];
   forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
   flush?: () => void; // writes what `found` holds to the tallies and empties it (scanLogs)
+  files?: [string, string, number][]; // per file source read: path, "dev:ino", where the read stopped (a journal: none, see LOOKED)
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
@@ -3604,6 +3605,7 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
       const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
       if (next === null) continue;
       res.readable++;
+      if (src.kind === "file") (res.files ??= []).push([src.path, next.ident, next.offset]);
       putCur.run(src.key, next.ident, next.offset, next.skipping, next.head, ctx.sys.now());
     }
     res.flush();
@@ -3654,7 +3656,14 @@ export function gatherEvidence(
   ctx: Ctx,
   ip: string,
   waitMs?: number,
-): { tallies: Tallies; partial: string | null; naughtyNames: number; succeeded: Set<string> } | null | "busy" {
+): {
+  tallies: Tallies;
+  partial: string | null;
+  naughtyNames: number;
+  succeeded: Set<string>;
+  files: [string, string, number][] | null;
+  others: { ip: string; tallies: Tallies; naughtyNames: number }[];
+} | null | "busy" {
   const db = openIndex(ctx);
   try {
     const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS, waitMs);
@@ -3665,11 +3674,24 @@ export function gatherEvidence(
       ctx.sys.warn(`no log could be read for ${ip}; nothing decided`);
       return null;
     }
-    return { tallies: tallies(db, ip), partial: incomplete(res), naughtyNames: userNames(db, ip).naughty, succeeded: res.succeeded };
+    const files = res.files !== undefined && res.files.length === res.sources ? res.files : null; // a journal has no size to compare
+    // The addresses whose connects this read turned away (scanLogs: busy)
+    // left their decision to it: those with new lines and the connections
+    // of a connect's decision. A read of many addresses (a first read) leaves
+    // them to --scan and their next connects.
+    const others: { ip: string; tallies: Tallies; naughtyNames: number }[] = [];
+    if (res.touched.size <= OTHERS_MAX)
+      for (const o of res.touched)
+        if (o !== ip && ipStatus(ctx, o) === null && countConnections(ctx, o) >= ctx.cfg.CONNECT_THRESHOLD)
+          others.push({ ip: o, tallies: tallies(db, o), naughtyNames: userNames(db, o).naughty });
+    return { tallies: tallies(db, ip), partial: incomplete(res), naughtyNames: userNames(db, ip).naughty, succeeded: res.succeeded, files, others };
   } finally {
     db.close();
   }
 }
+
+/** Most other addresses one connect's read decides for (gatherEvidence). */
+const OTHERS_MAX = 20;
 
 /** Sets aside the evidence index's tallies (and names) for `ip`: a delisted or expired address starts again from nothing. */
 export function forgetEvidence(ctx: Ctx, ip: string): void {
@@ -4002,6 +4024,7 @@ export function connect(ctx: Ctx, ip: string): number {
   if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
   if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3
+  if (lookedNothingNew(ctx, ip)) return 0; // 4, short: nothing was written since its last look found nothing
   // No convoy: under a burst, every connect past the threshold would queue
   // behind the one reading the logs (sshd waits for each, and drops new
   // connections past MaxStartups). Our connection is counted; the reader
@@ -4015,9 +4038,12 @@ export function connect(ctx: Ctx, ip: string): number {
     return 0;
   }
   // What this read found may be the success some other address was blocked before.
-  const lifted = liftAfterSuccess(ctx, evidence.succeeded, "connect").code;
+  const lifted = Math.max(liftAfterSuccess(ctx, evidence.succeeded, "connect").code, evidence.partial === null ? decideOthers(ctx, evidence.others) : 0);
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
-  if (v.action === "none") return lifted;
+  if (v.action === "none") {
+    if (evidence.partial === null && evidence.files !== null) noteLookedNothing(ctx, ip, evidence.files);
+    return lifted;
+  }
   if (v.action === "block" && evidence.partial !== null) {
     // 5: what was not read may hold this address's success.
     ctx.sys.warn(`not blocking ${ip} yet: ${evidence.partial}`);
@@ -4031,6 +4057,87 @@ export function connect(ctx: Ctx, ip: string): number {
     if (v.action === "allow") return setAllowed(ctx, ip, "connect", v.reason);
     return setBlocked(ctx, ip, "connect", v.reason, length);
   }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 })); // busy: the tallies are in sentry.db, the next look decides
+}
+
+/** Decides for the addresses a connect's read found past the threshold (gatherEvidence: others), on a complete read. */
+function decideOthers(ctx: Ctx, others: { ip: string; tallies: Tallies; naughtyNames: number }[]): number {
+  let code = 0;
+  for (const o of others) {
+    const v = decide(o.tallies, ctx.cfg.FAIL_THRESHOLD);
+    if (v.action === "none") continue;
+    const c = withLock(ctx, () => {
+      if (ipStatus(ctx, o.ip) !== null) return 0; // its own connect decided meanwhile
+      if (v.action === "allow") return setAllowed(ctx, o.ip, "connect", v.reason);
+      return setBlocked(ctx, o.ip, "connect", v.reason, blockLength(o.tallies, o.naughtyNames, ctx.cfg));
+    }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 });
+    code = Math.max(code, c);
+  }
+  return code;
+}
+
+// ---- 8.0.1 A look that found nothing, and logs that did not grow ----------------
+//
+//   looked   ["fail 10",[["/var/log/auth.log","2049:131","48213"]]]
+//            none 192.0.2.10
+//            none 198.51.100.4
+//
+// A monitoring probe or a health check connects all day without ever
+// failing a login: past the threshold, each of its connects opened sentry.db
+// and read the logs again (1.30× the cost of a new address). If no log has
+// been written since the look that found nothing for it (each file's size
+// and inode equal to where that read stopped), a new read would find
+// nothing either: one stat per log decides, no database. The header is the
+// cursor of the read the "none" lines were judged at; a read that moved on
+// starts a new list, so an address with new lines always gets a real look.
+// Conservative by construction: any difference (a rotated or grown log, a
+// journal, another FAIL_THRESHOLD, a race that replaced the file) means the
+// full look.
+
+const LOOKED = "looked";
+
+function lookedHeader(ctx: Ctx, files: [string, string, number][]): string {
+  return JSON.stringify([`fail ${ctx.cfg.FAIL_THRESHOLD}`, files.map(([p, id, off]) => [p, id, String(off)])]);
+}
+
+/** True if `ip`'s last look found nothing and no log has grown since (see above): one read of `looked`, a stat per log. */
+export function lookedNothingNew(ctx: Ctx, ip: string): boolean {
+  const file = path.join(ctx.cfg.ROOT_DIR, LOOKED);
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return false;
+    throw ioError("read", file, e);
+  }
+  const nl = text.indexOf("\n");
+  if (nl < 0 || !text.includes(`\nnone ${ip}\n`)) return false;
+  const sources = logSources(ctx.cfg, ctx.sys.fs);
+  const now: [string, string, number][] = [];
+  for (const src of sources) {
+    if (src.kind !== "file") return false;
+    const st = ctx.sys.fs.statSync(src.path, { throwIfNoEntry: false });
+    if (!st || !st.isFile()) return false;
+    now.push([src.path, fileIdent(st), st.size]);
+  }
+  return text.slice(0, nl) === lookedHeader(ctx, now);
+}
+
+/** Adds `ip` to the addresses whose look at the logs as `files` left them found nothing. */
+function noteLookedNothing(ctx: Ctx, ip: string, files: [string, string, number][]): void {
+  const file = path.join(ctx.cfg.ROOT_DIR, LOOKED);
+  const header = lookedHeader(ctx, files);
+  let text = "";
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+  }
+  try {
+    if (text.startsWith(`${header}\n`)) withRoot(ctx, () => writeNoFollow(ctx.sys.fs, file, `none ${ip}\n`, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY));
+    else writeAtomic(ctx, file, `${header}\nnone ${ip}\n`);
+  } catch (e) {
+    throw ioError("write", file, e);
+  }
 }
 
 // ---- 8.1 How long a block lasts, and the success that lifts it ----------------

@@ -122,3 +122,41 @@ t.test("an expiry pass lifting many blocks rewrites hosts.deny once, and lifts e
   t.equal(onto.length, 1, `hosts.deny rewritten once for 30 expired blocks (was once per block):\n${onto.join("\n")}`);
   t.equal(sentryLog(root).split("\n").filter((l) => / delist expiry/.test(l)).length, 30, "each expiry is in sentry.log");
 });
+
+t.test("an address past the threshold whose last look found nothing, logs unchanged: no sentry.db, no read of the log; a grown log gets a real look", async (t) => {
+  const { root, log, env } = setup(t);
+  fs.writeFileSync(log, fail(IP).repeat(3));
+  for (let k = 0; k < 3; k++) t.equal(sentry(["--connect", `--ip=${IP}`], env).status, 0);
+  t.equal(state(root, IP), "none", "3 failures decide nothing");
+  const opened = (tag: string): string[] => {
+    const trace = join(root, `strace-${tag}.out`);
+    const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=open,openat", "-o", trace, SENTRY, "--connect", `--ip=${IP}`], { env, encoding: "utf8", timeout: 60_000 });
+    t.equal(r.status, 0, r.stderr);
+    return fs.readFileSync(trace, "utf8").split("\n").filter((l) => l.includes(root) && !/= -1 ENOENT/.test(l));
+  };
+  const quiet = opened("quiet");
+  t.same(quiet.filter((l) => /sentry\.db|auth\.log"/.test(l)), [], "the 4th connect opens neither sentry.db nor the log");
+  t.equal(state(root, IP), "none");
+  fs.appendFileSync(log, fail(IP).repeat(9)); // 12 failures now
+  const grown = opened("grown");
+  t.ok(grown.some((l) => /auth\.log"/.test(l)), "a grown log is read");
+  t.equal(state(root, IP), "blocked", "and decides");
+});
+
+t.test("the connect whose read took the lock decides for the addresses it turned away", async (t) => {
+  const { root, log, env } = setup(t);
+  const B = "198.51.100.77";
+  const A = "192.0.2.55";
+  fs.appendFileSync(log, fail(B).repeat(12) + fail(A).repeat(3));
+  const h = hold(join(root, "sentry.db"));
+  try {
+    for (let k = 0; k < 3; k++) t.equal(sentry(["--connect", `--ip=${B}`], env).status, 0);
+  } finally {
+    h.release();
+  }
+  t.equal(state(root, B), "none", "turned away three times: nothing decided yet");
+  for (let k = 0; k < 3; k++) t.equal(sentry(["--connect", `--ip=${A}`], env).status, 0);
+  t.equal(state(root, A), "none", "A's 3 failures decide nothing for A");
+  t.equal(state(root, B), "blocked", "A's read, which found B's 12 failures and B's 3 connections, blocked B");
+  t.match(decisions(root, B)[0] ?? "", / block connect: /);
+});
