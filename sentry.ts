@@ -3694,11 +3694,13 @@ export function gatherEvidence(
 const OTHERS_MAX = 20;
 
 /** Sets aside the evidence index's tallies (and names) for `ip`: a delisted or expired address starts again from nothing. */
-export function forgetEvidence(ctx: Ctx, ip: string): void {
-  ifIndex(ctx, undefined, (db) => {
+export function forgetEvidence(ctx: Ctx, ip: string, open?: Db): void {
+  const forget = (db: Db) => {
     db.prepare("DELETE FROM tallies WHERE ip = ?").run(ip);
     db.prepare("DELETE FROM users WHERE ip = ?").run(ip);
-  });
+  };
+  if (open) forget(open);
+  else ifIndex(ctx, undefined, forget);
 }
 
 /** The user names `ip` tried (not its successes), and how many of them were named on naughty lines. */
@@ -4380,12 +4382,12 @@ function liftEverywhere(ctx: Ctx, ip: string, hostsDeny = true): number {
  * last two, its next connect would block it again on the same old lines.
  * `hostsDeny` false: the caller rewrites hosts.deny once for many (expiry).
  */
-export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, hostsDeny = true): number {
+export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, hostsDeny = true, db?: Db): number {
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
   writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
-  forgetEvidence(ctx, ip);
+  forgetEvidence(ctx, ip, db);
   logDecision(ctx, ip, "delist", `${by}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
   return liftEverywhere(ctx, ip, hostsDeny);
@@ -4495,22 +4497,34 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
     const now = ctx.sys.now();
     let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
     let lifted = 0;
-    for (const ip of listDir(ctx, "block")) {
-      const end = blockEndOf(ctx, ip);
-      if (end === undefined || end === null) continue;
-      if (end > now) {
-        next = Math.min(next, end);
-        continue;
+    let db: Db | null | undefined; // sentry.db, opened once for the pass (if it exists) at the first due block
+    try {
+      for (const ip of listDir(ctx, "block")) {
+        const end = blockEndOf(ctx, ip);
+        if (end === undefined || end === null) continue;
+        if (end > now) {
+          next = Math.min(next, end);
+          continue;
+        }
+        if (lifted >= max) {
+          next = now; // more are due: the next connect carries on
+          break;
+        }
+        const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
+        // hosts.deny once for the whole pass, below: rewriting it per address
+        // made 1,000 due blocks cost 1,000 rewrites of a 1,000-line file.
+        // sentry.db once too, one transaction: 50 deletes were 50 opens and 100 commits.
+        if (db === undefined) {
+          db = ctx.sys.fs.existsSync(path.join(ctx.cfg.ROOT_DIR, "sentry.db")) ? openIndex(ctx) : null;
+          db?.exec("BEGIN IMMEDIATE");
+        }
+        setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`, false, db ?? undefined);
+        lifted++;
       }
-      if (lifted >= max) {
-        next = now; // more are due: the next connect carries on
-        break;
-      }
-      const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
-      // hosts.deny once for the whole pass, below: rewriting it per address
-      // made 1,000 due blocks cost 1,000 rewrites of a 1,000-line file.
-      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}`, false);
-      lifted++;
+    } finally {
+      // The delist markers are written already: what was forgotten is kept, also after an error.
+      if (db?.isTransaction) db.exec("COMMIT");
+      db?.close();
     }
     if (lifted > 0 && ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
     setExpiryStamp(ctx, next);

@@ -403,6 +403,7 @@ function benchConnect(feat) {
   fs.writeFileSync(f2, "");
   const UND = "203.0.113.10";
   const ALW = "203.0.113.20";
+  const PRB = "203.0.113.30"; // a monitoring probe: past the threshold, nothing in the logs
   const cases = [
     { key: "true", label: "harness: spawn `true`", argv: () => ["/bin/true"], env: BASE_ENV },
     {
@@ -442,6 +443,16 @@ function benchConnect(feat) {
             check("connect, allowed IP: counted and still allowed", false, `${seenCount(root, ALW)} lines, ${stateOf(root, ALW)}`);
         },
       },
+      {
+        key: "probe",
+        label: "connect, IP past the threshold, nothing in the logs, logs unchanged (a health check)",
+        argv: () => [BIN, "--connect", `--ip=${PRB}`],
+        env,
+        prepare: () => fs.writeFileSync(join(root, "seen", PRB), seenLines(5)),
+        after: (i, r) => {
+          if (r.status === 0 && stateOf(root, PRB) !== "undecided") check("connect, probe IP: no decision", false, stateOf(root, PRB));
+        },
+      },
     );
   }
   const m = measure("connect", cases);
@@ -458,12 +469,42 @@ function benchConnect(feat) {
     });
     const u = row(cases[4].label, m.get("undecided"), node, tgt());
     const a = row(cases[5].label, m.get("allowed"), node, tgt());
+    row(cases[6].label, m.get("probe"), { label: "connect, undecided IP", st: m.get("undecided") });
     const shMed = median(m.get("sh").times);
     notes.push(
       `A connect costs ${fmtX(ratio(u.median, shMed))} (undecided) and ${fmtX(ratio(a.median, shMed))} (allowed) the shell one-liner's ${fmtMs(shMed)}; ` +
         `\`sentry --version\` alone is ${fmtMs(median(m.get("version").times))}, so the binary's start is most of a connect.`,
     );
     check("connect: counts exact and decisions unchanged over every run", !checks.some((c) => c.what.startsWith("connect,") && !c.ok));
+
+    // Issue 15: 1,000 blocks due at once; the connect that finds them lifts EXPIRE_PER_CONNECT (50), hosts.deny once.
+    const eroot = join(WORK, "root-expiry");
+    const eenv = sentryEnv(eroot, log);
+    const old = epoch() - 200 * 86_400;
+    const due = Array.from({ length: 1000 }, (_, k) => `198.18.${k >> 8}.${k & 255}`);
+    const ecases = [
+      cases[2],
+      {
+        key: "expiry",
+        label: "connect that finds 1,000 blocks due (lifts EXPIRE_PER_CONNECT = 50)",
+        argv: () => [BIN, "--connect", "--ip=203.0.113.40"],
+        env: eenv,
+        prepare: () => {
+          resetRoot(eroot);
+          for (const ip of due) {
+            const f = join(eroot, "block", ip);
+            fs.writeFileSync(f, "2026-01-01T00:00:00Z block by bench: due\n");
+            fs.utimesSync(f, old, old);
+          }
+          fs.writeFileSync(join(eroot, "hosts.deny"), due.join("\n") + "\n");
+        },
+        after: (i, r) => {
+          if (r.status === 0 && fs.readdirSync(join(eroot, "block")).length !== 950) check("expiry: the connect lifted 50 of 1,000 due blocks", false, `${1000 - fs.readdirSync(join(eroot, "block")).length} lifted`);
+        },
+      },
+    ];
+    const em = measure("expiry", ecases, { runs: Math.min(RUNS, 5), rssRuns: 1 });
+    row(ecases[1].label, em.get("expiry"), { label: "`node -e 0`", st: em.get("node") });
   } else notes.push("connect: skipped the sentry rows: this dist/sentry does not answer `--report` yet (core not landed).");
 }
 
