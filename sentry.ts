@@ -139,6 +139,7 @@ export const DEFAULTS = {
   COMMAND_TIMEOUT_SECONDS: 5, // longest a firewall tool or journalctl may run
   UPDATE_TIMEOUT_SECONDS: 30, // longest one network step of --update may take
   LOCK_TIMEOUT_SECONDS: 10, // longest a writer waits for the state lock
+  CONNECT_WAIT_MS: 500, // longest a --connect waits for the state lock or sentry.db (ms); then its count stays, the next connect or --scan decides
   WITHHELD_LOG_MINUTES: 60, // sentry.log says blocks are held back at most once per this many minutes per cause; 0 = every time
   MAN_DIR: "/usr/local/share/man/man8", // where --install puts the manual sentry.8 (man finds it there); empty = not installed
   COMPLETION_DIR: "/usr/local/share/bash-completion/completions", // where --install puts the bash completion; empty = not installed
@@ -234,6 +235,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   COMMAND_TIMEOUT_SECONDS: 3_600,
   UPDATE_TIMEOUT_SECONDS: 3_600, // a download may last DOWNLOAD_TOTAL_FACTOR (20) times this: 20 h < 2^31-1 ms
   LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
+  CONNECT_WAIT_MS: 60_000, // sshd waits for a connect
   EXPIRE_PER_CONNECT: 100_000,
   WITHHELD_LOG_MINUTES: 525_600, // a year
   POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
@@ -1456,8 +1458,14 @@ export function sqlite(): SqliteModule {
   return sqliteModule;
 }
 
-/** Runs `fn` holding ROOT_DIR/sentry.lock; throws SentryError(2) if it cannot be had in LOCK_TIMEOUT_SECONDS. */
-export function withLock<T>(ctx: Ctx, fn: () => T): T {
+/**
+ * Runs `fn` holding ROOT_DIR/sentry.lock; throws SentryError(2) if it cannot
+ * be had in LOCK_TIMEOUT_SECONDS. With `busy` (the connect path), waits only
+ * `busy.waitMs` and returns `busy.then()` if another process holds it: sshd
+ * waits for every connect, and 100 connects of one address queueing here
+ * for the one decision being made held sshd for up to 49 s each.
+ */
+export function withLock<T>(ctx: Ctx, fn: () => T, busy?: { waitMs: number; then: () => T }): T {
   if (lockDepth > 0) return fn(); // this process holds it already
   const file = path.join(ctx.cfg.ROOT_DIR, "sentry.lock");
   const { DatabaseSync } = sqlite();
@@ -1466,7 +1474,7 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
       // SQLite reports a missing folder as "unable to open": look first.
       if (!ctx.sys.fs.existsSync(ctx.cfg.ROOT_DIR)) ensureRoot(ctx);
       prepareDbFile(ctx, file, false); // the lock is in rollback-journal mode: no -wal, no -shm
-      return new DatabaseSync(file, { timeout: ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
+      return new DatabaseSync(file, { timeout: busy ? busy.waitMs : ctx.cfg.LOCK_TIMEOUT_SECONDS * 1000 });
     });
     try {
       db.exec("BEGIN IMMEDIATE");
@@ -1489,6 +1497,7 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
       db = open();
     }
   } catch (e) {
+    if (busy && isBusy(e)) return busy.then();
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
   lockDepth++;
@@ -1499,6 +1508,12 @@ export function withLock<T>(ctx: Ctx, fn: () => T): T {
     db.exec("ROLLBACK");
     db.close();
   }
+}
+
+/** SQLite's "database is locked" (SQLITE_BUSY, 5): another process holds the lock. */
+export function isBusy(e: unknown): boolean {
+  const code = e instanceof Error ? (e as { errcode?: unknown }).errcode : undefined;
+  return typeof code === "number" && (code & 0xff) === 5; // and its extended codes (SQLITE_BUSY_RECOVERY, …)
 }
 
 /**
@@ -3620,15 +3635,26 @@ export interface ScanResult {
   bytes: number; // bytes of log read
   lines: number;
   capped: boolean; // stopped at SCAN_SECONDS
+  busy?: boolean; // a connect found another process reading (sentry.db locked) and read nothing
   touched: Set<string>; // addresses with new evidence
   succeeded: Set<string>; // addresses with a new successful login (it lifts a block decided on failures: liftAfterSuccess)
   notes: string[];
   forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
+  flush?: () => void; // writes what `found` holds to the tallies and empties it (scanLogs)
+  files?: [string, string, number][]; // per file source read: path, "dev:ino", where the read stopped (a journal: none, see LOOKED)
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
 const MAX_LINE = MAX_LINE_CHARS;
 const CHUNK = 1 << 20;
+/**
+ * Addresses a read holds in memory before it adds them to the tallies (same
+ * transaction). A log names each address a few KB of counts, names and a
+ * sample: the first read of a 200 MB log met 50,000 addresses and peaked at
+ * 260 MiB holding them all. A success read after the flush of a typo of the
+ * same name does not turn that typo back (7.2.1); the next read weighs again.
+ */
+const FOUND_FLUSH = 2000;
 
 function addFound(found: Found, ev: Evidence, line: string): void {
   let per = found.get(ev.ip);
@@ -3761,6 +3787,7 @@ function readFileFrom(
       if (!ev || !src.services.includes(ev.service)) return;
       if (forgiven && forgiven.names.has(ev.ip) && isForgivenLine(forgiven.get(ev.ip), line, ident, at, null)) return;
       addFound(found, ev, line);
+      if (found.size >= FOUND_FLUSH) res.flush?.();
     },
     { more: () => ctx.sys.now() <= deadline },
   );
@@ -3940,6 +3967,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
       if (isForgivenLine(fg.get(ev.ip), msg, "", 0, Number.isFinite(us) ? us / 1000 : null)) continue;
     }
     addFound(found, ev, `${ident}: ${msg}`);
+    if (found.size >= FOUND_FLUSH) res.flush?.();
   }
   return { ident: cursor, offset: 0, skipping: 0, head: "" };
 }
@@ -3947,16 +3975,23 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
 /**
  * Reads every source since its cursor and adds what it found to the
  * tallies, in one transaction. `seconds` caps the work (a connect); the
- * caller learns which addresses got new evidence.
+ * caller learns which addresses got new evidence. `waitMs` (a connect):
+ * wait only that long for another reader and then return `busy`; what that
+ * reader reads, it counts for every address, and the next look decides.
  */
-export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
+export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): ScanResult {
   const sources = logSources(ctx.cfg, ctx.sys.fs);
   const res: ScanResult = { readable: 0, sources: sources.length, bytes: 0, lines: 0, capped: false, touched: new Set(), succeeded: new Set(), notes: [] };
   res.forgiven = forgivenLookup(ctx);
   const deadline = ctx.sys.now() + seconds * 1000;
   try {
+    if (waitMs !== undefined) db.exec(`PRAGMA busy_timeout = ${Math.floor(waitMs)}`);
     db.exec("BEGIN IMMEDIATE");
   } catch (e) {
+    if (waitMs !== undefined && isBusy(e)) {
+      res.busy = true;
+      return res;
+    }
     res.notes.push(`cannot lock sentry.db: ${errText(e)}`);
     return res;
   }
@@ -3967,13 +4002,6 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
         "ON CONFLICT(source) DO UPDATE SET ident=excluded.ident, offset=excluded.offset, skipping=excluded.skipping, head=excluded.head, read_at=excluded.read_at",
     );
     const found: Found = new Map();
-    for (const src of sources) {
-      const row = getCur.get(src.key) as Cursor | undefined;
-      const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
-      if (next === null) continue;
-      res.readable++;
-      putCur.run(src.key, next.ident, next.offset, next.skipping, next.head, ctx.sys.now());
-    }
     const upsert = db.prepare(
       "INSERT INTO tallies (ip, service, success, failed, naughty, probe, sample, sample_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?) " +
         "ON CONFLICT(ip, service) DO UPDATE SET success=success+excluded.success, failed=failed+excluded.failed, " +
@@ -3981,12 +4009,24 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number): ScanResult {
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
         "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=pending+1",
     );
-    weighNames(ctx, db, found);
-    for (const [ip, per] of found) {
-      res.touched.add(ip);
-      if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
-      for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
+    res.flush = () => {
+      weighNames(ctx, db, found);
+      for (const [ip, per] of found) {
+        res.touched.add(ip);
+        if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
+        for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
+      }
+      found.clear();
+    };
+    for (const src of sources) {
+      const row = getCur.get(src.key) as Cursor | undefined;
+      const next = src.kind === "file" ? scanFile(ctx, src, row, found, res, deadline) : scanJournal(ctx, src, row, found, res, deadline);
+      if (next === null) continue;
+      res.readable++;
+      if (src.kind === "file") (res.files ??= []).push([src.path, next.ident, next.offset]);
+      putCur.run(src.key, next.ident, next.offset, next.skipping, next.head, ctx.sys.now());
     }
+    res.flush();
     if (res.capped) res.notes.push(`stopped reading the logs after ${seconds} s; the next read carries on`);
     const note = db.prepare("INSERT INTO notes (at, text) VALUES (?, ?)");
     for (const n of res.notes) note.run(ctx.sys.now(), n);
@@ -4027,30 +4067,58 @@ export function incomplete(res: ScanResult): string | null {
 /**
  * The evidence for `ip` from every protected service's log, or null if no
  * log could be read at all (fail safe: no log, no decision). `partial` says
- * why the evidence may lack a success (see incomplete).
+ * why the evidence may lack a success (see incomplete). "busy": another
+ * process was reading and `waitMs` ran out (scanLogs).
  */
-export function gatherEvidence(ctx: Ctx, ip: string): { tallies: Tallies; partial: string | null; naughtyNames: number; succeeded: Set<string> } | null {
+export function gatherEvidence(
+  ctx: Ctx,
+  ip: string,
+  waitMs?: number,
+): {
+  tallies: Tallies;
+  partial: string | null;
+  naughtyNames: number;
+  succeeded: Set<string>;
+  files: [string, string, number][] | null;
+  others: { ip: string; tallies: Tallies; naughtyNames: number }[];
+} | null | "busy" {
   const db = openIndex(ctx);
   try {
-    const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS);
+    const res = scanLogs(ctx, db, ctx.cfg.SCAN_SECONDS, waitMs);
+    if (res.busy) return "busy";
     for (const n of res.notes) ctx.sys.warn(n);
     if (res.capped) logDecision(ctx, ip, "scan-capped", `read ${res.bytes} bytes in ${ctx.cfg.SCAN_SECONDS} s; the next read carries on`);
     if (res.readable === 0) {
       ctx.sys.warn(`no log could be read for ${ip}; nothing decided`);
       return null;
     }
-    return { tallies: tallies(db, ip), partial: incomplete(res), naughtyNames: userNames(db, ip).naughty, succeeded: res.succeeded };
+    const files = res.files !== undefined && res.files.length === res.sources ? res.files : null; // a journal has no size to compare
+    // The addresses whose connects this read turned away (scanLogs: busy)
+    // left their decision to it: those with new lines and the connections
+    // of a connect's decision. A read of many addresses (a first read) leaves
+    // them to --scan and their next connects.
+    const others: { ip: string; tallies: Tallies; naughtyNames: number }[] = [];
+    if (res.touched.size <= OTHERS_MAX)
+      for (const o of res.touched)
+        if (o !== ip && ipStatus(ctx, o) === null && countConnections(ctx, o) >= ctx.cfg.CONNECT_THRESHOLD)
+          others.push({ ip: o, tallies: tallies(db, o), naughtyNames: userNames(db, o).naughty });
+    return { tallies: tallies(db, ip), partial: incomplete(res), naughtyNames: userNames(db, ip).naughty, succeeded: res.succeeded, files, others };
   } finally {
     db.close();
   }
 }
 
+/** Most other addresses one connect's read decides for (gatherEvidence). */
+const OTHERS_MAX = 20;
+
 /** Sets aside the evidence index's tallies (and names) for `ip`: a delisted or expired address starts again from nothing. */
-export function forgetEvidence(ctx: Ctx, ip: string): void {
-  ifIndex(ctx, undefined, (db) => {
+export function forgetEvidence(ctx: Ctx, ip: string, open?: Db): void {
+  const forget = (db: Db) => {
     db.prepare("DELETE FROM tallies WHERE ip = ?").run(ip);
     db.prepare("DELETE FROM users WHERE ip = ?").run(ip);
-  });
+  };
+  if (open) forget(open);
+  else ifIndex(ctx, undefined, forget);
 }
 
 /** The user names `ip` tried (not its successes), and how many of them were named on naughty lines. */
@@ -4440,11 +4508,18 @@ export function connect(ctx: Ctx, ip: string): number {
   const count = recordConnection(ctx, ip); // 1
   const status = ipStatus(ctx, ip);
   ctx.sys.out(recordLine(count, ip, status));
-  expireIfDue(ctx);
+  expireIfDue(ctx, ctx.cfg.CONNECT_WAIT_MS);
   if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
   if (status !== null) return 0; // 2
   if (count < Math.min(ctx.cfg.CONNECT_THRESHOLD, ctx.cfg.STRONG_CONNECT_THRESHOLD)) return 0; // 3
-  const evidence = gatherEvidence(ctx, ip); // 4
+  if (lookedNothingNew(ctx, ip)) return 0; // 4, short: nothing was written since its last look found nothing
+  // No convoy: under a burst, every connect past the threshold would queue
+  // behind the one reading the logs (sshd waits for each, and drops new
+  // connections past MaxStartups). Our connection is counted; the reader
+  // counts the log lines for every address; the next connect or --scan
+  // decides with them.
+  const evidence = gatherEvidence(ctx, ip, ctx.cfg.CONNECT_WAIT_MS); // 4
+  if (evidence === "busy") return 0;
   if (evidence === null) {
     if (count < ctx.cfg.CONNECT_THRESHOLD) return 0; // 3: nothing would be decided yet anyway (gatherEvidence warned)
     // 5: no readable log, no decision; said where the admin looks (stderr is /dev/null under tcpd).
@@ -4452,9 +4527,12 @@ export function connect(ctx: Ctx, ip: string): number {
     return 0;
   }
   // What this read found may be the success some other address was blocked before.
-  const lifted = liftAfterSuccess(ctx, evidence.succeeded, "connect").code;
+  const lifted = Math.max(liftAfterSuccess(ctx, evidence.succeeded, "connect").code, evidence.partial === null ? decideOthers(ctx, evidence.others) : 0);
   const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
-  if (v.action === "none") return lifted;
+  if (v.action === "none") {
+    if (evidence.partial === null && evidence.files !== null) noteLookedNothing(ctx, ip, evidence.files);
+    return lifted;
+  }
   // 3: only a bot's evidence decides before CONNECT_THRESHOLD (see earlyEvidence).
   if (count < decisionThreshold(v, earlyEvidence(evidence.tallies, evidence.naughtyNames, ctx.cfg), ctx.cfg)) return lifted;
   if (v.action === "block" && evidence.partial !== null) {
@@ -4473,7 +4551,90 @@ export function connect(ctx: Ctx, ip: string): number {
     if (ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD) cutDecidingConnection(ctx, ip);
     cutFlows(ctx, ip); // nftables drops their packets from now on: end them, don't let them stall (section 9.2.2)
     return code;
-  }));
+  }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 })); // busy: the tallies are in sentry.db, the next look decides
+}
+
+/** Decides for the addresses a connect's read found past the threshold (gatherEvidence: others), on a complete read. */
+function decideOthers(ctx: Ctx, others: { ip: string; tallies: Tallies; naughtyNames: number }[]): number {
+  let code = 0;
+  for (const o of others) {
+    const v = decide(o.tallies, ctx.cfg.FAIL_THRESHOLD);
+    if (v.action === "none") continue;
+    const c = withLock(ctx, () => {
+      if (ipStatus(ctx, o.ip) !== null) return 0; // its own connect decided meanwhile
+      if (v.action === "allow") return autoAllow(ctx, o.ip, "connect", v.reason);
+      const c2 = setBlocked(ctx, o.ip, "connect", v.reason, repeatLength(blockLength(o.tallies, o.naughtyNames, ctx.cfg), readHistory(ctx, o.ip), ctx.cfg));
+      cutFlows(ctx, o.ip); // section 9.2.2
+      return c2;
+    }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 });
+    code = Math.max(code, c);
+  }
+  return code;
+}
+
+// ---- 8.0.2 A look that found nothing, and logs that did not grow ----------------
+//
+//   looked   ["fail 10",[["/var/log/auth.log","2049:131","48213"]]]
+//            none 192.0.2.10
+//            none 198.51.100.4
+//
+// A monitoring probe or a health check connects all day without ever
+// failing a login: past the threshold, each of its connects opened sentry.db
+// and read the logs again (1.30× the cost of a new address). If no log has
+// been written since the look that found nothing for it (each file's size
+// and inode equal to where that read stopped), a new read would find
+// nothing either: one stat per log decides, no database. The header is the
+// cursor of the read the "none" lines were judged at; a read that moved on
+// starts a new list, so an address with new lines always gets a real look.
+// Conservative by construction: any difference (a rotated or grown log, a
+// journal, another FAIL_THRESHOLD, a race that replaced the file) means the
+// full look.
+
+const LOOKED = "looked";
+
+function lookedHeader(ctx: Ctx, files: [string, string, number][]): string {
+  return JSON.stringify([`fail ${ctx.cfg.FAIL_THRESHOLD}`, files.map(([p, id, off]) => [p, id, String(off)])]);
+}
+
+/** True if `ip`'s last look found nothing and no log has grown since (see above): one read of `looked`, a stat per log. */
+export function lookedNothingNew(ctx: Ctx, ip: string): boolean {
+  const file = path.join(ctx.cfg.ROOT_DIR, LOOKED);
+  let text: string;
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return false;
+    throw ioError("read", file, e);
+  }
+  const nl = text.indexOf("\n");
+  if (nl < 0 || !text.includes(`\nnone ${ip}\n`)) return false;
+  const sources = logSources(ctx.cfg, ctx.sys.fs);
+  const now: [string, string, number][] = [];
+  for (const src of sources) {
+    if (src.kind !== "file") return false;
+    const st = ctx.sys.fs.statSync(src.path, { throwIfNoEntry: false });
+    if (!st || !st.isFile()) return false;
+    now.push([src.path, fileIdent(st), st.size]);
+  }
+  return text.slice(0, nl) === lookedHeader(ctx, now);
+}
+
+/** Adds `ip` to the addresses whose look at the logs as `files` left them found nothing. */
+function noteLookedNothing(ctx: Ctx, ip: string, files: [string, string, number][]): void {
+  const file = path.join(ctx.cfg.ROOT_DIR, LOOKED);
+  const header = lookedHeader(ctx, files);
+  let text = "";
+  try {
+    text = readStateFile(ctx, file);
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+  }
+  try {
+    if (text.startsWith(`${header}\n`)) withRoot(ctx, () => writeNoFollow(ctx.sys.fs, file, `none ${ip}\n`, O_APPEND_NOFOLLOW | fs.constants.O_WRONLY));
+    else writeAtomic(ctx, file, `${header}\nnone ${ip}\n`);
+  } catch (e) {
+    throw ioError("write", file, e);
+  }
 }
 
 // ---- 8.0.1 The deciding connection ends with its block ------------------------
@@ -4902,9 +5063,9 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
 }
 
 /** Removes `ip` from hosts.deny and every enabled firewall. Call under withLock. */
-function liftEverywhere(ctx: Ctx, ip: string): number {
+function liftEverywhere(ctx: Ctx, ip: string, hostsDeny = true): number {
   let code = 0;
-  if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+  if (ctx.cfg.ADD_TO_TCPWRAPPERS && hostsDeny) writeHostsDeny(ctx);
   for (const b of enabledBackends(ctx)) {
     const r = b.remove(ip, ctx.cfg, ctx.sys);
     if (!r.ok) code = backendFailed(ctx, ip, b.name, "remove", r.error);
@@ -4917,20 +5078,23 @@ function liftEverywhere(ctx: Ctx, ip: string): number {
  * evidence so far set aside, so it starts again from nothing. Without the
  * last two, its next connect would block it again on the same old lines.
  * Its history of blocks (section 8.2.1) goes too, unless `keepHistory`
- * (expiry: a block that ran out is not forgiveness).
+ * (expiry: a block that ran out is not forgiveness). `hostsDeny` false: the
+ * caller rewrites hosts.deny once for many (expiry); `db`: sentry.db, open
+ * in the caller's transaction.
  */
-export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, keepHistory = false): number {
+export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, opts: { keepHistory?: boolean; hostsDeny?: boolean; db?: Db } = {}): number {
+  const hostsDeny = opts.hostsDeny ?? true;
   fleetForgive(ctx, ip, by); // section 9.5: an admin's forgiveness of a block this server pushed reaches the fleet
-  if (!keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.2.1)
+  if (!opts.keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.2.1)
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
   removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip)); // a hold for review (8.1.2) starts again too
   writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
-  forgetEvidence(ctx, ip);
+  forgetEvidence(ctx, ip, opts.db);
   logDecision(ctx, ip, "delist", `${byText(ctx, by)}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   // Lift it from the firewalls even if block/IP was gone: an admin's `rm block/IP` leaves the sets behind.
-  return liftEverywhere(ctx, ip);
+  return liftEverywhere(ctx, ip, hostsDeny);
 }
 
 // ---- 8.4 Ranges: blocked or allowed as one entry ---------------------------------
@@ -5222,15 +5386,19 @@ function expiryDueBy(ctx: Ctx, end: number): void {
   if (st && st.mtimeMs > end) setExpiryStamp(ctx, end);
 }
 
-/** Runs expireBlocks if the stamp says a block is due; cheap (one stat) when not. */
-export function expireIfDue(ctx: Ctx): void {
+/**
+ * Runs expireBlocks if the stamp says a block is due; cheap (one stat) when
+ * not. `waitMs` (a connect): if the lock is busy that long, the look is left
+ * for a connect a minute later.
+ */
+export function expireIfDue(ctx: Ctx, waitMs?: number): void {
   const st = ctx.sys.fs.lstatSync(path.join(ctx.cfg.ROOT_DIR, EXPIRE_STAMP), { throwIfNoEntry: false });
   const now = ctx.sys.now();
   if (st && now < st.mtimeMs) return;
   // Stamp first: a second connect in the same instant skips the work.
   if (!setExpiryStamp(ctx, now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000)) return;
   rotateFeed(ctx);
-  if (ctx.cfg.EXPIRE_PER_CONNECT > 0) expireBlocks(ctx, ctx.cfg.EXPIRE_PER_CONNECT);
+  if (ctx.cfg.EXPIRE_PER_CONNECT > 0) expireBlocks(ctx, ctx.cfg.EXPIRE_PER_CONNECT, waitMs);
 }
 
 /**
@@ -5255,27 +5423,44 @@ function rotateFeed(ctx: Ctx): void {
  * end. Under the lock, so a block decided meanwhile cannot be missed by the
  * stamp. Returns how many were lifted.
  */
-export function expireBlocks(ctx: Ctx, max = Infinity): number {
+export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number {
+  const busy = waitMs === undefined ? undefined : { waitMs, then: () => (setExpiryStamp(ctx, ctx.sys.now() + EXPIRE_BUSY_RETRY_MS), 0) };
   return withLock(ctx, () => {
     const now = ctx.sys.now();
     let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
     let lifted = 0;
-    for (const ip of listDir(ctx, "block")) {
-      const end = blockEndOf(ctx, ip);
-      if (end === undefined || end === null) continue;
-      if (end > now) {
-        next = Math.min(next, end);
-        continue;
+    let db: Db | null | undefined; // sentry.db, opened once for the pass (if it exists) at the first due block
+    try {
+      for (const ip of listDir(ctx, "block")) {
+        const end = blockEndOf(ctx, ip);
+        if (end === undefined || end === null) continue;
+        if (end > now) {
+          next = Math.min(next, end);
+          continue;
+        }
+        if (lifted >= max) {
+          next = now; // more are due: the next connect carries on
+          break;
+        }
+        const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
+        // hosts.deny once for the whole pass, below: rewriting it per address
+        // made 1,000 due blocks cost 1,000 rewrites of a 1,000-line file.
+        // sentry.db once too, one transaction: 50 deletes were 50 opens and 100 commits.
+        if (db === undefined) {
+          db = ctx.sys.fs.existsSync(path.join(ctx.cfg.ROOT_DIR, "sentry.db")) ? openIndex(ctx) : null;
+          db?.exec("BEGIN IMMEDIATE");
+        }
+        const h = addHistory(ctx, ip); // before the delist: a crash between the two leaves the block, counted once more at worst
+        const why = `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`;
+        setDelisted(ctx, ip, "expiry", why, { keepHistory: true, hostsDeny: false, db: db ?? undefined });
+        lifted++;
       }
-      if (lifted >= max) {
-        next = now; // more are due: the next connect carries on
-        break;
-      }
-      const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
-      const h = addHistory(ctx, ip); // before the delist: a crash between the two leaves the block, counted once more at worst
-      setDelisted(ctx, ip, "expiry", `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`, true);
-      lifted++;
+    } finally {
+      // The delist markers are written already: what was forgotten is kept, also after an error.
+      if (db?.isTransaction) db.exec("COMMIT");
+      db?.close();
     }
+    if (lifted > 0 && ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
     // Ranges (section 8.4) end the same way; delisting one lifts it alone.
     for (const net of listNets(ctx, "block")) {
       const file = netPath(ctx, "block", net);
@@ -5302,8 +5487,11 @@ export function expireBlocks(ctx: Ctx, max = Infinity): number {
     }
     setExpiryStamp(ctx, next);
     return lifted;
-  });
+  }, busy);
 }
+
+/** A connect that finds the lock busy at expiry time leaves the look to a connect this much later. */
+const EXPIRE_BUSY_RETRY_MS = 60_000;
 
 // ---- 8.3 --scan: the logs decide, without a connect ------------------------------
 //

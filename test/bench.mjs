@@ -29,7 +29,13 @@
 //              by hand). Needs root, like the e2e tests.
 //   burst      5,000 connects from 500 IPs, 8 at a time: throughput, and proof
 //              that every count is exact and every IP is decided as its log
-//              evidence says (blocked, allowed, or left undecided)
+//              evidence says (blocked, allowed, or left undecided) once a
+//              --scan has decided what busy connects left to it
+//   convoy     issue 15: 100 parallel connects of ONE address past the
+//              threshold, 100 parallel first connects of 100 addresses, and
+//              1,000 connects over 50 addresses 20 at a time, beside 100
+//              parallel `node -e 0`: per-process median and worst, failures,
+//              decisions
 //
 // HOW
 //
@@ -54,7 +60,7 @@
 //
 //   npm run bench [-- OPTIONS]          (or: node_modules/.bin/node test/bench.mjs)
 //     --quick          5 runs, no 200 MB log, no million-IP report, a 500-connect burst
-//     --only A,B       only these parts: connect, decision, report, list, burst
+//     --only A,B       only these parts: connect, decision, report, list, burst, convoy, guesses
 //     --runs N         runs per figure (at least 1; the table says how many)
 //     --keep           keep the generated data for the next run
 //     --bin PATH       the binary to measure (default dist/sentry)
@@ -86,7 +92,7 @@ if (process.argv.includes("--fleet")) {
 
 // ---- options ---------------------------------------------------------------
 
-const PARTS = ["connect", "decision", "report", "list", "burst", "guesses"];
+const PARTS = ["connect", "decision", "report", "list", "burst", "convoy", "guesses"];
 const opt = { quick: false, keep: false, only: new Set(PARTS), runs: 0, bin: join(REPO, "dist/sentry") };
 {
   const argv = process.argv.slice(2);
@@ -420,6 +426,7 @@ function benchConnect(feat) {
   const UND = "203.0.113.10";
   const UND2 = "203.0.113.11";
   const ALW = "203.0.113.20";
+  const PRB = "203.0.113.30"; // a monitoring probe: past the threshold, nothing in the logs
   const cases = [
     { key: "true", label: "harness: spawn `true`", argv: () => ["/bin/true"], env: BASE_ENV },
     {
@@ -471,6 +478,16 @@ function benchConnect(feat) {
             check("connect, allowed IP: counted and still allowed", false, `${seenCount(root, ALW)} lines, ${stateOf(root, ALW)}`);
         },
       },
+      {
+        key: "probe",
+        label: "connect, IP past the threshold, nothing in the logs, logs unchanged (a health check)",
+        argv: () => [BIN, "--connect", `--ip=${PRB}`],
+        env,
+        prepare: () => fs.writeFileSync(join(root, "seen", PRB), seenLines(5)),
+        after: (i, r) => {
+          if (r.status === 0 && stateOf(root, PRB) !== "undecided") check("connect, probe IP: no decision", false, stateOf(root, PRB));
+        },
+      },
     );
   }
   const m = measure("connect", cases);
@@ -488,12 +505,42 @@ function benchConnect(feat) {
     const u = row(cases[4].label, m.get("undecided"), node, tgt());
     row(cases[5].label, m.get("second"), node);
     const a = row(cases[6].label, m.get("allowed"), node, tgt());
+    row(cases[7].label, m.get("probe"), { label: "connect, undecided IP (its 2nd connection)", st: m.get("second") });
     const shMed = median(m.get("sh").times);
     notes.push(
       `A connect costs ${fmtX(ratio(u.median, shMed))} (undecided) and ${fmtX(ratio(a.median, shMed))} (allowed) the shell one-liner's ${fmtMs(shMed)}; ` +
         `\`sentry --version\` alone is ${fmtMs(median(m.get("version").times))}, so the binary's start is most of a connect.`,
     );
     check("connect: counts exact and decisions unchanged over every run", !checks.some((c) => c.what.startsWith("connect,") && !c.ok));
+
+    // Issue 15: 1,000 blocks due at once; the connect that finds them lifts EXPIRE_PER_CONNECT (50), hosts.deny once.
+    const eroot = join(WORK, "root-expiry");
+    const eenv = sentryEnv(eroot, log);
+    const old = epoch() - 200 * 86_400;
+    const due = Array.from({ length: 1000 }, (_, k) => `198.18.${k >> 8}.${k & 255}`);
+    const ecases = [
+      cases[2],
+      {
+        key: "expiry",
+        label: "connect that finds 1,000 blocks due (lifts EXPIRE_PER_CONNECT = 50)",
+        argv: () => [BIN, "--connect", "--ip=203.0.113.40"],
+        env: eenv,
+        prepare: () => {
+          resetRoot(eroot);
+          for (const ip of due) {
+            const f = join(eroot, "block", ip);
+            fs.writeFileSync(f, "2026-01-01T00:00:00Z block by bench: due\n");
+            fs.utimesSync(f, old, old);
+          }
+          fs.writeFileSync(join(eroot, "hosts.deny"), due.join("\n") + "\n");
+        },
+        after: (i, r) => {
+          if (r.status === 0 && fs.readdirSync(join(eroot, "block")).length !== 950) check("expiry: the connect lifted 50 of 1,000 due blocks", false, `${1000 - fs.readdirSync(join(eroot, "block")).length} lifted`);
+        },
+      },
+    ];
+    const em = measure("expiry", ecases, { runs: Math.min(RUNS, 5), rssRuns: 1 });
+    row(ecases[1].label, em.get("expiry"), { label: "`node -e 0`", st: em.get("node") });
   } else notes.push("connect: skipped the sentry rows: this dist/sentry does not answer `--report` yet (core not landed).");
 }
 
@@ -857,6 +904,13 @@ async function benchBurst(feat) {
   br.beside = "`node -e 0` throughput";
   rows.push(br);
 
+  // A connect that found another reading the logs leaves its decision to the
+  // next connect or --scan (issue 15: no convoy); the timer's --scan decides.
+  const undecidedBefore = ips.filter((x) => burstExpect(x.cls) !== "undecided" && stateOf(root, x.ip) === "undecided").length;
+  if (undecidedBefore) notes.push(`burst: ${undecidedBefore} over-threshold IPs were left to --scan by connects that found the logs being read (issue 15: no convoy)`);
+  const sc = output([BIN, "--scan"], env);
+  if (sc.status !== 0) check("burst: the --scan after the burst exits 0", false, sc.stderr.slice(0, 300));
+
   // The proof.
   const hard = b.failures.filter((f) => !f.startsWith("(stderr only)"));
   check(`burst: all ${fmtN(connects)} connects exit 0`, hard.length === 0, hard.length ? `${hard.length} failed, e.g. ${hard[0]}` : "");
@@ -905,6 +959,76 @@ async function benchBurst(feat) {
   } catch {}
   if (capped) notes.push(`burst: ${capped} connects hit the SCAN_SECONDS cap (sentry.log scan-capped).`);
   notes.push("burst: every connect is spawned, even those of IPs already blocked (tcpd would refuse those before spawning sentry), so this is a worst case.");
+}
+
+// ---- 5. convoy (issue 15) -------------------------------------------------------------
+
+/** Runs `jobs` `parallel` at a time under burstRun; a row per run, and the decisions. */
+async function benchConvoy(feat) {
+  if (!feat.core || !feat.evidence) {
+    notes.push("convoy: skipped: this dist/sentry does not decide from logs yet.");
+    return;
+  }
+  const q = (xs, p) => [...xs].sort((a, c) => a - c)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+  const add = (label, n, res, beside) => {
+    const r = { burst: true, label, n, wallMs: res.wallMs, tp: (n / res.wallMs) * 1000, p50: q(res.lat, 0.5), p95: q(res.lat, 0.95), max: Math.max(...res.lat) };
+    if (beside) r.ratio = r.tp / beside.tp;
+    rows.push(r);
+    return r;
+  };
+  const fails = (res) => res.failures.filter((f) => !f.startsWith("(stderr only)"));
+  say("convoy baseline: 100 × `node -e 0`, all at once");
+  const base = add("`node -e 0` × 100, all at once (same spawner)", 100, await burstRun(Array.from({ length: 100 }, () => [NODE, "-e", "0"]), BASE_ENV, 100));
+
+  // 100 of ONE address past the threshold, its 12 failures in a 2 MB log, sentry.db new.
+  const one = "203.0.113.77";
+  const r = rng(77);
+  const root = join(WORK, "root-convoy");
+  resetRoot(root);
+  const log = join(WORK, "convoy-auth.log");
+  genLog(log, 2e6, { seed: 77, spanDays: 1, evidence: [{ frac: 0.5, lines: burstEvidence(one, "fail12", r) }] });
+  const env = sentryEnv(root, log);
+  fs.writeFileSync(join(root, "seen", one), seenLines(2));
+  say("convoy: 100 × `sentry --connect` of one address past the threshold, all at once");
+  const a = await burstRun(Array.from({ length: 100 }, () => [BIN, "--connect", `--ip=${one}`]), env, 100);
+  add("`sentry --connect` × 100 of ONE address past the threshold, all at once", 100, a, base);
+  check("convoy: 100 connects of one address: none fails", fails(a).length === 0, fails(a).length ? `${fails(a).length} failed, e.g. ${fails(a)[0]}` : "");
+  const decided = () => {
+    try {
+      return fs.readFileSync(join(root, "sentry.log"), "utf8").split("\n").filter((l) => l.split(" ")[1] === one && / (block|allow) /.test(l)).length;
+    } catch {
+      return 0;
+    }
+  };
+  const after = decided();
+  check(`convoy: every connect counted (${seenCount(root, one)} of 102) and at most one decision (${after})`, seenCount(root, one) === 102 && after <= 1);
+  if (after === 0) output([BIN, "--connect", `--ip=${one}`], env);
+  check("convoy: exactly one decision, a block (after one more connect if the burst left it to the next)", decided() === 1 && stateOf(root, one) === "blocked", `${decided()} decisions, ${stateOf(root, one)}`);
+
+  // 100 first connects of 100 addresses.
+  resetRoot(root);
+  say("convoy: 100 × `sentry --connect` of 100 new addresses, all at once");
+  const b = await burstRun(Array.from({ length: 100 }, (_, k) => [BIN, "--connect", `--ip=${burstIp(k, 100)}`]), env, 100);
+  add("`sentry --connect` × 100 of 100 new addresses, all at once", 100, b, base);
+  check("convoy: 100 first connects: none fails", fails(b).length === 0, fails(b).length ? `${fails(b).length} failed, e.g. ${fails(b)[0]}` : "");
+
+  // 1,000 connects over 50 addresses (the burst's classes), 20 at a time.
+  resetRoot(root);
+  const ips = Array.from({ length: 50 }, (_, k) => ({ ip: burstIp(k, 50), cls: BURST_CLASSES[k % 10] }));
+  genLog(log, 2e6, { seed: 78, spanDays: 1, evidence: ips.map((x) => ({ frac: 0.02 + r() * 0.96, lines: burstEvidence(x.ip, x.cls, r) })) });
+  const jobs = [];
+  for (const x of ips) for (let k = 0; k < 20; k++) jobs.push([BIN, "--connect", `--ip=${x.ip}`]);
+  for (let k = jobs.length - 1; k > 0; k--) {
+    const j = Math.floor(r() * (k + 1));
+    [jobs[k], jobs[j]] = [jobs[j], jobs[k]];
+  }
+  say("convoy: 1,000 × `sentry --connect` over 50 addresses, 20 at a time");
+  const c = await burstRun(jobs, env, 20);
+  add("`sentry --connect` × 1,000 over 50 addresses, 20 at a time", 1000, c, null);
+  check("convoy: 1,000 connects over 50 addresses: none fails", fails(c).length === 0, fails(c).length ? `${fails(c).length} failed, e.g. ${fails(c)[0]}` : "");
+  const wrong = ips.filter((x) => stateOf(root, x.ip) !== burstExpect(x.cls) && !(burstExpect(x.cls) !== "undecided" && stateOf(root, x.ip) === "undecided"));
+  const left = ips.filter((x) => burstExpect(x.cls) !== "undecided" && stateOf(root, x.ip) === "undecided").length;
+  check(`convoy: 1,000 connects: no wrong decision (${left} of ${ips.filter((x) => burstExpect(x.cls) !== "undecided").length} left to the next look)`, wrong.length === 0, wrong.map((x) => `${x.ip} ${x.cls}: ${stateOf(root, x.ip)}`).slice(0, 5).join(", "));
 }
 
 // ---- the machine, the table ---------------------------------------------------------
@@ -1108,6 +1232,7 @@ async function main() {
   if (opt.only.has("list")) benchList(feat);
   if (opt.only.has("burst")) await benchBurst(feat);
   if (opt.only.has("guesses")) await benchGuesses();
+  if (opt.only.has("convoy")) await benchConvoy(feat);
   const text = render(info, feat, startedAt, loadStart);
   process.stdout.write(text + "\n");
   const failed = checks.filter((c) => !c.ok).length;
