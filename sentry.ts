@@ -4542,16 +4542,24 @@ export function connect(ctx: Ctx, ip: string): number {
     return lifted;
   }
   const length = repeatLength(blockLength(evidence.tallies, evidence.naughtyNames, ctx.cfg), readHistory(ctx, ip), ctx.cfg);
-  return Math.max(lifted, withLock(ctx, () => {
+  let cut = false;
+  const code = withLock(ctx, () => {
     // Another connect of the same address may have decided while we read the logs.
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return autoAllow(ctx, ip, "connect", v.reason);
-    const code = setBlocked(ctx, ip, "connect", v.reason, length);
+    const c = setBlocked(ctx, ip, "connect", v.reason, length);
     // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.1).
-    if (ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD) cutDecidingConnection(ctx, ip);
+    cut = ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD;
     cutFlows(ctx, ip); // nftables drops their packets from now on: end them, don't let them stall (section 9.2.2)
-    return code;
-  }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 })); // busy: the tallies are in sentry.db, the next look decides
+    return c;
+  }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 }); // busy: the tallies are in sentry.db, the next look decides
+  if (cut) {
+    // Last, outside the lock and after syslog and the notifiers are on their
+    // way: ending sshd may end this process too, and nothing may be lost then.
+    flushOutbox(ctx);
+    cutDecidingConnection(ctx, ip);
+  }
+  return Math.max(lifted, code);
 }
 
 /** Decides for the addresses a connect's read found past the threshold (gatherEvidence: others), on a complete read. */
@@ -4751,13 +4759,14 @@ export function cutDecidingConnection(ctx: Ctx, ip: string): boolean {
     logDecision(ctx, ip, "cut-skipped", found.none);
     return false;
   }
+  // Said first: ending sshd can end this process with it (its process group).
+  logDecision(ctx, ip, "cut", `ended the deciding connection (sshd pid ${found.pid})`);
   try {
     ctx.sys.kill?.(found.pid);
   } catch (e) {
     logDecision(ctx, ip, "cut-skipped", `could not end sshd ${found.pid}: ${errText(e)}`);
     return false;
   }
-  logDecision(ctx, ip, "cut", `ended the deciding connection (sshd pid ${found.pid})`);
   return true;
 }
 

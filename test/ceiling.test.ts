@@ -22,7 +22,8 @@ function setup(t: TT) {
   const log = join(root, "auth.log");
   fs.writeFileSync(log, "");
   // LOCK_TIMEOUT_SECONDS long: a connect that waited for it would hang the test, not pass.
-  const env = envFor(root, { SSH_LOG: log, LOCK_TIMEOUT_SECONDS: "40", CONNECT_WAIT_MS: "100" });
+  // The connection threshold alone (STRONG_CONNECT_THRESHOLD=3): this test is about the lock, not the early decision.
+  const env = envFor(root, { SSH_LOG: log, LOCK_TIMEOUT_SECONDS: "40", CONNECT_WAIT_MS: "100", STRONG_CONNECT_THRESHOLD: "3" });
   const s = sentry(["--scan"], env);
   t.equal(s.status, 0, `--scan made sentry.db: ${s.stderr}`);
   fs.writeFileSync(log, fail(IP).repeat(12));

@@ -250,14 +250,13 @@ t.test("200 parallel connects deciding blocks while syncs run: every block deliv
     }
   })();
   const results = await parallel(ips.length, 16, (i) => sentryAsync(["--connect", `--ip=${ips[i]}`], env));
-  // Before this issue, 1 to 5 of 200 connects at 16 in parallel fail with
-  // "cannot lock sentry.lock: database is locked" (no fleet needed; reported
-  // to the lead, not this file's subject): such an attacker's next connect
-  // decides, as here, while the syncs still run.
-  const lockFailed = ips.filter((_, i) => results[i].status !== 0);
-  t.same(results.filter((r) => r.status !== 0 && !/cannot lock .*sentry\.lock: database is locked/.test(r.stderr)), [], "every connect exits 0 (or hit the known lock failure)");
-  if (lockFailed.length) t.comment(`${lockFailed.length} connects hit "database is locked": connecting again`);
-  for (const ip of lockFailed) t.equal((await sentryAsync(["--connect", `--ip=${ip}`], env)).status, 0, `${ip} connects again`);
+  t.same(results.filter((r) => r.status !== 0), [], "every connect exits 0");
+  // No convoy (issue 15): a connect that finds another process deciding
+  // leaves its address counted and undecided; --scan (the timer) decides
+  // those, while the syncs still run.
+  const undecided = ips.filter((ip) => !existsSync(join(root, "block", ip)));
+  if (undecided.length) t.comment(`${undecided.length} connects left their decision to --scan (no convoy)`);
+  t.equal((await nsAsync(["--scan"], env)).status, 0, "--scan decides what the busy connects left");
   stop = true;
   await syncer;
   t.equal(readdirSync(join(root, "block")).length, 200, "200 blocks decided");

@@ -62,8 +62,8 @@ t.test("every decision is one syslog line, ident sentry, facility authpriv; SYSL
   const lines = fs.readFileSync(out, "utf8").split("\n").filter(Boolean);
   t.equal(lines.length, 2, `one line per decision, none for SYSLOG=0 or the undecided connect:\n${lines.join("\n")}`);
   // authpriv (10) * 8 + notice (5) = 85
-  t.match(lines[0], /^<85>\w{3} [ \d]\d \d\d:\d\d:\d\d sentry\[\d+\]: 203\.0\.113\.2 block admin: --block; until \S+ \(90 days; EXPIRE_BLOCK_DAYS\)$/);
-  t.match(lines[1], /^<85>.* sentry\[\d+\]: 203\.0\.113\.2 delist admin: --delist$/);
+  t.match(lines[0], /^<85>\w{3} [ \d]\d \d\d:\d\d:\d\d sentry\[\d+\]: 203\.0\.113\.2 block admin \([^)]*\): --block; until \S+ \(90 days; EXPIRE_BLOCK_DAYS\)$/);
+  t.match(lines[1], /^<85>.* sentry\[\d+\]: 203\.0\.113\.2 delist admin \([^)]*\): --delist$/);
 });
 
 /** A NOTIFY_COMMAND that writes each run's SENTRY_* variables and stdin to its own file in `dir`. */
@@ -157,6 +157,6 @@ t.test("NOTIFY_EMAIL: delivered by a real local MTA (exim4), read back from the 
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, new RegExp(`\\nSubject: sentry on ${hostname().replace(/\./g, "\\.")}: 1 blocked 203\\.0\\.113\\.99\\n`), "the subject names the host and the address");
   t.match(r.stdout, /\nAuto-Submitted: auto-generated\n/);
-  t.match(r.stdout, /\n\S+Z 203\.0\.113\.99 block admin: --block; until \S+ \(90 days; EXPIRE_BLOCK_DAYS\)\n/, "the body holds the decision");
+  t.match(r.stdout, /\n\S+Z 203\.0\.113\.99 block admin \([^)]*\): --block; until \S+ \(90 days; EXPIRE_BLOCK_DAYS\)\n/, "the body holds the decision");
   t.notOk(fs.existsSync("/var/mail/mail") && fs.readFileSync("/var/mail/mail", "utf8").includes("203.0.113.99"), "the machine's own mailbox is untouched");
 });
