@@ -898,6 +898,7 @@ const ACTION_FLAGS: Record<string, ActionName> = {
 export const OPTION_FLAGS: readonly string[] = [
   "--ip", "--verbose", "-v", "--json", "--write", "--timer", "--check", "--force", "--missed",
   "--state", "--net", "--newer", "--older", "--sort", "--utc", // --list (section 10.3)
+  "--for", "--reason", // --block, --allow, --delist (section 8.4)
 ];
 
 /** Actions that work without an address; all others need a valid --ip. */

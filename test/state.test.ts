@@ -286,6 +286,9 @@ t.test("strict modes: a sentry.conf another user can write is not obeyed", async
   t.match(r.stderr, /never blocked/);
 });
 
+/** envFor's test-only UNIT_DIR and CRON_FILE are root-only settings: a process run as nobody gets neither. */
+const rootOnlyOut = (env: Record<string, string>) => Object.fromEntries(Object.entries(env).filter(([k]) => k !== "UNIT_DIR" && k !== "CRON_FILE"));
+
 t.test("strict modes: UPDATE_URL and UPDATE_PUBLIC_KEY only from root's sentry.conf or root's environment", async (t) => {
   const dir = tempDir(t);
   fs.chmodSync(dir, 0o711);
@@ -296,7 +299,7 @@ t.test("strict modes: UPDATE_URL and UPDATE_PUBLIC_KEY only from root's sentry.c
   fs.writeFileSync(conf, "UPDATE_URL=https://evil.example/manifest.json\n");
   fs.chownSync(conf, NOBODY, NOBODY);
   const asNobody = (args: string[], extra: Record<string, string> = {}) =>
-    spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", SENTRY, ...args], { env: envFor(root, extra), encoding: "utf8" });
+    spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", SENTRY, ...args], { env: rootOnlyOut(envFor(root, extra)), encoding: "utf8" });
   // sentry run by nobody on nobody's ROOT_DIR works, but the update channel is not nobody's to set.
   let r = asNobody(["--update", "--check"]);
   t.equal(r.status, 2, r.stderr);
