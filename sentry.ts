@@ -428,6 +428,8 @@ export interface Sys {
   run(cmd: string, args: string[], opts?: { timeoutMs?: number; input?: string; cwd?: string }): RunResult;
   execPath: string; // this program (the binary itself when compiled)
   outClosed?(): boolean; // true once stdout's reader has gone (`| head`): long output may stop early
+  errTty?: boolean; // stderr is a terminal: long reads show how far they are (progress)
+  outTty?: boolean; // stdout is a terminal (then --test-log's lines would break a progress line)
   uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
   pid?: number; // this process (section 8.0.1 walks its ancestors); absent: nothing is ever cut
   kill?(pid: number): void; // SIGTERM to pid (section 8.0.1 alone uses it)
@@ -493,18 +495,63 @@ function guardStream(stream: NodeJS.WriteStream, name: string): () => boolean {
   return isOpen;
 }
 
+/**
+ * Writing to stdout when it is a pipe. Node queues pipe writes in memory
+ * until its event loop runs, and a long command never yields to it:
+ * `sentry --test-log auth.log | less` held its whole output, 174 MiB of
+ * RSS for a 20 MB log against 108 into a file. Written here at once,
+ * waiting (1 ms at a time) while the reader is behind. Null when stdout is
+ * not a pipe (a file or a terminal is written synchronously by Node).
+ */
+function pipeWriter(): { write: (t: string) => void; closed: () => boolean } | null {
+  let fifo: boolean;
+  try {
+    fifo = fs.fstatSync(1).isFIFO();
+  } catch {
+    return null; // no stdout at all: the stream's own handling applies
+  }
+  if (!fifo) return null;
+  let closed = false;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  return {
+    write(t) {
+      const buf = Buffer.from(t);
+      for (let off = 0; off < buf.length && !closed; ) {
+        try {
+          off += fs.writeSync(1, buf, off);
+        } catch (e) {
+          if (errCode(e) === "EAGAIN") {
+            Atomics.wait(pause, 0, 0, 1);
+            continue;
+          }
+          closed = true;
+          // A reader that went away (`| head`) ends our output quietly, as guardStream does.
+          if (errCode(e) === "EPIPE") return;
+          outputFailed = true;
+          process.exitCode = 2;
+          if (!process.stderr.destroyed) process.stderr.write(`sentry: cannot write to stdout: ${errText(e)}\n`);
+        }
+      }
+    },
+    closed: () => closed,
+  };
+}
+
 /** The Sys of a real run. */
 export function realSys(): Sys {
   const stdoutOpen = guardStream(process.stdout, "stdout");
   const stderrOpen = guardStream(process.stderr, "stderr");
+  const pipe = pipeWriter();
   return {
     now: () => Date.now(),
     env: process.env,
     fs: realFs,
-    out: (t) => void (stdoutOpen() && process.stdout.write(t.endsWith("\n") ? t : t + "\n")),
+    out: (t) => void (pipe ? !pipe.closed() && pipe.write(t.endsWith("\n") ? t : t + "\n") : stdoutOpen() && process.stdout.write(t.endsWith("\n") ? t : t + "\n")),
     warn: (t) => void (stderrOpen() && process.stderr.write(`sentry: ${t}\n`)),
     err: (t) => void (stderrOpen() && process.stderr.write(t)),
-    outClosed: () => !stdoutOpen(),
+    outClosed: () => (pipe ? pipe.closed() : !stdoutOpen()),
+    errTty: process.stderr.isTTY === true,
+    outTty: process.stdout.isTTY === true,
     run: runCommand,
     execPath: process.execPath,
     uid: process.geteuid ? process.geteuid() : 0,
@@ -3717,7 +3764,7 @@ export function readLines(
   fd: number,
   from: { start: number | null; size: number; skipping: boolean },
   fn: (line: string | null, at: number) => void,
-  opts: { more?: () => boolean; lastPartial?: boolean } = {},
+  opts: { more?: () => boolean; lastPartial?: boolean; onChunk?: (bytes: number) => void } = {},
 ): { offset: number; skipping: boolean; stopped: boolean; bytes: number } {
   const buf = Buffer.allocUnsafe(CHUNK + MAX_LINE);
   const first = from.start ?? 0;
@@ -3735,6 +3782,7 @@ export function readLines(
     const n = fsys.readSync(fd, buf, carry, want, from.start === null ? null : pos + carry);
     if (n <= 0) break;
     bytes += n;
+    opts.onChunk?.(bytes);
     const end = carry + n;
     let lineStart = 0;
     for (let nl = buf.indexOf(10, 0); nl !== -1 && nl < end; nl = buf.indexOf(10, nl + 1)) {
@@ -3760,6 +3808,31 @@ export function readLines(
 }
 
 /** Reads one log from `start`, classifying each complete line into `found`. */
+/** Reads shorter than this show no progress: they end before anyone waits. */
+const PROGRESS_MIN_BYTES = 8 << 20;
+
+/**
+ * "sentry: reading /var/log/auth.log: 45% (90 of 200 MB)" on stderr, over
+ * itself, when stderr is a terminal and the read is long: an admin who
+ * runs the first --scan of a 2 GB log sees it move, not a hung command.
+ * Nothing otherwise (a cron job's mail, tcpd's spawn, a pipe). Returns the
+ * chunk callback of readLines and the end of the line, or nulls.
+ */
+function progress(ctx: Ctx, what: string, total: number): { tick?: (bytes: number) => void; end: () => void } {
+  if (!ctx.sys.errTty || !(total >= PROGRESS_MIN_BYTES)) return { end: () => undefined };
+  let shown = -1;
+  const mb = (n: number) => Math.round(n / 1e6);
+  return {
+    tick(bytes) {
+      const pct = Math.min(100, Math.floor((bytes * 100) / total));
+      if (pct === shown) return;
+      shown = pct;
+      ctx.sys.err(`\rsentry: reading ${sanitize(what, 200)}: ${pct}% (${mb(bytes)} of ${mb(total)} MB)\x1b[K`);
+    },
+    end: () => void (shown >= 0 && ctx.sys.err("\n")),
+  };
+}
+
 function readFileFrom(
   ctx: Ctx,
   fd: number,
@@ -3777,6 +3850,7 @@ function readFileFrom(
   // The deadline is set before the wait for the index's lock; readLines
   // always reads one chunk, so a connect that waited long still moves the
   // cursor on (else every later connect would stop at the same place).
+  const shown = progress(ctx, src.path, size - start);
   const r = readLines(
     ctx.sys.fs,
     fd,
@@ -3790,8 +3864,9 @@ function readFileFrom(
       addFound(found, ev, line);
       if (found.size >= FOUND_FLUSH) res.flush?.();
     },
-    { more: () => ctx.sys.now() <= deadline },
+    { more: () => ctx.sys.now() <= deadline, onChunk: shown.tick },
   );
+  shown.end();
   res.bytes += r.bytes;
   if (r.stopped) res.capped = true;
   return r;
@@ -4276,6 +4351,103 @@ export function formatCounts(c: LineCounts, all: boolean, width = 0): string {
 /** The address column: wide enough for any canonical address. */
 const IP_COLUMN = 39;
 
+/**
+ * Where --test-log keeps what it found per address while it reads: a
+ * private temporary SQLite database (the empty file name: SQLite makes it
+ * in TMPDIR and deletes it on close, its page cache bounded), filled every
+ * FOUND_FLUSH addresses. Held in JS, a 200 MB log's 50,000 addresses (a few
+ * KB each: counts, names, a sample) peaked at 379 MiB; a 2 GB log would
+ * not fit a small VPS at all. The merge keeps addFound's rules: counts add
+ * up, the sample is the latest line of the worst kind, at most
+ * NAMES_PER_ADDRESS names per address and service.
+ */
+export function foundSpill(): {
+  put: (found: Found) => void;
+  logins: () => string[];
+  count: () => number;
+  widest: () => number;
+  each: (fn: (ip: string, per: Map<Service, Tally & { rank: number; names: Names }>) => void) => void;
+  close: () => void;
+} {
+  const { DatabaseSync } = sqlite();
+  const db: Db = new DatabaseSync("");
+  // Thrown away on close: no journal, no fsync.
+  db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; PRAGMA cache_size=-2048");
+  db.exec(
+    "CREATE TABLE t (key TEXT NOT NULL, ip TEXT NOT NULL, service TEXT NOT NULL, success INTEGER NOT NULL, failed INTEGER NOT NULL, " +
+      "naughty INTEGER NOT NULL, probe INTEGER NOT NULL, rank INTEGER NOT NULL, sample TEXT NOT NULL, PRIMARY KEY (ip, service));" +
+      "CREATE INDEX t_key ON t (key, ip);" +
+      "CREATE TABLE n (ip TEXT NOT NULL, service TEXT NOT NULL, user TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, " +
+      "PRIMARY KEY (ip, service, user, rule));",
+  );
+  const putT = db.prepare(
+    "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip, service) DO UPDATE SET success = success + excluded.success, " +
+      "failed = failed + excluded.failed, naughty = naughty + excluded.naughty, probe = probe + excluded.probe, " +
+      "sample = CASE WHEN excluded.rank >= rank THEN excluded.sample ELSE sample END, rank = MAX(rank, excluded.rank)",
+  );
+  const putN = db.prepare(
+    "INSERT INTO n SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM n WHERE ip = ? AND service = ? AND user = ?) " +
+      "OR (SELECT COUNT(DISTINCT user) FROM n WHERE ip = ? AND service = ?) < ? ON CONFLICT (ip, service, user, rule) DO UPDATE SET n = n + excluded.n",
+  );
+  // The order of compareIps: family, then value.
+  const key = (ip: string) => `${ipFamily(ip)}${(parseCidr(ip) as Cidr).base.toString(16).padStart(32, "0")}`;
+  return {
+    put(found) {
+      db.exec("BEGIN");
+      try {
+        for (const [ip, per] of found)
+          for (const [service, t] of per) {
+            putT.run(key(ip), ip, service, t.success, t.failed, t.naughty, t.probe, t.rank, t.sample);
+            for (const [user, rules] of t.names)
+              for (const [rule, r] of rules) putN.run(ip, service, user, rule, r.kind, r.n, ip, service, user, ip, service, NAMES_PER_ADDRESS);
+          }
+        db.exec("COMMIT");
+      } catch (e) {
+        db.exec("ROLLBACK");
+        throw e;
+      }
+      found.clear();
+    },
+    logins: () => db.prepare("SELECT DISTINCT user FROM n WHERE kind = 'success'").all().map((r) => String(r.user)),
+    count: () => Number(db.prepare("SELECT COUNT(DISTINCT ip) AS n FROM t").get()?.n ?? 0),
+    widest: () => Number(db.prepare("SELECT COALESCE(MAX(LENGTH(ip)), 0) AS w FROM t").get()?.w ?? 0),
+    each(fn) {
+      const names = db.prepare("SELECT service, user, rule, kind, n FROM n WHERE ip = ?");
+      let ip: string | null = null;
+      let per = new Map<Service, Tally & { rank: number; names: Names }>();
+      const done = () => {
+        if (ip === null) return;
+        for (const r of names.iterate(ip)) {
+          const t = per.get(String(r.service) as Service);
+          if (!t) continue;
+          let rules = t.names.get(String(r.user));
+          if (!rules) t.names.set(String(r.user), (rules = new Map()));
+          rules.set(String(r.rule), { kind: String(r.kind) as Kind, n: Number(r.n) });
+        }
+        fn(ip, per);
+      };
+      for (const r of db.prepare("SELECT ip, service, success, failed, naughty, probe, rank, sample FROM t ORDER BY key, ip").iterate()) {
+        if (r.ip !== ip) {
+          done();
+          ip = String(r.ip);
+          per = new Map();
+        }
+        per.set(String(r.service) as Service, {
+          success: Number(r.success),
+          failed: Number(r.failed),
+          naughty: Number(r.naughty),
+          probe: Number(r.probe),
+          sample: String(r.sample),
+          rank: Number(r.rank),
+          names: new Map(),
+        });
+      }
+      done();
+    },
+    close: () => db.close(),
+  };
+}
+
 /** --test-log FILE|-: every line's class and why, what would be done with each address, and totals. */
 export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
   const fsys = ctx.sys.fs;
@@ -4292,6 +4464,27 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
   const program = src ? src.program : file === "-" ? "sshd" : programForFile(file);
   const state = newClassifierState();
   const found: Found = new Map();
+  const spill = foundSpill();
+  try {
+    return testLogRead(ctx, file, missedOnly, fd, src, sources, program, state, found, spill);
+  } finally {
+    spill.close();
+  }
+}
+
+function testLogRead(
+  ctx: Ctx,
+  file: string,
+  missedOnly: boolean,
+  fd: number,
+  src: LogSource | undefined,
+  sources: LogSource[],
+  program: string,
+  state: ClassifierState,
+  found: Found,
+  spill: ReturnType<typeof foundSpill>,
+): number {
+  const fsys = ctx.sys.fs;
   const total = newCounts();
   const perDaemon = new Map<string, LineCounts>();
   const out: string[] = [];
@@ -4308,6 +4501,8 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
     if (!missedOnly || cls === "missed") out.push(`${String(n).padStart(6)}  ${cls.padEnd(8)} ${text}`);
   };
   let res: { stopped: boolean };
+  // Its lines go to stdout as it reads: on the same terminal they would cut the progress line.
+  const shown = progress(ctx, file, file === "-" || (ctx.sys.outTty && !missedOnly) ? 0 : fsys.fstatSync(fd).size);
   try {
     res = readLines(fsys, fd, { start: null, size: Infinity, skipping: false }, (line) => {
       n++;
@@ -4322,6 +4517,7 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
           const off = serviceOff(ctx.cfg, ev.service) ?? (src && !src.services.includes(ev.service) ? elsewhere(ev.service) : null);
           cls = off === null ? ev.kind : "off";
           if (off === null) addFound(found, ev, line);
+          if (found.size >= FOUND_FLUSH) spill.put(found);
           const shown = off === null ? why : `ignored: ${off} (${why})`;
           show(cls, `${ev.service.padEnd(4)} ${ev.ip.padEnd(IP_COLUMN)} ${sanitize(shown, 240)}`);
         } else {
@@ -4339,14 +4535,16 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
       }
       if (out.length >= 1000) flush();
       // Stop reading once nobody reads what we print (`| head`).
-    }, { lastPartial: true, more: () => !(ctx.sys.outClosed?.() ?? false) });
+    }, { lastPartial: true, more: () => !(ctx.sys.outClosed?.() ?? false), onChunk: shown.tick });
   } catch (e) {
     throw ioError("read", file, e);
   } finally {
+    shown.end();
     if (file !== "-") fsys.closeSync(fd);
   }
   flush();
   if (res.stopped) return 0;
+  spill.put(found);
 
   const summary: string[] = [];
   summary.push(`totals: ${formatCounts(total, true)}`);
@@ -4370,29 +4568,31 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
   }
   // The typo check --scan applies (section 7.2.1): local accounts, names
   // that logged in here (sentry.db, if there is one) and in this file.
-  retypeTypos(found, typoChecker(ctx.cfg.TYPO_DISTANCE, () => {
-    const names = loginNames(found);
+  const late: string[] = []; // notes met while the list is written go below it
+  const typoOf = typoChecker(ctx.cfg.TYPO_DISTANCE, () => {
+    const names = spill.logins();
     try {
       names.push(...passwdAccounts(fsys.readFileSync(ctx.cfg.PASSWD_FILE, "utf8")));
     } catch (e) {
-      out.push(`note: cannot read ${ctx.cfg.PASSWD_FILE} for the typo check: ${errText(e)} (only names that logged in count)`);
+      late.push(`note: cannot read ${ctx.cfg.PASSWD_FILE} for the typo check: ${errText(e)} (only names that logged in count)`);
     }
     if (stateNote === null) names.push(...ifIndex(ctx, [] as string[], (db) => db.prepare("SELECT user FROM logins").all().map((r) => String(r.user))));
     return names;
-  }));
-  const ips = [...found.keys()].sort(compareIps);
-  const iw = Math.max(15, ...ips.map((ip) => ip.length));
-  out.push("", `${ips.length} addresses (numeric order), with what --scan and --connect would do:`);
-  for (const ip of ips) {
+  });
+  const iw = Math.max(15, spill.widest());
+  out.push("", `${spill.count()} addresses (numeric order), with what --scan and --connect would do:`);
+  spill.each((ip, per) => {
+    const one: Found = new Map([[ip, per]]);
+    retypeTypos(one, typoOf);
     const t: Tallies = {};
-    for (const [s, x] of found.get(ip) as Map<Service, Tally>) t[s] = x;
+    for (const [s, x] of per) t[s] = x;
     const counts = SERVICES.filter((s) => t[s])
       .map((s) => {
         const x = t[s] as Tally;
         return `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe`;
       })
       .join("; ");
-    const names = naughtyNamesOf(found.get(ip) as Map<Service, { names: Names }>);
+    const names = naughtyNamesOf(per);
     const would = predict(t, {
       status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
       allowListed: inRanges(ip, ctx.allowRanges),
@@ -4402,11 +4602,13 @@ export function testLog(ctx: Ctx, file: string, missedOnly = false): number {
       blockFor: ((ms) => (ms === 0 ? "good (EXPIRE_BLOCK_DAYS=0)" : lengthText(ms)))(blockLength(t, names, ctx.cfg).ms),
     });
     out.push(`${ip.padEnd(iw)} ${counts} → ${would}`);
-  }
+    if (out.length >= 1000) flush();
+  });
   out.push("", ...summary);
   if (file !== "-" && !src)
     out.push(`note: ${file} is not a log sentry reads with these settings (${sources.map((x) => (x.kind === "journal" ? "the journal" : x.path)).join(", ") || "none"}); predictions assume it were read for every protected service`);
   if (stateNote) out.push(`note: ${stateNote}`);
+  out.push(...late);
   flush();
   return 0;
 }
@@ -7697,6 +7899,9 @@ function feedEnd(ctx: Ctx): FeedPos {
  * addresses. One BEGIN IMMEDIATE transaction: two reports do not both
  * rebuild, and a connect never waits for it (connects do not open sentry.db).
  */
+/** Addresses between two progress lines of the report index's build (on a terminal). */
+const INDEX_PROGRESS_EVERY = 10_000;
+
 export function syncReportIndex(ctx: Ctx, db: Db): { ips: number; connections: number; top: [string, number][]; rebuilt: boolean } {
   const getMeta = db.prepare("SELECT value FROM meta WHERE key = ?");
   const setMeta = db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
@@ -7720,11 +7925,15 @@ export function syncReportIndex(ctx: Ctx, db: Db): { ips: number; connections: n
       const put = db.prepare("INSERT INTO report_ips (ip, n) VALUES (?, ?)");
       ips = 0;
       connections = 0;
+      // A million addresses take seconds to list: on a terminal, say how far it is.
+      const shown = ctx.sys.errTty === true;
       forEachSeen(ctx, (ip, n) => {
         put.run(ip, n);
         ips++;
         connections += n;
+        if (shown && ips % INDEX_PROGRESS_EVERY === 0) ctx.sys.err(`\rsentry: building the report index of seen/: ${ips} addresses\x1b[K`);
       });
+      if (shown && ips >= INDEX_PROGRESS_EVERY) ctx.sys.err(`\rsentry: building the report index of seen/: ${ips} addresses, done\x1b[K\n`);
       setMeta.run("report_built_at", String(now));
     } else {
       pos = caught.pos;

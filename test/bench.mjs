@@ -60,7 +60,7 @@
 //
 //   npm run bench [-- OPTIONS]          (or: node_modules/.bin/node test/bench.mjs)
 //     --quick          5 runs, no 200 MB log, no million-IP report, a 500-connect burst
-//     --only A,B       only these parts: connect, decision, report, list, burst, convoy, guesses
+//     --only A,B       only these parts: connect, decision, memory, report, list, burst, convoy, guesses
 //     --runs N         runs per figure (at least 1; the table says how many)
 //     --keep           keep the generated data for the next run
 //     --bin PATH       the binary to measure (default dist/sentry)
@@ -92,7 +92,7 @@ if (process.argv.includes("--fleet")) {
 
 // ---- options ---------------------------------------------------------------
 
-const PARTS = ["connect", "decision", "report", "list", "burst", "convoy", "guesses"];
+const PARTS = ["connect", "decision", "memory", "report", "list", "burst", "convoy", "guesses"];
 const opt = { quick: false, keep: false, only: new Set(PARTS), runs: 0, bin: join(REPO, "dist/sentry") };
 {
   const argv = process.argv.slice(2);
@@ -656,6 +656,54 @@ function benchDecision(feat) {
       "(the evidence at 90% is inside that window; the older lines are never read). A connect stops reading after SCAN_SECONDS (2 s) and does not block on a partial read. " +
       "Logs are in the page cache (written just before): a cold disk adds its read time to the first decision and to `grep`.",
   );
+}
+
+// ---- 2b. memory of long reads (issue 15 item 2) ------------------------------------
+
+const MEM_LOGS = [
+  { key: "20mb", label: "20 MB", bytes: 20e6, spanDays: 3 },
+  ...(opt.quick ? [] : [{ key: "200mb", label: "200 MB", bytes: 200e6, spanDays: 30 }]),
+];
+
+/** Peak RSS of --test-log and of a first --scan over 20 MB and 200 MB logs, beside one idle connect: flat, not growing with the log. */
+function benchMemory(feat) {
+  section("memory of long reads (peak RSS must not grow with the log's size)");
+  if (!feat.core || !feat.evidence) {
+    notes.push("memory: skipped: this dist/sentry does not read logs yet (`--test-log` does not answer).");
+    return;
+  }
+  const root = join(WORK, "root-memory");
+  const idleLog = join(WORK, "memory-idle.log");
+  fs.writeFileSync(idleLog, syslogLine(epoch() - 30, "sshd", 999, "Server listening on 0.0.0.0 port 22."));
+  const IDLE = "203.0.113.40";
+  const cases = [
+    {
+      key: "idle",
+      label: "connect, new IP (no log read)",
+      argv: () => [BIN, "--connect", `--ip=${IDLE}`],
+      env: sentryEnv(root, idleLog),
+      prepare: () => fs.rmSync(join(root, "seen", IDLE), { force: true }),
+    },
+  ];
+  for (const l of MEM_LOGS) {
+    const log = runLog(l);
+    // FIRST_SCAN_MB past the log's size: the first --scan reads all of it.
+    const env = { ...sentryEnv(root, log), FIRST_SCAN_MB: String(Math.ceil(l.bytes / 1e6) + 1) };
+    cases.push({ key: `testlog-${l.key}`, label: `\`--test-log\` of a ${l.label} log`, argv: () => [BIN, "--test-log", log], env, timeoutMs: 900_000 });
+    cases.push({
+      key: `scan-${l.key}`,
+      label: `\`--scan\`, first read of all of a ${l.label} log`,
+      argv: () => [BIN, "--scan"],
+      env,
+      prepare: () => resetRoot(root),
+      timeoutMs: 900_000,
+    });
+  }
+  resetRoot(root);
+  const m = measure("memory", cases, { runs: 1, rssRuns: 1, warmup: 0 });
+  const idle = m.get("idle");
+  row(cases[0].label, idle);
+  for (const c of cases.slice(1)) row(c.label, m.get(c.key), { label: "idle connect (time)", st: idle });
 }
 
 // ---- 3. report ---------------------------------------------------------------------
@@ -1228,6 +1276,7 @@ async function main() {
   const info = machine();
   if (opt.only.has("connect")) benchConnect(feat);
   if (opt.only.has("decision")) benchDecision(feat);
+  if (opt.only.has("memory")) benchMemory(feat);
   if (opt.only.has("report")) await benchReport(feat);
   if (opt.only.has("list")) benchList(feat);
   if (opt.only.has("burst")) await benchBurst(feat);

@@ -99,7 +99,15 @@ strace
 "
 # strace          counts the renames onto hosts.deny of one expiry pass
 
-PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $SHIP_PACKAGES $NOTIFY_PACKAGES $CEILING_PACKAGES"
+# --- test/memory.test.ts, test/progress.test.ts: peak RSS, a terminal ---------
+MEMORY_PACKAGES="
+time
+bsdutils
+"
+# time            GNU time (/usr/bin/time -f %M): memory.test.ts's peak RSS
+# bsdutils        script(1): progress.test.ts runs sentry on a terminal
+
+PACKAGES="$E2E_PACKAGES $FIREWALL_PACKAGES $JOURNAL_PACKAGES $BENCH_PACKAGES $SHIP_PACKAGES $NOTIFY_PACKAGES $CEILING_PACKAGES $MEMORY_PACKAGES"
 
 missing=""
 for p in $PACKAGES; do
