@@ -1374,29 +1374,24 @@ export function removeFile(ctx: Ctx, file: string): boolean {
  * passed over: only what parseIp re-creates exactly may reach hosts.deny.
  */
 export function listDir(ctx: Ctx, dir: Dir): string[] {
-  const where = path.join(ctx.cfg.ROOT_DIR, dir);
-  let names: string[];
+  return folderNames(ctx, dir).filter((n) => parseIp(n) === n);
+}
+
+/** The names in folder `sub` of ROOT_DIR, as they are ([] if it does not exist yet); any other failure names the folder (exit 2). */
+export function folderNames(ctx: Ctx, sub: string): string[] {
+  const where = path.join(ctx.cfg.ROOT_DIR, sub);
   try {
-    names = ctx.sys.fs.readdirSync(where);
+    return ctx.sys.fs.readdirSync(where);
   } catch (e) {
     if (errCode(e) === "ENOENT") return [];
     throw ioError("list", where, e);
   }
-  return names.filter((n) => parseIp(n) === n);
 }
 
 /** The ranges (section 3.1) that allow/ or block/ holds as files; any other name is passed over, as in listDir. */
 export function listNets(ctx: Ctx, dir: "allow" | "block"): Cidr[] {
-  const where = path.join(ctx.cfg.ROOT_DIR, dir);
-  let names: string[];
-  try {
-    names = ctx.sys.fs.readdirSync(where);
-  } catch (e) {
-    if (errCode(e) === "ENOENT") return [];
-    throw ioError("list", where, e);
-  }
   const out: Cidr[] = [];
-  for (const n of names) {
+  for (const n of folderNames(ctx, dir)) {
     if (n.indexOf("_") === -1) continue;
     const net = netFromFileName(n);
     if (net !== null) out.push(net);
@@ -1700,13 +1695,7 @@ export function readForgiven(ctx: Ctx, ip: string): Forgiven | null {
 
 /** The forgiven addresses, listed once; each marker is read on first use. */
 export function forgivenLookup(ctx: Ctx): ForgivenLookup {
-  const where = path.join(ctx.cfg.ROOT_DIR, DELISTED_DIR);
-  let names: string[] = [];
-  try {
-    names = ctx.sys.fs.readdirSync(where);
-  } catch (e) {
-    if (errCode(e) !== "ENOENT") throw ioError("list", where, e);
-  }
+  const names = folderNames(ctx, DELISTED_DIR);
   const cache = new Map<string, Forgiven | null>();
   return {
     names: new Set(names.filter((n) => parseIp(n) === n)),
@@ -7720,16 +7709,7 @@ function seenCounts(ctx: Ctx): [string, number][] {
  * over a million), the counts are handed on one by one.
  */
 function forEachSeen(ctx: Ctx, fn: (ip: string, n: number) => void): void {
-  const dir = path.join(ctx.cfg.ROOT_DIR, "seen");
-  let names: string[];
-  try {
-    names = ctx.sys.fs.readdirSync(dir);
-  } catch (e) {
-    if (errCode(e) === "ENOENT") return;
-    throw ioError("list", dir, e);
-  }
-  for (const name of names) {
-    if (parseIp(name) !== name) continue;
+  for (const name of listDir(ctx, "seen")) {
     const n = seenCount(ctx, name);
     if (n !== null) fn(name, n);
   }
@@ -8233,14 +8213,7 @@ export function buildList(ctx: Ctx, f: ListFilter): ListEntry[] {
   };
   const fromDir = (dir: string, state: ListState) => {
     const where = path.join(ctx.cfg.ROOT_DIR, dir);
-    let names: string[];
-    try {
-      names = ctx.sys.fs.readdirSync(where);
-    } catch (e) {
-      if (errCode(e) === "ENOENT") return;
-      throw ioError("list", where, e);
-    }
-    for (const ip of names) {
+    for (const ip of folderNames(ctx, dir)) {
       if (parseIp(ip) !== ip || !inNet(ip)) continue;
       if (dir === REVIEW_DIR && ipStatus(ctx, ip) !== null) continue; // decided since by an administrator
       const r = readRecord(ctx, path.join(where, ip));
