@@ -24,9 +24,14 @@
 //              columns of issue 16 (invalid user / real user, 1 and 6 guesses
 //              per connection), and whether the administrator (3 logins, 12
 //              typos, a login) or an office NAT (users logging in from the
-//              address a bot uses) is ever refused. Median of 3. fail2ban and
-//              sshguard are not run by it yet (issue 16 has figures measured
-//              by hand). Needs root, like the e2e tests.
+//              address a bot uses) is ever refused. Median of 3. The same
+//              scenarios against fail2ban and sshguard at Debian 12's defaults,
+//              run inside the namespace on the same sshd log (fetched and
+//              unpacked, never installed: test/lib/peers.mjs says how and what
+//              is set). Needs root, like the e2e tests.
+//   parse      issue 15: lines per second of `sentry --test-log`, fail2ban's
+//              `fail2ban-regex` with the stock sshd filter and sshguard's
+//              `sshg-parser` over the same generated 1 GB auth.log (--quick 20 MB)
 //   burst      5,000 connects from 500 IPs, 8 at a time: throughput, and proof
 //              that every count is exact and every IP is decided as its log
 //              evidence says (blocked, allowed, or left undecided) once a
@@ -59,8 +64,8 @@
 // USAGE
 //
 //   npm run bench [-- OPTIONS]          (or: node_modules/.bin/node test/bench.mjs)
-//     --quick          5 runs, no 200 MB log, no million-IP report, a 500-connect burst
-//     --only A,B       only these parts: connect, decision, memory, report, list, burst, convoy, guesses
+//     --quick          5 runs, no 200 MB log, no million-IP report, a 500-connect burst, a 20 MB parse log
+//     --only A,B       only these parts: connect, decision, memory, report, list, burst, convoy, guesses, parse
 //     --runs N         runs per figure (at least 1; the table says how many)
 //     --keep           keep the generated data for the next run
 //     --bin PATH       the binary to measure (default dist/sentry)
@@ -92,7 +97,7 @@ if (process.argv.includes("--fleet")) {
 
 // ---- options ---------------------------------------------------------------
 
-const PARTS = ["connect", "decision", "memory", "report", "list", "burst", "convoy", "guesses"];
+const PARTS = ["connect", "decision", "memory", "report", "list", "burst", "convoy", "guesses", "parse"];
 const opt = { quick: false, keep: false, only: new Set(PARTS), runs: 0, bin: join(REPO, "dist/sentry") };
 {
   const argv = process.argv.slice(2);
@@ -1192,73 +1197,281 @@ const GUESS_COLUMNS = [
   { key: "real1", label: "real user, 1", real: true, prompts: 1 },
   { key: "real6", label: "real user, 6", real: true, prompts: 6 },
 ];
+const GUESS_RUNS = 3;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Shut out: the connection never reached an answer to a password. tcpd's
+ * refusal (or sentry ending the connection) is a reset before the banner; a
+ * peer's firewall rule is a refused or timed-out connect, or a connection
+ * cut while it waited.
+ */
+const shutOut = (r) => r.refused || (!r.denied && !r.loggedIn);
+
+/**
+ * One row of the guesses table, against whatever guards the harness's sshd
+ * now (sentry spawned by tcpd, or a peer following sshd's log): the same
+ * bots, administrator and office NAT for every tool. `addr()` hands out an
+ * address never used before, so no tool's earlier state touches a scenario.
+ * `failedFor(ip)` counts sshd's "Failed password" lines of ip; `banned()`
+ * (peers) lists the addresses their firewall holds now. Returns the cells,
+ * whether the administrator or the NAT users were ever refused, and the bots
+ * that were never shut out by a ban of their own address.
+ */
+async function guessRow(h, tool, addr, failedFor, banned) {
+  const cells = [];
+  const unbanned = [];
+  for (const col of GUESS_COLUMNS) {
+    const got = [];
+    for (let run = 0; run < GUESS_RUNS; run++) {
+      const ip = addr();
+      say(`guesses: ${tool}, ${col.label}, run ${run + 1}`);
+      // Until shut out, at most 30 connections.
+      for (let i = 0; i < 30; i++) {
+        const r = await h.ssh({ from: ip, user: col.real ? h.user : "admin", password: "wrong-bench", prompts: col.prompts, timeoutMs: 15_000 });
+        if (shutOut(r)) break;
+      }
+      await sleep(300); // sshd's last lines of the connection
+      got.push(failedFor(ip));
+      if (banned && !banned().includes(ip)) unbanned.push(ip);
+    }
+    cells.push(String(median(got)));
+  }
+  // The administrator: 3 logins, 12 typos (4 connections of ssh's 3 prompts), a login.
+  const admin = addr();
+  let adminAt = null;
+  for (const step of [0, 0, 0, 1, 1, 1, 1, 0]) {
+    const r = await h.ssh({ from: admin, user: h.user, password: step ? "wrong-bench" : h.password, prompts: step ? 3 : 1 });
+    if (shutOut(r) || (!step && !r.loggedIn)) {
+      await sleep(300);
+      const typos = failedFor(admin); // the typos that reached sshd before
+      adminAt = step ? `from typo ${typos + 1}` : `its login after ${typos} typos`;
+      break;
+    }
+  }
+  // An office NAT: people log in from the address a bot uses (6 invalid names per connection).
+  const nat = addr();
+  let natAt = null;
+  let logins = 0;
+  for (const who of ["user", "bot", "bot", "user", "bot", "bot", "user"]) {
+    const r = who === "user"
+      ? await h.ssh({ from: nat, user: h.user, password: h.password })
+      : await h.ssh({ from: nat, user: "admin", password: "wrong-bench", prompts: 6 });
+    if (who !== "user") continue;
+    logins++;
+    if (!r.loggedIn) {
+      natAt = `login ${logins} of 3`;
+      break;
+    }
+  }
+  cells.push(adminAt ? `yes, ${adminAt}` : "never", natAt ? `yes, ${natAt}` : "never");
+  return { cells, adminRefused: adminAt !== null, natRefused: natAt !== null, unbanned };
+}
 
 async function benchGuesses() {
-
   if (process.getuid?.() !== 0) {
     notes.push("guesses: skipped: needs root (a network namespace and sshd, like the e2e tests)");
     check("guesses: run as root", false);
     return;
   }
-  const { startHarness, checkPrerequisites, DAEMON } = await import("./lib/sshd.ts");
+  const { startHarness, checkPrerequisites, DAEMON, PORT } = await import("./lib/sshd.ts");
   const { nftablesBackend, DEFAULTS } = await import("../sentry.ts");
   checkPrerequisites(BIN_GIVEN);
-  const RUNS_G = 3;
-  const addrs = Array.from({ length: 2 * RUNS_G * (GUESS_COLUMNS.length + 2) }, (_, i) => `192.0.2.${60 + i}`);
+  const sentryAllow = (root, nft) => (h) =>
+    `${DAEMON} : ${root(h)}/hosts.deny : deny\n` +
+    `${DAEMON} : ALL : spawn ROOT_DIR=${root(h)} SSH_LOG=${h.sshLog}${nft ? " ADD_TO_NFTABLES=1" : ""} ${BIN_GIVEN} --connect --ip=%a : allow\n`;
+  const tools = [];
+  for (const nft of [false, true]) {
+    const root = (h) => join(h.tmp, `root-${nft ? "nft" : "tcpd"}`);
+    tools.push({
+      name: nft ? "sentry, tcpd + nftables" : "sentry, tcpd only",
+      sentry: true,
+      hostsAllow: sentryAllow(root, nft),
+      start: async (h) => (fs.mkdirSync(root(h), { mode: 0o755 }), null),
+    });
+  }
+  // The peers: fetched and unpacked (never installed) by test/lib/peers.mjs.
+  try {
+    const { peersPackages, startFail2ban, startSshguard } = await import("./lib/peers.mjs");
+    const { root, versions } = peersPackages();
+    tools.push(
+      { name: `fail2ban ${versions.fail2ban}`, start: (h) => startFail2ban({ root, ns: h.ns, dir: h.tmp, log: h.sshLog, port: PORT }) },
+      { name: `sshguard ${versions.sshguard}`, start: (h) => startSshguard({ root, ns: h.ns, dir: h.tmp, log: h.sshLog }) },
+    );
+  } catch (e) {
+    check("guesses: fail2ban and sshguard fetched (apt-get download, dpkg-deb -x)", false, String(e.message ?? e).slice(0, 500));
+  }
+  const perTool = GUESS_COLUMNS.length * GUESS_RUNS + 2;
+  const addrs = Array.from({ length: tools.length * perTool }, (_, i) => `192.0.2.${60 + i}`);
   const h = await startHarness({ addresses: addrs, sshdConfig: { LogLevel: "INFO" } });
   try {
     const load = spawnSync("ip", ["netns", "exec", h.ns, "nft", "-f", "-"], { input: nftablesBackend.rules({ ...DEFAULTS, ADD_TO_NFTABLES: true }), encoding: "utf8" });
     if (load.status !== 0) throw new Error(`nft -f: ${load.stderr}`);
-    const guesses = (ip) => fs.readFileSync(h.sshLog, "utf8").split("\n").filter((l) => l.startsWith("Failed password for ") && l.split(" ").includes(ip)).length;
+    const failedFor = (ip) => fs.readFileSync(h.sshLog, "utf8").split("\n").filter((l) => l.startsWith("Failed password for ") && l.split(" ").includes(ip)).length;
     let next = 0;
-    for (const nft of [false, true]) {
-      const tool = nft ? "sentry, tcpd + nftables" : "sentry, tcpd only";
-      const root = join(h.tmp, `root-${nft ? "nft" : "tcpd"}`);
-      fs.mkdirSync(root, { mode: 0o755 });
-      fs.writeFileSync(h.hostsAllow,
-        `${DAEMON} : ${root}/hosts.deny : deny\n` +
-        `${DAEMON} : ALL : spawn ROOT_DIR=${root} SSH_LOG=${h.sshLog}${nft ? " ADD_TO_NFTABLES=1" : ""} ${BIN_GIVEN} --connect --ip=%a : allow\n`);
-      const cells = [];
-      for (const col of GUESS_COLUMNS) {
-        const got = [];
-        for (let run = 0; run < RUNS_G; run++) {
-          const ip = addrs[next++];
-          say(`guesses: ${tool}, ${col.label}, run ${run + 1}`);
-          // Until shut out: refused by tcpd, or no answer (dropped, or ended before a guess).
-          for (let i = 0; i < 30; i++) {
-            const r = await h.ssh({ from: ip, user: col.real ? h.user : "admin", password: "wrong-bench", prompts: col.prompts, timeoutMs: 15_000 });
-            if (r.refused || (!r.denied && !r.loggedIn)) break;
-          }
-          await new Promise((r) => setTimeout(r, 300)); // sshd's last lines of the connection
-          got.push(guesses(ip));
+    const addr = () => addrs[next++];
+    for (const t of tools) {
+      // A peer guards sshd from its log alone: tcpd admits everyone.
+      fs.writeFileSync(h.hostsAllow, t.hostsAllow ? t.hostsAllow(h) : "");
+      let peer = null;
+      try {
+        peer = await t.start(h);
+      } catch (e) {
+        check(`guesses: ${t.name} starts in the namespace`, false, String(e.message ?? e).slice(0, 500));
+        next += perTool;
+        continue;
+      }
+      try {
+        const r = await guessRow(h, t.name, addr, failedFor, peer?.banned);
+        if (t.sentry) {
+          check(`guesses: ${t.name}: the administrator is never refused`, !r.adminRefused);
+          check(`guesses: ${t.name}: the office NAT is never refused`, !r.natRefused);
+        } else {
+          // A peer refusing the administrator is its figure, not a failure;
+          // a bot it never banned would make its row meaningless.
+          check(`guesses: ${t.name}: every bot was shut out by a ban of its address`, r.unbanned.length === 0, r.unbanned.length ? `not banned: ${r.unbanned.join(", ")}` : "");
         }
-        cells.push(String(median(got)));
+        guessRows.push({ tool: t.name, cells: r.cells });
+      } finally {
+        await peer?.stop();
       }
-      // The administrator: 3 logins, 12 typos (4 connections of ssh's 3 prompts), a login.
-      const admin = addrs[next++];
-      let adminRefused = false;
-      for (const step of [0, 0, 0, 1, 1, 1, 1, 0]) {
-        const r = await h.ssh({ from: admin, user: h.user, password: step ? "wrong-bench" : h.password, prompts: step ? 3 : 1 });
-        if (r.refused || (!step && !r.loggedIn)) adminRefused = true;
-      }
-      // An office NAT: people log in from the address a bot uses (6 invalid names per connection).
-      const nat = addrs[next++];
-      let natRefused = false;
-      for (const who of ["user", "bot", "bot", "user", "bot", "bot", "user"]) {
-        const r = who === "user"
-          ? await h.ssh({ from: nat, user: h.user, password: h.password })
-          : await h.ssh({ from: nat, user: "admin", password: "wrong-bench", prompts: 6 });
-        if (who === "user" && !r.loggedIn) natRefused = true;
-      }
-      cells.push(adminRefused ? "**yes**" : "never", natRefused ? "**yes**" : "never");
-      check(`guesses: ${tool}: the administrator is never refused`, !adminRefused);
-      check(`guesses: ${tool}: the office NAT is never refused`, !natRefused);
-      guessRows.push({ tool, cells });
     }
     notes.push("guesses: counted as sshd's \"Failed password\" lines for the bot's address; a bot stops at its first connection that is refused or ends before a guess; median of 3 runs.");
+    if (tools.some((t) => !t.sentry)) {
+      notes.push("guesses: fail2ban and sshguard run at Debian 12's defaults inside the namespace, on the same sshd log (test/lib/peers.mjs): fail2ban jail sshd, maxretry 5, findtime 10m, bantime 10m, banaction iptables-multiport, backend auto (pyinotify), with port = 2222, datepattern = {NONE} and the sshd filter's __prefix_line = \\s* because sshd -E writes bare lines (no time, host or program); sshguard THRESHOLD 30, BLOCK_TIME 120, DETECTION_TIME 1800, backend sshg-fw-nft-sets, reading the log with sshg-logtail. Refusing the administrator or the office NAT is recorded for them, checked only for sentry.");
+    }
   } finally {
     h.cleanup();
   }
+}
+
+// ---- 6. parse -------------------------------------------------------------------------
+
+/** Runs argv once, stdout to outFile, stderr kept, under GNU time when present (a minutes-long run: its cost is nothing). */
+function timedTo(argv, env, outFile, timeoutMs) {
+  const out = fs.openSync(outFile, "w");
+  const err = fs.openSync(ERR_FILE, "w");
+  if (GNU_TIME) fs.writeFileSync(RSS_FILE, "");
+  const full = GNU_TIME ? [GNU_TIME, "-o", RSS_FILE, "-f", "%M", ...argv] : argv;
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(full[0], full.slice(1), { env, cwd: SCRATCH, stdio: ["ignore", out, err], timeout: timeoutMs });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  fs.closeSync(out);
+  fs.closeSync(err);
+  const last = GNU_TIME ? fs.readFileSync(RSS_FILE, "utf8").trim().split("\n").pop() : "";
+  return { ms, status: r.status, signal: r.signal, error: r.error, stderr: fs.readFileSync(ERR_FILE, "utf8"), kib: /^\d+$/.test(last ?? "") ? Number(last) : null };
+}
+
+/** Newlines in a file, read in 1 MiB chunks. */
+function countLines(path) {
+  const fd = fs.openSync(path, "r");
+  const buf = Buffer.alloc(1 << 20);
+  let n = 0;
+  for (let got; (got = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) {
+    for (let i = buf.indexOf(10); i !== -1 && i < got; i = buf.indexOf(10, i + 1)) n++;
+  }
+  fs.closeSync(fd);
+  return n;
+}
+
+/**
+ * issue 15: how fast each tool reads the same real-format auth.log (classic
+ * syslog, sshd's lines of a busy attacked server and other programs' noise:
+ * test/lib/bench-gen.mjs), lines per second of the whole process, one run
+ * after another (interleaved when --runs asks for more than one):
+ *   sentry --test-log LOG                     every line classified, per-IP verdicts
+ *   fail2ban-regex LOG filter.d/sshd.conf     the stock sshd filter, Debian's fail2ban
+ *   sshg-parser < LOG                         sshguard's own parser (what its pipeline runs)
+ * Read from the cache, never copied (1 GB); --quick: 20 MB.
+ */
+async function benchParse() {
+  const l = opt.quick ? { key: "parse-20mb", label: "20 MB", bytes: 20e6, spanDays: 2 } : { key: "parse-1gb", label: "1 GB", bytes: 1e9, spanDays: 30 };
+  let peers;
+  try {
+    const m = await import("./lib/peers.mjs");
+    peers = { ...m, ...m.peersPackages() };
+  } catch (e) {
+    check("parse: fail2ban and sshguard fetched (apt-get download, dpkg-deb -x)", false, String(e.message ?? e).slice(0, 500));
+    return;
+  }
+  const log = join(LOG_DIR, `auth-${l.key}.log`);
+  const linesFile = `${log}.lines`;
+  if (!fs.existsSync(log)) {
+    const t0 = Date.now();
+    const tmp = `${log}.tmp-${process.pid}`;
+    const r = genLog(tmp, l.bytes, { seed: 1500 + l.bytes / 1e6, spanDays: l.spanDays });
+    fs.writeFileSync(`${linesFile}.tmp-${process.pid}`, String(r.lines));
+    fs.renameSync(`${linesFile}.tmp-${process.pid}`, linesFile);
+    fs.renameSync(tmp, log);
+    say(`wrote ${log}: ${fmtN(r.bytes)} bytes, ${fmtN(r.lines)} lines in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  const lines = fs.existsSync(linesFile) ? Number(fs.readFileSync(linesFile, "utf8")) : countLines(log);
+  section(`parse: the same ${l.label} auth.log (${fmtN(lines)} lines), lines per second`);
+  const out = join(SCRATCH, "parse-out");
+  const f2b = peers.fail2banRegex(peers.root, log);
+  const cases = [
+    {
+      key: "sentry",
+      label: "`sentry --test-log LOG`",
+      argv: [BIN, "--test-log", log],
+      env: sentryEnv(join(SCRATCH, "parse-root"), log),
+      // "totals: N lines: M matched (…"
+      read: (text) => {
+        const m = /^totals: (\d+) lines: (\d+) matched/m.exec(text);
+        return m ? { lines: Number(m[1]), matched: Number(m[2]) } : null;
+      },
+    },
+    {
+      key: "fail2ban",
+      label: `\`fail2ban-regex LOG sshd.conf\` (fail2ban ${peers.versions.fail2ban}, stock filter)`,
+      argv: f2b.argv,
+      env: f2b.env,
+      // "Lines: N lines, I ignored, M matched, X missed"
+      read: (text) => {
+        const m = /^Lines: (\d+) lines, (\d+) ignored, (\d+) matched, (\d+) missed/m.exec(text);
+        return m ? { lines: Number(m[1]), matched: Number(m[3]) } : null;
+      },
+    },
+    {
+      key: "sshguard",
+      label: `\`sshg-parser < LOG\` (sshguard ${peers.versions.sshguard})`,
+      argv: ["/bin/sh", "-c", 'exec "$0" < "$1"', peers.sshgParser(peers.root), log],
+      env: { ...BASE_ENV, LANG: "C" },
+      // one line per attack it recognised; it does not say how many it read
+      read: () => ({ lines: null, matched: countLines(out) }),
+    },
+  ];
+  const runs = opt.runs || 1;
+  const res = new Map(cases.map((c) => [c.key, { times: [], rss: [], got: null, fails: 0 }]));
+  for (let k = 0; k < runs; k++) {
+    for (const c of cases) {
+      say(`parse: ${c.key}, run ${k + 1} of ${runs}`);
+      const r = timedTo(c.argv, c.env, out, 4 * 3600_000);
+      const st = res.get(c.key);
+      if (r.status !== 0) {
+        st.fails++;
+        say(`parse: ${c.key}: ${r.error ? r.error.message : r.signal ? `signal ${r.signal}` : `exit ${r.status}`}: ${r.stderr.trim().slice(0, 500)}`);
+        continue;
+      }
+      st.times.push(r.ms);
+      st.rss.push(r.kib);
+      st.got = c.read(c.key === "sshguard" ? "" : fs.readFileSync(out, "latin1")); // sshg-parser's output is only counted
+    }
+  }
+  fs.rmSync(out, { force: true });
+  const base = res.get("sentry");
+  for (const c of cases) {
+    const st = res.get(c.key);
+    check(`parse: ${c.key} exits 0 on every run`, st.fails === 0, st.fails ? `${st.fails} of ${runs} failed` : "");
+    if (!st.times.length) continue;
+    const got = st.got;
+    check(`parse: ${c.key} read the log and recognised attacks`, got !== null && (got.lines === null || got.lines === lines) && got.matched > 0, got ? `${got.lines === null ? "lines read not reported" : `${got.lines} lines read`}, ${got.matched} matched` : "its summary was not found");
+    const lps = lines / (median(st.times) / 1000);
+    const what = c.key === "sshguard" ? "attacks reported" : "lines matched";
+    row(`${c.label}: **${fmtN(Math.round(lps))} lines/s** (${got ? fmtN(got.matched) : "?"} ${what})`, st,
+      c.key === "sentry" || !base.times.length ? null : { label: "`sentry --test-log`", st: base });
+  }
+  notes.push("parse: lines per second = the log's lines / the whole process's wall time (start-up included), one run each unless --runs; peak RSS of that same run (GNU time); the ratio is the time beside sentry's. The tools do not match the same lines: sentry classifies every sshd line (success, probe, naughty, ignored), fail2ban's sshd filter matches failures, sshguard's parser reports attacks.");
 }
 
 // ---- main -------------------------------------------------------------------------
@@ -1282,6 +1495,7 @@ async function main() {
   if (opt.only.has("burst")) await benchBurst(feat);
   if (opt.only.has("guesses")) await benchGuesses();
   if (opt.only.has("convoy")) await benchConvoy(feat);
+  if (opt.only.has("parse")) await benchParse();
   const text = render(info, feat, startedAt, loadStart);
   process.stdout.write(text + "\n");
   const failed = checks.filter((c) => !c.ok).length;

@@ -60,6 +60,12 @@ BENCH_PACKAGES="
 time
 "
 # time            GNU time (/usr/bin/time -f %M): the peak RSS column
+# The guesses and parse parts measure fail2ban and sshguard beside sentry.
+# They are NOT installed here (installing would enable and start their
+# services on this host): test/lib/peers.mjs runs `apt-get download fail2ban
+# python3-pyinotify sshguard` + `dpkg-deb -x` into a cache directory when the
+# benchmark first needs them. fail2ban then runs on python3 (NOTIFY_PACKAGES
+# below) and bans with iptables, sshguard with nftables (FIREWALL_PACKAGES).
 
 # --- test/ship.test.ts: the manual, the completion, the units ------------
 SHIP_PACKAGES="
