@@ -56,9 +56,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export function peersPackages() {
   const cache = process.env.SENTRY_PEERS_CACHE ?? join(tmpdir(), "sentry-peers-cache");
   const root = join(cache, "root");
-  const versionsFile = join(cache, "versions.json");
+  const versionsFile = join(root, "versions.json"); // written before the rename: root never exists without it
   const complete = () => fs.existsSync(join(root, "usr", "bin", "fail2ban-server")) && fs.existsSync(join(root, "usr", "libexec", "sshguard", "sshg-parser")) && fs.existsSync(versionsFile);
   if (!complete()) {
+    // root appears only by an atomic rename of a complete tree: one without
+    // all of it is an older layout of this cache, replaced.
+    fs.rmSync(root, { recursive: true, force: true });
     fs.mkdirSync(cache, { recursive: true });
     const work = fs.mkdtempSync(join(cache, "dl-"));
     try {
@@ -81,7 +84,6 @@ export function peersPackages() {
       fs.writeFileSync(join(work, "root", "versions.json"), JSON.stringify(versions));
       try {
         fs.renameSync(join(work, "root"), root); // atomic: a parallel run sees all of it or nothing
-        fs.renameSync(join(root, "versions.json"), versionsFile);
       } catch (e) {
         if (!complete()) throw e; // else another run unpacked the same packages first
       }
@@ -255,7 +257,14 @@ export async function startSshguard({ root, ns, dir, log }) {
   const scriptFile = join(d, "sshguard");
   fs.writeFileSync(scriptFile, script, { mode: 0o755 });
   const out = join(d, "stdout");
-  const proc = spawnInNs(ns, ["/bin/sh", scriptFile, "-i", join(d, "sshguard.pid")], { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" }, out);
+  // sshg-blocker reports each attack and block with syslog(3): in a mount
+  // namespace of its own, /dev/null covers /dev/log, so those lines about
+  // documentation addresses never reach the host's auth log (where a log
+  // reader, sentry included, would take them for its own). unshare and sh
+  // exec, so the pid spawned is the script's.
+  const inner = 'if [ -S /dev/log ]; then mount --bind /dev/null /dev/log || exit 1; fi; exec /bin/sh "$0" -i "$1"';
+  const proc = spawnInNs(ns, ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", inner, scriptFile, join(d, "sshguard.pid")],
+    { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" }, out);
   // Ready: the backend made its table, and tail (in sshguard's process group) runs.
   const ready = () => {
     const t = spawnSync("ip", ["netns", "exec", ns, "nft", "list", "table", "ip", "sshguard"], { encoding: "utf8" });
