@@ -1287,7 +1287,10 @@ async function benchGuesses() {
       name: nft ? "sentry, tcpd + nftables" : "sentry, tcpd only",
       sentry: true,
       hostsAllow: sentryAllow(root, nft),
-      start: async (h) => (fs.mkdirSync(root(h), { mode: 0o755 }), null),
+      start: async (h) => {
+        fs.mkdirSync(root(h), { mode: 0o755 }); // sentry's ROOT_DIR: nothing runs beside sshd, tcpd spawns sentry
+        return null;
+      },
     });
   }
   // The peers: fetched and unpacked (never installed) by test/lib/peers.mjs.
