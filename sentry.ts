@@ -2246,12 +2246,17 @@ function userThenAddrPort(s: string): { user: string; addr: string } | null {
 //   - Bad protocol version identification 'JUNK' from A port N: JUNK before,
 //     nothing after: from the end.
 
-const NO_IDENT = "Did not receive identification string from ";
 const MAX_AUTH = "maximum authentication attempts exceeded for ";
-const GRACE = "Timeout before authentication for ";
 const GRACE_98 = "Timeout before authentication for connection from ";
-const ROOT_REFUSED = "ROOT LOGIN REFUSED FROM ";
 const TOO_MANY = ": Too many authentication failures";
+/** The level sshd's log functions put before some messages ("error: ", "fatal: "): same length, server text. */
+const SSH_LEVEL_LEN = "error: ".length;
+/** Appended by the privilege-separated child: server text. */
+const PREAUTH = " [preauth]";
+/** Written by sshd before U for an account that does not exist (auth.c); a client can type it too, see below. */
+const INVALID_USER = "invalid user ";
+/** The same for sshd's PAM line (auth-pam.c). */
+const ILLEGAL_USER = "illegal user ";
 const SSH_METHOD = /^[a-z0-9-]{1,32}(?:\/[a-z0-9-]{1,32})?$/;
 
 // One "from ADDR port N[ ssh2]" field that is followed by the end of the
@@ -2362,8 +2367,8 @@ function parseSshPam(m: string, pid: string, state: ClassifierState | undefined)
   if (!ip) return no(`address field is not a valid IP (${q(addr)})`);
   // "illegal user " is sshd's for an account that does not exist; a client
   // typing those words gets naughty for its own address, as it deserves.
-  const illegal = rest.startsWith("illegal user ");
-  const user = rest.slice(illegal ? 13 : 0, f);
+  const illegal = rest.startsWith(ILLEGAL_USER);
+  const user = rest.slice(illegal ? ILLEGAL_USER.length : 0, f);
   if (state) {
     const k = sshPamKey(pid, ip, user);
     remember(state.sshPamUnmatched, k, (state.sshPamUnmatched.get(k) ?? 0) + 1, SSH_PAM_MAX);
@@ -2397,11 +2402,86 @@ function endSshPam(state: ClassifierState | undefined, addr: string, user: strin
   return n;
 }
 
+// The forms of one shape: a fixed lead (server text), then the address at
+// one of three places, and no client text that could pass for it. Each row
+// is a line sshd writes; `at` says where its address sits:
+//   "rest"       the whole rest of the line is "A" or "A port N";
+//   "last-from"  the rest is client text, then " from A[ port N]" ends the
+//                line: nothing follows the address, so the LAST " from " is
+//                sshd's own, whatever the client text holds (read from the end);
+//   "head"       "A port N: " follows the lead, then server text that could
+//                one day quote the client: read from the start.
+// Lines of other shapes (client text on both sides of the address, a user
+// field before it, conditions on the user) keep their own code in parseSshd.
+interface SshdForm {
+  lead: string;
+  at: "rest" | "last-from" | "head";
+  kind: Kind;
+  rule: string;
+  /** The evidence's why; a "last-from" row with `user` names the client text it holds. */
+  why: string;
+  /** "text": the client text before " from " is the user name; "root": the line is about root. */
+  user?: "text" | "root";
+  /** Evidence only with " [preauth]" (before authentication); otherwise it is about a known user. */
+  preauthOnly?: boolean;
+  /** How a line of this lead that does not fit is called in its why. */
+  name: string;
+}
+
+const SSHD_FORMS: readonly SshdForm[] = [
+  // Invalid user U from A port N   (auth.c: "Invalid user %.100s from %.100s port %d")
+  { lead: "Invalid user ", at: "last-from", kind: "naughty", rule: "ssh.invalid-user", why: "sshd: invalid user", user: "text", name: "'Invalid user'" },
+  // Bad protocol version identification 'JUNK' from A port N   (OpenSSH 7.x; JUNK is the client's)
+  { lead: "Bad protocol version identification ", at: "last-from", kind: "probe", rule: "ssh.bad-protocol", why: "sshd: bad protocol version identification", name: "bad-protocol" },
+  // Did not receive identification string from A[ port N]   (a port scanner: connected and sent nothing)
+  { lead: "Did not receive identification string from ", at: "rest", kind: "probe", rule: "ssh.no-identification", why: "sshd: client sent no identification string", name: "'Did not receive identification'" },
+  // Timeout before authentication for A port N   (before 9.8; see GRACE_98 for the newer form)
+  { lead: "Timeout before authentication for ", at: "rest", kind: "probe", rule: "ssh.login-grace-timeout", why: "sshd: timeout before authentication", name: "timeout" },
+  // ROOT LOGIN REFUSED FROM A   (old and vendor sshd builds)
+  { lead: "ROOT LOGIN REFUSED FROM ", at: "rest", kind: "naughty", rule: "ssh.root-refused", why: "sshd: root login refused", user: "root", name: "root-refused" },
+  // banner exchange: Connection from A port N: invalid format   (OpenSSH 8.x+)
+  { lead: "banner exchange: Connection from ", at: "head", kind: "probe", rule: "ssh.banner-exchange", why: "sshd: banner exchange failed", name: "banner-exchange" },
+  // Unable to negotiate with A port N: no matching cipher found. Their offer: ...   ("Their offer" is client text)
+  { lead: "Unable to negotiate with ", at: "head", kind: "probe", rule: "ssh.kex-negotiation", why: "sshd: key exchange negotiation failed", name: "negotiation" },
+  // ssh_dispatch_run_fatal: Connection from A port N: message authentication code incorrect [preauth]
+  { lead: "ssh_dispatch_run_fatal: Connection from ", at: "head", kind: "probe", rule: "ssh.kex-fatal", why: "sshd: protocol error before authentication", preauthOnly: true, name: "dispatch-error" },
+];
+
+/** " from " and " port " as they stand between the fields of these lines. */
+const FROM_SEP = " from ";
+/** "A port N: " at the head of the rest of a "head" row's line. */
+const HEAD_ADDR = /^(\S+) port \d{1,5}: /;
+
+/** Reads one line of an SSHD_FORMS row (m starts with form.lead; level and [preauth] already peeled). */
+function parseSshdForm(form: SshdForm, m: string, preauth: boolean): Result {
+  if (form.preauthOnly && !preauth) return no(`sshd ${form.name} line not before authentication: about a known user, not evidence`);
+  const rest = m.slice(form.lead.length);
+  let addr: string | null;
+  let user: string | undefined = form.user === "root" ? "root" : undefined;
+  if (form.at === "rest") {
+    addr = addrMaybePort(rest);
+    if (!addr) return no(`sshd ${form.name} line without 'ADDR port N'`);
+  } else if (form.at === "head") {
+    const r = HEAD_ADDR.exec(rest);
+    if (!r) return no(`sshd ${form.name} line without 'ADDR port N:'`);
+    addr = r[1];
+  } else {
+    // The lead ends in a space, which may be the one " from " starts with
+    // (an empty user name: "Invalid user  from A").
+    const f = m.lastIndexOf(FROM_SEP);
+    if (f < form.lead.length - 1) return no(`sshd ${form.name} line without 'from ADDR'`);
+    addr = addrMaybePort(m.slice(f + FROM_SEP.length));
+    if (!addr) return no(`sshd ${form.name} line does not end with 'from ADDR port N'`);
+    if (form.user === "text") user = m.slice(form.lead.length, Math.max(form.lead.length, f));
+  }
+  return found("ssh", addr, form.kind, form.rule, form.user === "text" && user !== undefined ? `${form.why} ${q(user)}` : form.why, user);
+}
+
 function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" = "none", state?: ClassifierState): Result {
   let m = msg;
-  if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(7);
-  const preauth = m.endsWith(" [preauth]");
-  if (preauth) m = m.slice(0, -10);
+  if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(SSH_LEVEL_LEN);
+  const preauth = m.endsWith(PREAUTH);
+  if (preauth) m = m.slice(0, -PREAUTH.length);
   const c = m.charCodeAt(0);
 
   // Accepted|Failed METHOD for [invalid user ]U from A port N ssh2[: INFO]
@@ -2442,15 +2522,21 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     return no("sshd: intermediate step of a multi-step login, not an outcome");
   }
 
-  // Invalid user U from A port N   (auth.c: "Invalid user %.100s from %.100s port %d")
-  // Nothing follows the address, so the LAST " from " is sshd's own.
-  if (m.startsWith("Invalid user ")) {
-    const f = m.lastIndexOf(" from ");
-    if (f < 12) return no("sshd 'Invalid user' line without 'from ADDR'");
-    const addr = addrMaybePort(m.slice(f + 6));
-    if (!addr) return no("sshd 'Invalid user' line does not end with 'from ADDR port N'");
-    const user = m.slice(13, Math.max(13, f));
-    return found("ssh", addr, "naughty", "ssh.invalid-user", `sshd: invalid user ${q(user)}`, user);
+  // Timeout before authentication for connection from A to B, pid = N
+  // (OpenSSH 9.8+: the listener logs its child's LoginGraceTime exit; all
+  // server text, A is the client and B the server's own address.) Its lead
+  // starts like the older form's row in SSHD_FORMS, so it is read here,
+  // before the rows are tried.
+  if (m.startsWith(GRACE_98)) {
+    const r = /^Timeout before authentication for connection from (\S+) to \S+, pid = \d{1,10}$/.exec(m);
+    if (!r) return no("sshd timeout line without 'from ADDR to ADDR, pid = N'");
+    return found("ssh", r[1], "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
+  }
+
+  // The forms that are one fixed lead, an address at a fixed place and
+  // nothing else the client chooses: the rows of SSHD_FORMS.
+  for (const form of SSHD_FORMS) {
+    if (m.startsWith(form.lead)) return parseSshdForm(form, m, preauth);
   }
 
   // User U from A not allowed because REASON   (auth.c allowed_user)
@@ -2509,8 +2595,8 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
   if (m.startsWith(MAX_AUTH)) {
     const r = sshFromTail(m.slice(MAX_AUTH.length));
     if ("why" in r) return no(r.why);
-    const invalid = r.user.startsWith("invalid user ");
-    const user = invalid ? r.user.slice(13) : r.user;
+    const invalid = r.user.startsWith(INVALID_USER);
+    const user = invalid ? r.user.slice(INVALID_USER.length) : r.user;
     if (!invalid && user !== "root") return found("ssh", r.addr, "failed", "ssh.max-auth-tries-user", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
     return found("ssh", r.addr, "naughty", "ssh.max-auth-tries", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
   }
@@ -2537,61 +2623,6 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     return found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user);
   }
 
-  // Did not receive identification string from A[ port N]
-  // (a port scanner: connected and sent nothing)
-  if (m.startsWith(NO_IDENT)) {
-    const addr = addrMaybePort(m.slice(NO_IDENT.length));
-    if (!addr) return no("sshd 'Did not receive identification' line without 'ADDR port N'");
-    return found("ssh", addr, "probe", "ssh.no-identification", "sshd: client sent no identification string");
-  }
-
-  // banner exchange: Connection from A port N: invalid format   (OpenSSH 8.x+)
-  // Address read from the start: the reason after it is server text, but
-  // could one day quote the client's banner.
-  if (m.startsWith("banner exchange: Connection from ")) {
-    const r = /^banner exchange: Connection from (\S+) port \d{1,5}: /.exec(m);
-    if (!r) return no("sshd banner-exchange line without 'ADDR port N:'");
-    return found("ssh", r[1], "probe", "ssh.banner-exchange", "sshd: banner exchange failed");
-  }
-
-  // Bad protocol version identification 'JUNK' from A port N   (OpenSSH 7.x)
-  // JUNK is the client's; the address is the last field.
-  if (m.startsWith("Bad protocol version identification ")) {
-    const f = m.lastIndexOf(" from ");
-    const addr = f < 0 ? null : addrMaybePort(m.slice(f + 6));
-    if (!addr) return no("sshd bad-protocol line does not end with 'from ADDR port N'");
-    return found("ssh", addr, "probe", "ssh.bad-protocol", "sshd: bad protocol version identification");
-  }
-
-  // Unable to negotiate with A port N: no matching cipher found. Their offer: ...
-  // ("Their offer" is client text, at the end: read the address from the start.)
-  if (m.startsWith("Unable to negotiate with ")) {
-    const r = /^Unable to negotiate with (\S+) port \d{1,5}: /.exec(m);
-    if (!r) return no("sshd negotiation line without 'ADDR port N:'");
-    return found("ssh", r[1], "probe", "ssh.kex-negotiation", "sshd: key exchange negotiation failed");
-  }
-
-  // ssh_dispatch_run_fatal: Connection from A port N: message authentication code incorrect [preauth]
-  if (m.startsWith("ssh_dispatch_run_fatal: Connection from ")) {
-    const r = /^ssh_dispatch_run_fatal: Connection from (\S+) port \d{1,5}: /.exec(m);
-    if (!r || !preauth) return no("sshd dispatch error not before authentication, or of a known user");
-    return found("ssh", r[1], "probe", "ssh.kex-fatal", "sshd: protocol error before authentication");
-  }
-
-  // Timeout before authentication for connection from A to B, pid = N
-  // (OpenSSH 9.8+: the listener logs its child's LoginGraceTime exit; all
-  // server text, A is the client and B the server's own address.)
-  if (m.startsWith(GRACE_98)) {
-    const r = /^Timeout before authentication for connection from (\S+) to \S+, pid = \d{1,10}$/.exec(m);
-    if (!r) return no("sshd timeout line without 'from ADDR to ADDR, pid = N'");
-    return found("ssh", r[1], "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
-  }
-  // Timeout before authentication for A port N
-  if (m.startsWith(GRACE)) {
-    const addr = addrMaybePort(m.slice(GRACE.length));
-    if (!addr) return no("sshd timeout line without 'ADDR port N'");
-    return found("ssh", addr, "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
-  }
 
   // OpenSSH 9.8+ (sshd.c / srclimit.c), all server text:
   //   drop connection #13 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: failed authentication
@@ -2606,13 +2637,6 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     if (!r) return no("sshd drop-connection line of an unknown shape");
     if (!r[2].startsWith("penalty: ")) return no("sshd: connection dropped for server load (MaxStartups), not evidence");
     return found("ssh", r[1], "probe", "ssh.penalty", `sshd: connection refused, ${r[2]}`);
-  }
-
-  // ROOT LOGIN REFUSED FROM A   (old and vendor sshd builds)
-  if (m.startsWith(ROOT_REFUSED)) {
-    const addr = addrMaybePort(m.slice(ROOT_REFUSED.length));
-    if (!addr) return no("sshd root-refused line without an address");
-    return found("ssh", addr, "naughty", "ssh.root-refused", "sshd: root login refused", "root");
   }
 
   // sshd's own PAM failure line: see "PAM failures" above.
