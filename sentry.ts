@@ -1855,10 +1855,26 @@ export function prepareDbFile(ctx: Ctx, file: string, wal = true): void {
 //
 // Input → output, one line at a time:
 //
-//   "Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242"
-//       → { service: "ssh", ip: "203.0.113.9", kind: "naughty", rule: "ssh.invalid-user", user: "admin" }
-//   "Nov 21 10:00:01 host CRON[99]: pam_unix(cron:session): session opened for user root"
-//       → null   (why: "not a watched program (CRON)")
+//   Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242
+//     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//   Nov 21 10:00:01 host CRON[99]: pam_unix(cron:session): session opened for user root
+//     => sshd: none: not a watched program (CRON)
+//
+// SAMPLES. Every real log line quoted in this file's comments is followed
+// by what the classifier makes of it, in one fixed form that
+// test/samples.test.ts reads and checks (so a comment cannot lie):
+//
+//   <the line, exactly as a log holds it>
+//     "=> PROGRAM: SERVICE ADDRESS KIND RULE" when it is evidence, or
+//     "=> PROGRAM: none: REASON", REASON being explainLine's why, exactly;
+//     either may end in a remark: three spaces, then "(...)".
+//
+// PROGRAM is the program a line without a syslog prefix is read as (the
+// setting's default: sshd for `sshd -E FILE` or the journal's MESSAGE).
+// A sample that starts with "PROGRAM[PID]: " or "PROGRAM: " is the tail of
+// a syslog line, and is read after a timestamp and a host. Consecutive
+// samples are read in order with one ClassifierState, as one log would be
+// (BSD ftpd's login lines need their connection line above them).
 //
 // This section is pure: it takes a line of text and returns what the line
 // proves about one address, or null. Reading files, cursors and tallies live
@@ -1971,19 +1987,26 @@ function remember<V>(map: Map<string, V>, key: string, value: V, max: number): v
 // Four shapes reach us:
 //
 //   none (sshd -E FILE, journalctl -o cat):
-//     "Invalid user admin from 203.0.113.9 port 4242"
+//     Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
 //   classic syslog (RFC 3164; also journalctl -o short; the host and a
 //   facility.level word are optional — some syslogds omit the first and add
 //   the second; Dovecot's own log_path file has no host):
-//     "Nov 21 10:00:00 host sshd[123]: ..."
-//     "Nov 23 21:50:19 sshd[8148]: ..."
-//     "May 29 15:21:53 gr auth.info sshd-session[25292]: ..."
-//     "Jun 12 19:24:38 imap-login: Info: Login aborted: ..."
+//     Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//     Nov 23 21:50:19 sshd[8148]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//     May 29 15:21:53 gr auth.info sshd-session[25292]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//     Jun 12 19:24:38 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, lip=127.4.20.69, TLS, session=<25Nw4GQ3Ms9QM7WQ>
+//       => dovecot: mua 80.51.181.144 naughty mail.dovecot-auth-failed
 //   RFC 3339 (rsyslog's default on newer systems; journalctl -o short-iso
 //   writes +0000 without the colon; some writers drop the zone):
-//     "2026-11-21T10:00:00.123456+00:00 host sshd[123]: ..."
+//     2026-11-21T10:00:00.123456+00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
 //   vsftpd's own log file (vsftpd.log, ctime date, no program field):
-//     "Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client \"64.106.46.98\""
+//     Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client "64.106.46.98"
+//       => vsftpd: ftp 64.106.46.98 failed ftp.vsftpd-failed
 //
 // The prefix is written by the syslog daemon, so the program found here is
 // trustworthy as far as the log file is (see "outside this parser's reach").
@@ -2213,23 +2236,41 @@ function userThenAddrPort(s: string): { user: string; addr: string } | null {
 // auth2.c, packet.c, sshd.c, sshd-session.c, srclimit.c):
 //
 //   Accepted password for alice from 198.51.100.7 port 52100 ssh2
+//     => sshd: ssh 198.51.100.7 success ssh.accepted
 //   Accepted publickey for alice from 198.51.100.7 port 52100 ssh2: ED25519 SHA256:Pcs5TWfcOSKb7Rw/XyvHfUcaQzmw6HtLrjUoyXuzIj8
+//     => sshd: ssh 198.51.100.7 success ssh.accepted
 //   Failed password for invalid user ROOT from 194.117.26.69 port 50273 ssh2
+//     => sshd: ssh 194.117.26.69 naughty ssh.failed-invalid-user
 //   Failed publickey for invalid user graysky from 127.0.0.1 port 37954 ssh2: RSA SHA256:v3dpapGleDaUKf$4V1vKyR9ZyUgjaJAmoCTcb2PLljI
+//     => sshd: ssh 127.0.0.1 naughty ssh.failed-invalid-user
 //   Invalid user ftp from 192.0.2.2 port 37220
+//     => sshd: ssh 192.0.2.2 naughty ssh.invalid-user
 //   User root from 46.45.128.3 not allowed because listed in DenyUsers
+//     => sshd: ssh 46.45.128.3 naughty ssh.user-not-allowed
 //   error: maximum authentication attempts exceeded for root from 61.0.0.1 port 49940 ssh2 [preauth]
+//     => sshd: ssh 61.0.0.1 naughty ssh.max-auth-tries
 //   Disconnecting invalid user admin 192.0.2.117 port 44004: Too many authentication failures [preauth]
+//     => sshd: ssh 192.0.2.117 naughty ssh.too-many-failures
 //   Connection closed by authenticating user root 192.0.2.10 port 46038 [preauth]
+//     => sshd: ssh 192.0.2.10 naughty ssh.closed-root
 //   Connection closed by invalid user  192.0.2.68 port 34916 [preauth]
+//     => sshd: ssh 192.0.2.68 naughty ssh.closed-invalid-user
 //   Connection closed by 192.0.2.212 port 22 [preauth]
+//     => sshd: ssh 192.0.2.212 probe ssh.closed-preauth
 //   Did not receive identification string from 192.0.2.5 port 35836
+//     => sshd: ssh 192.0.2.5 probe ssh.no-identification
 //   banner exchange: Connection from 20.64.105.146 port 47144: invalid format
+//     => sshd: ssh 20.64.105.146 probe ssh.banner-exchange
 //   Unable to negotiate with 192.0.2.1 port 55419: no matching cipher found. Their offer: aes256-cbc [preauth]
+//     => sshd: ssh 192.0.2.1 probe ssh.kex-negotiation
 //   drop connection #13 from [192.168.133.142]:57590 on [192.168.133.132]:22 penalty: failed authentication
+//     => sshd: ssh 192.168.133.142 probe ssh.penalty
 //   Timeout before authentication for connection from 192.0.2.31 to 192.0.2.1, pid = 4242
+//     => sshd: ssh 192.0.2.31 probe ssh.login-grace-timeout
 //   error: PAM: Authentication failure for alice from 192.0.2.10
-//   PAM: Authentication failure for illegal user nosuchuser from 192.0.2.10     (sshd -E: no "error: ")
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   PAM: Authentication failure for illegal user nosuchuser from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 naughty ssh.pam-invalid-user   (sshd -E: no "error: ")
 //
 // The privilege-separated child appends " [preauth]"; "error: " and
 // "fatal: " are level prefixes. Both are server text and are peeled first.
@@ -2272,9 +2313,11 @@ const FROM_FIELD = / from (\S+)(?: port (\d{1,5}))?(?: ssh[12])?(?=$|: )/y;
  * on either side, and the line is read only when there is exactly one:
  *
  *   Failed password for x from 1.2.3.4 port 1 ssh2 from 203.0.113.9 port 5 ssh2
+ *     => sshd: ssh 203.0.113.9 failed ssh.failed
  *     — the first field is followed by " from", so it is no candidate:
  *       one candidate, 203.0.113.9.
  *   Failed password for invalid user test from 127.0.0.1 port 58946 ssh2: from 10.10.1.2 port 55555 ssh2
+ *     => sshd: none: ambiguous: several 'from ADDR port N' fields around client-chosen text; ignored
  *     — two candidates: either U is "test from 127.0.0.1 port 58946 ssh2:"
  *       or INFO is "from 10.10.1.2 port 55555 ssh2". Ignored.
  *
@@ -2308,11 +2351,17 @@ function sshFromTail(rest: string): { user: string; addr: string } | { why: stri
 // auth.c, auth_log(), for the same attempt: "Failed keyboard-interactive/pam
 // for U from A port N ssh2" — but at LogLevel VERBOSE only, unless the user
 // is invalid or the connection's failures reached MaxAuthTries/2. Measured
-// against OpenSSH 9.2 (kbd-int, 3 wrong answers per connection):
-//   INFO:    PAM: Authentication failure for alice from 192.0.2.10   (x3)
-//            Connection closed by authenticating user alice 192.0.2.10 port 36379 [preauth]
-//   VERBOSE: PAM: ..., then Failed keyboard-interactive/pam ..., per attempt;
-//            the same close line.
+// against OpenSSH 9.2 (kbd-int, 3 wrong answers per connection), at INFO:
+//   PAM: Authentication failure for alice from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   PAM: Authentication failure for alice from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   PAM: Authentication failure for alice from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   Connection closed by authenticating user alice 192.0.2.10 port 36379 [preauth]
+//     => sshd: none: sshd: connection of "alice" closed after 3 PAM failure(s), counted on their own lines: not a probe
+// and at VERBOSE: PAM: ..., then Failed keyboard-interactive/pam ..., per
+// attempt; the same close line.
 // So at INFO the PAM line is the only trace of a guess, and a bot guessing
 // three passwords per connection looked like a string of probes.
 //
@@ -2626,8 +2675,11 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
 
   // OpenSSH 9.8+ (sshd.c / srclimit.c), all server text:
   //   drop connection #13 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: failed authentication
+  //     => sshd: ssh 192.0.2.7 probe ssh.penalty
   //   drop connection #0 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: connections without attempting authentication
+  //     => sshd: ssh 192.0.2.7 probe ssh.penalty
   //   drop connection #3 from [192.0.2.7]:57590 on [192.0.2.1]:22 past MaxStartups
+  //     => sshd: none: sshd: connection dropped for server load (MaxStartups), not evidence
   // A penalty refusal is a connection refused before any authentication:
   // probe (the failures that earned the penalty are counted on their own
   // lines). "past MaxStartups" is the server shedding load under a flood;
@@ -2659,8 +2711,11 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
 // 6.5 PAM's authentication-failure line (pam_unix)
 //
 //   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=test rhost=58.254.172.161
+//     => vsftpd: ftp 58.254.172.161 naughty ftp.pam-unknown-user
 //   pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=root rhost=176.61.140.225  user=root
+//     => dovecot: mua 176.61.140.225 naughty mail.dovecot-pam
 //   (pam_unix) authentication failure; logname= uid=0 euid=0 tty= ruser= rhost=209.67.1.67
+//     => vsftpd: ftp 209.67.1.67 naughty ftp.pam-unknown-user
 //
 // ruser= is the name the client typed (fail2ban's corpus has
 // "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), and with pam_unix's `audit`
@@ -2674,11 +2729,13 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
 //   exactly one reading → its address; none or several → the line decides
 //   nothing.
 //
-//   ruser=x rhost=192.0.2.66  user=x rhost=198.51.100.7
+//   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=x rhost=192.0.2.66  user=x rhost=198.51.100.7
+//     => vsftpd: none: ambiguous: several 'rhost=ADDR' fields around client-typed ruser=/user= text; ignored
 //     — two readings: rhost 192.0.2.66 with user "x rhost=198.51.100.7",
 //       or ruser "x rhost=192.0.2.66  user=x" and rhost 198.51.100.7.
 //       Ignored (it used to blame 198.51.100.7, which never connected).
-//   ruser=rhost=1.2.3.4 rhost=192.0.43.10
+//   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=rhost=1.2.3.4 rhost=192.0.43.10
+//     => vsftpd: ftp 192.0.43.10 naughty ftp.pam-unknown-user
 //     — "rhost=1.2.3.4" follows "=", not " ": one reading, 192.0.43.10.
 //
 // Ignoring a line lets a client hide a PAM failure behind a typed name that
@@ -2721,10 +2778,15 @@ function isPamAuthFailure(m: string): boolean {
 
 // vsftpd (logging.c), through syslog or in its own vsftpd.log:
 //   [pid 27202] [anonymous] FAIL LOGIN: Client "64.106.46.98"
+//     => vsftpd: ftp 64.106.46.98 failed ftp.vsftpd-failed
 //   [pid 15019] [guest] FAIL LOGIN: Client "::ffff:192.0.2.1", "User is not in the allow user list."
-//   [username] FAIL LOGIN: Client "192.0.2.222"              (syslog: the pid is in the prefix)
+//     => vsftpd: ftp 192.0.2.1 naughty ftp.vsftpd-refused
+//   [username] FAIL LOGIN: Client "192.0.2.222"
+//     => vsftpd: ftp 192.0.2.222 failed ftp.vsftpd-failed   (syslog: the pid is in the prefix)
 //   [pid 3101] [alice] OK LOGIN: Client "198.51.100.7"
+//     => vsftpd: ftp 198.51.100.7 success ftp.vsftpd-ok
 //   [pid 3101] [ftp] OK LOGIN: Client "198.51.100.7", anon password "guest@"
+//     => vsftpd: none: vsftpd OK LOGIN with text after the address (anonymous login): not a user's success
 // The [user] is client text (it may hold `] FAIL LOGIN: Client "1.2.3.4"`),
 // and so is the anonymous password at the END of an OK line. FAIL lines
 // end in server text, so the address is the quoted field followed by the
@@ -2788,11 +2850,17 @@ function ftpPam(m: string): Result {
 // address is read from the start (fail2ban's corpus has a user name carrying
 // "proftpd[17424] ... (hihoinjection[1.2.3.44])" that this ignores):
 //   myhost.example.com (example.com[192.0.2.4]) - USER jtittle@domain.org: no such user found from example.com [192.0.2.4] to 192.0.2.1:21
+//     => proftpd: ftp 192.0.2.4 naughty ftp.proftpd-no-such-user
 //   myhost (mail.example.net[::ffff:67.227.224.66]): USER username (Login failed): Incorrect password.
+//     => proftpd: ftp 67.227.224.66 failed ftp.proftpd-failed
 //   myhost (123.123.123.123[123.123.123.123]): USER username (Login failed): User in /etc/ftpusers
+//     => proftpd: ftp 123.123.123.123 naughty ftp.proftpd-refused
 //   myhost (::ffff:59.167.242.100[::ffff:59.167.242.100]): SECURITY VIOLATION: root login attempted.
+//     => proftpd: ftp 59.167.242.100 naughty ftp.proftpd-root
 //   mail (::ffff:1.2.3.4[::ffff:1.2.3.4]) - Maximum login attempts (3) exceeded
+//     => proftpd: ftp 1.2.3.4 naughty ftp.proftpd-max-attempts
 //   myhost (client.example.net[198.51.100.7]) - USER alice: Login successful.
+//     => proftpd: ftp 198.51.100.7 success ftp.proftpd-ok
 // One reading: CLIENTHOST is a reverse-DNS name (the client's DNS chooses
 // it), but the head refuses one holding a space, "[", "]", "(" or ")", so
 // the first "[" after "(" opens the address and nothing the client types
@@ -2842,8 +2910,11 @@ function parseProftpd(msg: string): Result {
 // otherwise possibly a host name, which parseIp refuses). The client's own
 // text only appears inside TEXT, after the address.
 //   (?@203.0.113.9) [WARNING] Authentication failed for user [admin]
+//     => pure-ftpd: ftp 203.0.113.9 failed ftp.pureftpd-failed
 //   (?@2001:db8::9) [WARNING] Authentication failed for user [root]
+//     => pure-ftpd: ftp 2001:db8::9 naughty ftp.pureftpd-failed-root
 //   (alice@198.51.100.7) [INFO] alice is now logged in
+//     => pure-ftpd: ftp 198.51.100.7 success ftp.pureftpd-ok
 // One reading: nothing the client types comes before the address (USER is
 // "?" until a login succeeds), HOST cannot hold ") [" or "@" (a host name
 // or an address), so the first ") [" closes the field and its last "@"
@@ -2878,13 +2949,21 @@ function parsePureftpd(msg: string): Result {
 // so the address is never read from them. It comes from the earlier
 // connection line of the same pid (logged under the same -l flag):
 //   ftpd[123]: connection from host.example.com (192.0.2.4)
-//   ftpd[123]: connection from 192.0.2.4 (192.0.2.4) to ftp.example.org     (VIRTUAL_HOSTING)
-//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com, admin                 (authpriv, e.g. auth.log)
-//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com                        (ftp facility, e.g. messages)
-//   ftpd[123]: FTP LOGIN REFUSED FROM host.example.com, root                 (user in /etc/ftpusers)
+//     => ftpd: none: ftpd connection line: 192.0.2.4 remembered for pid 123
+//   ftpd[124]: connection from 192.0.2.4 (192.0.2.4) to ftp.example.org
+//     => ftpd: none: ftpd connection line: 192.0.2.4 remembered for pid 124   (VIRTUAL_HOSTING)
+//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com, admin
+//     => ftpd: ftp 192.0.2.4 failed ftp.bsdftpd-failed   (authpriv, e.g. auth.log)
+//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com
+//     => ftpd: ftp 192.0.2.4 failed ftp.bsdftpd-failed   (ftp facility, e.g. messages)
+//   ftpd[123]: FTP LOGIN REFUSED FROM host.example.com, root
+//     => ftpd: ftp 192.0.2.4 naughty ftp.bsdftpd-refused   (user in /etc/ftpusers)
 //   ftpd[123]: repeated login failures from host.example.com
+//     => ftpd: ftp 192.0.2.4 naughty ftp.bsdftpd-repeated
 //   ftpd[123]: FTP LOGIN FROM host.example.com as alice
-//   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@             (anonymous: no success)
+//     => ftpd: ftp 192.0.2.4 success ftp.bsdftpd-ok
+//   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@
+//     => ftpd: none: ftpd anonymous login: proves nothing about a user   (anonymous: no success)
 // The two FAILED forms go to different facilities, so one file holds one.
 // One reading: the address is taken only from the connection line, whose
 // HOST has no space, so " (" after it is ftpd's and the parenthesised
@@ -2951,12 +3030,19 @@ function parseBsdFtpd(pid: string, msg: string, state: ClassifierState | undefin
 // 6.7 Dovecot (imap-login, pop3-login, submission-login, managesieve-login)
 //
 //   dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, mpid=4242, TLS, session=<x>
+//     => dovecot: mua 198.51.100.7 success mail.dovecot-login
 //   dovecot: imap-login: Disconnected (auth failed, 2 attempts): user=<username.bob>, method=PLAIN, rip=49.176.98.87, lip=113.212.99.194, TLS
+//     => dovecot: mua 49.176.98.87 naughty mail.dovecot-auth-failed
 //   dovecot[442]: pop3-login: Aborted login (auth failed, 1 attempts in 17 secs): user=<test>, method=PLAIN, rip=192.51.100.13, lip=203.0.113.17, session=<Y>
-//   dovecot[996]: imap-login: Login aborted: Connection closed (auth failed, 2 attempts in 14 secs) (auth_failed): user=<jose>, method=PLAIN, rip=138.255.206.154, lip=5.135.93.75, TLS, session=<8o>   (2.4)
-//   imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, ...   (own log file)
+//     => dovecot: mua 192.51.100.13 naughty mail.dovecot-auth-failed
+//   dovecot[996]: imap-login: Login aborted: Connection closed (auth failed, 2 attempts in 14 secs) (auth_failed): user=<jose>, method=PLAIN, rip=138.255.206.154, lip=5.135.93.75, TLS, session=<8o>
+//     => dovecot: mua 138.255.206.154 naughty mail.dovecot-auth-failed   (2.4)
+//   Jun 12 19:24:38 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, lip=127.4.20.69, TLS, session=<25Nw4GQ3Ms9QM7WQ>
+//     => dovecot: mua 80.51.181.144 naughty mail.dovecot-auth-failed   (own log file)
 //   dovecot: pop3-login: Disconnected (no auth attempts): rip=121.44.24.254, lip=113.212.99.194, TLS: Disconnected
+//     => dovecot: mua 121.44.24.254 probe mail.dovecot-no-auth
 //   dovecot: pop3-login: Aborted login (tried to use disabled plaintext auth): rip=190.210.136.21, lip=113.212.99.193
+//     => dovecot: mua 190.210.136.21 probe mail.dovecot-no-auth
 //
 // The user name is client text: Dovecot passes it through str_sanitize(user,
 // 80), which replaces control characters but NOT "," or ">" — so
@@ -3031,10 +3117,14 @@ function parseDovecotLogin(service: Service, sub: string, msg: string): Result {
 // process also logs as "auth failed" — counted twice it stays one naughty,
 // which blocks either way, so they are read too (they are all a log has
 // when the login process logs elsewhere):
-//   auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=informix rhost=80.255.3.104
-//   auth-worker(default): pam(account@example.com,200.76.17.206): pam_authenticate() failed: User not known to the underlying authentication module
-//   auth-worker(12345): Info: pam(user,1.2.3.4,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)
-//   auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: ...   (2.4)
+//   dovecot: auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=informix rhost=80.255.3.104
+//     => dovecot: mua 80.255.3.104 naughty mail.dovecot-pam
+//   dovecot: auth-worker(default): pam(account@example.com,200.76.17.206): pam_authenticate() failed: User not known to the underlying authentication module
+//     => dovecot: mua 200.76.17.206 naughty mail.dovecot-pam
+//   dovecot: auth-worker(12345): Info: pam(user,1.2.3.4,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)
+//     => dovecot: mua 1.2.3.4 naughty mail.dovecot-pam
+//   dovecot: auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: Authentication failure (Password mismatch?)
+//     => dovecot: mua 138.255.206.154 naughty mail.dovecot-pam   (2.4)
 // In pam(USER,ADDR) the user comes first and is split off at the first
 // comma, which is only safe because Dovecot's default auth_username_chars
 // ("a-zA-Z0-9.-_@") has no comma; a user name outside that set (the admin
@@ -3094,10 +3184,15 @@ function parseDovecot(program: string, msg: string): Result {
 // 6.8 Postfix SASL (smtpd)
 //
 //   postfix/smtpd[3937]: warning: HOSTNAME[1.1.1.1]: SASL LOGIN authentication failed: authentication failure
+//     => postfix/smtpd: smtp 1.1.1.1 naughty smtp.postfix-sasl-failed
 //   postfix/submission/smtpd[11538]: warning: unknown[82.221.106.233]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+//     => postfix/submission/smtpd: smtp 82.221.106.233 naughty smtp.postfix-sasl-failed
 //   postfix/smtps/smtpd[42]: warning: astra4139.startdedicated.de[62.138.2.143]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+//     => postfix/smtps/smtpd: smtp 62.138.2.143 naughty smtp.postfix-sasl-failed
 //   postfix/smtpd[21022]: warning: unknown[1.1.1.1]: SASL LOGIN authentication failed: Connection lost to authentication server
+//     => postfix/smtpd: none: postfix: SASL server unreachable, not the client's failure
 //   postfix/submission/smtpd[4242]: 4DXZ3k0Qf2z9sVR: client=client.example.net[198.51.100.7], sasl_method=PLAIN, sasl_username=alice
+//     => postfix/submission/smtpd: smtp 198.51.100.7 success smtp.postfix-sasl-ok
 //
 // "HOST[ADDR]" is Postfix's client name (a verified host name or "unknown")
 // and address, written before anything the client sends: read from the start.
@@ -3131,10 +3226,15 @@ function parsePostfix(msg: string): Result {
 // 6.9 vpopmail (vchkpw.c), through syslog as "vpopmail[pid]: vchkpw-pop3: ..."
 //
 //   vchkpw-pop3: vpopmail user not found nobody@example.com:203.0.113.9
+//     => vchkpw-pop3: mua 203.0.113.9 naughty mail.vpopmail-failed
 //   vchkpw-smtp: password fail (pass: 'hunter2') alice@example.com:203.0.113.9
+//     => vchkpw-smtp: smtp 203.0.113.9 naughty mail.vpopmail-failed
 //   vchkpw-pop3: password fail alice@example.com:2001:db8::9
+//     => vchkpw-pop3: mua 2001:db8::9 naughty mail.vpopmail-failed
 //   vchkpw-pop3: (PLAIN) login success alice@example.com:198.51.100.7
+//     => vchkpw-pop3: mua 198.51.100.7 success mail.vpopmail-ok
 //   vchkpw-pop3: system user not found nobody:203.0.113.9
+//     => vchkpw-pop3: mua 203.0.113.9 naughty mail.vpopmail-failed
 //
 // Format "%s@%s:%s" (user, domain, IpAddr) ends the line. vpopmail's
 // parse_email() admits no '@' ':' or space in the user and only [a-z0-9.-]
@@ -3512,9 +3612,11 @@ export function importBash200(ctx: Ctx, db: Db): number {
 
 // ---- 7.2.1 Names: typos of real accounts, and how many names an address tried ----
 //
-//   Invalid user alcie from 203.0.113.9 port 4242   (alice is an account here)
-//     → the kind sshd writes for an existing user: a failed attempt, not naughty
-//   Invalid user admin from 203.0.113.9 port 4242   (no account is near "admin")
+//   Invalid user alcie from 203.0.113.9 port 4242
+//     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user   (what the line says; alice is an account here)
+//     → here: the kind sshd writes for an existing user, a failed attempt, not naughty
+//   Invalid user admin from 203.0.113.9 port 4242
+//     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user   (no account is near "admin")
 //     → naughty, as before
 //
 // An unknown name is naughty because bots guess names; a person mistypes
