@@ -1541,6 +1541,8 @@ export function withLock<T>(ctx: Ctx, fn: () => T, busy?: { waitMs: number; then
     }
   } catch (e) {
     if (busy && isBusy(e)) return busy.then();
+    // "database is locked" is SQLite's word for it: say whose lock and how long was waited.
+    if (isBusy(e)) throw new SentryError(`cannot lock ${file}: another sentry process held it longer than LOCK_TIMEOUT_SECONDS (${ctx.cfg.LOCK_TIMEOUT_SECONDS} s); try again`, 2);
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
   lockDepth++;
