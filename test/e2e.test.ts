@@ -19,9 +19,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
-  DAEMON, GLOBAL_FILES, alive, checkPrerequisites, netnsExists, pidsMentioning, pool, sha256OrNull, startHarness,
+  DAEMON, GLOBAL_FILES, alive, checkPrerequisites, netnsExists, pidsMentioning, sha256OrNull, startHarness,
 } from "./lib/sshd.ts";
 import type { Harness, SshOutcome } from "./lib/sshd.ts";
+import { parallel } from "./lib/run.ts";
 
 t.setTimeout(280_000);
 
@@ -305,9 +306,10 @@ t.test("30 attackers in parallel: every one blocked, none of the others", async 
   const jobs: Job[] = HORDE.map((ip) => ({ ip, attacker: true }));
   BYSTANDERS.forEach((ip, i) => jobs.splice(i * 7 + 3, 0, { ip, attacker: false })); // interleave
   const started = Date.now();
-  const results = await pool(jobs, 12, async (j) => ({
-    ...j, runs: await times(3, () => (j.attacker ? invalidUser(j.ip) : login(j.ip))),
-  }));
+  const results = await parallel(jobs.length, 12, async (i) => {
+    const j = jobs[i];
+    return { ...j, runs: await times(3, () => (j.attacker ? invalidUser(j.ip) : login(j.ip))) };
+  });
   t.comment(`${jobs.length * 3} connections in ${Date.now() - started} ms`);
   // No convoy (issue 15): a connect that finds another process reading the
   // logs exits at once, counted, and leaves its decision to the next look
@@ -340,7 +342,7 @@ t.test("30 attackers in parallel: every one blocked, none of the others", async 
   t.ok(deny.every((l) => /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/.test(l)), "every line is a bare IPv4 or a bracketed IPv6", { deny });
 
   // What each experiences next: all at once (a refusal is a 5 s wait).
-  const next = await pool(jobs, jobs.length, async (j) => ({ ...j, o: await login(j.ip) }));
+  const next = await parallel(jobs.length, jobs.length, async (i) => ({ ...jobs[i], o: await login(jobs[i].ip) }));
   for (const n of next) {
     if (n.attacker) t.ok(n.o.refused && !n.o.loggedIn, `${n.ip} is refused`, evidence(n.ip, [n.o]));
     else t.ok(n.o.loggedIn, `${n.ip} still logs in`, evidence(n.ip, [n.o]));

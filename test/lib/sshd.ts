@@ -441,16 +441,3 @@ function addAddresses(ns: string, addrs: string[]): void {
     a.includes(":") ? `addr add ${a}/128 dev lo nodad` : `addr add ${a}/32 dev lo`).join("\n") + "\n");
 }
 
-/** Run `fn` over `items`, at most `limit` at a time; results in input order. */
-export async function pool<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
