@@ -3570,6 +3570,7 @@ export function importBash200(ctx: Ctx, db: Db): number {
   const hasTable = () => db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
   if (!hasTable()) return 0;
   let n = 0;
+  const blocked: string[] = [];
   withLock(ctx, () => {
     // Look again under the lock: processes that met the old table at the same
     // time queue here, and all but the first find it already renamed (the
@@ -3602,10 +3603,23 @@ export function importBash200(ctx: Ctx, db: Db): number {
         const until = len.ms > 0 ? `until ${isoTime(ctx.sys.now() + len.ms)} (${lengthText(len.ms)} from the import on ${isoTime(ctx.sys.now())}; ${len.why})\n` : "";
         writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n${until}`);
         ctx.sys.fs.utimesSync(file, block, block); // its age shows
+        blocked.push(ip);
       }
       n++;
     }
     if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+    // And every enabled firewall (section 9.2), as a block decided here
+    // would be: an upgrade with ADD_TO_NFTABLES=1 must not leave the old
+    // blocks in hosts.deny only. A backend that fails is a warning and a
+    // sentry.log line (backendFailed); the block files stand, and --resync
+    // puts them in later.
+    const len = defaultBlockLength(ctx.cfg);
+    for (const ip of blocked) {
+      for (const b of enabledBackends(ctx)) {
+        const r = b.add(ip, ctx.cfg, ctx.sys, len.ms > 0 ? len.ms : undefined);
+        if (!r.ok) backendFailed(ctx, ip, b.name, "add", r.error);
+      }
+    }
     db.exec("ALTER TABLE ip_records RENAME TO ip_records_imported_by_sentry3");
     logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)`);
   });
