@@ -1541,6 +1541,8 @@ export function withLock<T>(ctx: Ctx, fn: () => T, busy?: { waitMs: number; then
     }
   } catch (e) {
     if (busy && isBusy(e)) return busy.then();
+    // "database is locked" is SQLite's word for it: say whose lock and how long was waited.
+    if (isBusy(e)) throw new SentryError(`cannot lock ${file}: another sentry process held it longer than LOCK_TIMEOUT_SECONDS (${ctx.cfg.LOCK_TIMEOUT_SECONDS} s); try again`, 2);
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
   lockDepth++;
@@ -1855,10 +1857,26 @@ export function prepareDbFile(ctx: Ctx, file: string, wal = true): void {
 //
 // Input → output, one line at a time:
 //
-//   "Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242"
-//       → { service: "ssh", ip: "203.0.113.9", kind: "naughty", rule: "ssh.invalid-user", user: "admin" }
-//   "Nov 21 10:00:01 host CRON[99]: pam_unix(cron:session): session opened for user root"
-//       → null   (why: "not a watched program (CRON)")
+//   Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242
+//     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//   Nov 21 10:00:01 host CRON[99]: pam_unix(cron:session): session opened for user root
+//     => sshd: none: not a watched program (CRON)
+//
+// SAMPLES. Every real log line quoted in this file's comments is followed
+// by what the classifier makes of it, in one fixed form that
+// test/samples.test.ts reads and checks (so a comment cannot lie):
+//
+//   <the line, exactly as a log holds it>
+//     "=> PROGRAM: SERVICE ADDRESS KIND RULE" when it is evidence, or
+//     "=> PROGRAM: none: REASON", REASON being explainLine's why, exactly;
+//     either may end in a remark: three spaces, then "(...)".
+//
+// PROGRAM is the program a line without a syslog prefix is read as (the
+// setting's default: sshd for `sshd -E FILE` or the journal's MESSAGE).
+// A sample that starts with "PROGRAM[PID]: " or "PROGRAM: " is the tail of
+// a syslog line, and is read after a timestamp and a host. Consecutive
+// samples are read in order with one ClassifierState, as one log would be
+// (BSD ftpd's login lines need their connection line above them).
 //
 // This section is pure: it takes a line of text and returns what the line
 // proves about one address, or null. Reading files, cursors and tallies live
@@ -1971,19 +1989,26 @@ function remember<V>(map: Map<string, V>, key: string, value: V, max: number): v
 // Four shapes reach us:
 //
 //   none (sshd -E FILE, journalctl -o cat):
-//     "Invalid user admin from 203.0.113.9 port 4242"
+//     Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
 //   classic syslog (RFC 3164; also journalctl -o short; the host and a
 //   facility.level word are optional — some syslogds omit the first and add
 //   the second; Dovecot's own log_path file has no host):
-//     "Nov 21 10:00:00 host sshd[123]: ..."
-//     "Nov 23 21:50:19 sshd[8148]: ..."
-//     "May 29 15:21:53 gr auth.info sshd-session[25292]: ..."
-//     "Jun 12 19:24:38 imap-login: Info: Login aborted: ..."
+//     Nov 21 10:00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//     Nov 23 21:50:19 sshd[8148]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//     May 29 15:21:53 gr auth.info sshd-session[25292]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
+//     Jun 12 19:24:38 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, lip=127.4.20.69, TLS, session=<25Nw4GQ3Ms9QM7WQ>
+//       => dovecot: mua 80.51.181.144 naughty mail.dovecot-auth-failed
 //   RFC 3339 (rsyslog's default on newer systems; journalctl -o short-iso
 //   writes +0000 without the colon; some writers drop the zone):
-//     "2026-11-21T10:00:00.123456+00:00 host sshd[123]: ..."
+//     2026-11-21T10:00:00.123456+00:00 host sshd[123]: Invalid user admin from 203.0.113.9 port 4242
+//       => sshd: ssh 203.0.113.9 naughty ssh.invalid-user
 //   vsftpd's own log file (vsftpd.log, ctime date, no program field):
-//     "Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client \"64.106.46.98\""
+//     Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client "64.106.46.98"
+//       => vsftpd: ftp 64.106.46.98 failed ftp.vsftpd-failed
 //
 // The prefix is written by the syslog daemon, so the program found here is
 // trustworthy as far as the log file is (see "outside this parser's reach").
@@ -2213,23 +2238,41 @@ function userThenAddrPort(s: string): { user: string; addr: string } | null {
 // auth2.c, packet.c, sshd.c, sshd-session.c, srclimit.c):
 //
 //   Accepted password for alice from 198.51.100.7 port 52100 ssh2
+//     => sshd: ssh 198.51.100.7 success ssh.accepted
 //   Accepted publickey for alice from 198.51.100.7 port 52100 ssh2: ED25519 SHA256:Pcs5TWfcOSKb7Rw/XyvHfUcaQzmw6HtLrjUoyXuzIj8
+//     => sshd: ssh 198.51.100.7 success ssh.accepted
 //   Failed password for invalid user ROOT from 194.117.26.69 port 50273 ssh2
+//     => sshd: ssh 194.117.26.69 naughty ssh.failed-invalid-user
 //   Failed publickey for invalid user graysky from 127.0.0.1 port 37954 ssh2: RSA SHA256:v3dpapGleDaUKf$4V1vKyR9ZyUgjaJAmoCTcb2PLljI
+//     => sshd: ssh 127.0.0.1 naughty ssh.failed-invalid-user
 //   Invalid user ftp from 192.0.2.2 port 37220
+//     => sshd: ssh 192.0.2.2 naughty ssh.invalid-user
 //   User root from 46.45.128.3 not allowed because listed in DenyUsers
+//     => sshd: ssh 46.45.128.3 naughty ssh.user-not-allowed
 //   error: maximum authentication attempts exceeded for root from 61.0.0.1 port 49940 ssh2 [preauth]
+//     => sshd: ssh 61.0.0.1 naughty ssh.max-auth-tries
 //   Disconnecting invalid user admin 192.0.2.117 port 44004: Too many authentication failures [preauth]
+//     => sshd: ssh 192.0.2.117 naughty ssh.too-many-failures
 //   Connection closed by authenticating user root 192.0.2.10 port 46038 [preauth]
+//     => sshd: ssh 192.0.2.10 naughty ssh.closed-root
 //   Connection closed by invalid user  192.0.2.68 port 34916 [preauth]
+//     => sshd: ssh 192.0.2.68 naughty ssh.closed-invalid-user
 //   Connection closed by 192.0.2.212 port 22 [preauth]
+//     => sshd: ssh 192.0.2.212 probe ssh.closed-preauth
 //   Did not receive identification string from 192.0.2.5 port 35836
+//     => sshd: ssh 192.0.2.5 probe ssh.no-identification
 //   banner exchange: Connection from 20.64.105.146 port 47144: invalid format
+//     => sshd: ssh 20.64.105.146 probe ssh.banner-exchange
 //   Unable to negotiate with 192.0.2.1 port 55419: no matching cipher found. Their offer: aes256-cbc [preauth]
+//     => sshd: ssh 192.0.2.1 probe ssh.kex-negotiation
 //   drop connection #13 from [192.168.133.142]:57590 on [192.168.133.132]:22 penalty: failed authentication
+//     => sshd: ssh 192.168.133.142 probe ssh.penalty
 //   Timeout before authentication for connection from 192.0.2.31 to 192.0.2.1, pid = 4242
+//     => sshd: ssh 192.0.2.31 probe ssh.login-grace-timeout
 //   error: PAM: Authentication failure for alice from 192.0.2.10
-//   PAM: Authentication failure for illegal user nosuchuser from 192.0.2.10     (sshd -E: no "error: ")
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   PAM: Authentication failure for illegal user nosuchuser from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 naughty ssh.pam-invalid-user   (sshd -E: no "error: ")
 //
 // The privilege-separated child appends " [preauth]"; "error: " and
 // "fatal: " are level prefixes. Both are server text and are peeled first.
@@ -2246,12 +2289,17 @@ function userThenAddrPort(s: string): { user: string; addr: string } | null {
 //   - Bad protocol version identification 'JUNK' from A port N: JUNK before,
 //     nothing after: from the end.
 
-const NO_IDENT = "Did not receive identification string from ";
 const MAX_AUTH = "maximum authentication attempts exceeded for ";
-const GRACE = "Timeout before authentication for ";
 const GRACE_98 = "Timeout before authentication for connection from ";
-const ROOT_REFUSED = "ROOT LOGIN REFUSED FROM ";
 const TOO_MANY = ": Too many authentication failures";
+/** The level sshd's log functions put before some messages ("error: ", "fatal: "): same length, server text. */
+const SSH_LEVEL_LEN = "error: ".length;
+/** Appended by the privilege-separated child: server text. */
+const PREAUTH = " [preauth]";
+/** Written by sshd before U for an account that does not exist (auth.c); a client can type it too, see below. */
+const INVALID_USER = "invalid user ";
+/** The same for sshd's PAM line (auth-pam.c). */
+const ILLEGAL_USER = "illegal user ";
 const SSH_METHOD = /^[a-z0-9-]{1,32}(?:\/[a-z0-9-]{1,32})?$/;
 
 // One "from ADDR port N[ ssh2]" field that is followed by the end of the
@@ -2267,9 +2315,11 @@ const FROM_FIELD = / from (\S+)(?: port (\d{1,5}))?(?: ssh[12])?(?=$|: )/y;
  * on either side, and the line is read only when there is exactly one:
  *
  *   Failed password for x from 1.2.3.4 port 1 ssh2 from 203.0.113.9 port 5 ssh2
+ *     => sshd: ssh 203.0.113.9 failed ssh.failed
  *     — the first field is followed by " from", so it is no candidate:
  *       one candidate, 203.0.113.9.
  *   Failed password for invalid user test from 127.0.0.1 port 58946 ssh2: from 10.10.1.2 port 55555 ssh2
+ *     => sshd: none: ambiguous: several 'from ADDR port N' fields around client-chosen text; ignored
  *     — two candidates: either U is "test from 127.0.0.1 port 58946 ssh2:"
  *       or INFO is "from 10.10.1.2 port 55555 ssh2". Ignored.
  *
@@ -2303,11 +2353,17 @@ function sshFromTail(rest: string): { user: string; addr: string } | { why: stri
 // auth.c, auth_log(), for the same attempt: "Failed keyboard-interactive/pam
 // for U from A port N ssh2" — but at LogLevel VERBOSE only, unless the user
 // is invalid or the connection's failures reached MaxAuthTries/2. Measured
-// against OpenSSH 9.2 (kbd-int, 3 wrong answers per connection):
-//   INFO:    PAM: Authentication failure for alice from 192.0.2.10   (x3)
-//            Connection closed by authenticating user alice 192.0.2.10 port 36379 [preauth]
-//   VERBOSE: PAM: ..., then Failed keyboard-interactive/pam ..., per attempt;
-//            the same close line.
+// against OpenSSH 9.2 (kbd-int, 3 wrong answers per connection), at INFO:
+//   PAM: Authentication failure for alice from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   PAM: Authentication failure for alice from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   PAM: Authentication failure for alice from 192.0.2.10
+//     => sshd: ssh 192.0.2.10 failed ssh.pam-failed
+//   Connection closed by authenticating user alice 192.0.2.10 port 36379 [preauth]
+//     => sshd: none: sshd: connection of "alice" closed after 3 PAM failure(s), counted on their own lines: not a probe
+// and at VERBOSE: PAM: ..., then Failed keyboard-interactive/pam ..., per
+// attempt; the same close line.
 // So at INFO the PAM line is the only trace of a guess, and a bot guessing
 // three passwords per connection looked like a string of probes.
 //
@@ -2362,8 +2418,8 @@ function parseSshPam(m: string, pid: string, state: ClassifierState | undefined)
   if (!ip) return no(`address field is not a valid IP (${q(addr)})`);
   // "illegal user " is sshd's for an account that does not exist; a client
   // typing those words gets naughty for its own address, as it deserves.
-  const illegal = rest.startsWith("illegal user ");
-  const user = rest.slice(illegal ? 13 : 0, f);
+  const illegal = rest.startsWith(ILLEGAL_USER);
+  const user = rest.slice(illegal ? ILLEGAL_USER.length : 0, f);
   if (state) {
     const k = sshPamKey(pid, ip, user);
     remember(state.sshPamUnmatched, k, (state.sshPamUnmatched.get(k) ?? 0) + 1, SSH_PAM_MAX);
@@ -2397,11 +2453,86 @@ function endSshPam(state: ClassifierState | undefined, addr: string, user: strin
   return n;
 }
 
+// The forms of one shape: a fixed lead (server text), then the address at
+// one of three places, and no client text that could pass for it. Each row
+// is a line sshd writes; `at` says where its address sits:
+//   "rest"       the whole rest of the line is "A" or "A port N";
+//   "last-from"  the rest is client text, then " from A[ port N]" ends the
+//                line: nothing follows the address, so the LAST " from " is
+//                sshd's own, whatever the client text holds (read from the end);
+//   "head"       "A port N: " follows the lead, then server text that could
+//                one day quote the client: read from the start.
+// Lines of other shapes (client text on both sides of the address, a user
+// field before it, conditions on the user) keep their own code in parseSshd.
+interface SshdForm {
+  lead: string;
+  at: "rest" | "last-from" | "head";
+  kind: Kind;
+  rule: string;
+  /** The evidence's why; a "last-from" row with `user` names the client text it holds. */
+  why: string;
+  /** "text": the client text before " from " is the user name; "root": the line is about root. */
+  user?: "text" | "root";
+  /** Evidence only with " [preauth]" (before authentication); otherwise it is about a known user. */
+  preauthOnly?: boolean;
+  /** How a line of this lead that does not fit is called in its why. */
+  name: string;
+}
+
+const SSHD_FORMS: readonly SshdForm[] = [
+  // Invalid user U from A port N   (auth.c: "Invalid user %.100s from %.100s port %d")
+  { lead: "Invalid user ", at: "last-from", kind: "naughty", rule: "ssh.invalid-user", why: "sshd: invalid user", user: "text", name: "'Invalid user'" },
+  // Bad protocol version identification 'JUNK' from A port N   (OpenSSH 7.x; JUNK is the client's)
+  { lead: "Bad protocol version identification ", at: "last-from", kind: "probe", rule: "ssh.bad-protocol", why: "sshd: bad protocol version identification", name: "bad-protocol" },
+  // Did not receive identification string from A[ port N]   (a port scanner: connected and sent nothing)
+  { lead: "Did not receive identification string from ", at: "rest", kind: "probe", rule: "ssh.no-identification", why: "sshd: client sent no identification string", name: "'Did not receive identification'" },
+  // Timeout before authentication for A port N   (before 9.8; see GRACE_98 for the newer form)
+  { lead: "Timeout before authentication for ", at: "rest", kind: "probe", rule: "ssh.login-grace-timeout", why: "sshd: timeout before authentication", name: "timeout" },
+  // ROOT LOGIN REFUSED FROM A   (old and vendor sshd builds)
+  { lead: "ROOT LOGIN REFUSED FROM ", at: "rest", kind: "naughty", rule: "ssh.root-refused", why: "sshd: root login refused", user: "root", name: "root-refused" },
+  // banner exchange: Connection from A port N: invalid format   (OpenSSH 8.x+)
+  { lead: "banner exchange: Connection from ", at: "head", kind: "probe", rule: "ssh.banner-exchange", why: "sshd: banner exchange failed", name: "banner-exchange" },
+  // Unable to negotiate with A port N: no matching cipher found. Their offer: ...   ("Their offer" is client text)
+  { lead: "Unable to negotiate with ", at: "head", kind: "probe", rule: "ssh.kex-negotiation", why: "sshd: key exchange negotiation failed", name: "negotiation" },
+  // ssh_dispatch_run_fatal: Connection from A port N: message authentication code incorrect [preauth]
+  { lead: "ssh_dispatch_run_fatal: Connection from ", at: "head", kind: "probe", rule: "ssh.kex-fatal", why: "sshd: protocol error before authentication", preauthOnly: true, name: "dispatch-error" },
+];
+
+/** " from " and " port " as they stand between the fields of these lines. */
+const FROM_SEP = " from ";
+/** "A port N: " at the head of the rest of a "head" row's line. */
+const HEAD_ADDR = /^(\S+) port \d{1,5}: /;
+
+/** Reads one line of an SSHD_FORMS row (m starts with form.lead; level and [preauth] already peeled). */
+function parseSshdForm(form: SshdForm, m: string, preauth: boolean): Result {
+  if (form.preauthOnly && !preauth) return no(`sshd ${form.name} line not before authentication: about a known user, not evidence`);
+  const rest = m.slice(form.lead.length);
+  let addr: string | null;
+  let user: string | undefined = form.user === "root" ? "root" : undefined;
+  if (form.at === "rest") {
+    addr = addrMaybePort(rest);
+    if (!addr) return no(`sshd ${form.name} line without 'ADDR port N'`);
+  } else if (form.at === "head") {
+    const r = HEAD_ADDR.exec(rest);
+    if (!r) return no(`sshd ${form.name} line without 'ADDR port N:'`);
+    addr = r[1];
+  } else {
+    // The lead ends in a space, which may be the one " from " starts with
+    // (an empty user name: "Invalid user  from A").
+    const f = m.lastIndexOf(FROM_SEP);
+    if (f < form.lead.length - 1) return no(`sshd ${form.name} line without 'from ADDR'`);
+    addr = addrMaybePort(m.slice(f + FROM_SEP.length));
+    if (!addr) return no(`sshd ${form.name} line does not end with 'from ADDR port N'`);
+    if (form.user === "text") user = m.slice(form.lead.length, Math.max(form.lead.length, f));
+  }
+  return found("ssh", addr, form.kind, form.rule, form.user === "text" && user !== undefined ? `${form.why} ${q(user)}` : form.why, user);
+}
+
 function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" = "none", state?: ClassifierState): Result {
   let m = msg;
-  if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(7);
-  const preauth = m.endsWith(" [preauth]");
-  if (preauth) m = m.slice(0, -10);
+  if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(SSH_LEVEL_LEN);
+  const preauth = m.endsWith(PREAUTH);
+  if (preauth) m = m.slice(0, -PREAUTH.length);
   const c = m.charCodeAt(0);
 
   // Accepted|Failed METHOD for [invalid user ]U from A port N ssh2[: INFO]
@@ -2442,15 +2573,21 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     return no("sshd: intermediate step of a multi-step login, not an outcome");
   }
 
-  // Invalid user U from A port N   (auth.c: "Invalid user %.100s from %.100s port %d")
-  // Nothing follows the address, so the LAST " from " is sshd's own.
-  if (m.startsWith("Invalid user ")) {
-    const f = m.lastIndexOf(" from ");
-    if (f < 12) return no("sshd 'Invalid user' line without 'from ADDR'");
-    const addr = addrMaybePort(m.slice(f + 6));
-    if (!addr) return no("sshd 'Invalid user' line does not end with 'from ADDR port N'");
-    const user = m.slice(13, Math.max(13, f));
-    return found("ssh", addr, "naughty", "ssh.invalid-user", `sshd: invalid user ${q(user)}`, user);
+  // Timeout before authentication for connection from A to B, pid = N
+  // (OpenSSH 9.8+: the listener logs its child's LoginGraceTime exit; all
+  // server text, A is the client and B the server's own address.) Its lead
+  // starts like the older form's row in SSHD_FORMS, so it is read here,
+  // before the rows are tried.
+  if (m.startsWith(GRACE_98)) {
+    const r = /^Timeout before authentication for connection from (\S+) to \S+, pid = \d{1,10}$/.exec(m);
+    if (!r) return no("sshd timeout line without 'from ADDR to ADDR, pid = N'");
+    return found("ssh", r[1], "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
+  }
+
+  // The forms that are one fixed lead, an address at a fixed place and
+  // nothing else the client chooses: the rows of SSHD_FORMS.
+  for (const form of SSHD_FORMS) {
+    if (m.startsWith(form.lead)) return parseSshdForm(form, m, preauth);
   }
 
   // User U from A not allowed because REASON   (auth.c allowed_user)
@@ -2509,8 +2646,8 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
   if (m.startsWith(MAX_AUTH)) {
     const r = sshFromTail(m.slice(MAX_AUTH.length));
     if ("why" in r) return no(r.why);
-    const invalid = r.user.startsWith("invalid user ");
-    const user = invalid ? r.user.slice(13) : r.user;
+    const invalid = r.user.startsWith(INVALID_USER);
+    const user = invalid ? r.user.slice(INVALID_USER.length) : r.user;
     if (!invalid && user !== "root") return found("ssh", r.addr, "failed", "ssh.max-auth-tries-user", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
     return found("ssh", r.addr, "naughty", "ssh.max-auth-tries", `sshd: maximum authentication attempts exceeded for ${q(user)}`, user);
   }
@@ -2537,66 +2674,14 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     return found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user);
   }
 
-  // Did not receive identification string from A[ port N]
-  // (a port scanner: connected and sent nothing)
-  if (m.startsWith(NO_IDENT)) {
-    const addr = addrMaybePort(m.slice(NO_IDENT.length));
-    if (!addr) return no("sshd 'Did not receive identification' line without 'ADDR port N'");
-    return found("ssh", addr, "probe", "ssh.no-identification", "sshd: client sent no identification string");
-  }
-
-  // banner exchange: Connection from A port N: invalid format   (OpenSSH 8.x+)
-  // Address read from the start: the reason after it is server text, but
-  // could one day quote the client's banner.
-  if (m.startsWith("banner exchange: Connection from ")) {
-    const r = /^banner exchange: Connection from (\S+) port \d{1,5}: /.exec(m);
-    if (!r) return no("sshd banner-exchange line without 'ADDR port N:'");
-    return found("ssh", r[1], "probe", "ssh.banner-exchange", "sshd: banner exchange failed");
-  }
-
-  // Bad protocol version identification 'JUNK' from A port N   (OpenSSH 7.x)
-  // JUNK is the client's; the address is the last field.
-  if (m.startsWith("Bad protocol version identification ")) {
-    const f = m.lastIndexOf(" from ");
-    const addr = f < 0 ? null : addrMaybePort(m.slice(f + 6));
-    if (!addr) return no("sshd bad-protocol line does not end with 'from ADDR port N'");
-    return found("ssh", addr, "probe", "ssh.bad-protocol", "sshd: bad protocol version identification");
-  }
-
-  // Unable to negotiate with A port N: no matching cipher found. Their offer: ...
-  // ("Their offer" is client text, at the end: read the address from the start.)
-  if (m.startsWith("Unable to negotiate with ")) {
-    const r = /^Unable to negotiate with (\S+) port \d{1,5}: /.exec(m);
-    if (!r) return no("sshd negotiation line without 'ADDR port N:'");
-    return found("ssh", r[1], "probe", "ssh.kex-negotiation", "sshd: key exchange negotiation failed");
-  }
-
-  // ssh_dispatch_run_fatal: Connection from A port N: message authentication code incorrect [preauth]
-  if (m.startsWith("ssh_dispatch_run_fatal: Connection from ")) {
-    const r = /^ssh_dispatch_run_fatal: Connection from (\S+) port \d{1,5}: /.exec(m);
-    if (!r || !preauth) return no("sshd dispatch error not before authentication, or of a known user");
-    return found("ssh", r[1], "probe", "ssh.kex-fatal", "sshd: protocol error before authentication");
-  }
-
-  // Timeout before authentication for connection from A to B, pid = N
-  // (OpenSSH 9.8+: the listener logs its child's LoginGraceTime exit; all
-  // server text, A is the client and B the server's own address.)
-  if (m.startsWith(GRACE_98)) {
-    const r = /^Timeout before authentication for connection from (\S+) to \S+, pid = \d{1,10}$/.exec(m);
-    if (!r) return no("sshd timeout line without 'from ADDR to ADDR, pid = N'");
-    return found("ssh", r[1], "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
-  }
-  // Timeout before authentication for A port N
-  if (m.startsWith(GRACE)) {
-    const addr = addrMaybePort(m.slice(GRACE.length));
-    if (!addr) return no("sshd timeout line without 'ADDR port N'");
-    return found("ssh", addr, "probe", "ssh.login-grace-timeout", "sshd: timeout before authentication");
-  }
 
   // OpenSSH 9.8+ (sshd.c / srclimit.c), all server text:
   //   drop connection #13 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: failed authentication
+  //     => sshd: ssh 192.0.2.7 probe ssh.penalty
   //   drop connection #0 from [192.0.2.7]:57590 on [192.0.2.1]:22 penalty: connections without attempting authentication
+  //     => sshd: ssh 192.0.2.7 probe ssh.penalty
   //   drop connection #3 from [192.0.2.7]:57590 on [192.0.2.1]:22 past MaxStartups
+  //     => sshd: none: sshd: connection dropped for server load (MaxStartups), not evidence
   // A penalty refusal is a connection refused before any authentication:
   // probe (the failures that earned the penalty are counted on their own
   // lines). "past MaxStartups" is the server shedding load under a flood;
@@ -2606,13 +2691,6 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     if (!r) return no("sshd drop-connection line of an unknown shape");
     if (!r[2].startsWith("penalty: ")) return no("sshd: connection dropped for server load (MaxStartups), not evidence");
     return found("ssh", r[1], "probe", "ssh.penalty", `sshd: connection refused, ${r[2]}`);
-  }
-
-  // ROOT LOGIN REFUSED FROM A   (old and vendor sshd builds)
-  if (m.startsWith(ROOT_REFUSED)) {
-    const addr = addrMaybePort(m.slice(ROOT_REFUSED.length));
-    if (!addr) return no("sshd root-refused line without an address");
-    return found("ssh", addr, "naughty", "ssh.root-refused", "sshd: root login refused", "root");
   }
 
   // sshd's own PAM failure line: see "PAM failures" above.
@@ -2635,8 +2713,11 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
 // 6.5 PAM's authentication-failure line (pam_unix)
 //
 //   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=test rhost=58.254.172.161
+//     => vsftpd: ftp 58.254.172.161 naughty ftp.pam-unknown-user
 //   pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=root rhost=176.61.140.225  user=root
+//     => dovecot: mua 176.61.140.225 naughty mail.dovecot-pam
 //   (pam_unix) authentication failure; logname= uid=0 euid=0 tty= ruser= rhost=209.67.1.67
+//     => vsftpd: ftp 209.67.1.67 naughty ftp.pam-unknown-user
 //
 // ruser= is the name the client typed (fail2ban's corpus has
 // "ruser=rhost=1.2.3.4 rhost=192.0.43.10"), and with pam_unix's `audit`
@@ -2650,11 +2731,13 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
 //   exactly one reading → its address; none or several → the line decides
 //   nothing.
 //
-//   ruser=x rhost=192.0.2.66  user=x rhost=198.51.100.7
+//   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=x rhost=192.0.2.66  user=x rhost=198.51.100.7
+//     => vsftpd: none: ambiguous: several 'rhost=ADDR' fields around client-typed ruser=/user= text; ignored
 //     — two readings: rhost 192.0.2.66 with user "x rhost=198.51.100.7",
 //       or ruser "x rhost=192.0.2.66  user=x" and rhost 198.51.100.7.
 //       Ignored (it used to blame 198.51.100.7, which never connected).
-//   ruser=rhost=1.2.3.4 rhost=192.0.43.10
+//   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=rhost=1.2.3.4 rhost=192.0.43.10
+//     => vsftpd: ftp 192.0.43.10 naughty ftp.pam-unknown-user
 //     — "rhost=1.2.3.4" follows "=", not " ": one reading, 192.0.43.10.
 //
 // Ignoring a line lets a client hide a PAM failure behind a typed name that
@@ -2697,10 +2780,15 @@ function isPamAuthFailure(m: string): boolean {
 
 // vsftpd (logging.c), through syslog or in its own vsftpd.log:
 //   [pid 27202] [anonymous] FAIL LOGIN: Client "64.106.46.98"
+//     => vsftpd: ftp 64.106.46.98 failed ftp.vsftpd-failed
 //   [pid 15019] [guest] FAIL LOGIN: Client "::ffff:192.0.2.1", "User is not in the allow user list."
-//   [username] FAIL LOGIN: Client "192.0.2.222"              (syslog: the pid is in the prefix)
+//     => vsftpd: ftp 192.0.2.1 naughty ftp.vsftpd-refused
+//   [username] FAIL LOGIN: Client "192.0.2.222"
+//     => vsftpd: ftp 192.0.2.222 failed ftp.vsftpd-failed   (syslog: the pid is in the prefix)
 //   [pid 3101] [alice] OK LOGIN: Client "198.51.100.7"
+//     => vsftpd: ftp 198.51.100.7 success ftp.vsftpd-ok
 //   [pid 3101] [ftp] OK LOGIN: Client "198.51.100.7", anon password "guest@"
+//     => vsftpd: none: vsftpd OK LOGIN with text after the address (anonymous login): not a user's success
 // The [user] is client text (it may hold `] FAIL LOGIN: Client "1.2.3.4"`),
 // and so is the anonymous password at the END of an OK line. FAIL lines
 // end in server text, so the address is the quoted field followed by the
@@ -2764,11 +2852,17 @@ function ftpPam(m: string): Result {
 // address is read from the start (fail2ban's corpus has a user name carrying
 // "proftpd[17424] ... (hihoinjection[1.2.3.44])" that this ignores):
 //   myhost.example.com (example.com[192.0.2.4]) - USER jtittle@domain.org: no such user found from example.com [192.0.2.4] to 192.0.2.1:21
+//     => proftpd: ftp 192.0.2.4 naughty ftp.proftpd-no-such-user
 //   myhost (mail.example.net[::ffff:67.227.224.66]): USER username (Login failed): Incorrect password.
+//     => proftpd: ftp 67.227.224.66 failed ftp.proftpd-failed
 //   myhost (123.123.123.123[123.123.123.123]): USER username (Login failed): User in /etc/ftpusers
+//     => proftpd: ftp 123.123.123.123 naughty ftp.proftpd-refused
 //   myhost (::ffff:59.167.242.100[::ffff:59.167.242.100]): SECURITY VIOLATION: root login attempted.
+//     => proftpd: ftp 59.167.242.100 naughty ftp.proftpd-root
 //   mail (::ffff:1.2.3.4[::ffff:1.2.3.4]) - Maximum login attempts (3) exceeded
+//     => proftpd: ftp 1.2.3.4 naughty ftp.proftpd-max-attempts
 //   myhost (client.example.net[198.51.100.7]) - USER alice: Login successful.
+//     => proftpd: ftp 198.51.100.7 success ftp.proftpd-ok
 // One reading: CLIENTHOST is a reverse-DNS name (the client's DNS chooses
 // it), but the head refuses one holding a space, "[", "]", "(" or ")", so
 // the first "[" after "(" opens the address and nothing the client types
@@ -2818,8 +2912,11 @@ function parseProftpd(msg: string): Result {
 // otherwise possibly a host name, which parseIp refuses). The client's own
 // text only appears inside TEXT, after the address.
 //   (?@203.0.113.9) [WARNING] Authentication failed for user [admin]
+//     => pure-ftpd: ftp 203.0.113.9 failed ftp.pureftpd-failed
 //   (?@2001:db8::9) [WARNING] Authentication failed for user [root]
+//     => pure-ftpd: ftp 2001:db8::9 naughty ftp.pureftpd-failed-root
 //   (alice@198.51.100.7) [INFO] alice is now logged in
+//     => pure-ftpd: ftp 198.51.100.7 success ftp.pureftpd-ok
 // One reading: nothing the client types comes before the address (USER is
 // "?" until a login succeeds), HOST cannot hold ") [" or "@" (a host name
 // or an address), so the first ") [" closes the field and its last "@"
@@ -2854,13 +2951,21 @@ function parsePureftpd(msg: string): Result {
 // so the address is never read from them. It comes from the earlier
 // connection line of the same pid (logged under the same -l flag):
 //   ftpd[123]: connection from host.example.com (192.0.2.4)
-//   ftpd[123]: connection from 192.0.2.4 (192.0.2.4) to ftp.example.org     (VIRTUAL_HOSTING)
-//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com, admin                 (authpriv, e.g. auth.log)
-//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com                        (ftp facility, e.g. messages)
-//   ftpd[123]: FTP LOGIN REFUSED FROM host.example.com, root                 (user in /etc/ftpusers)
+//     => ftpd: none: ftpd connection line: 192.0.2.4 remembered for pid 123
+//   ftpd[124]: connection from 192.0.2.4 (192.0.2.4) to ftp.example.org
+//     => ftpd: none: ftpd connection line: 192.0.2.4 remembered for pid 124   (VIRTUAL_HOSTING)
+//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com, admin
+//     => ftpd: ftp 192.0.2.4 failed ftp.bsdftpd-failed   (authpriv, e.g. auth.log)
+//   ftpd[123]: FTP LOGIN FAILED FROM host.example.com
+//     => ftpd: ftp 192.0.2.4 failed ftp.bsdftpd-failed   (ftp facility, e.g. messages)
+//   ftpd[123]: FTP LOGIN REFUSED FROM host.example.com, root
+//     => ftpd: ftp 192.0.2.4 naughty ftp.bsdftpd-refused   (user in /etc/ftpusers)
 //   ftpd[123]: repeated login failures from host.example.com
+//     => ftpd: ftp 192.0.2.4 naughty ftp.bsdftpd-repeated
 //   ftpd[123]: FTP LOGIN FROM host.example.com as alice
-//   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@             (anonymous: no success)
+//     => ftpd: ftp 192.0.2.4 success ftp.bsdftpd-ok
+//   ftpd[123]: ANONYMOUS FTP LOGIN FROM host.example.com, guest@
+//     => ftpd: none: ftpd anonymous login: proves nothing about a user   (anonymous: no success)
 // The two FAILED forms go to different facilities, so one file holds one.
 // One reading: the address is taken only from the connection line, whose
 // HOST has no space, so " (" after it is ftpd's and the parenthesised
@@ -2927,12 +3032,19 @@ function parseBsdFtpd(pid: string, msg: string, state: ClassifierState | undefin
 // 6.7 Dovecot (imap-login, pop3-login, submission-login, managesieve-login)
 //
 //   dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, mpid=4242, TLS, session=<x>
+//     => dovecot: mua 198.51.100.7 success mail.dovecot-login
 //   dovecot: imap-login: Disconnected (auth failed, 2 attempts): user=<username.bob>, method=PLAIN, rip=49.176.98.87, lip=113.212.99.194, TLS
+//     => dovecot: mua 49.176.98.87 naughty mail.dovecot-auth-failed
 //   dovecot[442]: pop3-login: Aborted login (auth failed, 1 attempts in 17 secs): user=<test>, method=PLAIN, rip=192.51.100.13, lip=203.0.113.17, session=<Y>
-//   dovecot[996]: imap-login: Login aborted: Connection closed (auth failed, 2 attempts in 14 secs) (auth_failed): user=<jose>, method=PLAIN, rip=138.255.206.154, lip=5.135.93.75, TLS, session=<8o>   (2.4)
-//   imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, ...   (own log file)
+//     => dovecot: mua 192.51.100.13 naughty mail.dovecot-auth-failed
+//   dovecot[996]: imap-login: Login aborted: Connection closed (auth failed, 2 attempts in 14 secs) (auth_failed): user=<jose>, method=PLAIN, rip=138.255.206.154, lip=5.135.93.75, TLS, session=<8o>
+//     => dovecot: mua 138.255.206.154 naughty mail.dovecot-auth-failed   (2.4)
+//   Jun 12 19:24:38 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=80.51.181.144, lip=127.4.20.69, TLS, session=<25Nw4GQ3Ms9QM7WQ>
+//     => dovecot: mua 80.51.181.144 naughty mail.dovecot-auth-failed   (own log file)
 //   dovecot: pop3-login: Disconnected (no auth attempts): rip=121.44.24.254, lip=113.212.99.194, TLS: Disconnected
+//     => dovecot: mua 121.44.24.254 probe mail.dovecot-no-auth
 //   dovecot: pop3-login: Aborted login (tried to use disabled plaintext auth): rip=190.210.136.21, lip=113.212.99.193
+//     => dovecot: mua 190.210.136.21 probe mail.dovecot-no-auth
 //
 // The user name is client text: Dovecot passes it through str_sanitize(user,
 // 80), which replaces control characters but NOT "," or ">" — so
@@ -3007,10 +3119,14 @@ function parseDovecotLogin(service: Service, sub: string, msg: string): Result {
 // process also logs as "auth failed" — counted twice it stays one naughty,
 // which blocks either way, so they are read too (they are all a log has
 // when the login process logs elsewhere):
-//   auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=informix rhost=80.255.3.104
-//   auth-worker(default): pam(account@example.com,200.76.17.206): pam_authenticate() failed: User not known to the underlying authentication module
-//   auth-worker(12345): Info: pam(user,1.2.3.4,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)
-//   auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: ...   (2.4)
+//   dovecot: auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=informix rhost=80.255.3.104
+//     => dovecot: mua 80.255.3.104 naughty mail.dovecot-pam
+//   dovecot: auth-worker(default): pam(account@example.com,200.76.17.206): pam_authenticate() failed: User not known to the underlying authentication module
+//     => dovecot: mua 200.76.17.206 naughty mail.dovecot-pam
+//   dovecot: auth-worker(12345): Info: pam(user,1.2.3.4,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)
+//     => dovecot: mua 1.2.3.4 naughty mail.dovecot-pam
+//   dovecot: auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: Authentication failure (Password mismatch?)
+//     => dovecot: mua 138.255.206.154 naughty mail.dovecot-pam   (2.4)
 // In pam(USER,ADDR) the user comes first and is split off at the first
 // comma, which is only safe because Dovecot's default auth_username_chars
 // ("a-zA-Z0-9.-_@") has no comma; a user name outside that set (the admin
@@ -3070,10 +3186,15 @@ function parseDovecot(program: string, msg: string): Result {
 // 6.8 Postfix SASL (smtpd)
 //
 //   postfix/smtpd[3937]: warning: HOSTNAME[1.1.1.1]: SASL LOGIN authentication failed: authentication failure
+//     => postfix/smtpd: smtp 1.1.1.1 naughty smtp.postfix-sasl-failed
 //   postfix/submission/smtpd[11538]: warning: unknown[82.221.106.233]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+//     => postfix/submission/smtpd: smtp 82.221.106.233 naughty smtp.postfix-sasl-failed
 //   postfix/smtps/smtpd[42]: warning: astra4139.startdedicated.de[62.138.2.143]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+//     => postfix/smtps/smtpd: smtp 62.138.2.143 naughty smtp.postfix-sasl-failed
 //   postfix/smtpd[21022]: warning: unknown[1.1.1.1]: SASL LOGIN authentication failed: Connection lost to authentication server
+//     => postfix/smtpd: none: postfix: SASL server unreachable, not the client's failure
 //   postfix/submission/smtpd[4242]: 4DXZ3k0Qf2z9sVR: client=client.example.net[198.51.100.7], sasl_method=PLAIN, sasl_username=alice
+//     => postfix/submission/smtpd: smtp 198.51.100.7 success smtp.postfix-sasl-ok
 //
 // "HOST[ADDR]" is Postfix's client name (a verified host name or "unknown")
 // and address, written before anything the client sends: read from the start.
@@ -3107,10 +3228,15 @@ function parsePostfix(msg: string): Result {
 // 6.9 vpopmail (vchkpw.c), through syslog as "vpopmail[pid]: vchkpw-pop3: ..."
 //
 //   vchkpw-pop3: vpopmail user not found nobody@example.com:203.0.113.9
+//     => vchkpw-pop3: mua 203.0.113.9 naughty mail.vpopmail-failed
 //   vchkpw-smtp: password fail (pass: 'hunter2') alice@example.com:203.0.113.9
+//     => vchkpw-smtp: smtp 203.0.113.9 naughty mail.vpopmail-failed
 //   vchkpw-pop3: password fail alice@example.com:2001:db8::9
+//     => vchkpw-pop3: mua 2001:db8::9 naughty mail.vpopmail-failed
 //   vchkpw-pop3: (PLAIN) login success alice@example.com:198.51.100.7
+//     => vchkpw-pop3: mua 198.51.100.7 success mail.vpopmail-ok
 //   vchkpw-pop3: system user not found nobody:203.0.113.9
+//     => vchkpw-pop3: mua 203.0.113.9 naughty mail.vpopmail-failed
 //
 // Format "%s@%s:%s" (user, domain, IpAddr) ends the line. vpopmail's
 // parse_email() admits no '@' ':' or space in the user and only [a-z0-9.-]
@@ -3444,6 +3570,7 @@ export function importBash200(ctx: Ctx, db: Db): number {
   const hasTable = () => db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
   if (!hasTable()) return 0;
   let n = 0;
+  const blocked: string[] = [];
   withLock(ctx, () => {
     // Look again under the lock: processes that met the old table at the same
     // time queue here, and all but the first find it already renamed (the
@@ -3476,10 +3603,23 @@ export function importBash200(ctx: Ctx, db: Db): number {
         const until = len.ms > 0 ? `until ${isoTime(ctx.sys.now() + len.ms)} (${lengthText(len.ms)} from the import on ${isoTime(ctx.sys.now())}; ${len.why})\n` : "";
         writeAtomic(ctx, file, `${isoTime(block * 1000)} block by sentry.sh 2.00 (imported)\n${until}`);
         ctx.sys.fs.utimesSync(file, block, block); // its age shows
+        blocked.push(ip);
       }
       n++;
     }
     if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
+    // And every enabled firewall (section 9.2), as a block decided here
+    // would be: an upgrade with ADD_TO_NFTABLES=1 must not leave the old
+    // blocks in hosts.deny only. A backend that fails is a warning and a
+    // sentry.log line (backendFailed); the block files stand, and --resync
+    // puts them in later.
+    const len = defaultBlockLength(ctx.cfg);
+    for (const ip of blocked) {
+      for (const b of enabledBackends(ctx)) {
+        const r = b.add(ip, ctx.cfg, ctx.sys, len.ms > 0 ? len.ms : undefined);
+        if (!r.ok) backendFailed(ctx, ip, b.name, "add", r.error);
+      }
+    }
     db.exec("ALTER TABLE ip_records RENAME TO ip_records_imported_by_sentry3");
     logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)`);
   });
@@ -3488,9 +3628,11 @@ export function importBash200(ctx: Ctx, db: Db): number {
 
 // ---- 7.2.1 Names: typos of real accounts, and how many names an address tried ----
 //
-//   Invalid user alcie from 203.0.113.9 port 4242   (alice is an account here)
-//     → the kind sshd writes for an existing user: a failed attempt, not naughty
-//   Invalid user admin from 203.0.113.9 port 4242   (no account is near "admin")
+//   Invalid user alcie from 203.0.113.9 port 4242
+//     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user   (what the line says; alice is an account here)
+//     → here: the kind sshd writes for an existing user, a failed attempt, not naughty
+//   Invalid user admin from 203.0.113.9 port 4242
+//     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user   (no account is near "admin")
 //     → naughty, as before
 //
 // An unknown name is naughty because bots guess names; a person mistypes

@@ -8,10 +8,9 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { DatabaseSync } from "node:sqlite";
 import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions } from "./lib/run.ts";
+import type { TT } from "./lib/run.ts";
 
 requireBinary();
-
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const IP = "203.0.113.7";
 const fail = (ip: string) => `Nov 29 10:00:01 host sshd[124]: Failed password for bob from ${ip} port 5000 ssh2\n`;

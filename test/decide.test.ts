@@ -10,12 +10,10 @@ import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { DatabaseSync } from "node:sqlite";
 import { blockEnd } from "../sentry.ts";
-import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions } from "./lib/run.ts";
-import type { Ran } from "./lib/run.ts";
+import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions, evidence } from "./lib/run.ts";
+import type { Ran, TT } from "./lib/run.ts";
 
 requireBinary();
-
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const FIXTURES = join(import.meta.dirname, "fixtures");
 
@@ -46,26 +44,6 @@ function connects(t: TT, env: Record<string, string>, ip: string, n = 3): Ran {
     if (r.status !== 0) t.fail(`connect ${ip} #${i + 1} exited ${r.status}: ${r.stderr}`);
   }
   return r;
-}
-
-
-interface TallyJson {
-  success: number;
-  failed: number;
-  naughty: number;
-  probe: number;
-  sample: string;
-}
-/** The evidence the index holds for `ip`, from `--report --json --ip=IP`. */
-function evidence(t: TT, env: Record<string, string>, ip: string): Record<string, TallyJson> {
-  const r = sentry(["--report", "--json", `--ip=${ip}`], env);
-  if (r.status !== 0) t.fail(`--report --json exited ${r.status}: ${r.stderr}`);
-  const j = JSON.parse(r.stdout) as { ip: { evidence: Record<string, TallyJson> | null } };
-  return j.ip.evidence ?? {};
-}
-function counts(e: Record<string, TallyJson>, service = "ssh"): [number, number, number, number] | null {
-  const x = e[service];
-  return x ? [x.success, x.naughty, x.failed, x.probe] : null;
 }
 
 const rep = (line: string, n: number) => line.repeat(n);
@@ -143,7 +121,7 @@ t.test("three connects and the logs: allowed, blocked, untouched, in every line 
   const r12 = sentry(["--report", "--verbose", "--ip=203.0.113.12"], b.env);
   t.match(r12.stdout, /and it is blocked/);
   t.match(r12.stdout, /ssh: 0 success, 0 naughty, 11 failed, 0 probe/);
-  t.same(counts(evidence(t, b.env, "2001:db8::11")), [1, 0, 0, 0], "the IPv6 success is filed under the canonical address");
+  t.same(evidence(t, b.env, "2001:db8::11").ssh, [1, 0, 0, 0], "the IPv6 success is filed under the canonical address");
 });
 
 t.test("fail safe: no log, an unreadable log, a directory → nothing decided, a warning", async (t) => {
@@ -198,8 +176,8 @@ t.test("a success on mail or FTP allows even with ssh failures", async (t) => {
   t.match(decisions(b.root, "198.51.100.31")[0], /allow connect: allowed after 12 failures \(users: alice\): ftp: 1 success/);
   t.equal(state(b.root, "203.0.113.30"), "blocked", "the ssh evidence still blocks the others");
   const e = evidence(t, b.env, "198.51.100.30");
-  t.same(counts(e, "ssh"), [0, 1, 0, 0]);
-  t.same(counts(e, "mua"), [1, 0, 0, 0]);
+  t.same(e.ssh, [0, 1, 0, 0]);
+  t.same(e.mua, [1, 0, 0, 0]);
 });
 
 t.test("a protected service whose log cannot be read withholds a block, never an allow", async (t) => {
@@ -276,7 +254,7 @@ t.test("incremental: a later decision reads only the bytes written since the las
   connect(b.env, "203.0.113.42");
   t.equal(state(b.root, "203.0.113.42"), "none", "bytes already read are never read again");
   t.same(evidence(t, b.env, "203.0.113.42"), {});
-  t.same(counts(evidence(t, b.env, "203.0.113.40")), [0, 1, 0, 0], "counted once");
+  t.same(evidence(t, b.env, "203.0.113.40").ssh, [0, 1, 0, 0], "counted once");
 });
 
 // ---- hostile logs ----------------------------------------------------------------
@@ -309,8 +287,8 @@ t.test("hostile logs: binary garbage, invalid UTF-8, 10 MB lines", async (t) => 
   connects(t, b.env, "203.0.113.61");
   t.equal(state(b.root, "203.0.113.60"), "blocked", "a line with invalid UTF-8 in the user name still counts");
   t.equal(state(b.root, "203.0.113.66"), "blocked", "the forged tail of a 10 MB line did not allow 203.0.113.66");
-  t.same(counts(evidence(t, b.env, "203.0.113.66")), [0, 1, 0, 0]);
-  t.same(counts(evidence(t, b.env, "203.0.113.61")), [0, 0, 1, 0], "lines after the garbage are read");
+  t.same(evidence(t, b.env, "203.0.113.66").ssh, [0, 1, 0, 0]);
+  t.same(evidence(t, b.env, "203.0.113.61").ssh, [0, 0, 1, 0], "lines after the garbage are read");
 
   // The same forged tail arriving after the read stopped inside the long line.
   const c = box(t);
@@ -319,7 +297,7 @@ t.test("hostile logs: binary garbage, invalid UTF-8, 10 MB lines", async (t) => 
   fs.appendFileSync(c.log, " sshd[1]: Accepted password for root from 203.0.113.67 port 22 ssh2\nInvalid user q from 203.0.113.67 port 1\n");
   connects(t, c.env, "203.0.113.67");
   t.equal(state(c.root, "203.0.113.67"), "blocked", "a long line's tail written later is skipped too");
-  t.same(counts(evidence(t, c.env, "203.0.113.67")), [0, 1, 0, 0]);
+  t.same(evidence(t, c.env, "203.0.113.67").ssh, [0, 1, 0, 0]);
 
   // A short start of a line, then the rest making it 10 MB with a success at its end.
   const d = box(t);
@@ -343,8 +321,8 @@ t.test("rotation: the old file's unread tail is read before the new file", async
       fs.writeFileSync(b.log, `${failed("203.0.113.71")}${failed("203.0.113.70")}`);
       connect(b.env, "203.0.113.71");
       t.equal(state(b.root, "203.0.113.71"), "blocked", "the evidence at the end of the old file counts");
-      t.same(counts(evidence(t, b.env, "203.0.113.71")), [0, 1, 1, 0], "old tail + new file, each line once");
-      t.same(counts(evidence(t, b.env, "203.0.113.70")), [0, 0, 4, 0], "nothing of the old file read twice");
+      t.same(evidence(t, b.env, "203.0.113.71").ssh, [0, 1, 1, 0], "old tail + new file, each line once");
+      t.same(evidence(t, b.env, "203.0.113.70").ssh, [0, 0, 4, 0], "nothing of the old file read twice");
     });
   }
 });
@@ -359,7 +337,7 @@ t.test("truncation: a log cut to nothing between two connects is read from its s
   const r = connect(b.env, "203.0.113.73");
   t.equal(state(b.root, "203.0.113.73"), "blocked");
   t.match(r.stderr, /was truncated; reading it from the start/);
-  t.same(counts(evidence(t, b.env, "203.0.113.72")), [0, 0, 50, 0]);
+  t.same(evidence(t, b.env, "203.0.113.72").ssh, [0, 0, 50, 0]);
 });
 
 t.test("copytruncate: a log emptied in place and grown past the old offset is read from its start", async (t) => {
@@ -417,7 +395,7 @@ t.test("a log growing while it is read: no line counted twice or lost", async (t
   for (const r of runs) t.equal(r.status, 0, r.stderr);
   connect(b.env, "198.51.100.200");
   connects(t, b.env, "198.51.100.201"); // a last read, after the writer is done
-  t.same(counts(evidence(t, b.env, "203.0.113.90")), [0, 0, K, 0], `exactly ${K} failures`);
+  t.same(evidence(t, b.env, "203.0.113.90").ssh, [0, 0, K, 0], `exactly ${K} failures`);
 });
 
 // ---- bounds: the first read, the time cap ---------------------------------------
@@ -450,7 +428,7 @@ t.test("SCAN_SECONDS caps a connect's reading; the next connect carries on", asy
     n++;
   }
   t.equal(state(b.root, "203.0.113.97"), "blocked", `later connects carried on and reached it (${n} connects)`);
-  t.same(counts(evidence(t, b.env, "192.0.2.251")), [0, 0, Math.ceil((6 << 20) / filler.length), 0], "every line counted once across the capped reads");
+  t.same(evidence(t, b.env, "192.0.2.251").ssh, [0, 0, Math.ceil((6 << 20) / filler.length), 0], "every line counted once across the capped reads");
 });
 
 // ---- concurrency ---------------------------------------------------------------
@@ -472,7 +450,7 @@ t.test("20 addresses crossing the threshold at once: each decided exactly once, 
     const want = i % 5 === 0 ? "allowed" : "blocked";
     t.equal(state(b.root, ip), want, `${ip} ${want}`);
     t.equal(decisions(b.root, ip).length, 1, `${ip}: exactly one decision line`);
-    t.same(counts(evidence(t, b.env, ip)), i % 5 === 0 ? [1, 0, (i % 4) + 1, 0] : [0, 1, (i % 4) + 1, 0], `${ip}: tallies exact`);
+    t.same(evidence(t, b.env, ip).ssh, i % 5 === 0 ? [1, 0, (i % 4) + 1, 0] : [0, 1, (i % 4) + 1, 0], `${ip}: tallies exact`);
   }
   const deny = fs.readFileSync(join(b.root, "hosts.deny"), "utf8").trim().split("\n");
   t.equal(deny.length, 16, "hosts.deny lost no concurrent block");
@@ -572,7 +550,7 @@ t.test("--delist sets the old evidence aside: no re-block without new evidence",
   fs.appendFileSync(b.log, "Invalid user again from 203.0.113.170 port 2\n");
   connect(b.env, "203.0.113.170");
   t.equal(state(b.root, "203.0.113.170"), "blocked", "new evidence blocks again");
-  t.same(counts(evidence(t, b.env, "203.0.113.170")), [0, 1, 0, 0], "only the new line counts");
+  t.same(evidence(t, b.env, "203.0.113.170").ssh, [0, 1, 0, 0], "only the new line counts");
 });
 
 // ---- --test-log ----------------------------------------------------------------------

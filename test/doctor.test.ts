@@ -9,12 +9,11 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { SENTRY, checkJson, requireBinary, systemPaths, tempDir } from "./lib/run.ts";
+import type { TT } from "./lib/run.ts";
 import { createNetns, netnsUnavailable } from "./lib/netns.ts";
 import { DEFAULTS, nftablesBackend } from "../sentry.ts";
 
 requireBinary();
-
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const HEAD_MAX = 100;
 const WRAPPED_SSHD = "/usr/sbin/sshd";
@@ -356,4 +355,52 @@ t.test("MaxAuthTries: the real sshd -T; more than 3 is advised down to 3, 3 is n
   // Outside the namespace this machine's sshd -T fails (no /run/sshd): said, never taken for a low MaxAuthTries.
   const bare = s.run(["--doctor"]);
   t.match(bare.stdout, /\nOK: (cannot ask \S+ -T for MaxAuthTries|sshd allows MaxAuthTries \d)/, "without the namespace: a line either way", bare);
+});
+
+t.test("--doctor reads an sshd journal, an FTP log and a mail log: OK when their daemons log, WARNING with the hint when not", async (t) => {
+  const s = scene(t);
+  // An sshd journal: its lines are counted and understood like a file's.
+  const journal = join(s.dir, "ssh.journal");
+  writeJournal(journal, [
+    ["sshd", "Invalid user admin from 203.0.113.40 port 4022"],
+    ["sshd-session", "Failed password for alice from 203.0.113.41 port 4023 ssh2"],
+    ["sshd", "Server listening on 0.0.0.0 port 22."],
+    ["CRON", "(root) CMD (true)"],
+  ]);
+  let r = s.run(["--doctor"], { SSH_LOG: `journal:${journal}` });
+  expectDoctor(t, r, 0, /^SENTRY OK/, "sshd journal");
+  t.match(r.stdout, /\nOK: ssh: the journal .*ssh\.journal: 3 lines of its daemons among the latest, 2 understood\n/);
+
+  // FTP: vsftpd's own log file (no syslog program field), and one that holds no FTP line.
+  const ftp = join(s.dir, "vsftpd.log");
+  fs.writeFileSync(
+    ftp,
+    'Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client "203.0.113.50"\n' +
+      'Fri Jan 19 12:20:35 2007 [pid 27203] [alice] OK LOGIN: Client "198.51.100.7"\n',
+  );
+  r = s.run(["--doctor"], { PROTECT_FTP: "1", FTP_LOG: ftp });
+  expectDoctor(t, r, 0, /^SENTRY OK/, "FTP log");
+  t.match(r.stdout, new RegExp(`\\nOK: ftp: ${ftp.replace(/[.]/g, "\\.")}: 2 lines of its daemons among the latest, 2 understood\\n`));
+  const noFtp = join(s.dir, "messages");
+  fs.writeFileSync(noFtp, "Nov 21 10:00:00 host CRON[99]: (root) CMD (true)\n");
+  r = s.run(["--doctor"], { PROTECT_FTP: "1", FTP_LOG: noFtp });
+  expectDoctor(t, r, 1, /^SENTRY WARNING - 1 warning: ftp: /, "FTP log without an FTP line");
+  t.match(r.stdout, /\nWARNING: ftp: .*messages: no lines of an FTP server among the latest: check that the FTP server logs logins \(vsftpd: syslog_enable=YES\)/);
+
+  // Mail: a syslog file with Dovecot's lines, and one with none.
+  const mail = join(s.dir, "mail.log");
+  fs.writeFileSync(
+    mail,
+    "Nov 21 10:00:00 mail dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, mpid=4242, TLS, session=<x0Aa1>\n" +
+      "Nov 21 10:00:01 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<admin>, method=PLAIN, rip=203.0.113.60, lip=192.0.2.1, session=<y>\n" +
+      "Nov 21 10:00:02 mail postfix/smtpd[42]: connect from unknown[203.0.113.61]\n",
+  );
+  r = s.run(["--doctor"], { PROTECT_MUA: "1", MAIL_LOG: mail });
+  expectDoctor(t, r, 0, /^SENTRY OK/, "mail log");
+  t.match(r.stdout, /\nOK: mail: .*mail\.log: 3 lines of its daemons among the latest, 2 understood\n/);
+  const noMail = join(s.dir, "syslog");
+  fs.writeFileSync(noMail, "Nov 21 10:00:00 host kernel: eth0: link up\n");
+  r = s.run(["--doctor"], { PROTECT_MUA: "1", MAIL_LOG: noMail });
+  expectDoctor(t, r, 1, /^SENTRY WARNING - 1 warning: mail: /, "mail log without a mail line");
+  t.match(r.stdout, /\nWARNING: mail: .*syslog: no lines of Dovecot, Postfix or vpopmail among the latest: check that the mail servers log logins \(Dovecot: auth_verbose=yes\)/);
 });

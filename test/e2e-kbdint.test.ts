@@ -17,7 +17,7 @@ import type { Test } from "tap";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { DAEMON, checkPrerequisites, startHarness } from "./lib/sshd.ts";
+import { DAEMON, checkPrerequisites, startHarness, whatHappened } from "./lib/sshd.ts";
 import type { Harness, SshOutcome } from "./lib/sshd.ts";
 
 t.setTimeout(200_000);
@@ -53,17 +53,7 @@ const inDeny = (ip: string): boolean => {
   const f = join(rootDir, "hosts.deny");
   return existsSync(f) && readFileSync(f, "utf8").split("\n").includes(ip);
 };
-function evidence(hh: Harness, ip: string, runs: SshOutcome[]): Record<string, unknown> {
-  const read = (f: string): string => (existsSync(f) ? readFileSync(f, "utf8") : "(missing)");
-  return {
-    seen: read(join(rootDir, "seen", ip)).split("\n").filter(Boolean).length,
-    block: has("block", ip) ? read(join(rootDir, "block", ip)) : null,
-    allow: has("allow", ip) ? read(join(rootDir, "allow", ip)) : null,
-    sentryLog: read(join(rootDir, "sentry.log")).split("\n").filter((l) => l.includes(ip)),
-    sshdLog: read(hh.sshLog).split("\n").filter((l) => l.includes(ip)).slice(-12),
-    runs: runs.map((o) => ({ code: o.code, loggedIn: o.loggedIn, refused: o.refused, denied: o.denied })),
-  };
-}
+const happened = (hh: Harness, ip: string, runs: SshOutcome[]): Record<string, unknown> => whatHappened(rootDir, hh.sshLog, ip, runs);
 
 /**
  * 3 wrong answers per connection. sentry runs as each connection arrives,
@@ -77,14 +67,14 @@ async function guessFiveTimes(t: Test, hh: Harness): Promise<SshOutcome[]> {
   for (let i = 1; i <= 5; i++) {
     const o = await hh.ssh({ from: GUESSER, user: hh.user, password: "wrong-kbd-e2e", prompts: 3, method: "keyboard-interactive" });
     runs.push(o);
-    t.ok(o.denied && !o.loggedIn, `connection ${i}: sshd denies the wrong answers`, evidence(hh, GUESSER, runs));
-    if (i <= 4) t.notOk(has("block", GUESSER), `not blocked after ${i} connection(s), ${3 * (i - 1)} failures seen`, evidence(hh, GUESSER, runs));
+    t.ok(o.denied && !o.loggedIn, `connection ${i}: sshd denies the wrong answers`, happened(hh, GUESSER, runs));
+    if (i <= 4) t.notOk(has("block", GUESSER), `not blocked after ${i} connection(s), ${3 * (i - 1)} failures seen`, happened(hh, GUESSER, runs));
   }
-  t.ok(has("block", GUESSER), "block/IP exists after the 5th connection", evidence(hh, GUESSER, runs));
-  t.ok(inDeny(GUESSER), "hosts.deny lists it", evidence(hh, GUESSER, runs));
+  t.ok(has("block", GUESSER), "block/IP exists after the 5th connection", happened(hh, GUESSER, runs));
+  t.ok(inDeny(GUESSER), "hosts.deny lists it", happened(hh, GUESSER, runs));
   const next = await hh.ssh({ from: GUESSER, user: hh.user, password: hh.password, method: "keyboard-interactive" });
   runs.push(next);
-  t.ok(next.refused && !next.loggedIn, "its next connection is refused, right password notwithstanding", evidence(hh, GUESSER, runs));
+  t.ok(next.refused && !next.loggedIn, "its next connection is refused, right password notwithstanding", happened(hh, GUESSER, runs));
   return runs;
 }
 
@@ -102,10 +92,10 @@ t.test("LogLevel INFO: only PAM lines; the guesser is blocked, the owner is not"
   const owner: SshOutcome[] = [];
   owner.push(await hh.ssh({ from: OWNER, user: hh.user, password: "typo-kbd-e2e", method: "keyboard-interactive" }));
   for (let i = 0; i < 3; i++) owner.push(await hh.ssh({ from: OWNER, user: hh.user, password: hh.password, method: "keyboard-interactive" }));
-  t.ok(owner[0].denied, "the owner's typo is denied", evidence(hh, OWNER, owner));
-  t.ok(owner.slice(1).every((o) => o.loggedIn), "the owner logs in with the right answer every time", evidence(hh, OWNER, owner));
-  t.notOk(has("block", OWNER) || inDeny(OWNER), "the owner is not blocked", evidence(hh, OWNER, owner));
-  t.ok(has("allow", OWNER), "and is allowed once seen 3 times with a success in the log", evidence(hh, OWNER, owner));
+  t.ok(owner[0].denied, "the owner's typo is denied", happened(hh, OWNER, owner));
+  t.ok(owner.slice(1).every((o) => o.loggedIn), "the owner logs in with the right answer every time", happened(hh, OWNER, owner));
+  t.notOk(has("block", OWNER) || inDeny(OWNER), "the owner is not blocked", happened(hh, OWNER, owner));
+  t.ok(has("allow", OWNER), "and is allowed once seen 3 times with a success in the log", happened(hh, OWNER, owner));
 });
 
 t.test("LogLevel VERBOSE: a PAM line and a Failed line per answer count once", async (t) => {

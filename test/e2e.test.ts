@@ -19,9 +19,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
-  DAEMON, GLOBAL_FILES, alive, checkPrerequisites, netnsExists, pidsMentioning, pool, sha256OrNull, startHarness,
+  DAEMON, GLOBAL_FILES, alive, checkPrerequisites, netnsExists, pidsMentioning, sha256OrNull, startHarness, whatHappened,
 } from "./lib/sshd.ts";
 import type { Harness, SshOutcome } from "./lib/sshd.ts";
+import { parallel } from "./lib/run.ts";
 
 t.setTimeout(280_000);
 
@@ -81,22 +82,7 @@ const denyForm = (ip: string): string => (ip.includes(":") ? `[${ip}]` : ip);
 const inDeny = (ip: string): boolean => denyLines().includes(denyForm(ip));
 
 /** What to print when an assertion about `ip` fails. */
-function evidence(ip: string, outcomes: SshOutcome[] = []): Record<string, unknown> {
-  const read = (f: string): string => (existsSync(f) ? readFileSync(f, "utf8") : "(missing)");
-  const mentions = (text: string): string[] =>
-    text.split("\n").filter((l) => l.split(/[\s[\]]+/).includes(ip));
-  return {
-    ip,
-    seen: seenCount(ip),
-    allowFile: existsSync(join(rootDir, "allow", ip)) ? read(join(rootDir, "allow", ip)) : null,
-    blockFile: existsSync(join(rootDir, "block", ip)) ? read(join(rootDir, "block", ip)) : null,
-    hostsDeny: denyLines(),
-    sshdLog: mentions(read(h.sshLog)),
-    sentryLog: mentions(read(join(rootDir, "sentry.log"))),
-    sentryStderr: read(spawnErr).split("\n").slice(-20),
-    clients: outcomes.map((o) => ({ user: o.user, code: o.code, ms: o.ms, loggedIn: o.loggedIn, refused: o.refused, stderr: o.stderr.trim() })),
-  };
-}
+const happened = (ip: string, outcomes: SshOutcome[] = []): Record<string, unknown> => whatHappened(rootDir, h.sshLog, ip, outcomes, spawnErr);
 
 /** sentry's command line, with the test's configuration in the environment. */
 function sentry(args: string[], extra: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
@@ -160,8 +146,8 @@ t.test("wire sentry into the private /etc/hosts.allow", async (t) => {
     `${DAEMON} : ${rootDir}/hosts.deny : deny\n` +
     `${DAEMON} : ALL : spawn ROOT_DIR=${rootDir} SSH_LOG=${h.sshLog} ${SENTRY} --connect --ip=%a 2>>${spawnErr} : allow\n`);
   const first = await login(ADMIN);
-  t.ok(first.loggedIn, "the administrator's first login goes through sentry's spawn", evidence(ADMIN, [first]));
-  t.equal(seenCount(ADMIN), 1, "sentry recorded the connection in seen/IP", evidence(ADMIN));
+  t.ok(first.loggedIn, "the administrator's first login goes through sentry's spawn", happened(ADMIN, [first]));
+  t.equal(seenCount(ADMIN), 1, "sentry recorded the connection in seen/IP", happened(ADMIN));
 });
 
 // ---- scenarios -----------------------------------------------------------
@@ -172,19 +158,19 @@ t.test("invalid user: blocked at the 3rd connection, then refused even with a re
   for (let i = 1; i <= 3; i++) {
     const o = await invalidUser(ip);
     runs.push(o);
-    t.ok(o.denied, `connection ${i}: sshd denies the invalid user`, evidence(ip, runs));
-    if (i < 3) t.notOk(blocked(ip) || inDeny(ip), `not blocked after ${i} connection(s)`, evidence(ip, runs));
+    t.ok(o.denied, `connection ${i}: sshd denies the invalid user`, happened(ip, runs));
+    if (i < 3) t.notOk(blocked(ip) || inDeny(ip), `not blocked after ${i} connection(s)`, happened(ip, runs));
   }
-  t.equal(seenCount(ip), 3, "three connections seen", evidence(ip, runs));
-  t.ok(blocked(ip), "block/IP exists after the 3rd connection", evidence(ip, runs));
-  t.ok(inDeny(ip), "hosts.deny lists it", evidence(ip, runs));
-  t.notOk(allowed(ip), "not allowed", evidence(ip, runs));
+  t.equal(seenCount(ip), 3, "three connections seen", happened(ip, runs));
+  t.ok(blocked(ip), "block/IP exists after the 3rd connection", happened(ip, runs));
+  t.ok(inDeny(ip), "hosts.deny lists it", happened(ip, runs));
+  t.notOk(allowed(ip), "not allowed", happened(ip, runs));
 
   const refused = await login(ip);
   runs.push(refused);
-  t.ok(refused.refused && !refused.loggedIn, "its next connection is refused by sshd, right password notwithstanding", evidence(ip, runs));
+  t.ok(refused.refused && !refused.loggedIn, "its next connection is refused by sshd, right password notwithstanding", happened(ip, runs));
   t.comment(`refusal took ${refused.ms} ms`);
-  t.equal(seenCount(ip), 3, "tcpd refused it before spawning sentry (deny line first)", evidence(ip, runs));
+  t.equal(seenCount(ip), 3, "tcpd refused it before spawning sentry (deny line first)", happened(ip, runs));
 });
 
 t.test("wrong passwords of a real user, 11+ times over several connections: blocked", async (t) => {
@@ -198,20 +184,20 @@ t.test("wrong passwords of a real user, 11+ times over several connections: bloc
     const o = await wrongPasswords(ip, 3);
     runs.push(o);
     if (i <= 4) {
-      t.ok(o.denied && !o.loggedIn, `connection ${i}: three wrong passwords denied`, evidence(ip, runs));
-      t.notOk(blocked(ip) || inDeny(ip), `not blocked when the log held ${(i - 1) * 3} failures`, evidence(ip, runs));
+      t.ok(o.denied && !o.loggedIn, `connection ${i}: three wrong passwords denied`, happened(ip, runs));
+      t.notOk(blocked(ip) || inDeny(ip), `not blocked when the log held ${(i - 1) * 3} failures`, happened(ip, runs));
     }
   }
   const failures = readFileSync(h.sshLog, "utf8").split("\n")
     .filter((l) => l.startsWith(`Failed password for ${h.user} from ${ip} port `)).length;
-  t.ok(failures >= 12, `sshd logged ${failures} failed passwords for it`, evidence(ip, runs));
+  t.ok(failures >= 12, `sshd logged ${failures} failed passwords for it`, happened(ip, runs));
   t.comment(`blocked after ${seenCount(ip)} connections, ${failures} failed passwords in the log`);
-  t.ok(blocked(ip), "blocked", evidence(ip, runs));
-  t.ok(inDeny(ip), "hosts.deny lists it", evidence(ip, runs));
+  t.ok(blocked(ip), "blocked", happened(ip, runs));
+  t.ok(inDeny(ip), "hosts.deny lists it", happened(ip, runs));
 
   const refused = await login(ip);
   runs.push(refused);
-  t.ok(refused.refused && !refused.loggedIn, "refused even with the right password", evidence(ip, runs));
+  t.ok(refused.refused && !refused.loggedIn, "refused even with the right password", happened(ip, runs));
 });
 
 t.test("the administrator: allowed after logging in, never blocked by later failures", async (t) => {
@@ -220,29 +206,29 @@ t.test("the administrator: allowed after logging in, never blocked by later fail
   for (let i = 2; i <= 3; i++) {
     const o = await login(ip);
     runs.push(o);
-    t.ok(o.loggedIn, `login ${i} succeeds`, evidence(ip, runs));
+    t.ok(o.loggedIn, `login ${i} succeeds`, happened(ip, runs));
   }
-  t.equal(seenCount(ip), 3, "three connections seen", evidence(ip, runs));
-  t.ok(allowed(ip), "allow/IP exists after the 3rd connection", evidence(ip, runs));
-  t.notOk(blocked(ip), "not blocked", evidence(ip, runs));
+  t.equal(seenCount(ip), 3, "three connections seen", happened(ip, runs));
+  t.ok(allowed(ip), "allow/IP exists after the 3rd connection", happened(ip, runs));
+  t.notOk(blocked(ip), "not blocked", happened(ip, runs));
 
   // Now fat-finger the password 18 times over 6 connections, and try a user
   // name that does not exist, which would block anyone not allowed.
   for (let i = 0; i < 6; i++) runs.push(await wrongPasswords(ip, 3));
   runs.push(await invalidUser(ip));
-  t.ok(runs.slice(2).every((o) => o.denied && !o.refused), "every failure was an authentication failure, never a refusal", evidence(ip, runs));
+  t.ok(runs.slice(2).every((o) => o.denied && !o.refused), "every failure was an authentication failure, never a refusal", happened(ip, runs));
   const last = await login(ip);
   runs.push(last);
-  t.ok(last.loggedIn, "and the administrator still gets in", evidence(ip, runs));
-  t.notOk(blocked(ip) || inDeny(ip), "never blocked", evidence(ip, runs));
-  t.ok(allowed(ip), "still allowed", evidence(ip, runs));
+  t.ok(last.loggedIn, "and the administrator still gets in", happened(ip, runs));
+  t.notOk(blocked(ip) || inDeny(ip), "never blocked", happened(ip, runs));
+  t.ok(allowed(ip), "still allowed", happened(ip, runs));
 });
 
 t.test("root attempts: blocked", async (t) => {
   const ip = ROOT_ATTACKER;
   const runs = await times(3, () => h.ssh({ from: ip, user: "root", password: WRONG }));
-  t.ok(runs.every((o) => o.denied), "root is denied (PermitRootLogin no)", evidence(ip, runs));
-  t.ok(blocked(ip) && inDeny(ip), "blocked after 3 connections trying root", evidence(ip, runs));
+  t.ok(runs.every((o) => o.denied), "root is denied (PermitRootLogin no)", happened(ip, runs));
+  t.ok(blocked(ip) && inDeny(ip), "blocked after 3 connections trying root", happened(ip, runs));
 });
 
 t.test("log injection through the user name does not block the named address", async (t) => {
@@ -255,47 +241,47 @@ t.test("log injection through the user name does not block the named address", a
   }
   t.match(readFileSync(h.sshLog, "utf8"), `Invalid user x from ${INJECTION_VICTIM} port 22 from ${INJECTOR} port `,
     "the forged text reached sshd's log");
-  t.ok(runs.every((o) => o.denied), "the injector's connections were denied", evidence(INJECTOR, runs));
-  t.ok(blocked(INJECTOR) && inDeny(INJECTOR), "the injector itself is blocked (its own invalid users)", evidence(INJECTOR, runs));
+  t.ok(runs.every((o) => o.denied), "the injector's connections were denied", happened(INJECTOR, runs));
+  t.ok(blocked(INJECTOR) && inDeny(INJECTOR), "the injector itself is blocked (its own invalid users)", happened(INJECTOR, runs));
 
   // The victim's own record: one mistyped password per connection, 4 times
   // (4 failures: nothing to block). sentry evaluates it at connections 3, 4.
   const victim = await times(4, () => h.ssh({ from: INJECTION_VICTIM, user: h.user, password: WRONG }));
-  t.ok(victim.every((o) => o.denied && !o.refused), "the victim was never refused", evidence(INJECTION_VICTIM, victim));
-  t.equal(seenCount(INJECTION_VICTIM), 4, "four connections seen", evidence(INJECTION_VICTIM, victim));
-  t.notOk(blocked(INJECTION_VICTIM) || inDeny(INJECTION_VICTIM), `${INJECTION_VICTIM} is not blocked`, evidence(INJECTION_VICTIM, victim));
+  t.ok(victim.every((o) => o.denied && !o.refused), "the victim was never refused", happened(INJECTION_VICTIM, victim));
+  t.equal(seenCount(INJECTION_VICTIM), 4, "four connections seen", happened(INJECTION_VICTIM, victim));
+  t.notOk(blocked(INJECTION_VICTIM) || inDeny(INJECTION_VICTIM), `${INJECTION_VICTIM} is not blocked`, happened(INJECTION_VICTIM, victim));
   const ok = await login(INJECTION_VICTIM);
-  t.ok(ok.loggedIn, "and it still logs in", evidence(INJECTION_VICTIM, [...victim, ok]));
+  t.ok(ok.loggedIn, "and it still logs in", happened(INJECTION_VICTIM, [...victim, ok]));
 });
 
 t.test("IPv6: blocked, written in brackets, refused", async (t) => {
   const ip = V6_ATTACKER;
   const runs = await times(3, () => invalidUser(ip));
-  t.ok(runs.every((o) => o.denied), "invalid user denied over IPv6", evidence(ip, runs));
-  t.ok(blocked(ip), "block/2001:db8::5 exists (canonical name)", evidence(ip, runs));
-  t.ok(denyLines().includes(`[${ip}]`), "hosts.deny has [2001:db8::5]", evidence(ip, runs));
-  t.notOk(denyLines().includes(ip), "and not the bare form", evidence(ip, runs));
+  t.ok(runs.every((o) => o.denied), "invalid user denied over IPv6", happened(ip, runs));
+  t.ok(blocked(ip), "block/2001:db8::5 exists (canonical name)", happened(ip, runs));
+  t.ok(denyLines().includes(`[${ip}]`), "hosts.deny has [2001:db8::5]", happened(ip, runs));
+  t.notOk(denyLines().includes(ip), "and not the bare form", happened(ip, runs));
   const refused = await login(ip);
   runs.push(refused);
-  t.ok(refused.refused && !refused.loggedIn, "its next connection is refused", evidence(ip, runs));
+  t.ok(refused.refused && !refused.loggedIn, "its next connection is refused", happened(ip, runs));
 });
 
 t.test("--delist lets a blocked address in again", async (t) => {
   const ip = INVALID_USER_ATTACKER;
-  t.ok(blocked(ip), "precondition: still blocked", evidence(ip));
+  t.ok(blocked(ip), "precondition: still blocked", happened(ip));
   const r = sentry(["--delist", `--ip=${ip}`]);
-  t.equal(r.code, 0, "sentry --delist exits 0", { ...r, ...evidence(ip) });
-  t.notOk(blocked(ip), "block/IP removed", evidence(ip));
-  t.notOk(inDeny(ip), "hosts.deny no longer lists it", evidence(ip));
-  t.notOk(allowed(ip), "and it is not allowed either (delist removes both)", evidence(ip));
+  t.equal(r.code, 0, "sentry --delist exits 0", { ...r, ...happened(ip) });
+  t.notOk(blocked(ip), "block/IP removed", happened(ip));
+  t.notOk(inDeny(ip), "hosts.deny no longer lists it", happened(ip));
+  t.notOk(allowed(ip), "and it is not allowed either (delist removes both)", happened(ip));
   const back = await login(ip);
-  t.ok(back.loggedIn, "its next connection logs in", evidence(ip, [back]));
+  t.ok(back.loggedIn, "its next connection logs in", happened(ip, [back]));
   // An administrator delists an address to let it in, not for one connection:
   // the evidence sentry already judged (the old invalid users) must not block
   // it again now that it has logged in successfully.
   const again = await login(ip);
-  t.ok(again.loggedIn, "and the one after that too (no re-block from evidence older than --delist)", evidence(ip, [back, again]));
-  t.notOk(blocked(ip) || inDeny(ip), "not blocked again", evidence(ip, [back, again]));
+  t.ok(again.loggedIn, "and the one after that too (no re-block from evidence older than --delist)", happened(ip, [back, again]));
+  t.notOk(blocked(ip) || inDeny(ip), "not blocked again", happened(ip, [back, again]));
 });
 
 t.test("30 attackers in parallel: every one blocked, none of the others", async (t) => {
@@ -305,9 +291,10 @@ t.test("30 attackers in parallel: every one blocked, none of the others", async 
   const jobs: Job[] = HORDE.map((ip) => ({ ip, attacker: true }));
   BYSTANDERS.forEach((ip, i) => jobs.splice(i * 7 + 3, 0, { ip, attacker: false })); // interleave
   const started = Date.now();
-  const results = await pool(jobs, 12, async (j) => ({
-    ...j, runs: await times(3, () => (j.attacker ? invalidUser(j.ip) : login(j.ip))),
-  }));
+  const results = await parallel(jobs.length, 12, async (i) => {
+    const j = jobs[i];
+    return { ...j, runs: await times(3, () => (j.attacker ? invalidUser(j.ip) : login(j.ip))) };
+  });
   t.comment(`${jobs.length * 3} connections in ${Date.now() - started} ms`);
   // No convoy (issue 15): a connect that finds another process reading the
   // logs exits at once, counted, and leaves its decision to the next look
@@ -322,12 +309,12 @@ t.test("30 attackers in parallel: every one blocked, none of the others", async 
   const deny = denyLines();
   for (const r of results) {
     if (r.attacker) {
-      t.ok(r.runs.every((o) => o.denied), `${r.ip}: its connections reached sshd and were denied`, evidence(r.ip, r.runs));
-      t.ok(blocked(r.ip) && deny.includes(denyForm(r.ip)), `${r.ip} blocked and in hosts.deny`, evidence(r.ip, r.runs));
+      t.ok(r.runs.every((o) => o.denied), `${r.ip}: its connections reached sshd and were denied`, happened(r.ip, r.runs));
+      t.ok(blocked(r.ip) && deny.includes(denyForm(r.ip)), `${r.ip} blocked and in hosts.deny`, happened(r.ip, r.runs));
     } else {
-      t.ok(r.runs.every((o) => o.loggedIn), `${r.ip}: bystander logged in 3 times`, evidence(r.ip, r.runs));
-      t.ok(allowed(r.ip), `${r.ip} allowed`, evidence(r.ip, r.runs));
-      t.notOk(blocked(r.ip) || deny.includes(denyForm(r.ip)), `${r.ip} not blocked`, evidence(r.ip, r.runs));
+      t.ok(r.runs.every((o) => o.loggedIn), `${r.ip}: bystander logged in 3 times`, happened(r.ip, r.runs));
+      t.ok(allowed(r.ip), `${r.ip} allowed`, happened(r.ip, r.runs));
+      t.notOk(blocked(r.ip) || deny.includes(denyForm(r.ip)), `${r.ip} not blocked`, happened(r.ip, r.runs));
     }
   }
 
@@ -340,10 +327,10 @@ t.test("30 attackers in parallel: every one blocked, none of the others", async 
   t.ok(deny.every((l) => /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/.test(l)), "every line is a bare IPv4 or a bracketed IPv6", { deny });
 
   // What each experiences next: all at once (a refusal is a 5 s wait).
-  const next = await pool(jobs, jobs.length, async (j) => ({ ...j, o: await login(j.ip) }));
+  const next = await parallel(jobs.length, jobs.length, async (i) => ({ ...jobs[i], o: await login(jobs[i].ip) }));
   for (const n of next) {
-    if (n.attacker) t.ok(n.o.refused && !n.o.loggedIn, `${n.ip} is refused`, evidence(n.ip, [n.o]));
-    else t.ok(n.o.loggedIn, `${n.ip} still logs in`, evidence(n.ip, [n.o]));
+    if (n.attacker) t.ok(n.o.refused && !n.o.loggedIn, `${n.ip} is refused`, happened(n.ip, [n.o]));
+    else t.ok(n.o.loggedIn, `${n.ip} still logs in`, happened(n.ip, [n.o]));
   }
   t.comment(`refusals took ${Math.min(...next.filter((n) => n.attacker).map((n) => n.o.ms))}–${Math.max(...next.filter((n) => n.attacker).map((n) => n.o.ms))} ms`);
 });

@@ -1,9 +1,9 @@
-// Tests for section 4 (Evidence): the pure log-line classifier.
+// Tests for section 6 of sentry.ts (Evidence): the pure log-line classifier.
 //
 // Fixtures live in test/fixtures/*.log, one file per daemon family. Format:
 //
 //   #! default=PROGRAM        program assumed for unprefixed lines from here on
-//   #> SERVICE IP KIND        expectation for the next line
+//   #> SERVICE IP KIND RULE   expectation for the next line
 //   #> none                   the next line proves nothing
 //   # text                    a comment (sample lines never start with "# ")
 //
@@ -24,7 +24,7 @@ interface Sample {
   lineNo: number;
   line: string;
   defaultProgram: string;
-  expect: { service: string; ip: string; kind: string } | null;
+  expect: { service: string; ip: string; kind: string; rule: string } | null;
 }
 
 function readFixture(file: string): Sample[] {
@@ -47,7 +47,7 @@ function readFixture(file: string): Sample[] {
       if (pending !== undefined) throw new Error(`${file}:${lineNo}: two expectations in a row`);
       const words = raw.slice(2).trim().split(/\s+/);
       if (words.length === 1 && words[0] === "none") pending = null;
-      else if (words.length === 3) pending = { service: words[0], ip: words[1], kind: words[2] };
+      else if (words.length === 4) pending = { service: words[0], ip: words[1], kind: words[2], rule: words[3] };
       else throw new Error(`${file}:${lineNo}: bad expectation ${JSON.stringify(raw)}`);
       pendingAt = lineNo;
       return;
@@ -91,10 +91,8 @@ t.test("fixtures: every sample classifies exactly as expected", async (t) => {
       for (const s of samples) {
         total++;
         const { ev, why } = explainLine(s.line, s.defaultProgram, state);
-        const got = ev && { service: ev.service, ip: ev.ip, kind: ev.kind };
+        const got = ev && { service: ev.service, ip: ev.ip, kind: ev.kind, rule: ev.rule };
         t.same(got, s.expect, `${file}:${s.lineNo} (${why}): ${s.line.slice(0, 160)}`);
-        t.ok(why.length > 0, `${file}:${s.lineNo} has a why`);
-        if (ev) t.match(ev.rule, /^[a-z]+\.[a-z0-9-]+$/, `${file}:${s.lineNo} rule id`);
       }
     });
   }
@@ -252,7 +250,6 @@ t.test("binary garbage and invalid UTF-8 return null without throwing", async (t
     for (const text of [b.toString("utf8"), b.toString("latin1")]) {
       const r = explainLine(text, "sshd");
       t.equal(r.ev, null, JSON.stringify(text));
-      t.ok(r.why.length > 0);
     }
   }
   // Random bytes, many times, under every default program: never a throw.
@@ -309,8 +306,10 @@ t.test("huge lines are refused quickly, and near-limit lines stay linear", async
   start = process.hrtime.bigint();
   for (const line of evil) {
     t.ok(line.length <= MAX_LINE_CHARS, "under the limit");
-    const r = explainLine(line, "sshd", newClassifierState());
-    t.ok(r.why.length > 0);
+    // What the line proves is beside the point (one of them is a real failed
+    // attempt); that the call returns is the test: a catastrophic backtrack
+    // would hit the file's timeout.
+    explainLine(line, "sshd", newClassifierState());
   }
   ms = Number(process.hrtime.bigint() - start) / 1e6;
   t.comment(`${evil.length} adversarial near-limit lines in ${ms.toFixed(1)} ms (a catastrophic backtrack would hit the file's timeout)`);

@@ -9,14 +9,16 @@
 // is checked exactly.
 //
 // The last block drives the built binary (dist/sentry --block/--delist/
-// --resync) against the same contract. It fails, on purpose and by name,
-// until the backends are merged into sentry.ts and the binary is rebuilt.
+// --resync) against the same contract; so does the test of which backends
+// run at all (the fake tools, no namespace).
 
 import t from "tap";
+import type { TT } from "./lib/run.ts";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
+import { DatabaseSync } from "node:sqlite";
 import { DEFAULTS, realSys, runCommand, type Config, type Sys, type RunResult } from "../sentry.ts";
 import {
   firewallBackends,
@@ -38,9 +40,6 @@ const REPO = path.resolve(HERE, "..");
 const FAKE_DIR = path.join(HERE, "fixtures", "fake-tools");
 const BIN = path.join(REPO, "dist", "sentry");
 const T = DEFAULTS.FIREWALL_TABLE;
-
-/** The type of a test object (the callback form is the last overload of t.test). */
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const cfgOf = (over: Partial<Config> = {}): Config => ({ ...DEFAULTS, ...over });
 
@@ -308,26 +307,58 @@ t.test("ipfw: exact commands, idempotent remove, list", async (t) => {
   t.same(ipfwBackend.list(cfg, listNoTable), []);
 });
 
-t.test("a disabled backend runs nothing at all", async (t) => {
+t.test("the binary runs only the enabled backends; ADD_TO_TCPWRAPPERS=0 leaves hosts.deny unwritten", async (t) => {
+  // Through dist/sentry's own --block and --delist (no loop of the test's
+  // own), with the fake pfctl and ipfw first on PATH: every call is logged.
   const log = callLog(t);
-  const sys = fakeSys({ FAKE_TOOL_LOG: log.file });
-  // What the caller does: only the enabled backends are asked.
-  const act = (cfg: Config) => {
-    for (const b of firewallBackends) {
-      if (!b.enabled(cfg)) continue;
-      b.add("192.0.2.5", cfg, sys);
-      b.remove("192.0.2.5", cfg, sys);
-      b.list(cfg, sys);
-    }
+  const run = (root: string, over: Record<string, string>, ...args: string[]) => {
+    const r = spawnSync(BIN, args, {
+      encoding: "utf8",
+      timeout: 60_000,
+      env: {
+        PATH: `${FAKE_DIR}:/usr/sbin:/usr/bin:/sbin:/bin`,
+        FAKE_NODE: process.execPath,
+        FAKE_TOOL_LOG: log.file,
+        ROOT_DIR: root,
+        PROTECT_FTP: "0",
+        PROTECT_MUA: "0",
+        SSH_LOG: path.join(root, "no-such.log"),
+        ...over,
+      },
+    });
+    t.equal(r.status, 0, `sentry ${args.join(" ")} ${JSON.stringify(over)}: ${r.stderr}`);
   };
-  act(cfgOf());
-  t.same(log.calls(), [], "all off: no tool ran");
-  act(cfgOf({ ADD_TO_IPFW: true }));
+  const root = (): string => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), "sentry-fw-root-"));
+    t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+    return d;
+  };
+  const deny = (r: string): string | null => (fs.existsSync(path.join(r, "hosts.deny")) ? fs.readFileSync(path.join(r, "hosts.deny"), "utf8") : null);
+
+  // Every firewall off (the default): no tool runs, hosts.deny carries the block.
+  const a = root();
+  run(a, {}, "--block", "--ip=192.0.2.5");
+  t.same(log.calls(), [], "all firewalls off: no tool ran");
+  t.match(deny(a), /^192\.0\.2\.5$/m, "hosts.deny lists the block");
+  run(a, {}, "--delist", "--ip=192.0.2.5");
+  t.same(log.calls(), [], "nor for the delist");
+
+  // ipfw alone, tcpwrappers off: the firewall still gets the block, hosts.deny is never written.
+  const b = root();
+  const only = { ADD_TO_IPFW: "1", ADD_TO_TCPWRAPPERS: "0" };
+  run(b, only, "--block", "--ip=192.0.2.6");
+  t.ok(fs.existsSync(path.join(b, "block", "192.0.2.6")), "block/IP is written");
+  t.equal(deny(b), null, "no hosts.deny with ADD_TO_TCPWRAPPERS=0");
+  run(b, only, "--delist", "--ip=192.0.2.6");
   t.same(
-    log.calls().map((c) => c.tool),
-    ["ipfw", "ipfw", "ipfw"],
-    "only ipfw ran",
+    log.calls(),
+    [
+      { tool: "ipfw", argv: ["-q", "table", T, "add", "192.0.2.6"] },
+      { tool: "ipfw", argv: ["-q", "table", T, "delete", "192.0.2.6"] },
+    ],
+    "only ipfw ran: the add, then the delete",
   );
+  t.equal(deny(b), null, "still no hosts.deny after the delist");
 });
 
 t.test("a hanging tool is killed after COMMAND_TIMEOUT_SECONDS and reported", async (t) => {
@@ -506,16 +537,15 @@ t.test("the namespaces are gone afterwards", async (t) => {
 
 // ---- The built binary: sentry --block / --delist / --resync -----------------
 //
-// The contract the lead merges to: ADD_TO_NFTABLES=1 (or ADD_TO_IPTABLES=1)
+// The contract: ADD_TO_NFTABLES=1 (or ADD_TO_IPTABLES=1)
 // makes --block put the address in the set, --delist take it out, and
 // --resync put back every address of block/ after the set was emptied; a
 // firewall tool that hangs delays a block by COMMAND_TIMEOUT_SECONDS at
 // most and never stops it reaching hosts.deny.
 
 t.test("binary: dist/sentry --block/--delist/--resync fill the firewall", async (t) => {
-  const help = fs.existsSync(BIN) ? runCommand(BIN, ["--help"], { timeoutMs: 20_000 }) : null;
-  if (!help || !`${help.stdout}${help.stderr}`.includes("--resync")) {
-    t.fail("binary lacks --resync (not merged yet)", { bin: BIN, exists: fs.existsSync(BIN) });
+  if (!fs.existsSync(BIN)) {
+    t.fail(`${BIN} is missing: run "npm run build" first`);
     return;
   }
 
@@ -597,6 +627,41 @@ t.test("binary: dist/sentry --block/--delist/--resync fill the firewall", async 
       t.notOk(fs.existsSync(path.join(root, "block", c4)), "expired");
       t.same(backend.list(cfg, nsSys(ns)), [a6], "expiry lifted both from the set, and only them");
       expectReachability(t, ns, [a6], "after expiry");
+    });
+
+    t.test(`${backend.name} (${key}=1): the blocks a sentry.sh 2.00 sentry.db held reach the set on import`, async (t) => {
+      const ns = withNetns(t);
+      if (!ns) return;
+      const root = fs.mkdtempSync(path.join(os.tmpdir(), "sentry-fw-root-"));
+      t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+      const cfg = cfgOf({ [key]: true });
+      const load =
+        backend === nftablesBackend
+          ? ns.run("nft", ["-f", "-"], { input: backend.rules(cfg) })
+          : ns.run("sh", ["-ec", backend.rules(cfg)]);
+      t.equal(load.status, 0, `rules load: ${load.stderr}`);
+      // The old script's one table: two blocks (IPv4, IPv6 as it spelled
+      // them), an allow, an address only seen.
+      const [a4, b4, c4] = CLIENTS4;
+      const [a6] = CLIENTS6;
+      const then = Math.floor(Date.now() / 1000) - 86_400;
+      const db = new DatabaseSync(path.join(root, "sentry.db"));
+      db.exec("CREATE TABLE ip_records(ip TEXT PRIMARY KEY, seen INTEGER DEFAULT 0, allow INTEGER DEFAULT 0, block INTEGER DEFAULT 0)");
+      const ins = db.prepare("INSERT INTO ip_records (ip, seen, allow, block) VALUES (?, ?, ?, ?)");
+      ins.run(a4, 5, 0, then);
+      ins.run(a6.toUpperCase(), 4, 0, then);
+      ins.run(b4, 3, then, 0);
+      ins.run(c4, 1, 0, 0);
+      db.close();
+      const log = path.join(root, "auth.log");
+      fs.writeFileSync(log, "");
+      const only = ["ADD_TO_NFTABLES", "ADD_TO_IPTABLES", "ADD_TO_PF", "ADD_TO_IPFW"].map((k) => `${k}=${k === key ? 1 : 0}`);
+      // The first run of sentry 3 meets the table: here the timer's --scan.
+      const r = ns.run("env", [`ROOT_DIR=${root}`, ...only, `SSH_LOG=${log}`, "PROTECT_FTP=0", "PROTECT_MUA=0", BIN, "--scan"], { timeoutMs: 60_000 });
+      t.equal(r.status, 0, `--scan: ${r.stderr.trim()}`);
+      t.ok(fs.existsSync(path.join(root, "block", a4)) && fs.existsSync(path.join(root, "block", a6)), "block/ holds both imported blocks");
+      t.same(backend.list(cfg, nsSys(ns)), [a4, a6], "and so does the set, without a --resync");
+      expectReachability(t, ns, [a4, a6], "after the import");
     });
   }
 

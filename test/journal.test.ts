@@ -10,11 +10,10 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { requireBinary, tempDir, envFor, sentry } from "./lib/run.ts";
+import { requireBinary, tempDir, envFor, sentry, evidence } from "./lib/run.ts";
+import type { TT } from "./lib/run.ts";
 
 requireBinary();
-
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 // Debian 12 ships it in /lib/systemd (merged /usr: also /usr/lib/systemd).
 const JOURNAL_REMOTE = ["/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"].find((f) => fs.existsSync(f));
@@ -87,11 +86,6 @@ function connects(t: TT, env: Record<string, string>, ip: string, n = 3): void {
     if (r.status !== 0 || r.stderr !== "") t.fail(`connect ${ip}: exit ${r.status}, stderr ${r.stderr}`);
   }
 }
-function ssh(t: TT, env: Record<string, string>, ip: string): number[] | null {
-  const r = sentry(["--report", "--json", `--ip=${ip}`], env);
-  const x = (JSON.parse(r.stdout) as { ip: { evidence: Record<string, { success: number; naughty: number; failed: number; probe: number }> | null } }).ip.evidence?.ssh;
-  return x ? [x.success, x.naughty, x.failed, x.probe] : null;
-}
 
 function setup(t: TT) {
   const root = tempDir(t);
@@ -119,7 +113,7 @@ t.test("a real journal file: 3 connects block and allow as the journal says; the
   t.equal(state(root, "203.0.113.82"), "none", "a CRON line is not sshd's");
   t.equal(state(root, "2001:db8::80"), "blocked", "IPv6, a root attempt");
   t.match(fs.readFileSync(join(root, "block", "203.0.113.80"), "utf8"), /ssh: 0 success, 2 naughty, 0 failed, 0 probe; e\.g\. "sshd: /);
-  t.same(ssh(t, env, "203.0.113.81"), [0, 0, 1, 0]);
+  t.same(evidence(t, env, "203.0.113.81").ssh, [0, 0, 1, 0]);
 
   // New entries appended to the same file: only they are read.
   writeJournal(t, journal, [
@@ -128,8 +122,8 @@ t.test("a real journal file: 3 connects block and allow as the journal says; the
   ]);
   connects(t, env, "203.0.113.83");
   t.equal(state(root, "203.0.113.83"), "blocked", "a new entry decides");
-  t.same(ssh(t, env, "203.0.113.81"), [0, 0, 2, 0], "old entries were not read again (cursor kept)");
-  t.same(ssh(t, env, "203.0.113.80"), [0, 2, 0, 0]);
+  t.same(evidence(t, env, "203.0.113.81").ssh, [0, 0, 2, 0], "old entries were not read again (cursor kept)");
+  t.same(evidence(t, env, "203.0.113.80").ssh, [0, 2, 0, 0]);
   const db = spawnSync(process.execPath, ["-e", `const {DatabaseSync}=require("node:sqlite");const d=new DatabaseSync(${JSON.stringify(join(root, "sentry.db"))});console.log(JSON.stringify(d.prepare("SELECT source, ident FROM cursors").all()))`], { encoding: "utf8" });
   const cursors = JSON.parse(db.stdout) as { source: string; ident: string }[];
   t.equal(cursors.length, 1);
@@ -153,7 +147,7 @@ t.test("--scan twice over a journal: the second run reads nothing", async (t) =>
   t.match(second.stdout, /^scan: read 0 bytes \(0 lines\) from 1 of 1 logs; weighed 0 addresses/m);
   writeJournal(t, journal, [entry("sshd", "Invalid user d from 203.0.113.90 port 1")]);
   t.match(sentry(["--scan", "-v"], env).stdout, /\(1 lines\)/, "then exactly the one new entry");
-  t.same(ssh(t, env, "203.0.113.90"), [0, 4, 0, 0]);
+  t.same(evidence(t, env, "203.0.113.90").ssh, [0, 4, 0, 0]);
 });
 
 t.test("MESSAGE as a byte array (not UTF-8) is read; a missing journal file decides nothing", async (t) => {
@@ -195,7 +189,7 @@ t.test("an entry a local user wrote with `logger -t sshd` is not sshd's", async 
   connects(t, env, "198.51.100.95");
   t.equal(state(root, "203.0.113.95"), "blocked", "the forged success did not allow it");
   t.equal(state(root, "198.51.100.95"), "none", "a forged failure blames nobody");
-  t.same(ssh(t, env, "203.0.113.95"), [0, 1, 0, 0]);
+  t.same(evidence(t, env, "203.0.113.95").ssh, [0, 1, 0, 0]);
 });
 
 t.test("a journal read stopped by the time cap keeps what it read and carries on", async (t) => {

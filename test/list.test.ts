@@ -8,6 +8,7 @@ import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { checkJson, envFor, parallel, requireBinary, sentry, sentryAsync, sentryLog, state, tempDir } from "./lib/run.ts";
+import type { TT } from "./lib/run.ts";
 
 requireBinary();
 
@@ -23,7 +24,6 @@ function record(root: string, dir: string, ip: string, at: number, text: string)
 }
 
 /** Three blocks, one allow after failures, and tallies for one of them (from a log read by --scan). */
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 function scene(t: TT) {
   const root = tempDir(t);
   const now = Math.floor(Date.now() / 1000) * 1000;

@@ -9,6 +9,7 @@ import {
   nftablesBackend, iptablesBackend, pfBackend, ipfwBackend, realSys, type Config, type Sys,
 } from "../sentry.ts";
 import { envFor, requireBinary, sentry, sentryLog, state, tempDir } from "./lib/run.ts";
+import type { TT } from "./lib/run.ts";
 import { createNetns, netnsUnavailable, CLIENTS4, CLIENTS6, SERVER4, SERVER6, type Netns } from "./lib/netns.ts";
 
 requireBinary();
@@ -195,7 +196,6 @@ t.test("aggregation of IPv4 /24 with SUBNET_V4=1, and --resync replays ranges", 
 
 // ---- nftables and ipset for real, in a namespace ----------------------------------
 
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 function withNetns(t: TT): Netns | null {
   const why = netnsUnavailable();
   if (why) {

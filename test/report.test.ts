@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel } from "./lib/run.ts";
+import type { TT } from "./lib/run.ts";
 
 requireBinary();
 
@@ -24,7 +25,6 @@ function report(env: Record<string, string>): { uniqueIps: number; connections: 
   return { uniqueIps: j.uniqueIps, connections: j.connections, top: j.top, stderr: r.stderr };
 }
 
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 const same = (t: TT, env: Record<string, string>, root: string, what: string) => {
   const r = report(env);
   t.same({ uniqueIps: r.uniqueIps, connections: r.connections }, truth(root), what);
@@ -88,4 +88,35 @@ t.test("without sentry.db: a report does not create ROOT_DIR, and works read-onl
   t.equal(ro.status, 0, ro.stderr);
   t.match(ro.stdout, /^ {3}-------- summary ---------\n {3}3 unique IPs have connected 6 times/, "read-only: seen/ is listed instead");
   t.match(ro.stderr, /cannot be used .*listing seen\/ instead/);
+});
+
+t.test("connections.log rotates past 16 MiB at the hourly look, and the report finishes the rotated file", async (t) => {
+  const root = tempDir(t);
+  const env = envFor(root);
+  const feed = join(root, "connections.log");
+  t.equal(sentry(["--connect", "--ip=192.0.2.1"], env).status, 0);
+  const first = report(env);
+  t.same([first.uniqueIps, first.connections], [1, 1], "the index follows the feed");
+  // Grow the feed past CONNECTIONS_LOG_ROTATE_BYTES (16 MiB) with lines naming
+  // 192.0.2.1 again (harmless: its count is read from seen/), and make the
+  // hourly look due (expire.stamp's mtime is when it is next due).
+  const line = `${Math.floor(Date.now() / 1000)} 192.0.2.1\n`;
+  fs.appendFileSync(feed, line.repeat(Math.ceil((16 * 1024 * 1024) / line.length)));
+  const padded = fs.statSync(feed).size;
+  t.ok(padded >= 16 * 1024 * 1024, `feed padded to ${padded} bytes`);
+  fs.utimesSync(join(root, "expire.stamp"), 0, 0);
+
+  // This connect's line goes to the feed, then the look rotates it.
+  t.equal(sentry(["--connect", "--ip=192.0.2.2"], env).status, 0);
+  t.ok(fs.existsSync(`${feed}.1`), "connections.log.1 exists");
+  const rotated = fs.readFileSync(`${feed}.1`);
+  t.match(rotated.subarray(padded).toString("utf8"), /^\d+ 192\.0\.2\.2\n$/, "it is the old feed, with 192.0.2.2's line at its end");
+  t.notOk(fs.existsSync(feed), "no connections.log until the next connect");
+  // The stamp is not due again: the next connect appends to a new feed and rotates nothing.
+  t.equal(sentry(["--connect", "--ip=192.0.2.3"], env).status, 0);
+  t.match(fs.readFileSync(feed, "utf8"), /^\d+ 192\.0\.2\.3\n$/, "a new connections.log holds the next connect alone");
+
+  // The report reads the rotated file's tail (192.0.2.2) and the new feed (192.0.2.3).
+  same(t, env, root, "after the rotation the index equals seen/");
+  t.same(report(env).top.map((x) => [x.ip, x.connections]).sort(), [["192.0.2.1", 1], ["192.0.2.2", 1], ["192.0.2.3", 1]], "each address counted once");
 });

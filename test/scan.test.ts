@@ -5,22 +5,10 @@
 import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions } from "./lib/run.ts";
-import type { Ran } from "./lib/run.ts";
+import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions, evidence } from "./lib/run.ts";
+import type { Ran, TT } from "./lib/run.ts";
 
 requireBinary();
-
-type TT = Parameters<Parameters<typeof t.test>[0]>[0];
-
-
-function evidence(t: TT, env: Record<string, string>, ip: string): Record<string, [number, number, number, number]> {
-  const r = sentry(["--report", "--json", `--ip=${ip}`], env);
-  if (r.status !== 0) t.fail(`--report --json exited ${r.status}: ${r.stderr}`);
-  const e = (JSON.parse(r.stdout) as { ip: { evidence: Record<string, { success: number; naughty: number; failed: number; probe: number }> | null } }).ip.evidence ?? {};
-  const out: Record<string, [number, number, number, number]> = {};
-  for (const [s, x] of Object.entries(e)) out[s] = [x.success, x.naughty, x.failed, x.probe];
-  return out;
-}
 
 function scan(t: TT, env: Record<string, string>, verbose = true): Ran {
   const r = sentry(verbose ? ["--scan", "-v"] : ["--scan"], env);

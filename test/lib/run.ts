@@ -4,6 +4,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import type t from "tap";
+
+/** The `t` a subtest receives, for helpers that take one. */
+export type TT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 export const SENTRY = resolve(import.meta.dirname, "..", "..", "dist", "sentry");
 
@@ -98,6 +102,19 @@ export async function parallel<T>(n: number, width: number, task: (i: number) =>
     }
   };
   await Promise.all(Array.from({ length: Math.min(width, n) }, worker));
+  return out;
+}
+
+/**
+ * The evidence sentry's index holds for `ip`, from `--report --json
+ * --ip=IP`: per service, [success, naughty, failed, probe]. {} when none.
+ */
+export function evidence(t: TT, env: Record<string, string>, ip: string): Record<string, [number, number, number, number]> {
+  const r = sentry(["--report", "--json", `--ip=${ip}`], env);
+  if (r.status !== 0) t.fail(`--report --json exited ${r.status}: ${r.stderr}`);
+  const e = (JSON.parse(r.stdout) as { ip: { evidence: Record<string, { success: number; naughty: number; failed: number; probe: number }> | null } }).ip.evidence ?? {};
+  const out: Record<string, [number, number, number, number]> = {};
+  for (const [s, x] of Object.entries(e)) out[s] = [x.success, x.naughty, x.failed, x.probe];
   return out;
 }
 

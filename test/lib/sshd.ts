@@ -441,16 +441,25 @@ function addAddresses(ns: string, addrs: string[]): void {
     a.includes(":") ? `addr add ${a}/128 dev lo nodad` : `addr add ${a}/32 dev lo`).join("\n") + "\n");
 }
 
-/** Run `fn` over `items`, at most `limit` at a time; results in input order. */
-export async function pool<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
+/**
+ * What to print beside a failed assertion about `ip`: sentry's files for
+ * it, hosts.deny, the lines of sshd's log and of sentry.log that name it,
+ * the end of sentry's stderr when the spawn line keeps one, and what each
+ * client saw. (The index's tallies are test/lib/run.ts's evidence().)
+ */
+export function whatHappened(rootDir: string, sshLog: string, ip: string, outcomes: SshOutcome[] = [], spawnErr = ""): Record<string, unknown> {
+  const read = (f: string): string => (existsSync(f) ? readFileSync(f, "utf8") : "(missing)");
+  const mentions = (text: string): string[] => text.split("\n").filter((l) => l.split(/[\s[\]]+/).includes(ip));
+  const file = (dir: string): string | null => (existsSync(join(rootDir, dir, ip)) ? read(join(rootDir, dir, ip)) : null);
+  return {
+    ip,
+    seen: (file("seen") ?? "").split("\n").filter(Boolean).length,
+    allowFile: file("allow"),
+    blockFile: file("block"),
+    hostsDeny: existsSync(join(rootDir, "hosts.deny")) ? read(join(rootDir, "hosts.deny")).split("\n").filter(Boolean) : null,
+    sshdLog: mentions(read(sshLog)),
+    sentryLog: mentions(read(join(rootDir, "sentry.log"))),
+    ...(spawnErr ? { sentryStderr: read(spawnErr).split("\n").slice(-20) } : {}),
+    clients: outcomes.map((o) => ({ user: o.user, code: o.code, ms: o.ms, loggedIn: o.loggedIn, refused: o.refused, denied: o.denied, stderr: o.stderr.trim() })),
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
