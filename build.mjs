@@ -13,7 +13,12 @@
 //
 // SEA settings, and why:
 //   useCodeCache: true                 V8 bytecode cached in the binary: faster start
-//   useSnapshot: false                 gains nothing, and crashes with node:sqlite
+//                                      (off: a connect took ~10% more CPU; issue 15)
+//   useSnapshot: false                 a startup snapshot of the evaluated bundle (main
+//                                      deferred, node:sqlite lazy) works, but costs more
+//                                      than it saves: a connect took 1.4-1.5x the CPU
+//                                      and 12 MiB more RSS (a whole heap to deserialise
+//                                      instead of Node's own snapshot; measured in issue 15)
 //   execArgvExtension: "none"          NODE_OPTIONS=--require … in the environment
 //                                      must not run foreign code in a root process
 //   disableExperimentalSEAWarning      stdout/stderr belong to sentry
@@ -249,7 +254,14 @@ export function buildInputs(dir = here) {
 /** Bundles sentry.ts (in `dir`) into `outfile` with `inputs` as defines; returns the bundle's SHA-256, now carried inside it. */
 export async function makeBundle(outfile, inputs, dir = here) {
   await build({
-    entryPoints: [join(dir, "sentry.ts")],
+    // The entry imports sentry.ts rather than being it: an entry's exports
+    // become module.exports, made one getter at a time (300 of them, for the
+    // tests) at every start of the binary, which has no importer. Imported,
+    // sentry.ts runs the same, and what only the tests call is left out.
+    // absWorkingDir: the file names esbuild writes into its comments are
+    // relative to dir, so the bundle is the same from any folder (verify-release).
+    stdin: { contents: 'import "./sentry.ts";', resolveDir: dir, sourcefile: "sentry-main.ts", loader: "ts" },
+    absWorkingDir: dir,
     bundle: true,
     platform: "node",
     target: "node24",
