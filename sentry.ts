@@ -98,7 +98,7 @@ declare const SENTRY_BUILD_BUNDLE_SHA256: string | undefined;
 export const DEFAULTS = {
   ROOT_DIR: "/var/db/sentry", // where every file of sentry lives
   ADD_TO_TCPWRAPPERS: true, // write blocked addresses to ROOT_DIR/hosts.deny
-  ALLOWED_TO_TCPWRAPPERS: true, // write allowed addresses the host's own tcpd policy admits to ROOT_DIR/hosts.allowed, so tcpd admits them without spawning sentry (their connections are no longer counted)
+  ALLOWED_TO_TCPWRAPPERS: true, // write the allowed addresses your own tcpd policy admits to ROOT_DIR/hosts.allowed: tcpd admits them without spawning sentry (then not counted)
   ADD_TO_PF: false, // pfctl table FIREWALL_TABLE (BSD, macOS)
   ADD_TO_IPFW: false, // ipfw table FIREWALL_TABLE (FreeBSD)
   ADD_TO_IPTABLES: false, // ipset sets FIREWALL_TABLE-4/-6 for iptables rules
@@ -8775,6 +8775,10 @@ export function withSentryLines(text: string, root: string, allowed = false): st
 // user@host, a wildcard, a daemon@host): then the answer is "cannot tell"
 // and --install writes nothing.
 //
+// sentry's hosts.allowed line (section 9.1.2) is compared as what tcpd would
+// read through it: the addresses the file lists, put inline on lines of the
+// same rule (policyPair). Its guarantee is what it lists, not where it is.
+//
 // Where the admin's policy denies clients, the lines that keep it restrict
 // the spawn to exactly the clients the policy grants: above each hosts.allow
 // rule that grants sshd, the same client list with sentry's spawn and
@@ -9814,7 +9818,8 @@ export function doctorChecks(ctx: Ctx): Check[] {
     // The hosts.allowed line (section 9.1.2): between the two, or allowed addresses keep spawning sentry.
     const allowedLine = hostsAllowedLine(root);
     const allowedAt = lines.findIndex((l) => !l.startsWith("#") && l.includes(`${root}/hosts.allowed`) && /:\s*allow\s*$/.test(l));
-    if (ctx.cfg.ALLOWED_TO_TCPWRAPPERS && spawnAt !== -1) {
+    if (ctx.cfg.ALLOWED_TO_TCPWRAPPERS && denyAt !== -1 && spawnAt !== -1) {
+      // (Only once both lines are there: a chain that lacks one has a CRITICAL above, and --install --write adds all three.)
       if (allowedAt === -1) add(1, `${file}: no line "${allowedLine}": allowed addresses spawn sentry at every connection; sentry --install --write adds it between the deny and the spawn line`);
       else if (denyAt !== -1 && allowedAt < denyAt) add(1, `${file}: the hosts.allowed line (line ${allowedAt + 1}) comes before the deny line (line ${denyAt + 1}): an address blocked while allow/ still holds it gets in; move it below`);
       else if (allowedAt > spawnAt) add(1, `${file}: the hosts.allowed line (line ${allowedAt + 1}) comes after the spawn line (line ${spawnAt + 1}): tcpd never reaches it; move it above`);
@@ -9911,7 +9916,7 @@ export function doctorChecks(ctx: Ctx): Check[] {
       else add(0, `${file} agrees with allow/ and ALLOW_IPS (${wantWords.length} entries${leftOut})`);
     } catch (e) {
       if (!(e instanceof SentryError)) throw e;
-      add(2, `cannot check ${file}: ${e.message}`);
+      add(3, `cannot check ${file}: ${e.message}`); // as for block/ above: what cannot be read cannot be judged
     }
   }
 
