@@ -10,8 +10,9 @@
  *     sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
  *
  * (the middle line lets tcpd admit allowed addresses without spawning
- * sentry at all, section 9.1.2) and it decides, in a few milliseconds of work, whether that address is a
- * legitimate user, an attacker, or not known yet. This is the TypeScript
+ * sentry at all, section 9.1.2) and it decides, in a few milliseconds of
+ * work, whether that address is a legitimate user, an attacker, or not
+ * known yet. This is the TypeScript
  * rewrite of sentry.pl (1.06) and sentry.sh (2.00); the command line and the
  * files under /var/db/sentry are a superset of both.
  *
@@ -5254,7 +5255,7 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
   // Without either line (EXPIRE_BLOCK_DAYS=0) it follows EXPIRE_BLOCK_DAYS, whatever that is later set to.
   const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : length.forGood ? `until never (for good; ${length.why})` : "";
   writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
-  if (removeFile(ctx, statePath(ctx, "allow", ip))) writeHostsAllowed(ctx); // an allow replaced (--block --force): tcpd must stop admitting it
+  if (removeFile(ctx, statePath(ctx, "allow", ip))) writeHostsAllowed(ctx); // an allow replaced (--block of an allowed address): tcpd must stop admitting it
   logDecision(ctx, ip, "block", `${byText(ctx, by)}: ${reason}${until ? `; ${until}` : ""}`);
   if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
   fleetOutbox(ctx, ip, by, reason, now, length.ms > 0 ? now + length.ms : null); // section 9.5: --sync pushes it
@@ -5963,7 +5964,7 @@ export function healHostsDeny(ctx: Ctx, by: string): string | null {
 // ---- 9.1.2 hosts.allowed: tcpd admits the allowed without spawning sentry ----
 //
 //   allow/192.0.2.50, allow/10.0.0.0_8, ALLOW_IPS="2001:db8::/32"
-//     → ROOT_DIR/hosts.allowed "192.0.2.50\n10.0.0.0/255.0.0.0\n[2001:db8::]/32\n"
+//     → ROOT_DIR/hosts.allowed "10.0.0.0/255.0.0.0\n192.0.2.50\n[2001:db8::]/32\n"
 //   /etc/hosts.allow
 //     sshd : /var/db/sentry/hosts.deny : deny
 //     sshd : /var/db/sentry/hosts.allowed : allow
@@ -11024,8 +11025,8 @@ FILES
                            "until TIME (LENGTH; why)"; the length runs from
                            its modification time: touch renews the block
     ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
-    ROOT_DIR/hosts.allowed allowed addresses tcpd admits without spawning sentry
-                           (only those the host's own tcpd policy admits)
+    ROOT_DIR/hosts.allowed  allowed addresses tcpd admits without spawning
+                           sentry (only those the host's own policy admits)
     ROOT_DIR/sentry.log    one line per decision: time, address, action, reason;
                            rotated at SENTRY_LOG_ROTATE_KB to sentry.log.1 … .N
     ROOT_DIR/review/IP     held for review (ALLOW_AFTER_FAILURES_HOLD=1)
