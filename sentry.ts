@@ -6014,45 +6014,68 @@ export function tcpdWord(c: Cidr): string {
   return c.bits === max ? base : `${base}/${netBaseText(c.bits === 0 ? 0n : ((1n << BigInt(c.bits)) - 1n) << BigInt(32 - c.bits), 4)}`;
 }
 
-/** The host's own policy for sshd (sentry's lines taken out), ready to be asked about many addresses. */
+/**
+ * The host's own policy for sshd (sentry's lines taken out), ready to be
+ * asked about many addresses: an allow/ of 10,000 meets a hosts.deny of
+ * 2,000 old-style rules, so the patterns are parsed once.
+ */
 interface HostPolicy {
-  rules: AccessRule[];
   compiled: CompiledRule[];
+  cuts: Record<Family, bigint[]>; // where some pattern of an sshd rule starts or ends, sorted
+  granted: Map<string, boolean>; // "family:i" → whether tcpd surely grants the i-th interval between cuts
 }
 
 /** Reads HOSTS_ALLOW and HOSTS_DENY without sentry's lines. Throws SentryError if one cannot be read. */
 function readHostPolicy(ctx: Ctx): HostPolicy {
   const before = policyPair(readPolicyFile(ctx, ctx.cfg.HOSTS_ALLOW), readPolicyFile(ctx, ctx.cfg.HOSTS_DENY)).before;
   const rules = [...parseAccessFile(before.allow, ctx.cfg.HOSTS_ALLOW, true), ...parseAccessFile(before.deny, ctx.cfg.HOSTS_DENY, false)];
-  return { rules, compiled: compileRules(rules) };
+  const cuts: Record<Family, Set<bigint>> = { 4: new Set(), 6: new Set() };
+  for (const r of rules) {
+    if (!forSshd(r)) continue;
+    for (const w of r.clients) {
+      const sp = patternSpan(w);
+      if (sp === null || sp === "host") continue;
+      cuts[sp.family].add(sp.lo);
+      cuts[sp.family].add(sp.hi + 1n);
+    }
+  }
+  const sorted = (x: Set<bigint>) => [...x].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return { compiled: compileRules(rules), cuts: { 4: sorted(cuts[4]), 6: sorted(cuts[6]) }, granted: new Map() };
 }
 
 /**
  * Whether the host's policy surely grants sshd to every address of `c`.
- * The address patterns of its rules cut the range into intervals on each
- * of which every pattern matches all or nothing (as in sampleClients), so
- * asking the first and last address of each interval answers for all.
+ * The address patterns of its rules cut the address space into intervals
+ * on each of which every pattern matches all or nothing (as in
+ * sampleClients), so one address of each interval the range touches
+ * answers for all of it; the answer is kept per interval, and 10,000
+ * allowed addresses outside every rule cost one look, not 10,000.
  */
-export function policyGrantsAll(p: HostPolicy, c: Cidr): boolean {
+function policyGrantsAll(p: HostPolicy, c: Cidr): boolean {
   const max = c.family === 4 ? 32 : 128;
   const lo = c.base;
   const hi = c.base + (1n << BigInt(max - c.bits)) - 1n;
-  const cuts = new Set<bigint>([lo]);
-  for (const r of p.rules) {
-    if (!forSshd(r)) continue;
-    for (const w of r.clients) {
-      const s = patternSpan(w);
-      if (s === null || s === "host" || s.family !== c.family) continue;
-      for (const x of [s.lo, s.hi + 1n]) if (x > lo && x <= hi) cuts.add(x);
+  const cuts = p.cuts[c.family];
+  const interval = (v: bigint): number => {
+    let i = 0; // how many cuts are at or below v (binary search: they are sorted)
+    for (let top = cuts.length; i < top; ) {
+      const mid = (i + top) >> 1;
+      if (cuts[mid] <= v) i = mid + 1;
+      else top = mid;
     }
-  }
-  const sorted = [...cuts].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  sorted.push(hi + 1n);
-  for (let i = 0; i + 1 < sorted.length; i++) {
-    for (const v of [sorted[i], sorted[i + 1] - 1n]) {
+    return i;
+  };
+  const last = interval(hi);
+  for (let i = interval(lo); i <= last; i++) {
+    const key = `${c.family}:${i}`;
+    let ok = p.granted.get(key);
+    if (ok === undefined) {
+      const v = i === 0 ? 0n : cuts[i - 1]; // the interval's first address
       const verdicts = compiledVerdictsAt(p.compiled, c.family, v);
-      if (verdicts.size !== 1 || !verdicts.has("granted")) return false;
+      ok = verdicts.size === 1 && verdicts.has("granted");
+      p.granted.set(key, ok);
     }
+    if (!ok) return false;
   }
   return true;
 }
@@ -6073,13 +6096,17 @@ export function hostsAllowedWanted(ctx: Ctx, policy: HostPolicy): { text: string
   const nets = [...configured, ...listNets(ctx, "allow")].sort((a, b) => a.bits - b.bits);
   const addrs = listDir(ctx, "allow").map((ip) => parseCidr(ip) as Cidr);
   const listed: Cidr[] = [];
+  const listedNets: Cidr[] = []; // few: the addresses are checked against these only
   const left: string[] = [];
   const seen = new Set<string>();
   for (const c of [...nets, ...addrs]) {
     const word = tcpdWord(c);
-    if (seen.has(word) || loop.some((l) => rangesOverlap(l, c) && l.bits <= c.bits) || listed.some((n) => n.bits < c.bits && rangesOverlap(n, c))) continue;
+    if (seen.has(word) || loop.some((l) => rangesOverlap(l, c) && l.bits <= c.bits) || listedNets.some((n) => n.bits < c.bits && rangesOverlap(n, c))) continue;
     seen.add(word);
-    if (policyGrantsAll(policy, c)) listed.push(c);
+    if (policyGrantsAll(policy, c)) {
+      listed.push(c);
+      if (c.bits < (c.family === 4 ? 32 : 128)) listedNets.push(c);
+    }
     else left.push(c.bits === (c.family === 4 ? 32 : 128) ? netBaseText(c.base, c.family) : c.text);
   }
   listed.sort((a, b) => a.family - b.family || (a.base < b.base ? -1 : a.base > b.base ? 1 : a.bits - b.bits));
