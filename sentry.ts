@@ -5986,9 +5986,9 @@ export function healHostsDeny(ctx: Ctx, by: string): string | null {
 // checks against tcpdmatch). For a listed address tcpd then either meets
 // the admin's own rule that decided it before (the same verdict: grant),
 // or sentry's deny line (narrower), or this line (grant, as before). A rule
-// whose verdict an address does not decide (a host name, LOCAL, a wildcard)
-// makes every address it could match stay out: those keep spawning sentry,
-// which lets them in at step 2 as before. The policy can change after the
+// whose match an address does not decide (a host name, LOCAL, a wildcard)
+// keeps out every address whose verdict it could turn to "denied": those
+// keep spawning sentry, which lets them in at step 2 as before. The policy can change after the
 // file was written: a connect that finds HOSTS_ALLOW or HOSTS_DENY newer
 // than hosts.allowed rewrites it (three stats), and --scan, --resync and
 // --doctor compare it with what it should say.

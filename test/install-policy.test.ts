@@ -336,9 +336,10 @@ t.test("--force goes with --install and --update only", async (t) => {
 t.test("real sshd with libwrap: after --install --write on an allowlist host, outsiders are still refused", async (t) => {
   // The admins' network is 192.0.2.0/25; everyone else is denied by hosts.deny.
   checkPrerequisites(SENTRY);
-  const INSIDE = "192.0.2.20";
+  const INSIDE = "192.0.2.20"; // the installer's: allowed, so tcpd admits it from hosts.allowed (issue 15)
+  const INSIDE2 = "192.0.2.21"; // not allowed: tcpd spawns sentry for it
   const OUTSIDE = "192.0.2.200";
-  const h = await startHarness({ addresses: [INSIDE, OUTSIDE] });
+  const h = await startHarness({ addresses: [INSIDE, INSIDE2, OUTSIDE] });
   t.teardown(() => h.cleanup());
   const s = scene(t, "sshd: 192.0.2.0/255.255.255.128\n", "sshd: ALL\n");
   const root = join(h.tmp, "root");
@@ -349,12 +350,14 @@ t.test("real sshd with libwrap: after --install --write on an allowlist host, ou
   const rename = (text: string) => text.replace(/^sshd(\s*[:,])/gm, `${DAEMON}$1`);
   fs.writeFileSync(h.hostsAllow, rename(s.read(s.hostsAllow)));
   fs.writeFileSync(join(h.tmp, "etc", "hosts.deny"), rename(s.read(s.hostsDeny)));
-  const [inside, outside] = await Promise.all([
+  const [inside, inside2, outside] = await Promise.all([
     h.ssh({ from: INSIDE, user: h.user, password: h.password }),
+    h.ssh({ from: INSIDE2, user: h.user, password: h.password }),
     h.ssh({ from: OUTSIDE, user: h.user, password: h.password }),
   ]);
-  t.ok(inside.loggedIn, "the admins' network still logs in", { inside, hostsAllow: fs.readFileSync(h.hostsAllow, "utf8") });
-  t.ok(fs.existsSync(join(root, "seen", INSIDE)), "and tcpd spawned sentry for it (seen/IP)");
+  t.ok(inside.loggedIn && inside2.loggedIn, "the admins' network still logs in", { inside, inside2, hostsAllow: fs.readFileSync(h.hostsAllow, "utf8") });
+  t.notOk(fs.existsSync(join(root, "seen", INSIDE)), "the installer's address, allowed: admitted from hosts.allowed, sentry not spawned");
+  t.ok(fs.existsSync(join(root, "seen", INSIDE2)), "another of its addresses: tcpd spawned sentry for it (seen/IP)");
   t.ok(outside.refused && !outside.loggedIn, "a client outside it is refused before the banner, as before sentry", { outside });
   t.notOk(fs.existsSync(join(root, "seen", OUTSIDE)), "and sentry was not spawned for it");
 });
