@@ -6,10 +6,13 @@
  * sentry is not a daemon. tcpwrappers spawns it for every new connection:
  *
  *     sshd : /var/db/sentry/hosts.deny : deny
+ *     sshd : /var/db/sentry/hosts.allowed : allow
  *     sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
  *
- * and it decides, in a few milliseconds of work, whether that address is a
- * legitimate user, an attacker, or not known yet. This is the TypeScript
+ * (the middle line lets tcpd admit allowed addresses without spawning
+ * sentry at all, section 9.1.2) and it decides, in a few milliseconds of
+ * work, whether that address is a legitimate user, an attacker, or not
+ * known yet. This is the TypeScript
  * rewrite of sentry.pl (1.06) and sentry.sh (2.00); the command line and the
  * files under /var/db/sentry are a superset of both.
  *
@@ -57,7 +60,7 @@
  *                                index in sentry.db; --test-log
  *    8. Decision                 the rules; connect, allow, block, delist;
  *                                expiry; --scan
- *    9. Backends                 hosts.deny, nftables, iptables, pf, ipfw;
+ *    9. Backends                 hosts.deny, hosts.allowed, nftables, iptables, pf, ipfw;
  *                                --resync; syslog and notifications (9.4)
  *    9.5 Fleet                   CrowdSec's Local API: outbox, --sync (push,
  *                                pull), fleet blocks
@@ -102,6 +105,7 @@ declare const SENTRY_BUILD_BUNDLE_SHA256: string | undefined;
 export const DEFAULTS = {
   ROOT_DIR: "/var/db/sentry", // where every file of sentry lives
   ADD_TO_TCPWRAPPERS: true, // write blocked addresses to ROOT_DIR/hosts.deny
+  ALLOWED_TO_TCPWRAPPERS: true, // write the allowed addresses your own tcpd policy admits to ROOT_DIR/hosts.allowed: tcpd admits them without spawning sentry (then not counted)
   ADD_TO_PF: false, // pfctl table FIREWALL_TABLE (BSD, macOS)
   ADD_TO_IPFW: false, // ipfw table FIREWALL_TABLE (FreeBSD)
   ADD_TO_IPTABLES: false, // ipset sets FIREWALL_TABLE-4/-6 for iptables rules
@@ -3636,6 +3640,7 @@ export function importBash200(ctx: Ctx, db: Db): number {
         if (!r.ok) backendFailed(ctx, ip, b.name, "add", r.error);
       }
     }
+    writeHostsAllowed(ctx); // the imported allows (section 9.1.2)
     db.exec("ALTER TABLE ip_records RENAME TO ip_records_imported_by_sentry3");
     logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)`);
   });
@@ -4859,8 +4864,9 @@ export function connect(ctx: Ctx, ip: string): number {
   const status = ipStatus(ctx, ip);
   ctx.sys.out(recordLine(count, ip, status));
   expireIfDue(ctx, ctx.cfg.CONNECT_WAIT_MS);
+  refreshHostsAllowed(ctx); // the host's tcpd policy changed since hosts.allowed was written (section 9.1.2)
   if (status === "blocked") return healBlocked(ctx, ip); // 2: tcpd let a blocked address in
-  if (status !== null) return 0; // 2
+  if (status !== null) return healAllowed(ctx, ip); // 2: tcpd should have admitted it from hosts.allowed
   if (count < Math.min(ctx.cfg.CONNECT_THRESHOLD, ctx.cfg.STRONG_CONNECT_THRESHOLD)) return 0; // 3
   if (lookedNothingNew(ctx, ip)) return 0; // 4, short: nothing was written since its last look found nothing
   // No convoy: under a burst, every connect past the threshold would queue
@@ -5389,6 +5395,7 @@ export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): nu
   writeAtomic(ctx, statePath(ctx, "allow", ip), decisionText(ctx, "allow", by, reason));
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   logDecision(ctx, ip, "allow", `${byText(ctx, by)}: ${reason}`);
+  writeHostsAllowed(ctx); // after the block is gone from block/: tcpd admits it from here on (section 9.1.2)
   return wasBlocked ? liftEverywhere(ctx, ip) : 0;
 }
 
@@ -5406,7 +5413,7 @@ export function setBlocked(ctx: Ctx, ip: string, by: string, reason: string, len
   // Without either line (EXPIRE_BLOCK_DAYS=0) it follows EXPIRE_BLOCK_DAYS, whatever that is later set to.
   const until = length.ms > 0 ? `until ${isoTime(now + length.ms)} (${lengthText(length.ms)}; ${length.why})` : length.forGood ? `until never (for good; ${length.why})` : "";
   writeAtomic(ctx, statePath(ctx, "block", ip), decisionText(ctx, "block", by, reason) + (until ? `${until}\n` : ""));
-  removeFile(ctx, statePath(ctx, "allow", ip));
+  if (removeFile(ctx, statePath(ctx, "allow", ip))) writeHostsAllowed(ctx); // an allow replaced (--block of an allowed address): tcpd must stop admitting it
   logDecision(ctx, ip, "block", `${byText(ctx, by)}: ${reason}${until ? `; ${until}` : ""}`);
   if (length.ms > 0) expiryDueBy(ctx, now + length.ms);
   fleetOutbox(ctx, ip, by, reason, now, length.ms > 0 ? now + length.ms : null); // section 9.5: --sync pushes it
@@ -5446,6 +5453,7 @@ export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, op
   fleetForgive(ctx, ip, by); // section 9.5: an admin's forgiveness of a block this server pushed reaches the fleet
   if (!opts.keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.2.1)
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
+  if (wasAllowed) writeHostsAllowed(ctx);
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
   removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip)); // a hold for review (8.1.2) starts again too
@@ -5506,6 +5514,7 @@ export function setAllowedNet(ctx: Ctx, net: Cidr, by: string, reason: string): 
   allowNetCache.delete(ctx);
   const wasBlocked = removeFile(ctx, netPath(ctx, "block", net));
   logDecision(ctx, net.text, "allow", `${byText(ctx, by)}: ${reason}`);
+  writeHostsAllowed(ctx);
   let code = 0;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx); // minus the allowed: hostsDenyText leaves them out
   const lift = [...(wasBlocked ? [net.text] : []), ...listDir(ctx, "block").filter((ip) => inRanges(ip, [net])), ...listNets(ctx, "block").filter((n) => rangesOverlap(n, net)).map((n) => n.text)];
@@ -5523,6 +5532,7 @@ export function setDelistedNet(ctx: Ctx, net: Cidr, by: string, reason: string):
   const wasAllowed = removeFile(ctx, netPath(ctx, "allow", net));
   const wasBlocked = removeFile(ctx, netPath(ctx, "block", net));
   allowNetCache.delete(ctx);
+  if (wasAllowed) writeHostsAllowed(ctx);
   logDecision(ctx, net.text, "delist", `${byText(ctx, by)}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
   let code = 0;
   if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
@@ -5949,6 +5959,8 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   const expired = expireBlocks(ctx);
   const healed = healHostsDeny(ctx, "scan");
   if (healed !== null) ctx.sys.warn(healed);
+  const healedAllowed = healHostsAllowed(ctx, "scan");
+  if (healedAllowed !== null) ctx.sys.warn(healedAllowed);
   try {
     // --doctor reads this: a server without libwrap is protected if --scan runs.
     const stamp = path.join(ctx.cfg.ROOT_DIR, "scan.stamp");
@@ -6102,6 +6114,282 @@ export function healHostsDeny(ctx: Ctx, by: string): string | null {
     writeHostsDeny(ctx);
     const show = (a: string[]) => `${a.length}${a.length ? ` (${a.slice(0, 5).join(", ")}${a.length > 5 ? ", …" : ""})` : ""}`;
     const what = `hosts.deny differed from block/ and was rewritten: ${show(missing)} missing, ${show(extra)} left over`;
+    logDecision(ctx, "-", "heal", `${by}: ${what}`);
+    return what;
+  });
+}
+
+// ---- 9.1.2 hosts.allowed: tcpd admits the allowed without spawning sentry ----
+//
+//   allow/192.0.2.50, allow/10.0.0.0_8, ALLOW_IPS="2001:db8::/32"
+//     → ROOT_DIR/hosts.allowed "10.0.0.0/255.0.0.0\n192.0.2.50\n[2001:db8::]/32\n"
+//   /etc/hosts.allow
+//     sshd : /var/db/sentry/hosts.deny : deny
+//     sshd : /var/db/sentry/hosts.allowed : allow
+//     sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
+//
+// An allowed address is done at step 2 of a connect, but tcpd still starts
+// a process for it: the admin's and a CI system's thousand daily logins
+// each cost one. With the middle line tcpd admits them itself. Their
+// connections are then no longer counted (--report says so).
+//
+// NEVER WIDEN WHO MAY CONNECT (section 11.1.1). tcpd stops at the first rule
+// that matches, in hosts.allow and then hosts.deny, so an "allow" line
+// admits an address that the host's own policy (its rules in hosts.allow,
+// and HOSTS_DENY) would refuse. The guarantee does not rest on where the
+// line is placed (no tcpd line can say "allowed AND granted by the rules
+// below"), but on what the file holds: an address or range is listed only
+// where the host's policy WITHOUT sentry's lines surely grants sshd to all
+// of it, read with sentry's reading of hosts_access(5) (the one --install
+// checks against tcpdmatch). For a listed address tcpd then either meets
+// the admin's own rule that decided it before (the same verdict: grant),
+// or sentry's deny line (narrower), or this line (grant, as before). A rule
+// whose match an address does not decide (a host name, LOCAL, a wildcard)
+// keeps out every address whose verdict it could turn to "denied": those
+// keep spawning sentry, which lets them in at step 2 as before. The policy can change after the
+// file was written: a connect that finds HOSTS_ALLOW or HOSTS_DENY newer
+// than hosts.allowed rewrites it (three stats), and --scan, --resync and
+// --doctor compare it with what it should say.
+//
+// Written like hosts.deny (same syntax, temp file, fsync, rename, under the
+// lock) on every path that changes allow/: --allow, --delist, a success
+// that allows, a block that replaces an allow, ranges, sentry.sh's import,
+// --install. Allows do not expire, and the fleet never allows. Loopback is
+// never listed (tcpd meets it at the spawn line, and it costs nothing then
+// to let sentry say so); ALLOW_IPS is (a change of sentry.conf shows at the
+// next --scan, or at the connect of an address it newly allows).
+
+/** The file tcpd reads the allowed from. */
+function hostsAllowedPath(ctx: Ctx): string {
+  return path.join(ctx.cfg.ROOT_DIR, "hosts.allowed");
+}
+
+/** A range or address as one word of a tcpd client list (net/mask for IPv4, [v6]/bits, as hosts.deny writes them). */
+export function tcpdWord(c: Cidr): string {
+  const max = c.family === 4 ? 32 : 128;
+  const base = netBaseText(c.base, c.family);
+  if (c.family === 6) return c.bits === max ? `[${base}]` : `[${base}]/${c.bits}`;
+  return c.bits === max ? base : `${base}/${netBaseText(c.bits === 0 ? 0n : ((1n << BigInt(c.bits)) - 1n) << BigInt(32 - c.bits), 4)}`;
+}
+
+/**
+ * The host's own policy for sshd (sentry's lines taken out), ready to be
+ * asked about many addresses: an allow/ of 10,000 meets a hosts.deny of
+ * 2,000 old-style rules, so the patterns are parsed once.
+ */
+interface HostPolicy {
+  compiled: CompiledRule[];
+  cuts: Record<Family, bigint[]>; // where some pattern of an sshd rule starts or ends, sorted
+  granted: Map<string, boolean>; // "family:i" → whether tcpd surely grants the i-th interval between cuts
+}
+
+/** Reads HOSTS_ALLOW and HOSTS_DENY without sentry's lines. Throws SentryError if one cannot be read. */
+function readHostPolicy(ctx: Ctx): HostPolicy {
+  const before = policyPair(readPolicyFile(ctx, ctx.cfg.HOSTS_ALLOW), readPolicyFile(ctx, ctx.cfg.HOSTS_DENY)).before;
+  const rules = [...parseAccessFile(before.allow, ctx.cfg.HOSTS_ALLOW, true), ...parseAccessFile(before.deny, ctx.cfg.HOSTS_DENY, false)];
+  const cuts: Record<Family, Set<bigint>> = { 4: new Set(), 6: new Set() };
+  for (const r of rules) {
+    if (!forSshd(r)) continue;
+    for (const w of r.clients) {
+      const sp = patternSpan(w);
+      if (sp === null || sp === "host") continue;
+      cuts[sp.family].add(sp.lo);
+      cuts[sp.family].add(sp.hi + 1n);
+    }
+  }
+  const sorted = (x: Set<bigint>) => [...x].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return { compiled: compileRules(rules), cuts: { 4: sorted(cuts[4]), 6: sorted(cuts[6]) }, granted: new Map() };
+}
+
+/**
+ * Whether the host's policy surely grants sshd to every address of `c`.
+ * The address patterns of its rules cut the address space into intervals
+ * on each of which every pattern matches all or nothing (as in
+ * sampleClients), so one address of each interval the range touches
+ * answers for all of it; the answer is kept per interval, and 10,000
+ * allowed addresses outside every rule cost one look, not 10,000.
+ */
+function policyGrantsAll(p: HostPolicy, c: Cidr): boolean {
+  const max = c.family === 4 ? 32 : 128;
+  const lo = c.base;
+  const hi = c.base + (1n << BigInt(max - c.bits)) - 1n;
+  const cuts = p.cuts[c.family];
+  const interval = (v: bigint): number => {
+    let i = 0; // how many cuts are at or below v (binary search: they are sorted)
+    for (let top = cuts.length; i < top; ) {
+      const mid = (i + top) >> 1;
+      if (cuts[mid] <= v) i = mid + 1;
+      else top = mid;
+    }
+    return i;
+  };
+  const last = interval(hi);
+  for (let i = interval(lo); i <= last; i++) {
+    const key = `${c.family}:${i}`;
+    let ok = p.granted.get(key);
+    if (ok === undefined) {
+      const v = i === 0 ? 0n : cuts[i - 1]; // the interval's first address
+      const verdicts = compiledVerdictsAt(p.compiled, c.family, v);
+      ok = verdicts.size === 1 && verdicts.has("granted");
+      p.granted.set(key, ok);
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/**
+ * What hosts.allowed should hold: allow/'s addresses and ranges and
+ * ALLOW_IPS, minus loopback, minus an address a listed range holds, minus
+ * whatever the host's policy does not surely grant (`left`).
+ */
+export function hostsAllowedWanted(ctx: Ctx, policy: HostPolicy): { text: string; listed: Cidr[]; left: string[] } {
+  const loop = parseAllowList("");
+  const configured: Cidr[] = [];
+  for (const w of ctx.cfg.ALLOW_IPS.split(/[\s,]+/)) {
+    const c = w === "" ? null : parseCidr(w);
+    if (c !== null) configured.push(c); // (a bad word stopped the command already: makeCtx parsed them)
+  }
+  // Ranges first: an address a listed range holds needs no line of its own (one the policy left out does).
+  const nets = [...configured, ...listNets(ctx, "allow")].sort((a, b) => a.bits - b.bits);
+  const addrs = listDir(ctx, "allow").map((ip) => parseCidr(ip) as Cidr);
+  const listed: Cidr[] = [];
+  const listedNets: Cidr[] = []; // few: the addresses are checked against these only
+  const left: string[] = [];
+  const seen = new Set<string>();
+  for (const c of [...nets, ...addrs]) {
+    const word = tcpdWord(c);
+    if (seen.has(word) || loop.some((l) => rangesOverlap(l, c) && l.bits <= c.bits) || listedNets.some((n) => n.bits < c.bits && rangesOverlap(n, c))) continue;
+    seen.add(word);
+    if (policyGrantsAll(policy, c)) {
+      listed.push(c);
+      if (c.bits < (c.family === 4 ? 32 : 128)) listedNets.push(c);
+    }
+    else left.push(c.bits === (c.family === 4 ? 32 : 128) ? netBaseText(c.base, c.family) : c.text);
+  }
+  listed.sort((a, b) => a.family - b.family || (a.base < b.base ? -1 : a.base > b.base ? 1 : a.bits - b.bits));
+  return { text: listed.map((c) => `${tcpdWord(c)}\n`).join(""), listed, left };
+}
+
+/**
+ * What hosts.allowed should say now; "" when ALLOWED_TO_TCPWRAPPERS is off,
+ * and "" (with a warning) when the policy cannot be read: then sentry
+ * cannot know whom the host admits, and lists nobody.
+ */
+function hostsAllowedText(ctx: Ctx): string {
+  if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS) return "";
+  let policy: HostPolicy;
+  try {
+    policy = readHostPolicy(ctx);
+  } catch (e) {
+    if (!(e instanceof SentryError)) throw e;
+    ctx.sys.warn(`hosts.allowed lists no one: ${e.message} (sentry lists only addresses the host's own tcpd policy admits)`);
+    return "";
+  }
+  return hostsAllowedWanted(ctx, policy).text;
+}
+
+/** Rewrites ROOT_DIR/hosts.allowed from allow/ and ALLOW_IPS. Call under withLock. Off: emptied if it exists, else left absent. */
+export function writeHostsAllowed(ctx: Ctx): void {
+  const file = hostsAllowedPath(ctx);
+  if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS && !ctx.sys.fs.existsSync(file)) return;
+  writeAtomic(ctx, file, hostsAllowedText(ctx), 0o644);
+}
+
+/** The text of ROOT_DIR/hosts.allowed, or null if there is no file. */
+function readHostsAllowed(ctx: Ctx): string | null {
+  try {
+    return readStateFile(ctx, hostsAllowedPath(ctx));
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return null;
+    throw ioError("read", hostsAllowedPath(ctx), e);
+  }
+}
+
+/** Whether canonical `ip` is among the words of a hosts.allowed text (an address or a range). */
+export function hostsAllowedHas(text: string, ip: string): boolean {
+  const family = ipFamily(ip);
+  const v = ipToBigInt(ip);
+  for (const w of text.split(/\s+/)) {
+    const s = w === "" ? null : patternSpan(w);
+    if (s !== null && s !== "host" && s.family === family && v >= s.lo && v <= s.hi) return true;
+  }
+  return false;
+}
+
+/**
+ * connect, step 2, for an allowed `ip`: tcpd should have admitted it from
+ * hosts.allowed without spawning sentry. If the file lacks it and the
+ * host's policy grants it, the file is stale (a kill -9 between two
+ * writes, an ALLOW_IPS added to sentry.conf): rewritten under the lock. An
+ * allowed address reaches here legitimately too (the line is not
+ * installed, loopback, an address the policy does not surely grant): one
+ * read of a small file, and no write.
+ */
+export function healAllowed(ctx: Ctx, ip: string): number {
+  if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS || inRanges(ip, parseAllowList(""))) return 0;
+  const have = readHostsAllowed(ctx);
+  if (have === null || hostsAllowedHas(have, ip)) return 0; // no file: the line cannot be working yet (--scan writes it)
+  let policy: HostPolicy;
+  try {
+    policy = readHostPolicy(ctx);
+  } catch (e) {
+    if (!(e instanceof SentryError)) throw e;
+    return 0; // cannot tell whom the host admits: nothing to heal, --doctor says why
+  }
+  if (!policyGrantsAll(policy, parseCidr(ip) as Cidr)) return 0;
+  return withLock(ctx, () => {
+    if (hostsAllowedHas(readHostsAllowed(ctx) ?? "", ip)) return 0;
+    writeHostsAllowed(ctx);
+    const what = "connected although allowed: hosts.allowed lacked it and was rewritten";
+    ctx.sys.warn(`${ip} ${what}`);
+    logDecision(ctx, ip, "heal", what);
+    return 0;
+  }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => 0 });
+}
+
+/**
+ * connect, every one: the host's policy was edited after hosts.allowed was
+ * written (HOSTS_ALLOW or HOSTS_DENY is newer), so an address it lists may
+ * now be one the host denies: rewritten. Three stats; no file, no work.
+ */
+export function refreshHostsAllowed(ctx: Ctx): void {
+  if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS) return;
+  const fsys = ctx.sys.fs;
+  const mine = fsys.statSync(hostsAllowedPath(ctx), { throwIfNoEntry: false });
+  if (!mine) return;
+  const newest = Math.max(...[ctx.cfg.HOSTS_ALLOW, ctx.cfg.HOSTS_DENY].map((f) => fsys.statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0));
+  if (newest <= mine.mtimeMs) return;
+  withLock(ctx, () => {
+    const now = fsys.statSync(hostsAllowedPath(ctx), { throwIfNoEntry: false });
+    if (now && newest <= now.mtimeMs) return; // a parallel connect did it
+    const old = readHostsAllowed(ctx) ?? "";
+    writeHostsAllowed(ctx);
+    // A policy file dated in the future would make every connect rewrite: date ours after it.
+    const after = fsys.statSync(hostsAllowedPath(ctx), { throwIfNoEntry: false });
+    if (after && after.mtimeMs < newest) fsys.utimesSync(hostsAllowedPath(ctx), new Date(), new Date(newest + 1000));
+    const now2 = readHostsAllowed(ctx) ?? "";
+    if (now2 !== old) logDecision(ctx, "-", "heal", `${ctx.cfg.HOSTS_ALLOW} or ${ctx.cfg.HOSTS_DENY} changed: hosts.allowed rewritten (${now2.split("\n").filter((l) => l).length} entries)`);
+  }, { waitMs: ctx.cfg.CONNECT_WAIT_MS, then: () => undefined });
+}
+
+/**
+ * --scan and --resync: compares hosts.allowed with what it should say and,
+ * if they differ, rewrites it under the lock. Returns a line saying what
+ * was repaired, or null.
+ */
+export function healHostsAllowed(ctx: Ctx, by: string): string | null {
+  if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS && readHostsAllowed(ctx) === null) return null;
+  return withLock(ctx, () => {
+    const have = readHostsAllowed(ctx);
+    const want = hostsAllowedText(ctx);
+    if (have === want) return null;
+    writeHostsAllowed(ctx);
+    const words = (t: string) => t.split(/\s+/).filter((w) => w !== "");
+    const extra = words(have ?? "").filter((w) => !words(want).includes(w));
+    const missing = words(want).filter((w) => !words(have ?? "").includes(w));
+    const show = (a: string[]) => `${a.length}${a.length ? ` (${a.slice(0, 5).join(", ")}${a.length > 5 ? ", …" : ""})` : ""}`;
+    const what = `hosts.allowed differed from allow/, ALLOW_IPS and the host's policy and was rewritten: ${show(missing)} missing, ${show(extra)} left over`;
     logDecision(ctx, "-", "heal", `${by}: ${what}`);
     return what;
   });
@@ -6786,6 +7074,9 @@ export function resync(ctx: Ctx): number {
     let code = 0;
     const healed = healHostsDeny(ctx, "resync");
     const lines: string[] = [`hosts.deny: ${ctx.cfg.ADD_TO_TCPWRAPPERS ? `${want.size - nets.length} addresses${nets.length ? `, ${nets.length} ranges` : ""}${healed ? `; ${healed}` : ""}` : "off"}`];
+    const healedAllowed = healHostsAllowed(ctx, "resync");
+    const allowedNow = readHostsAllowed(ctx);
+    lines.push(`hosts.allowed: ${ctx.cfg.ALLOWED_TO_TCPWRAPPERS ? `${(allowedNow ?? "").split("\n").filter((l) => l !== "").length} entries${healedAllowed ? `; ${healedAllowed}` : ""}` : "off"}`);
     for (const b of enabledBackends(ctx)) {
       const have = b.list(ctx.cfg, ctx.sys);
       let added = 0;
@@ -7805,6 +8096,7 @@ export interface IpRecord {
   evidence: Tallies | null; // from the evidence index, if there is one
   history: string | null; // contents of history/IP: how many of its blocks ran out (section 8.2.1)
   ranges: string[]; // the blocked or allowed ranges that hold it: "block 2001:db8:1:2::/64", "allow 10.0.0.0/8" (section 8.4)
+  admitted: string | null; // why its count stopped: tcpd admits it from hosts.allowed without spawning sentry (section 9.1.2)
 }
 
 /** --report --ip=RANGE: a range's files, and the blocked addresses inside it (what led to an aggregated /64). */
@@ -7850,6 +8142,7 @@ export interface Report {
   heldBack?: string[]; // sentry.log lines of the last 7 days that say decisions were held back
   attention: ListEntry[]; // allowed after failures, or held for review (section 8.1.2): a brute force that succeeded?
   logAddresses: number | null; // where no connect is counted (a --scan-only server): the addresses the logs show
+  admittedByTcpd: number | null; // entries of hosts.allowed, when hosts.allow has its line: their connections are not counted (section 9.1.2)
   fleet?: { blocks: number; conflicts: string[] }; // section 9.5: blocks learned from the fleet; its latest bans of addresses allowed here
   ip?: IpRecord;
 }
@@ -7912,6 +8205,32 @@ function readState(ctx: Ctx, dir: Dir, ip: string): string | null {
   }
 }
 
+/**
+ * hosts.allowed's text when tcpd reads it: ALLOWED_TO_TCPWRAPPERS on, the
+ * file there, and HOSTS_ALLOW holding its line. Else null: the allowed
+ * spawn sentry, and are counted, as before.
+ */
+function admittedByTcpd(ctx: Ctx): string | null {
+  if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS) return null;
+  const text = readHostsAllowed(ctx);
+  if (text === null) return null;
+  let allow: string;
+  try {
+    allow = readPolicyFile(ctx, ctx.cfg.HOSTS_ALLOW);
+  } catch (e) {
+    if (!(e instanceof SentryError)) throw e;
+    return null; // a report by a user who cannot read hosts.allow: it cannot tell, and says nothing
+  }
+  const line = allow.split("\n").some((l) => isSentryAllowedLine(l) && l.includes(`${ctx.cfg.ROOT_DIR}/hosts.allowed`));
+  return line ? text : null;
+}
+
+/** Why the connections of allowed `ip` are no longer counted, or null if they are. */
+function admittedText(admitted: string | null, ip: string): string | null {
+  if (admitted === null || !hostsAllowedHas(admitted, ip)) return null;
+  return "counts stop at the allow: tcpd admits it via hosts.allowed without spawning sentry";
+}
+
 /** Everything known of one address. */
 export function ipRecord(ctx: Ctx, ip: string): IpRecord {
   const file = statePath(ctx, "seen", ip);
@@ -7949,6 +8268,7 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
       ...listNets(ctx, "block").filter((n) => inRanges(ip, [n])).map((n) => `block ${n.text}`),
       ...listNets(ctx, "allow").filter((n) => inRanges(ip, [n])).map((n) => `allow ${n.text}`),
     ],
+    admitted: admittedText(admittedByTcpd(ctx), ip),
   };
 }
 
@@ -8138,6 +8458,10 @@ export function buildReport(ctx: Ctx, opts: { verbose: boolean; ip: string | nul
       (e) => (e.state === "allowed" && ALLOWED_AFTER.test(e.reason)) || (e.state === "pending" && e.by !== "withheld"),
     ),
     // A server where nothing spawns --connect (no libwrap, a timer's --scan) counts no connects: say what it does count.
+    admittedByTcpd: (() => {
+      const text = admittedByTcpd(ctx);
+      return text === null ? null : text.split("\n").filter((l) => l !== "").length;
+    })(),
     logAddresses: summary.connections === 0 ? ifIndex<number | null>(ctx, null, (db) => Number(db.prepare("SELECT COUNT(DISTINCT ip) AS n FROM tallies").get()?.n ?? 0)) : null,
   };
   const fleet = fleetSummary(ctx);
@@ -8165,6 +8489,7 @@ export function formatReport(r: Report): string {
     if (x.allow) out.push(`     allow/${x.ip}: ${x.allow}`);
     if (x.block) out.push(`     block/${x.ip}: ${x.block}`);
     if (x.history) out.push(`     history/${x.ip}: ${x.history}`);
+    if (x.admitted) out.push(`     ${x.admitted}`);
     for (const rg of x.ranges ?? []) out.push(`     inside the range: ${rg}`);
     if (x.evidence) {
       for (const s of SERVICES) {
@@ -8184,6 +8509,8 @@ export function formatReport(r: Report): string {
     );
   else out.push(`${String(r.uniqueIps).padStart(4)} unique IPs have connected ${r.connections} times`);
   out.push(`${String(r.allowed).padStart(4)} IPs are allowed`);
+  if (r.admittedByTcpd)
+    out.push(`       tcpd admits ${r.admittedByTcpd} entr${r.admittedByTcpd === 1 ? "y" : "ies"} of hosts.allowed without spawning sentry: their counts stop at the allow`);
   out.push(`${String(r.blocked).padStart(4)} IPs are blocked`);
   if (r.fleet) {
     out.push(`${String(r.fleet.blocks).padStart(4)} of them by the fleet (CrowdSec), ${r.blocked - r.fleet.blocks} decided here`);
@@ -8510,6 +8837,7 @@ export function reportJson(r: Report): object {
     allowed: r.allowed,
     blocked: r.blocked,
     logAddresses: r.logAddresses,
+    admittedByTcpd: r.admittedByTcpd,
     withheld: r.withheld,
     attention: r.attention.map(entry),
   };
@@ -8525,6 +8853,7 @@ export function reportJson(r: Report): object {
       allow: recordJson(x.allow), block: recordJson(x.block), evidence: x.evidence,
       history: x.history, // history/IP as written: "blocked N times, last lifted TIME" (section 8.2.1), or null
       ranges: x.ranges, // "block 2001:db8:1:2::/64", "allow 10.0.0.0/8": the ranges that hold it (section 8.4)
+      admitted: x.admitted, // why its connections are no longer counted (section 9.1.2), or null
     };
   }
   return out;
@@ -8571,6 +8900,16 @@ export function hostsAllowLines(root: string): [string, string] {
 }
 
 /**
+ * The line between them that lets tcpd admit the allowed without spawning
+ * sentry (section 9.1.2). Below the deny line: an address blocked by hand
+ * while allow/ still holds it stays refused. Above the spawn line, or it
+ * is never reached.
+ */
+export function hostsAllowedLine(root: string): string {
+  return `sshd : ${root}/hosts.allowed : allow`;
+}
+
+/**
  * A ROOT_DIR that can be written into hosts.allow: tcpd splits fields at
  * ":" and lists at "," and blanks, expands "%", and runs the spawn command
  * through /bin/sh, so only these characters pass unchanged.
@@ -8584,17 +8923,18 @@ export function checkRootForHostsAllow(root: string): void {
 export function isSentryLine(line: string, root: string): boolean {
   const l = line.trim();
   if (l.startsWith("#")) return false;
-  return l.includes(`${root}/hosts.deny`) || new RegExp(`spawn\\s.*${root.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/sentry\\S*\\s`).test(l);
+  return l.includes(`${root}/hosts.deny`) || l.includes(`${root}/hosts.allowed`) || new RegExp(`spawn\\s.*${root.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/sentry\\S*\\s`).test(l);
 }
 
-/** hosts.allow with sentry's two lines at the top and any older ones of sentry removed. */
-export function withSentryLines(text: string, root: string): string {
+/** hosts.allow with sentry's lines at the top (the hosts.allowed line when `allowed`) and any older ones of sentry removed. */
+export function withSentryLines(text: string, root: string, allowed = false): string {
   const rest = text.split("\n").filter((l) => !isSentryLine(l, root));
   while (rest.length && rest[rest.length - 1] === "") rest.pop();
   // Keep a leading comment block (the file's own header) above our lines.
   let i = 0;
   while (i < rest.length && rest[i].trim().startsWith("#")) i++;
-  const out = [...rest.slice(0, i), ...hostsAllowLines(root), ...rest.slice(i)];
+  const [deny, spawn] = hostsAllowLines(root);
+  const out = [...rest.slice(0, i), deny, ...(allowed ? [hostsAllowedLine(root)] : []), spawn, ...rest.slice(i)];
   return `${out.join("\n")}\n`;
 }
 
@@ -8620,6 +8960,10 @@ export function withSentryLines(text: string, root: string): string {
 // name, .domain, @netgroup, KNOWN, UNKNOWN, PARANOID, LOCAL, a /file list,
 // user@host, a wildcard, a daemon@host): then the answer is "cannot tell"
 // and --install writes nothing.
+//
+// sentry's hosts.allowed line (section 9.1.2) is compared as what tcpd would
+// read through it: the addresses the file lists, put inline on lines of the
+// same rule (policyPair). Its guarantee is what it lists, not where it is.
 //
 // Where the admin's policy denies clients, the lines that keep it restrict
 // the spawn to exactly the clients the policy grants: above each hosts.allow
@@ -8833,9 +9177,12 @@ function clientsMatch(parts: CompiledRule["clients"], at: number, family: Family
 
 /** What tcpd may decide for sshd from `ip`: one verdict, or both when names or lookups decide. */
 function compiledVerdicts(rules: CompiledRule[], ip: string): Set<AccessVerdict> {
+  return compiledVerdictsAt(rules, ipFamily(ip), ipToBigInt(ip));
+}
+
+/** compiledVerdicts for the address of value `v` (a range's first or last, section 9.1.2, need not be a client's spelling). */
+function compiledVerdictsAt(rules: CompiledRule[], family: Family, v: bigint): Set<AccessVerdict> {
   const possible = new Set<AccessVerdict>();
-  const family = ipFamily(ip);
-  const v = ipToBigInt(ip);
   for (const r of rules) {
     if (r.daemon === "no") continue;
     const m = and3(r.daemon, clientsMatch(r.clients, 0, family, v));
@@ -8981,6 +9328,11 @@ function isSentryDenyLine(line: string): boolean {
   return !line.trim().startsWith("#") && /^\s*sshd\s*:\s*\/\S*\/hosts\.deny\s*:\s*deny\s*$/.test(line);
 }
 
+/** A hosts.allow line of sentry's hosts.allowed (any ROOT_DIR): it grants only what the host's policy grants (section 9.1.2). */
+function isSentryAllowedLine(line: string): boolean {
+  return !line.trim().startsWith("#") && /^\s*sshd\s*:\s*\/\S*\/hosts\.allowed\s*:\s*allow\s*$/.test(line);
+}
+
 /** A hosts.allow line that spawns sentry --connect (any ROOT_DIR, any version). */
 function isSentrySpawnLine(line: string): boolean {
   return !line.trim().startsWith("#") && /\bspawn\s.*\/sentry\S*\s.*(--connect|\s-c)\b/.test(line);
@@ -8991,10 +9343,10 @@ function isSentrySpawnLine(line: string): boolean {
  * exactly the clients it granted before (see the top of 11.1.1), or null
  * when the policy's shape does not allow that to be done exactly.
  */
-export function keepPolicyLines(allowText: string, denyText: string, root: string): string | null {
+export function keepPolicyLines(allowText: string, denyText: string, root: string, allowed = false): string | null {
   const [denyLine] = hostsAllowLines(root);
   const spawn = (clients: string) => hostsAllowLines(root)[1].replace(" : ALL : ", ` : ${clients} : `);
-  const lines = allowText.split("\n").filter((l) => !isSentryLine(l, root) && !isSentryDenyLine(l) && !isSentrySpawnLine(l));
+  const lines = allowText.split("\n").filter((l) => !isSentryLine(l, root) && !isSentryDenyLine(l) && !isSentryAllowedLine(l) && !isSentrySpawnLine(l));
   while (lines.length && lines[lines.length - 1] === "") lines.pop();
   const text = lines.length ? `${lines.join("\n")}\n` : "";
   const rules = parseAccessFile(text, "hosts.allow", true);
@@ -9015,7 +9367,8 @@ export function keepPolicyLines(allowText: string, denyText: string, root: strin
   }
   let i = 0;
   while (i < lines.length && lines[i].trim().startsWith("#")) i++;
-  const out = [...lines.slice(0, i), denyLine];
+  // hosts.allowed lists only what the policy grants (section 9.1.2): it may stand above every rule.
+  const out = [...lines.slice(0, i), denyLine, ...(allowed ? [hostsAllowedLine(root)] : [])];
   for (let j = i; j < lines.length; j++) {
     const r = grantAt.get(j);
     if (r) out.push(spawn(r.clientsText));
@@ -9027,12 +9380,21 @@ export function keepPolicyLines(allowText: string, denyText: string, root: strin
   return `${out.join("\n")}\n`;
 }
 
-/** The policy without sentry's lines, and with its lines minus the deny line (which only narrows). */
-export function policyPair(allowText: string, denyText: string): { before: Policy; after: Policy } {
+/**
+ * The policy without sentry's lines, and with its lines minus the deny line
+ * (which only narrows). In `after`, the hosts.allowed line is replaced by
+ * the addresses `allowed` (the file's text) lists, on lines of the same
+ * rule: a /file pattern is something sentry's reading cannot decide, and
+ * tcpdmatch, run on copies, must see what tcpd would read.
+ */
+export function policyPair(allowText: string, denyText: string, allowed = ""): { before: Policy; after: Policy } {
   const lines = allowText.split("\n");
+  const words = allowed.split(/\s+/).filter((w) => w !== "");
+  const inline: string[] = [];
+  for (let i = 0; i < words.length; i += 40) inline.push(`sshd : ${words.slice(i, i + 40).join(" ")} : allow`); // 40 words of at most 46 characters: under tcpd's 2048-byte line
   return {
-    before: { allow: lines.filter((l) => !isSentryDenyLine(l) && !isSentrySpawnLine(l)).join("\n"), deny: denyText },
-    after: { allow: lines.filter((l) => !isSentryDenyLine(l)).join("\n"), deny: denyText },
+    before: { allow: lines.filter((l) => !isSentryDenyLine(l) && !isSentryAllowedLine(l) && !isSentrySpawnLine(l)).join("\n"), deny: denyText },
+    after: { allow: lines.filter((l) => !isSentryDenyLine(l)).flatMap((l) => (isSentryAllowedLine(l) ? inline : [l])).join("\n"), deny: denyText },
   };
 }
 
@@ -9249,6 +9611,8 @@ export function install(ctx: Ctx, write: boolean, force = false, timer = false):
       ].join("\n"),
     );
   }
+  // hosts.allowed before the plan: the plan checks what tcpd would admit from it (section 9.1.2).
+  withLock(ctx, () => writeHostsAllowed(ctx));
   // 2. The binary, its manual and its completion.
   ctx.sys.out(installBinary(ctx));
   const docs = installDocs(ctx);
@@ -9273,8 +9637,8 @@ export function install(ctx: Ctx, write: boolean, force = false, timer = false):
       return 2;
     }
     if (plan.why === "") {
-      const lines = hostsAllowLines(root);
-      ctx.sys.out(`\nadd these lines near the top of ${file}, in this order (or run --install --write):\n  ${lines[0]}\n  ${lines[1]}`);
+      const lines = withSentryLines("", root, ctx.cfg.ALLOWED_TO_TCPWRAPPERS).trimEnd().split("\n");
+      ctx.sys.out(`\nadd these lines near the top of ${file}, in this order (or run --install --write):\n${lines.map((l) => `  ${l}`).join("\n")}`);
     } else ctx.sys.out(`\n${plan.why}\n${file} would then read (+ marks sentry's lines; or run --install --write):\n${markAdded(text, next, root)}`);
     ctx.sys.out(nextSteps);
     return docs;
@@ -9321,8 +9685,10 @@ function planHostsAllow(ctx: Ctx, allowText: string, denyText: string, me: strin
   const root = ctx.cfg.ROOT_DIR;
   const extra = me ? [me] : [];
   const before = policyPair(allowText, denyText).before;
-  const plain = withSentryLines(allowText, root);
-  const c = comparePolicies(ctx, before, policyPair(plain, denyText).after, extra);
+  const allowed = ctx.cfg.ALLOWED_TO_TCPWRAPPERS;
+  const listed = readHostsAllowed(ctx) ?? "";
+  const plain = withSentryLines(allowText, root, allowed);
+  const c = comparePolicies(ctx, before, policyPair(plain, denyText, listed).after, extra);
   if (c.gained.length === 0 && c.unsure.length === 0) return { text: plain, why: "", by: c.by, clients: c.clients };
   const files = `${ctx.cfg.HOSTS_ALLOW} and ${ctx.cfg.HOSTS_DENY}`;
   const shown = (ips: string[]) => `${ips.slice(0, 5).join(", ")}${ips.length > 5 ? `, and ${ips.length - 5} more` : ""}`;
@@ -9340,9 +9706,9 @@ function planHostsAllow(ctx: Ctx, allowText: string, denyText: string, me: strin
     };
   }
   const why = `${files} deny sshd to some clients (${shown(c.gained)}: ${c.by}, ${c.clients} addresses compared), and the usual line "${hostsAllowLines(root)[1]}" would let them in. sentry spawns only for the clients your own rules grant.`;
-  const keep = keepPolicyLines(allowText, denyText, root);
+  const keep = keepPolicyLines(allowText, denyText, root, allowed);
   if (keep === null) return { text: null, by: c.by, clients: c.clients, why: `${why}\nsentry cannot place its lines exactly for these rules (an option other than allow, a daemon@host pattern, EXCEPT in ${ctx.cfg.HOSTS_DENY}, or more addresses than one tcpd line holds): add its spawn (": spawn ${path.join(root, "sentry")} --connect --ip=%a : allow") above each rule that grants sshd, with that rule's clients, by hand.` };
-  const k = comparePolicies(ctx, before, policyPair(keep, denyText).after, extra);
+  const k = comparePolicies(ctx, before, policyPair(keep, denyText, listed).after, extra);
   // tcpd ignores a last line without its newline; sentry's file has one, which would switch that rule on.
   const unended = allowText !== "" && !allowText.endsWith("\n") ? ` (the last line of ${ctx.cfg.HOSTS_ALLOW} has no newline, so tcpd ignores it today: end it, or remove it)` : "";
   if (k.gained.length || k.lost.length || k.unsure.length)
@@ -9356,7 +9722,7 @@ function markAdded(before: string, after: string, root: string): string {
   let i = 0;
   const out: string[] = [];
   for (const l of after.replace(/\n$/, "").split("\n")) {
-    while (i < old.length && old[i] !== l && (isSentryLine(old[i], root) || isSentryDenyLine(old[i]) || isSentrySpawnLine(old[i]))) i++;
+    while (i < old.length && old[i] !== l && (isSentryLine(old[i], root) || isSentryDenyLine(old[i]) || isSentryAllowedLine(old[i]) || isSentrySpawnLine(old[i]))) i++;
     if (i < old.length && old[i] === l) {
       out.push(`  ${l}`);
       i++;
@@ -9635,13 +10001,23 @@ export function doctorChecks(ctx: Ctx): Check[] {
         add(2, `${file}: the spawned sentry uses ROOT_DIR=${spawned}${spawned === DEFAULTS.ROOT_DIR ? " (the line sets no ROOT_DIR=)" : ""} but the deny line reads ${root}/hosts.deny: its blocks never reach tcpd; run ROOT_DIR=${root} sentry --install --write`);
       if (wrong.length === 0) add(0, `${file}: the spawned sentry and the deny line agree on ROOT_DIR=${root}`);
     }
+    // The hosts.allowed line (section 9.1.2): between the two, or allowed addresses keep spawning sentry.
+    const allowedLine = hostsAllowedLine(root);
+    const allowedAt = lines.findIndex((l) => !l.startsWith("#") && l.includes(`${root}/hosts.allowed`) && /:\s*allow\s*$/.test(l));
+    if (ctx.cfg.ALLOWED_TO_TCPWRAPPERS && denyAt !== -1 && spawnAt !== -1) {
+      // (Only once both lines are there: a chain that lacks one has a CRITICAL above, and --install --write adds all three.)
+      if (allowedAt === -1) add(1, `${file}: no line "${allowedLine}": allowed addresses spawn sentry at every connection; sentry --install --write adds it between the deny and the spawn line`);
+      else if (denyAt !== -1 && allowedAt < denyAt) add(1, `${file}: the hosts.allowed line (line ${allowedAt + 1}) comes before the deny line (line ${denyAt + 1}): an address blocked while allow/ still holds it gets in; move it below`);
+      else if (allowedAt > spawnAt) add(1, `${file}: the hosts.allowed line (line ${allowedAt + 1}) comes after the spawn line (line ${spawnAt + 1}): tcpd never reaches it; move it above`);
+      else add(0, `${file} has the hosts.allowed line (line ${allowedAt + 1}) between the deny and the spawn line: tcpd admits the allowed without spawning sentry`);
+    } else if (!ctx.cfg.ALLOWED_TO_TCPWRAPPERS && allowedAt !== -1) add(0, `${file} has the hosts.allowed line, and ALLOWED_TO_TCPWRAPPERS=0 keeps the file empty`);
     // sentry's lines grant no client the rest of the policy denies (section 11.1.1).
     if (spawnAt !== -1) {
       try {
-        const pair = policyPair(text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY));
+        const pair = policyPair(text, readPolicyFile(ctx, ctx.cfg.HOSTS_DENY), readHostsAllowed(ctx) ?? "");
         const c = comparePolicies(ctx, pair.before, pair.after, []);
         const more = c.gained.length > 3 ? `, and ${c.gained.length - 3} more` : "";
-        if (c.gained.length) add(2, `${file}: sentry's spawn line lets in clients the rest of the policy denies (${c.gained.slice(0, 3).join(", ")}${more}; ${c.by}, ${c.clients} addresses compared): run sentry --install to see the lines that keep the policy`);
+        if (c.gained.length) add(2, `${file}: sentry's spawn line lets in clients the rest of the policy denies (${c.gained.slice(0, 3).join(", ")}${more}; ${c.by}, ${c.clients} addresses compared): run sentry --install to see the lines that keep the policy (or sentry --resync, where hosts.allowed lists them)`);
         else if (c.unsure.length) add(1, `${file}: cannot tell whether sentry's lines let in clients the policy denies: ${c.unsure[0]}, which an address alone does not decide`);
         else add(0, `${file}: sentry's lines let in no client the rest of the policy denies (${c.by}, ${c.clients} addresses compared)`);
       } catch (e) {
@@ -9704,6 +10080,29 @@ export function doctorChecks(ctx: Ctx): Check[] {
       else if (extra.length) add(1, `${file} holds ${eg(extra)} that block/ does not: run sentry --resync`);
       else if (have !== null && have !== want) add(1, `${file} is not as sentry writes it (order, spelling): run sentry --resync`);
       else add(0, `${file} agrees with block/ (${wantWords.length} addresses)`);
+    }
+  }
+
+  // ROOT_DIR/hosts.allowed admits without sentry (section 9.1.2): an entry
+  // it should not hold lets in an address no longer allowed, or one the
+  // host's policy now denies; a missing one only costs a spawn.
+  if (ctx.cfg.ALLOWED_TO_TCPWRAPPERS) {
+    const file = hostsAllowedPath(ctx);
+    try {
+      const have = readHostsAllowed(ctx);
+      const want = hostsAllowedWanted(ctx, readHostPolicy(ctx));
+      const words = (t: string) => t.split(/\s+/).filter((w) => w !== "");
+      const wantWords = words(want.text);
+      const extra = words(have ?? "").filter((w) => !wantWords.includes(w));
+      const missing = wantWords.filter((w) => !words(have ?? "").includes(w));
+      const eg = (list: string[]) => `${list.length} (${list.slice(0, 3).join(", ")}${list.length > 3 ? ", …" : ""})`;
+      const leftOut = want.left.length ? `; ${eg(want.left)} allowed but not listed: your tcpd policy does not surely admit them, so they still spawn sentry` : "";
+      if (extra.length) add(2, `${file} admits ${eg(extra)} that allow/, ALLOW_IPS or the host's tcpd policy no longer grant: tcpd lets them in without sentry; run sentry --resync`);
+      else if (missing.length) add(1, `${file} lacks ${eg(missing)} that are allowed: they spawn sentry at every connection; run sentry --resync`);
+      else add(0, `${file} agrees with allow/ and ALLOW_IPS (${wantWords.length} entries${leftOut})`);
+    } catch (e) {
+      if (!(e instanceof SentryError)) throw e;
+      add(3, `cannot check ${file}: ${e.message}`); // as for block/ above: what cannot be read cannot be judged
     }
   }
 
@@ -10793,8 +11192,11 @@ CONNECT
     In /etc/hosts.allow, near the top, in this order (the deny line first):
 
         sshd : /var/db/sentry/hosts.deny : deny
+        sshd : /var/db/sentry/hosts.allowed : allow
         sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
 
+    tcpd admits the addresses in hosts.allowed (allowed ones your own policy
+    admits) without spawning sentry; their connections are no longer counted.
     sshd waits for the spawned command, so a connect does little: it appends a
     line to seen/IP and, for an address seen 3 times and not yet decided, reads
     only the log lines written since the last decision (at most SCAN_SECONDS).
@@ -10808,6 +11210,8 @@ FILES
                            "until TIME (LENGTH; why)"; the length runs from
                            its modification time: touch renews the block
     ROOT_DIR/hosts.deny    blocked addresses for tcpd, one per line
+    ROOT_DIR/hosts.allowed  allowed addresses tcpd admits without spawning
+                           sentry (only those the host's own policy admits)
     ROOT_DIR/sentry.log    one line per decision: time, address, action, reason;
                            rotated at SENTRY_LOG_ROTATE_KB to sentry.log.1 … .N
     ROOT_DIR/review/IP     held for review (ALLOW_AFTER_FAILURES_HOLD=1)

@@ -75,6 +75,8 @@ function scene(t: { teardown(fn: () => void): void }, allow: string | null, deny
 }
 
 const DENY = (root: string) => `sshd : ${root}/hosts.deny : deny`;
+// Between the two since hosts.allowed (issue 15): tcpd admits the allowed without spawning sentry.
+const ALLOWED = (root: string) => `sshd : ${root}/hosts.allowed : allow`;
 const SPAWN = (root: string, clients = "ALL") => `sshd : ${clients} : spawn ROOT_DIR=${root} ${root}/sentry --connect --ip=%a : allow`;
 
 /** The clients granted sshd after the install that were not granted before. */
@@ -88,32 +90,32 @@ const CASES: { name: string; allow: string | null; deny: string | null; expect: 
     name: "allowlist: hosts.allow sshd: 10.0.0.0/255.0.0.0, hosts.deny sshd: ALL",
     allow: "sshd: 10.0.0.0/255.0.0.0\n",
     deny: "sshd: ALL\n",
-    expect: (root) => `${DENY(root)}\n${SPAWN(root, "10.0.0.0/255.0.0.0")}\nsshd: 10.0.0.0/255.0.0.0\n`,
+    expect: (root) => `${DENY(root)}\n${ALLOWED(root)}\n${SPAWN(root, "10.0.0.0/255.0.0.0")}\nsshd: 10.0.0.0/255.0.0.0\n`,
   },
   {
     name: "hosts.deny ALL: ALL, admins' networks in hosts.allow",
     allow: "# admins only\nsshd, vsftpd: 192.0.2.0/255.255.255.0 [2001:db8::]/32\nvsftpd: ALL\n",
     deny: "ALL: ALL\n",
     expect: (root) =>
-      `# admins only\n${DENY(root)}\n${SPAWN(root, "192.0.2.0/255.255.255.0 [2001:db8::]/32")}\nsshd, vsftpd: 192.0.2.0/255.255.255.0 [2001:db8::]/32\nvsftpd: ALL\n`,
+      `# admins only\n${DENY(root)}\n${ALLOWED(root)}\n${SPAWN(root, "192.0.2.0/255.255.255.0 [2001:db8::]/32")}\nsshd, vsftpd: 192.0.2.0/255.255.255.0 [2001:db8::]/32\nvsftpd: ALL\n`,
   },
   {
     name: "an EXCEPT rule: sshd: ALL EXCEPT 203.0.113.0/255.255.255.0, hosts.deny ALL: ALL",
     allow: "sshd: ALL EXCEPT 203.0.113.0/255.255.255.0\n",
     deny: "ALL: ALL\n",
-    expect: (root) => `${DENY(root)}\n${SPAWN(root, "ALL EXCEPT 203.0.113.0/255.255.255.0")}\nsshd: ALL EXCEPT 203.0.113.0/255.255.255.0\n`,
+    expect: (root) => `${DENY(root)}\n${ALLOWED(root)}\n${SPAWN(root, "ALL EXCEPT 203.0.113.0/255.255.255.0")}\nsshd: ALL EXCEPT 203.0.113.0/255.255.255.0\n`,
   },
   {
     name: "default allow: no rules at all",
     allow: null,
     deny: null,
-    expect: (root) => `${DENY(root)}\n${SPAWN(root)}\n`,
+    expect: (root) => `${DENY(root)}\n${ALLOWED(root)}\n${SPAWN(root)}\n`,
   },
   {
     name: "default allow with a blocklist in hosts.deny",
     allow: "ALL: 127.0.0.1\n",
     deny: "sshd: 198.51.100.0/255.255.255.0 203.0.113.\n",
-    expect: (root) => `${DENY(root)}\n${SPAWN(root, "127.0.0.1")}\nALL: 127.0.0.1\n${SPAWN(root, "ALL EXCEPT 198.51.100.0/255.255.255.0 203.0.113.")}\n`,
+    expect: (root) => `${DENY(root)}\n${ALLOWED(root)}\n${SPAWN(root, "127.0.0.1")}\nALL: 127.0.0.1\n${SPAWN(root, "ALL EXCEPT 198.51.100.0/255.255.255.0 203.0.113.")}\n`,
   },
   {
     name: "hosts.deny EXCEPT: sentry cannot place its lines exactly, writes nothing",
@@ -153,7 +155,7 @@ for (const c of CASES) {
         t.equal(s.read(s.hostsAllow), want, "sentry's lines where they keep the policy");
         t.same(CLIENTS.filter((x) => before.get(x) !== after.get(x)), [], "every client keeps its verdict");
         t.match(r.stdout, new RegExp(`checked with ${how.replace(/[()]/g, "\\$&")}: no client gains access`));
-        if (c.allow !== null && c.deny !== null && want !== `${DENY(s.root)}\n${SPAWN(s.root)}\n`)
+        if (c.allow !== null && c.deny !== null && want !== `${DENY(s.root)}\n${ALLOWED(s.root)}\n${SPAWN(s.root)}\n`)
           t.match(r.stdout, /deny sshd to some clients .*would let them in/, "says why the usual line was not used");
       }
       // Without --write: the same lines are shown, nothing is written (once per case: an install copies the binary).
@@ -181,7 +183,7 @@ t.test("doctor: CRITICAL when sentry's spawn line lets in clients the policy den
   t.notMatch(r.stdout.split("\n")[0], /ROOT_DIR/, "the chain itself is fine: the policy is the one problem");
   // --install --write over it (an upgrade from 3.0.0) replaces the ALL line by the lines that keep the policy: OK.
   t.equal(s.run(["--install", "--write"]).status, 0);
-  t.equal(s.read(s.hostsAllow), `${DENY(s.root)}\n${SPAWN(s.root, "10.0.0.0/255.0.0.0")}\nsshd: 10.0.0.0/255.0.0.0\n`);
+  t.equal(s.read(s.hostsAllow), `${DENY(s.root)}\n${ALLOWED(s.root)}\n${SPAWN(s.root, "10.0.0.0/255.0.0.0")}\nsshd: 10.0.0.0/255.0.0.0\n`);
   r = s.run(["--doctor"]);
   t.equal(r.status, 0, r.stdout);
   t.match(r.stdout, /^SENTRY OK/);
@@ -262,7 +264,7 @@ t.test("sudo: no SSH_CLIENT; the address is found in utmp, else the admin is tol
   t.same(fs.existsSync(join(s.root, "allow")) ? fs.readdirSync(join(s.root, "allow")) : [], [], "nobody allowed");
   r = s.run(["--install", "--write", "--force"], sudo);
   t.equal(r.status, 0, "--force writes anyway");
-  t.equal(s.read(s.hostsAllow), `${DENY(s.root)}\n${SPAWN(s.root)}\n`);
+  t.equal(s.read(s.hostsAllow), `${DENY(s.root)}\n${ALLOWED(s.root)}\n${SPAWN(s.root)}\n`);
   t.match(r.stderr, /could not tell the address/, "and still warns");
 
   // A utmp (in a private mount namespace: tmpfs over /run) with the admin's SSH session.
@@ -282,7 +284,7 @@ t.test("sudo: no SSH_CLIENT; the address is found in utmp, else the admin is tol
   t.match(ns.stdout, /^allowed 198\.51\.100\.23, the address you are logged in from \(the login session of admin \(SUDO_USER\) in \/run\/utmp\)/);
   t.ok(fs.existsSync(join(s2.root, "allow", "198.51.100.23")));
   t.notOk(fs.existsSync(join(s2.root, "allow", "203.0.113.9")), "another user's session is not the admin's");
-  t.equal(s2.read(s2.hostsAllow), `${DENY(s2.root)}\n${SPAWN(s2.root)}\n`);
+  t.equal(s2.read(s2.hostsAllow), `${DENY(s2.root)}\n${ALLOWED(s2.root)}\n${SPAWN(s2.root)}\n`);
 });
 
 t.test("utmp: the session on this terminal first (as who -m); several of SUDO_USER's: each exact command", async (t) => {
@@ -334,9 +336,10 @@ t.test("--force goes with --install and --update only", async (t) => {
 t.test("real sshd with libwrap: after --install --write on an allowlist host, outsiders are still refused", async (t) => {
   // The admins' network is 192.0.2.0/25; everyone else is denied by hosts.deny.
   checkPrerequisites(SENTRY);
-  const INSIDE = "192.0.2.20";
+  const INSIDE = "192.0.2.20"; // the installer's: allowed, so tcpd admits it from hosts.allowed (issue 15)
+  const INSIDE2 = "192.0.2.21"; // not allowed: tcpd spawns sentry for it
   const OUTSIDE = "192.0.2.200";
-  const h = await startHarness({ addresses: [INSIDE, OUTSIDE] });
+  const h = await startHarness({ addresses: [INSIDE, INSIDE2, OUTSIDE] });
   t.teardown(() => h.cleanup());
   const s = scene(t, "sshd: 192.0.2.0/255.255.255.128\n", "sshd: ALL\n");
   const root = join(h.tmp, "root");
@@ -347,12 +350,14 @@ t.test("real sshd with libwrap: after --install --write on an allowlist host, ou
   const rename = (text: string) => text.replace(/^sshd(\s*[:,])/gm, `${DAEMON}$1`);
   fs.writeFileSync(h.hostsAllow, rename(s.read(s.hostsAllow)));
   fs.writeFileSync(join(h.tmp, "etc", "hosts.deny"), rename(s.read(s.hostsDeny)));
-  const [inside, outside] = await Promise.all([
+  const [inside, inside2, outside] = await Promise.all([
     h.ssh({ from: INSIDE, user: h.user, password: h.password }),
+    h.ssh({ from: INSIDE2, user: h.user, password: h.password }),
     h.ssh({ from: OUTSIDE, user: h.user, password: h.password }),
   ]);
-  t.ok(inside.loggedIn, "the admins' network still logs in", { inside, hostsAllow: fs.readFileSync(h.hostsAllow, "utf8") });
-  t.ok(fs.existsSync(join(root, "seen", INSIDE)), "and tcpd spawned sentry for it (seen/IP)");
+  t.ok(inside.loggedIn && inside2.loggedIn, "the admins' network still logs in", { inside, inside2, hostsAllow: fs.readFileSync(h.hostsAllow, "utf8") });
+  t.notOk(fs.existsSync(join(root, "seen", INSIDE)), "the installer's address, allowed: admitted from hosts.allowed, sentry not spawned");
+  t.ok(fs.existsSync(join(root, "seen", INSIDE2)), "another of its addresses: tcpd spawned sentry for it (seen/IP)");
   t.ok(outside.refused && !outside.loggedIn, "a client outside it is refused before the banner, as before sentry", { outside });
   t.notOk(fs.existsSync(join(root, "seen", OUTSIDE)), "and sentry was not spawned for it");
 });

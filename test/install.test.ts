@@ -42,6 +42,8 @@ function scene(t: { teardown(fn: () => void): void }) {
 }
 
 const DENY = (root: string) => `sshd : ${root}/hosts.deny : deny`;
+// Between the two since hosts.allowed (issue 15): tcpd admits the allowed without spawning sentry.
+const ALLOWED = (root: string) => `sshd : ${root}/hosts.allowed : allow`;
 // A ROOT_DIR other than the default travels in the spawn line (issue 14).
 const SPAWN = (root: string) => `sshd : ALL : spawn ROOT_DIR=${root} ${root}/sentry --connect --ip=%a : allow`;
 
@@ -55,7 +57,7 @@ t.test("install: fresh, then again; the binary, ROOT_DIR 0750, the lines shown",
   t.equal((fs.statSync(installed).mode & 0o777).toString(8), "755");
   t.same(fs.readFileSync(installed), fs.readFileSync(s.bin), "the running binary, byte for byte");
   t.match(r.stdout, new RegExp(`installed ${installed}`));
-  t.ok(r.stdout.includes(`  ${DENY(s.root)}\n  ${SPAWN(s.root)}`), "the two lines, deny first");
+  t.ok(r.stdout.includes(`  ${DENY(s.root)}\n  ${ALLOWED(s.root)}\n  ${SPAWN(s.root)}`), "the three lines, deny first");
   t.notOk(fs.existsSync(s.hostsAllow), "without --write, hosts.allow is not touched");
   r = s.run(["--install"]);
   t.equal(r.status, 0, "running it again is harmless");
@@ -87,7 +89,7 @@ t.test("install --write: lines at the top, backup, unrelated lines kept, idempot
   let r = s.run(["--install", "--write"]);
   t.equal(r.status, 0, r.stderr);
   const text = fs.readFileSync(s.hostsAllow, "utf8");
-  t.equal(text, `# hosts.allow: header comment\n#\n${DENY(s.root)}\n${SPAWN(s.root)}\nsshd : 192.0.2.1 : allow\nALL : LOCAL : allow\n`);
+  t.equal(text, `# hosts.allow: header comment\n#\n${DENY(s.root)}\n${ALLOWED(s.root)}\n${SPAWN(s.root)}\nsshd : 192.0.2.1 : allow\nALL : LOCAL : allow\n`);
   const backups = fs.readdirSync(s.dir).filter((f) => f.startsWith("hosts.allow.sentry-backup-"));
   t.equal(backups.length, 1, "one backup");
   t.equal(fs.readFileSync(join(s.dir, backups[0]), "utf8"), original, "the backup is the original");
@@ -98,7 +100,7 @@ t.test("install --write: lines at the top, backup, unrelated lines kept, idempot
   // An old sentry.pl line, or ours in the wrong order, is replaced by the right pair.
   fs.writeFileSync(s.hostsAllow, `sshd : ALL : spawn ${s.root}/sentry.pl -c --ip=%a : allow\nsshd : 192.0.2.1 : allow\n${DENY(s.root)}\n`);
   s.run(["--install", "--write"]);
-  t.equal(fs.readFileSync(s.hostsAllow, "utf8"), `${DENY(s.root)}\n${SPAWN(s.root)}\nsshd : 192.0.2.1 : allow\n`);
+  t.equal(fs.readFileSync(s.hostsAllow, "utf8"), `${DENY(s.root)}\n${ALLOWED(s.root)}\n${SPAWN(s.root)}\nsshd : 192.0.2.1 : allow\n`);
   r = s.run(["--uninstall"]);
   t.equal(r.status, 0);
   t.equal(fs.readFileSync(s.hostsAllow, "utf8"), "sshd : 192.0.2.1 : allow\n", "only sentry's lines removed");

@@ -62,7 +62,8 @@ t.test("sentry --man: mandoc lint is clean, man renders it, every setting of DEF
   // CONFIGURATION: each key an entry of its own, its default, and its comment in DEFAULTS.
   const config = text.slice(text.indexOf("\nCONFIGURATION\n"), text.indexOf("\nEXIT STATUS\n"));
   for (const [key, value] of Object.entries(DEFAULTS)) {
-    const entry = new RegExp(`^ {7}${key}\\n {14}Default: (.*?)\\. +(\\S.*)$`, "m").exec(config);
+    // " +" after "Default:": groff spreads a wrapped line's spaces from the left or the right, alternately by line.
+    const entry = new RegExp(`^ {7}${key}\\n {14}Default: +(.*?)\\. +(\\S.*)$`, "m").exec(config);
     t.ok(entry, `CONFIGURATION has an entry for ${key}`);
     if (!entry) continue;
     const shown = typeof value === "boolean" ? (value ? "1" : "0") : typeof value === "number" ? String(value) : JSON.stringify(value);
