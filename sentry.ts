@@ -702,6 +702,15 @@ export interface Cidr {
   text: string;
 }
 
+/**
+ * The mask of a /bits prefix: the first `bits` of an address's 32 or 128 set
+ * (/0 → 0n). Every range test and range base in this file goes through it.
+ */
+export function prefixMask(family: Family, bits: number): bigint {
+  const max = family === 4 ? 32 : 128;
+  return ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+}
+
 /** Parses "192.0.2.0/24", "2001:db8::/32" or a bare address (a /32 or /128). */
 export function parseCidr(text: string): Cidr | null {
   const [addr, len, extra] = text.split("/");
@@ -717,8 +726,7 @@ export function parseCidr(text: string): Cidr | null {
     bits = Number(len);
   }
   const value = ip === "0.0.0.0" || ip === "::" ? 0n : ipToBigInt(ip);
-  const mask = bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-  return { family, base: value & mask, bits, text: `${ip}/${bits}` };
+  return { family, base: value & prefixMask(family, bits), bits, text: `${ip}/${bits}` };
 }
 
 /**
@@ -747,11 +755,9 @@ export function parseAllowList(text: string): Cidr[] {
 export function inRanges(ip: string, ranges: Cidr[]): boolean {
   const family = ipFamily(ip);
   const value = ipToBigInt(ip);
-  const max = family === 4 ? 32 : 128;
   for (const r of ranges) {
     if (r.family !== family) continue;
-    const mask = r.bits === 0 ? 0n : ((1n << BigInt(r.bits)) - 1n) << BigInt(max - r.bits);
-    if ((value & mask) === r.base) return true;
+    if ((value & prefixMask(family, r.bits)) === r.base) return true;
   }
   return false;
 }
@@ -784,6 +790,12 @@ export function netBaseText(v: bigint, family: Family): string {
   return formatV6(g);
 }
 
+/** The /bits range of `family` that holds the address `value` (its host bits cleared). */
+export function netAround(value: bigint, family: Family, bits: number): Cidr {
+  const base = value & prefixMask(family, bits);
+  return { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+}
+
 /**
  * A range as an administrator writes it ("192.0.2.0/24", "2001:db8::/48"),
  * or null: not exactly one, wider than NET_MIN_BITS, a single address (/32,
@@ -811,8 +823,7 @@ export function parseNet(text: string): Cidr | null {
   }
   const max = family === 4 ? 32 : 128;
   if (bits < NET_MIN_BITS[family] || bits >= max) return null;
-  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-  if ((value & mask) !== value) return null;
+  if ((value & prefixMask(family, bits)) !== value) return null;
   return { family, base: value, bits, text: `${netBaseText(value, family)}/${bits}` };
 }
 
@@ -831,20 +842,14 @@ export function netFromFileName(name: string): Cidr | null {
 /** Whether two ranges share any address (one holds the other: prefixes never partly overlap). */
 export function rangesOverlap(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;
-  const max = a.family === 4 ? 32 : 128;
-  const bits = Math.min(a.bits, b.bits);
-  const mask = bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  const mask = prefixMask(a.family, Math.min(a.bits, b.bits));
   return (a.base & mask) === (b.base & mask);
 }
 
 /** The /64 (IPv6) or /24 (IPv4) around canonical `ip`. */
 export function subnetOf(ip: string): Cidr {
   const family = ipFamily(ip);
-  const bits = family === 6 ? 64 : 24;
-  const max = family === 4 ? 32 : 128;
-  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-  const base = ipToBigInt(ip) & mask;
-  return { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+  return netAround(ipToBigInt(ip), family, family === 6 ? 64 : 24);
 }
 
 // ==== 4. Command line =======================================================
@@ -1151,9 +1156,7 @@ export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
   const max = family === 4 ? 32 : 128;
   const value = ipToBigInt(ip);
   for (let bits = NET_MIN_BITS[family]; bits < max; bits++) {
-    const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-    const base = value & mask;
-    const net: Cidr = { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+    const net = netAround(value, family, bits);
     if (ctx.sys.fs.lstatSync(netPath(ctx, "allow", net), { throwIfNoEntry: false })) return net;
   }
   return null;
@@ -3238,6 +3241,14 @@ export interface Tally {
 
 export type Tallies = Partial<Record<Service, Tally>>;
 
+/**
+ * "ssh: 0 success, 4 naughty, 1 failed, 0 probe": one service's tally as
+ * the reasons, --test-log and the report print it (and admins grep it).
+ */
+export function tallyText(s: Service, t: Tally): string {
+  return `${s}: ${t.success} success, ${t.naughty} naughty, ${t.failed} failed, ${t.probe} probe`;
+}
+
 // ==== 7. Log sources ========================================================
 //
 //   SSH_LOG=""            → /var/log/auth.log (the first of the usual places that exists)
@@ -4575,12 +4586,10 @@ function testLogRead(
     retypeTypos(one, typoOf);
     const t: Tallies = {};
     for (const [s, x] of per) t[s] = x;
-    const counts = SERVICES.filter((s) => t[s])
-      .map((s) => {
-        const x = t[s] as Tally;
-        return `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe`;
-      })
-      .join("; ");
+    const counts = SERVICES.flatMap((s) => {
+      const x = t[s];
+      return x ? [tallyText(s, x)] : [];
+    }).join("; ");
     const names = naughtyNamesOf(per);
     const would = predict(t, {
       status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
@@ -4624,7 +4633,7 @@ export interface Verdict {
 export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD): Verdict {
   const entries = SERVICES.flatMap((s) => (t[s] ? [[s, t[s]] as const] : []));
   const describe = (s: Service, x: Tally) =>
-    `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe` +
+    tallyText(s, x) +
     (x.sample ? `; e.g. ${JSON.stringify(x.sample)}` : "");
   for (const [s, x] of entries) if (x.success > 0) return { action: "allow", reason: describe(s, x) };
   for (const [s, x] of entries) if (x.naughty > 0) return { action: "block", reason: describe(s, x) };
@@ -5839,7 +5848,7 @@ export function hostsDenyText(blocked: string[], allowRanges: Cidr[], nets: Cidr
     .map((n) => {
       const [base, bits] = n.text.split("/");
       if (n.family === 6) return `[${base}]/${bits}`;
-      return `${base}/${netBaseText(((1n << BigInt(n.bits)) - 1n) << BigInt(32 - n.bits), 4)}`;
+      return `${base}/${netBaseText(prefixMask(4, n.bits), 4)}`;
     });
   const all = [...lines, ...netLines];
   return all.length ? `${all.join("\n")}\n` : "";
@@ -8012,7 +8021,7 @@ export function formatReport(r: Report): string {
       for (const s of SERVICES) {
         const t = x.evidence[s];
         if (!t) continue;
-        out.push(`     ${s}: ${t.success} success, ${t.naughty} naughty, ${t.failed} failed, ${t.probe} probe`);
+        out.push(`     ${tallyText(s, t)}`);
         if (t.sample) out.push(`       e.g. ${t.sample}`);
       }
     }
