@@ -379,6 +379,25 @@ export function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * Ends a SQLite transaction interrupted by `original` (ROLLBACK, or COMMIT
+ * to keep what was done before it); returns the error to throw on:
+ * `original`. An end that fails as well (the disk gone, the file replaced)
+ * must neither replace the error that caused it nor vanish, so its message
+ * is added to the original's.
+ */
+export function rollbackAfter(db: { exec(sql: string): void }, original: unknown, sql: "ROLLBACK" | "COMMIT" = "ROLLBACK"): unknown {
+  try {
+    db.exec(sql);
+  } catch (r) {
+    // Whatever SQLite says: the transaction ends when the handle closes anyway.
+    const note = `; the ${sql} that followed failed too: ${errText(r)}`;
+    if (!(original instanceof Error)) return new Error(`${String(original)}${note}`);
+    original.message += note;
+  }
+  return original;
+}
+
 /** The file-system calls sentry makes. Tests swap single entries to inject faults. */
 export type FsTable = Pick<
   typeof fs,
@@ -861,46 +880,31 @@ export function subnetOf(ip: string): Cidr {
 // Flags come in any order, `--ip IP` and `--ip=IP` are the same, and the
 // names of sentry.pl and sentry.sh (--whitelist, --blacklist) still work.
 
-export type ActionName =
-  | "connect"
-  | "allow"
-  | "block"
-  | "delist"
-  | "report"
-  | "list"
-  | "scan"
-  | "resync"
-  | "sync"
-  | "test-log"
-  | "install"
-  | "uninstall"
-  | "doctor"
-  | "update"
-  | "rollback"
-  | "version"
-  | "help"
-  | "man"
-  | "completion";
+/** The address an --allow, --block or --delist acts on: one address, or a range (section 3.1). */
+export type Target = { ip: string; net: null } | { ip: null; net: Cidr };
 
-export interface Action {
-  action: ActionName;
-  ip: string | null; // canonical, or null when none was given
-  rawIp: string | null; // as given, for messages
-  verbose: boolean;
-  json: boolean;
-  write: boolean; // --install --write
-  check: boolean; // --update --check
-  force: boolean; // --update --force; --block --force of an address that logged in; --install --write without the installer's address
-  file: string | null; // --test-log FILE
-  missed: boolean; // --test-log --missed
-  timer: boolean; // --install --timer
-  shell: string | null; // --completion SHELL
-  list: ListFilter; // --list --state= --net= --newer= --older= --sort= --utc
-  forMs: number | null; // --block --for 4h: the block's own length in ms; null = the configured length
-  forText: string | null; // --for as given ("4h"), for the block file
-  reason: string | null; // --block/--allow/--delist --reason TEXT: the administrator's words, recorded
-  net: Cidr | null; // --ip=RANGE (192.0.2.0/24) with --allow, --block, --delist; then ip is null
-}
+/**
+ * A parsed command line: one shape per action, holding only the options
+ * that action takes (parseArgs refuses the others), so run() needs no cast
+ * and the compiler proves, say, that a --connect has its address.
+ */
+export type Action =
+  | { action: "connect"; ip: string } // canonical: from --ip or PAM_RHOST
+  | ({ action: "allow" | "delist"; reason: string | null } & Target) // reason: --reason TEXT, the administrator's words
+  | ({ action: "block"; force: boolean; forMs: number | null; forText: string | null; reason: string | null } & Target) // force: the logs show logins from it; forMs: --for's length in ms (null = the configured one), forText as given ("4h")
+  | { action: "report"; ip: string | null; net: Cidr | null; verbose: boolean; json: boolean } // --ip=IP or RANGE shows that one
+  | { action: "list"; list: ListFilter; json: boolean } // --ip narrows it like --net
+  | { action: "scan" | "sync"; verbose: boolean } // verbose: print the summary always
+  | { action: "test-log"; file: string; missed: boolean } // FILE, or - for stdin
+  | { action: "install"; write: boolean; force: boolean; timer: boolean } // force: --write without the installer's address
+  | { action: "update"; check: boolean; force: boolean } // force: the same or an older version
+  | { action: "version"; verbose: boolean } // verbose: the bundle's SHA-256 too
+  | { action: "completion"; shell: string }
+  | { action: "resync" | "uninstall" | "doctor" | "rollback" }
+  | { action: "help" }
+  | { action: "man" };
+
+export type ActionName = Action["action"];
 
 /**
  * "30m", "4h", "2d", "1w" → milliseconds; null if it is not one such length.
@@ -974,36 +978,35 @@ const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
 
 /**
  * Parses argv into an Action. Throws SentryError(1) for an unknown option,
- * two actions, a missing value, or an address that is not one. `env` is
- * consulted for PAM_RHOST only: pam_exec.so runs `sentry --connect` with
- * the client's address there instead of on the command line.
+ * two actions, a missing value, an option the action does not take, or an
+ * address that is not one. `env` is consulted for PAM_RHOST only:
+ * pam_exec.so runs `sentry --connect` with the client's address there
+ * instead of on the command line.
  */
 export function parseArgs(argv: string[], env: Record<string, string | undefined> = {}): Action {
-  const a: Action = {
-    action: "help",
-    ip: null,
-    rawIp: null,
+  // The flags as they come, in any order; the Action is built from them at the end.
+  const f = {
+    rawIp: null as string | null, // as given, for messages
     verbose: false,
     json: false,
     write: false,
     check: false,
     force: false,
-    file: null,
+    file: null as string | null,
     missed: false,
     timer: false,
-    shell: null,
-    list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false },
-    forMs: null,
-    forText: null,
-    reason: null,
-    net: null,
+    shell: null as string | null,
+    list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false } as ListFilter,
+    forMs: null as number | null,
+    forText: null as string | null,
+    reason: null as string | null,
+    chosen: null as ActionName | null,
   };
   let listOption = "";
-  let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
-    if (chosen !== null && chosen !== name)
-      throw new SentryError(`${flag} cannot be combined with --${chosen}: choose one action`, 1);
-    chosen = name;
+    if (f.chosen !== null && f.chosen !== name)
+      throw new SentryError(`${flag} cannot be combined with --${f.chosen}: choose one action`, 1);
+    f.chosen = name;
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -1016,80 +1019,121 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
       return argv[++i];
     };
     if (flag === "--ip") {
-      a.rawIp = value();
+      f.rawIp = value();
     } else if (flag === "--test-log") {
       choose("test-log", flag);
-      a.file = value();
+      f.file = value();
     } else if (flag === "--completion") {
       choose("completion", flag);
-      a.shell = value();
+      f.shell = value();
     } else if (flag in ACTION_FLAGS && inline === null) {
       choose(ACTION_FLAGS[flag], flag);
     } else if ((flag === "--verbose" || flag === "-v") && inline === null) {
-      a.verbose = true;
+      f.verbose = true;
     } else if (flag === "--json" && inline === null) {
-      a.json = true;
+      f.json = true;
     } else if (flag === "--write" && inline === null) {
-      a.write = true;
+      f.write = true;
     } else if (flag === "--check" && inline === null) {
-      a.check = true;
+      f.check = true;
     } else if (flag === "--force" && inline === null) {
-      a.force = true;
+      f.force = true;
     } else if (flag === "--missed" && inline === null) {
-      a.missed = true;
+      f.missed = true;
     } else if (flag === "--timer" && inline === null) {
-      a.timer = true;
+      f.timer = true;
     } else if (flag === "--state" || flag === "--net" || flag === "--newer" || flag === "--older" || flag === "--sort" || (flag === "--utc" && inline === null)) {
       listOption = flag;
-      parseListOption(a.list, flag, flag === "--utc" ? "" : value());
+      parseListOption(f.list, flag, flag === "--utc" ? "" : value());
     } else if (flag === "--for") {
       const text = value();
-      a.forMs = parseDuration(text);
-      if (a.forMs === null)
+      f.forMs = parseDuration(text);
+      if (f.forMs === null)
         throw new SentryError(`--for ${JSON.stringify(text)} is not a length: a whole number and a unit, m (minutes), h (hours), d (days) or w (weeks), e.g. --for 4h, at most 36500 days`, 1);
-      a.forText = text;
+      f.forText = text;
     } else if (flag === "--reason") {
       const text = value();
       // One line of text: a newline would forge a second line in sentry.log and block/IP.
       if (/[\x00-\x1f\x7f]/.test(text)) throw new SentryError("--reason must be one line of text, without control characters", 1);
       if (text.trim() === "") throw new SentryError("--reason needs some words", 1);
       if (text.length > REASON_MAX) throw new SentryError(`--reason is ${text.length} characters long: at most ${REASON_MAX}`, 1);
-      a.reason = text.trim();
+      f.reason = text.trim();
     } else {
       // One line, not the manual: the manual would scroll the mistake away.
       throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
     }
   }
   // `sentry --ip=IP` alone shows that address, as sentry.pl did.
-  a.action = chosen ?? (a.rawIp !== null ? "report" : "help");
-  if (a.action === "connect" && a.rawIp === null && env.PAM_RHOST !== undefined) a.rawIp = env.PAM_RHOST;
-  if (a.rawIp !== null && a.rawIp.indexOf("/") !== -1 && (a.action === "allow" || a.action === "block" || a.action === "delist" || a.action === "report")) {
+  const action: ActionName = f.chosen ?? (f.rawIp !== null ? "report" : "help");
+  if (action === "connect" && f.rawIp === null && env.PAM_RHOST !== undefined) f.rawIp = env.PAM_RHOST;
+  let ip: string | null = null;
+  let net: Cidr | null = null;
+  if (f.rawIp !== null && f.rawIp.indexOf("/") !== -1 && (action === "allow" || action === "block" || action === "delist" || action === "report")) {
     // A range: by hand, for --allow, --block, --delist only (section 3.1); elsewhere parseIp refuses it below.
-    a.net = parseNet(a.rawIp);
-    if (a.net === null)
+    net = parseNet(f.rawIp);
+    if (net === null)
       throw new SentryError(
-        `not a valid IP address or range: ${JSON.stringify(a.rawIp)}: expected an address, or a CIDR range such as 192.0.2.0/24 or 2001:db8:1::/48, ` +
+        `not a valid IP address or range: ${JSON.stringify(f.rawIp)}: expected an address, or a CIDR range such as 192.0.2.0/24 or 2001:db8:1::/48, ` +
           `from /${NET_MIN_BITS[4]} to /31 (IPv4) or /${NET_MIN_BITS[6]} to /127 (IPv6), with no bits set after the prefix`,
         1,
       );
-  } else if (a.rawIp !== null) {
-    a.ip = parseIp(a.rawIp);
-    if (a.ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(a.rawIp)}`, 1);
-  } else if (!NO_IP_NEEDED.has(a.action)) {
-    throw new SentryError(`--${a.action} needs an address: --ip=IP`, 1);
+  } else if (f.rawIp !== null) {
+    ip = parseIp(f.rawIp);
+    if (ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(f.rawIp)}`, 1);
   }
-  if (a.write && a.action !== "install") throw new SentryError("--write goes with --install", 1);
-  if (a.check && a.action !== "update") throw new SentryError("--check goes with --update", 1);
-  if (a.force && a.action !== "update" && a.action !== "block" && a.action !== "install")
+  if (f.write && action !== "install") throw new SentryError("--write goes with --install", 1);
+  if (f.check && action !== "update") throw new SentryError("--check goes with --update", 1);
+  if (f.force && action !== "update" && action !== "block" && action !== "install")
     throw new SentryError("--force goes with --update, --block or --install", 1);
-  if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
-  if (a.timer && !(a.action === "install" && a.write)) throw new SentryError("--timer goes with --install --write", 1);
-  if (a.json && a.action !== "report" && a.action !== "list") throw new SentryError("--json goes with --report or --list", 1);
-  if (listOption && a.action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
-  if (a.forMs !== null && a.action !== "block") throw new SentryError("--for goes with --block", 1);
-  if (a.reason !== null && a.action !== "block" && a.action !== "allow" && a.action !== "delist")
+  if (f.missed && action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
+  if (f.timer && !(action === "install" && f.write)) throw new SentryError("--timer goes with --install --write", 1);
+  if (f.json && action !== "report" && action !== "list") throw new SentryError("--json goes with --report or --list", 1);
+  if (listOption && action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
+  if (f.forMs !== null && action !== "block") throw new SentryError("--for goes with --block", 1);
+  if (f.reason !== null && action !== "block" && action !== "allow" && action !== "delist")
     throw new SentryError("--reason goes with --block, --allow or --delist", 1);
-  return a;
+  const needsIp = () => new SentryError(`--${action} needs an address: --ip=IP`, 1);
+  // Each action takes its own fields. Actions that need no address accept a
+  // valid --ip and ignore it, as sentry.pl did.
+  switch (action) {
+    case "connect":
+      if (ip === null) throw needsIp();
+      return { action, ip };
+    case "allow":
+    case "delist":
+    case "block": {
+      const target: Target | null = net !== null ? { ip: null, net } : ip !== null ? { ip, net: null } : null;
+      if (target === null) throw needsIp();
+      if (action === "block") return { action, ...target, force: f.force, forMs: f.forMs, forText: f.forText, reason: f.reason };
+      return { action, ...target, reason: f.reason };
+    }
+    case "report":
+      return { action, ip, net, verbose: f.verbose, json: f.json };
+    case "list":
+      // --ip=IP narrows the list like --net does (and wins over it).
+      return { action, list: ip !== null ? { ...f.list, net: parseCidr(ip) } : f.list, json: f.json };
+    case "scan":
+    case "sync":
+    case "version":
+      return { action, verbose: f.verbose };
+    case "test-log":
+      if (f.file === null) throw new SentryError("--test-log needs a value", 1); // unreachable: --test-log takes its value where it is chosen
+      return { action, file: f.file, missed: f.missed };
+    case "install":
+      return { action, write: f.write, force: f.force, timer: f.timer };
+    case "update":
+      return { action, check: f.check, force: f.force };
+    case "completion":
+      if (f.shell === null) throw new SentryError("--completion needs a value", 1); // as --test-log
+      return { action, shell: f.shell };
+    case "resync":
+    case "uninstall":
+    case "doctor":
+    case "rollback":
+    case "help":
+    case "man":
+      return { action };
+  }
 }
 
 // ==== 5. State files ========================================================
@@ -1547,12 +1591,21 @@ export function withLock<T>(ctx: Ctx, fn: () => T, busy?: { waitMs: number; then
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
   lockDepth++;
+  let failed = false;
   try {
     return fn();
+  } catch (e) {
+    failed = true;
+    throw rollbackAfter(db, e); // fn's error wins over the ROLLBACK's
   } finally {
     lockDepth--;
-    db.exec("ROLLBACK");
-    db.close();
+    try {
+      // Releases the lock. Nothing was written through this handle, so this
+      // ROLLBACK undoes nothing, and if it fails, that is the call's error.
+      if (!failed) db.exec("ROLLBACK");
+    } finally {
+      db.close();
+    }
   }
 }
 
@@ -3446,10 +3499,25 @@ function ifIndex<T>(ctx: Ctx, none: T, fn: (db: Db) => T): T {
 }
 
 /**
+ * A number of a sentry.sh 2.00 row, or null when it is not one: a whole
+ * number from 0 to `max` (NULL is 0, the column's default). Anything else
+ * (text, a fraction, a negative, a time in the future) is a row written by
+ * something other than sentry.sh, and importing it as 0 would turn, say, a
+ * block into nothing without a word.
+ */
+export function bashNumber(v: unknown, max: number): number | null {
+  if (v === null) return 0;
+  const n = typeof v === "bigint" ? Number(v) : typeof v === "number" ? v : NaN;
+  return Number.isSafeInteger(n) && n >= 0 && n <= max ? n : null;
+}
+
+/**
  * sentry.sh 2.00 kept everything in sentry.db, table ip_records(ip, seen,
  * allow, block), allow and block holding the epoch of the decision or 0.
  * Its rows become files, once; the table is renamed, never dropped, so
- * nothing an administrator had is lost.
+ * nothing an administrator had is lost. A row that is not valid is named
+ * (stderr, and sentry.log, which a --connect's admin reads) and skipped:
+ * it stays in the renamed table.
  */
 export function importBash200(ctx: Ctx, db: Db): number {
   const hasTable = () => db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
@@ -3461,15 +3529,32 @@ export function importBash200(ctx: Ctx, db: Db): number {
     // RENAME would fail, and the rows must not be read twice).
     if (!hasTable()) return;
     const rows = db.prepare("SELECT ip, seen, allow, block FROM ip_records").all();
+    const skipped: string[] = [];
+    const skip = (why: string) => {
+      skipped.push(why);
+      ctx.sys.warn(`sentry.sh 2.00 import: skipped ${why}`);
+    };
+    // A decision time more than a day ahead of the clock is no time sentry.sh wrote.
+    const latest = Math.floor(ctx.sys.now() / 1000) + 86_400;
     for (const row of rows) {
       const ip = parseIp(String(row.ip));
       if (ip === null) {
-        ctx.sys.warn(`sentry.sh 2.00 import: skipped ${JSON.stringify(String(row.ip))}, not an IP address`);
+        skip(`${JSON.stringify(String(row.ip))}, not an IP address`);
         continue;
       }
-      const seen = Math.max(0, Math.min(Number(row.seen) || 0, 1_000_000));
-      const allow = Number(row.allow) || 0;
-      const block = Number(row.block) || 0;
+      const field = (col: "seen" | "allow" | "block", max: number, what: string): number | null => {
+        const v = bashNumber(row[col], max);
+        if (v === null) skip(`${JSON.stringify(String(row.ip))}: ${col} is ${JSON.stringify(String(row[col]))}, not ${what}`);
+        return v;
+      };
+      const seenRaw = field("seen", Number.MAX_SAFE_INTEGER, "a count of connections");
+      if (seenRaw === null) continue;
+      const allow = field("allow", latest, "0 or the time of the allow (epoch seconds, not in the future)");
+      if (allow === null) continue;
+      const block = field("block", latest, "0 or the time of the block (epoch seconds, not in the future)");
+      if (block === null) continue;
+      // More connections than this decide nothing more: the seen/ file written stays small.
+      const seen = Math.min(seenRaw, 1_000_000);
       if (seen > 0 && countConnections(ctx, ip) === 0) {
         // The times of old connections are unknown: they count from the import.
         writeAtomic(ctx, statePath(ctx, "seen", ip), `${epoch(ctx)}\n`.repeat(seen));
@@ -3492,7 +3577,8 @@ export function importBash200(ctx: Ctx, db: Db): number {
     }
     if (ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
     db.exec("ALTER TABLE ip_records RENAME TO ip_records_imported_by_sentry3");
-    logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)`);
+    const not = skipped.length ? `; ${skipped.length} rows skipped as not valid (${skipped.slice(0, 3).join("; ")}${skipped.length > 3 ? "; …" : ""})` : "";
+    logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)${not}`);
   });
   return n;
 }
@@ -4109,8 +4195,7 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
     db.exec("DELETE FROM notes WHERE rowid NOT IN (SELECT rowid FROM notes ORDER BY rowid DESC LIMIT 50)");
     db.exec("COMMIT");
   } catch (e) {
-    db.exec("ROLLBACK");
-    throw new SentryError(`cannot update the evidence index: ${errText(e)}`, 2);
+    throw new SentryError(`cannot update the evidence index: ${errText(rollbackAfter(db, e))}`, 2);
   }
   return res;
 }
@@ -4403,8 +4488,7 @@ export function foundSpill(): {
           }
         db.exec("COMMIT");
       } catch (e) {
-        db.exec("ROLLBACK");
-        throw e;
+        throw rollbackAfter(db, e);
       }
       found.clear();
     },
@@ -5166,8 +5250,7 @@ export function noteWithheld(ctx: Ctx, db: Db, ips: string[], why: string): void
       }
       db.exec("COMMIT");
     } catch (e) {
-      db.exec("ROLLBACK");
-      throw e;
+      throw rollbackAfter(db, e);
     }
   } catch (e) {
     throw new SentryError(`cannot record the withheld blocks in sentry.db: ${errText(e)}`, 2);
@@ -5631,15 +5714,18 @@ function rotateFeed(ctx: Ctx): void {
  * Lifts every block whose end has come from every list (at most `max`: a
  * connect's share; the stamp then stays due), and sets the stamp to the next
  * end. Under the lock, so a block decided meanwhile cannot be missed by the
- * stamp. Returns how many were lifted.
+ * stamp. Returns how many were lifted from every list (hosts.deny and each
+ * firewall switched on); a backend that failed has said so itself.
  */
 export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number {
   const busy = waitMs === undefined ? undefined : { waitMs, then: () => (setExpiryStamp(ctx, ctx.sys.now() + EXPIRE_BUSY_RETRY_MS), 0) };
   return withLock(ctx, () => {
     const now = ctx.sys.now();
     let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
-    let lifted = 0;
+    let lifted = 0; // lifted from every list: one a backend failed to lift is named by backendFailed, not counted
+    let tried = 0; // `max` bounds these: each failure may cost a firewall tool's timeout
     let db: Db | null | undefined; // sentry.db, opened once for the pass (if it exists) at the first due block
+    let failed = false;
     try {
       for (const ip of listDir(ctx, "block")) {
         const end = blockEndOf(ctx, ip);
@@ -5648,10 +5734,11 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
           next = Math.min(next, end);
           continue;
         }
-        if (lifted >= max) {
+        if (tried >= max) {
           next = now; // more are due: the next connect carries on
           break;
         }
+        tried++;
         const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
         // hosts.deny once for the whole pass, below: rewriting it per address
         // made 1,000 due blocks cost 1,000 rewrites of a 1,000-line file.
@@ -5662,13 +5749,18 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
         }
         const h = addHistory(ctx, ip); // before the delist: a crash between the two leaves the block, counted once more at worst
         const why = `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`;
-        setDelisted(ctx, ip, "expiry", why, { keepHistory: true, hostsDeny: false, db: db ?? undefined });
-        lifted++;
+        if (setDelisted(ctx, ip, "expiry", why, { keepHistory: true, hostsDeny: false, db: db ?? undefined }) === 0) lifted++;
       }
-    } finally {
+    } catch (e) {
+      failed = true;
       // The delist markers are written already: what was forgotten is kept, also after an error.
-      if (db?.isTransaction) db.exec("COMMIT");
-      db?.close();
+      throw db?.isTransaction ? rollbackAfter(db, e, "COMMIT") : e;
+    } finally {
+      try {
+        if (!failed && db?.isTransaction) db.exec("COMMIT");
+      } finally {
+        db?.close();
+      }
     }
     if (lifted > 0 && ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
     // Ranges (section 8.4) end the same way; delisting one lifts it alone.
@@ -5688,12 +5780,12 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
         next = Math.min(next, end);
         continue;
       }
-      if (lifted >= max) {
+      if (tried >= max) {
         next = now;
         break;
       }
-      setDelistedNet(ctx, net, "expiry", `blocked since ${text.split(" ")[0]}, ended ${isoTime(end)}`);
-      lifted++;
+      tried++;
+      if (setDelistedNet(ctx, net, "expiry", `blocked since ${text.split(" ")[0]}, ended ${isoTime(end)}`) === 0) lifted++;
     }
     setExpiryStamp(ctx, next);
     return lifted;
@@ -7215,11 +7307,18 @@ async function withSyncLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
   } catch (e) {
     throw new SentryError(`cannot lock ${file} (another --sync still running?): ${errText(e)}`, 2);
   }
+  let failed = false;
   try {
     return await fn();
+  } catch (e) {
+    failed = true;
+    throw rollbackAfter(db, e); // fn's error wins over the ROLLBACK's
   } finally {
-    db.exec("ROLLBACK");
-    db.close();
+    try {
+      if (!failed) db.exec("ROLLBACK"); // releases fleet.lock: nothing was written through it
+    } finally {
+      db.close();
+    }
   }
 }
 
@@ -9678,8 +9777,9 @@ function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: numb
       let entry: Record<string, unknown>;
       try {
         entry = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        return { error: `cannot read ${where}: journalctl printed a line that is not JSON` };
+      } catch (e) {
+        if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else: anything else is a bug, said by main()
+        return { error: `cannot read ${where}: journalctl printed a line that is not JSON (${e.message})` };
       }
       const ident = typeof entry.SYSLOG_IDENTIFIER === "string" ? entry.SYSLOG_IDENTIFIER : "";
       const msg = typeof entry.MESSAGE === "string" ? entry.MESSAGE : "";
@@ -10898,7 +10998,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       return 0;
     }
     if (a.action === "completion") {
-      sys.out(completionScript(a.shell as string).replace(/\n$/, ""));
+      sys.out(completionScript(a.shell).replace(/\n$/, ""));
       return 0;
     }
     let cfg: Config;
@@ -11025,30 +11125,33 @@ export function manualAction(
   return code;
 }
 
-/** Dispatches a parsed command line. */
-export async function run(ctx: Ctx, a: Action): Promise<number> {
-  const ip = a.ip;
+/** The actions that need the configuration: main() answers the others before reading it. */
+export type ConfiguredAction = Exclude<Action, { action: "help" | "version" | "man" | "completion" }>;
+
+/** Dispatches a parsed command line (every case returns: the compiler checks none is missing). */
+export async function run(ctx: Ctx, a: ConfiguredAction): Promise<number> {
   switch (a.action) {
     case "connect":
-      return connect(ctx, ip as string);
+      return connect(ctx, a.ip);
     case "allow":
-    case "block":
     case "delist":
-      if (a.net !== null) return manualNetAction(ctx, a.action, a.net, { forMs: a.forMs, forText: a.forText, reason: a.reason });
-      return manualAction(ctx, a.action, ip as string, a.force, { forMs: a.forMs, forText: a.forText, reason: a.reason });
+    case "block": {
+      const opts = a.action === "block" ? { forMs: a.forMs, forText: a.forText, reason: a.reason } : { reason: a.reason };
+      if (a.net !== null) return manualNetAction(ctx, a.action, a.net, opts);
+      return manualAction(ctx, a.action, a.ip, a.action === "block" && a.force, opts);
+    }
     case "report": {
       if (a.net !== null) {
         const rr = rangeRecord(ctx, a.net);
         ctx.sys.out(a.json ? JSON.stringify(rangeJson(rr), null, 2) : formatRangeRecord(rr));
         return 0;
       }
-      const r = buildReport(ctx, { verbose: a.verbose, ip });
+      const r = buildReport(ctx, { verbose: a.verbose, ip: a.ip });
       ctx.sys.out(a.json ? JSON.stringify(reportJson(r), null, 2) : formatReport(r));
       return 0;
     }
     case "list":
-      // --ip=IP or --ip=RANGE narrows the list like --net does.
-      return listCommand(ctx, ip !== null ? { ...a.list, net: parseCidr(ip) } : a.net !== null ? { ...a.list, net: a.net } : a.list, a.json);
+      return listCommand(ctx, a.list, a.json);
     case "scan": {
       const code = scanCommand(ctx, a.verbose);
       return fleetConfigured(ctx.cfg) ? Math.max(code, await syncCommand(ctx, a.verbose)) : code; // section 9.5
@@ -11058,7 +11161,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "resync":
       return resync(ctx);
     case "test-log":
-      return testLog(ctx, a.file as string, a.missed);
+      return testLog(ctx, a.file, a.missed);
     case "install":
       return install(ctx, a.write, a.force, a.timer);
     case "uninstall":
@@ -11069,8 +11172,6 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       return update(ctx.cfg, ctx.sys, { check: a.check, force: a.force });
     case "rollback":
       return rollback(ctx.cfg, ctx.sys, {});
-    default:
-      throw new SentryError(`--${a.action} is not available in this build`, 2);
   }
 }
 
