@@ -527,7 +527,10 @@ function pipeWriter(): { write: (t: string) => void; closed: () => boolean } | n
   try {
     fifo = fs.fstatSync(1).isFIFO();
   } catch {
-    return null; // no stdout at all: the stream's own handling applies
+    // Any failure (EBADF: fd 1 closed, as a detached spawn may leave it):
+    // no pipe writer, and process.stdout's own handling applies. Not thrown:
+    // realSys() runs before main()'s one catch.
+    return null;
   }
   if (!fifo) return null;
   let closed = false;
@@ -1739,6 +1742,7 @@ export function readForgiven(ctx: Ctx, ip: string): Forgiven | null {
   try {
     v = JSON.parse(text);
   } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else
     return unusable(errText(e));
   }
   const o = v as { at?: unknown; logs?: unknown };
@@ -4109,7 +4113,8 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     let entry: Record<string, unknown>;
     try {
       entry = JSON.parse(line) as Record<string, unknown>;
-    } catch {
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else
       res.notes.push("journalctl printed a line that is not JSON; stopped there");
       break;
     }
@@ -7140,7 +7145,8 @@ export function fleetConf(ctx: Ctx): FleetConf {
   let url: URL;
   try {
     url = new URL(cfg.CROWDSEC_URL);
-  } catch {
+  } catch (e) {
+    if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
     throw new SentryError(`CROWDSEC_URL=${JSON.stringify(cfg.CROWDSEC_URL)} is not a URL (expected http://HOST:PORT/ or https://…)`, 1);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:")
@@ -7258,8 +7264,9 @@ async function machineToken(ctx: Ctx, fc: FleetConf, fresh: boolean): Promise<st
   let expire: unknown;
   try {
     ({ token, expire } = JSON.parse(r.body) as { token?: unknown; expire?: unknown });
-  } catch {
-    token = undefined;
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    token = undefined; // a reply that is not JSON is refused below, with its status and body
   }
   if (r.status !== 200 || typeof token !== "string")
     throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} refused the login of machine ${fc.cert ? "(client certificate)" : JSON.stringify(fc.login)}: ${replyText(r)} (check CROWDSEC_LOGIN/CROWDSEC_PASSWORD or CROWDSEC_CREDENTIALS; cscli machines list)`, 2);
@@ -7333,8 +7340,8 @@ export function parseOutbox(text: string, warn: (why: string) => void): OutboxRe
         out.push(r);
         continue;
       }
-    } catch {
-      // reported below
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e; // a torn line is not JSON: reported below
     }
     warn(`fleet outbox: dropped a line that is not a record: ${JSON.stringify(sanitize(line, 120))}`);
   }
@@ -7608,7 +7615,8 @@ async function fleetPull(ctx: Ctx, fc: FleetConf): Promise<PullResult> {
   let stream: unknown;
   try {
     stream = JSON.parse(r.body);
-  } catch {
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else
     throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} sent a decision stream that is not JSON: ${sanitize(r.body, 100)}`, 2);
   }
   if (typeof stream !== "object" || stream === null) throw new SentryError(`the CrowdSec LAPI sent a decision stream that is not an object`, 2);
@@ -7948,6 +7956,8 @@ function readFeed(ctx: Ctx, cur: FeedPos): { ips: Set<string>; pos: FeedPos } | 
   try {
     fd = fsys.openSync(feed, "r");
   } catch (e) {
+    // Missing: nothing appended yet. Unreadable: null, and the index is
+    // rebuilt from seen/ instead (syncReportIndex), which is always right.
     if (errCode(e) !== "ENOENT") return null;
   }
   try {
@@ -10043,7 +10053,9 @@ export function parsePublicKey(publicKeyB64: string): Crypto.KeyObject {
     try {
       key = lazyCrypto().createPublicKey({ key: der, format: "der", type: "spki" });
     } catch {
-      key = null; // reported below, with what was expected
+      // createPublicKey throws several kinds (ASN.1, unsupported type, …),
+      // all meaning "not an SPKI key": reported below, with what was expected.
+      key = null;
     }
   }
   if (!key || key.asymmetricKeyType !== "ed25519")
@@ -10146,7 +10158,8 @@ function configuredUrl(cfg: Config): URL {
   let url: URL;
   try {
     url = new URL(cfg.UPDATE_URL);
-  } catch {
+  } catch (e) {
+    if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
     throw new SentryError(`UPDATE_URL is not a URL: ${JSON.stringify(cfg.UPDATE_URL)}`, 1);
   }
   const problem = transportProblem(url);
@@ -10211,7 +10224,8 @@ async function fetchChecked(
       if (hop >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
       try {
         url = new URL(location, url);
-      } catch {
+      } catch (e) {
+        if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
         throw new Error(`${url.href} redirects to a bad URL: ${JSON.stringify(location)}`);
       }
       continue;
@@ -10525,7 +10539,8 @@ export async function update(
   let binUrl: URL;
   try {
     binUrl = new URL(packed ? packed.url : entry.url, fetched.url);
-  } catch {
+  } catch (e) {
+    if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
     throw fail("choosing the binary", `bad URL ${JSON.stringify(packed ? packed.url : entry.url)}`);
   }
   const problem = transportProblem(binUrl);
