@@ -118,6 +118,7 @@ export const DEFAULTS = {
   SSH_LOG: "", // a file, or "journal"; empty = look in the usual places
   FTP_LOG: "", // a file, or "journal"; empty = look in the usual places
   MAIL_LOG: "", // a file, or "journal"; empty = look in the usual places
+  JOURNAL_LOGIN_UID_MIN: 1000, // first uid of a login user: a journal entry of an FTP or mail daemon written from this uid or above is not trusted (sshd's must come from root)
   ALLOW_IPS: "", // addresses and CIDR ranges never blocked (space or comma)
   UPDATE_URL: typeof SENTRY_BUILD_UPDATE_URL === "string" ? SENTRY_BUILD_UPDATE_URL : "", // release manifest (https://…/manifest.json); empty = --update is off
   UPDATE_PUBLIC_KEY: typeof SENTRY_BUILD_UPDATE_PUBLIC_KEY === "string" ? SENTRY_BUILD_UPDATE_PUBLIC_KEY : "", // Ed25519 key releases are signed with (SPKI DER, base64)
@@ -198,6 +199,9 @@ export const EXEC_SETTINGS: readonly string[] = [
   "CROWDSEC_CERT",
   "CROWDSEC_KEY",
   "CROWDSEC_CA",
+  // Whose journal entries root believes: raised by another user, it would
+  // let that user's `logger -t dovecot` lines allow or block addresses.
+  "JOURNAL_LOGIN_UID_MIN",
 ];
 
 /** Settings that are secrets: an error about their value never shows it. */
@@ -236,6 +240,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   UPDATE_TIMEOUT_SECONDS: 3_600, // a download may last DOWNLOAD_TOTAL_FACTOR (20) times this: 20 h < 2^31-1 ms
   LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
   CONNECT_WAIT_MS: 60_000, // sshd waits for a connect
+  JOURNAL_LOGIN_UID_MIN: 65_536, // above every system account: a larger value would trust what login users write
   EXPIRE_PER_CONNECT: 100_000,
   WITHHELD_LOG_MINUTES: 525_600, // a year
   POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
@@ -4067,12 +4072,13 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
  * user. An entry without _UID (a journal-remote file from another host) is
  * as trustworthy as that file.
  */
-const JOURNAL_LOGIN_UID_MIN = 1000; // Debian's and Fedora's first login user (SYS_UID_MAX + 1)
-function journalWriterOk(entry: Record<string, unknown>, ident: string): boolean {
+function journalWriterOk(entry: Record<string, unknown>, ident: string, cfg: Config): boolean {
   if (typeof entry._UID !== "string") return entry._UID === undefined;
   const uid = Number(entry._UID);
   if (!Number.isInteger(uid)) return false;
-  return JOURNAL_IDENTS.ssh.includes(ident) ? uid === 0 : uid < JOURNAL_LOGIN_UID_MIN;
+  // JOURNAL_LOGIN_UID_MIN: 1000 is Debian's and Fedora's first login user
+  // (SYS_UID_MAX + 1); 500 on older Red Hat, 501 on macOS: set it there.
+  return JOURNAL_IDENTS.ssh.includes(ident) ? uid === 0 : uid < cfg.JOURNAL_LOGIN_UID_MIN;
 }
 
 /** How many journal entries a first read takes (the journal has no byte offsets to bound). */
@@ -4124,7 +4130,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     const m = entry.MESSAGE;
     const msg = typeof m === "string" ? m : Array.isArray(m) ? Buffer.from(m.filter((b) => typeof b === "number")).toString("utf8") : "";
     if (msg === "" || ident === "" || msg.length > MAX_LINE) continue;
-    if (!journalWriterOk(entry, ident)) continue;
+    if (!journalWriterOk(entry, ident, ctx.cfg)) continue;
     const ev = classifyLine(msg, ident, state);
     if (!ev || !src.services.includes(ev.service)) continue;
     const fg = res.forgiven;
@@ -9793,7 +9799,7 @@ function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: numb
       }
       const ident = typeof entry.SYSLOG_IDENTIFIER === "string" ? entry.SYSLOG_IDENTIFIER : "";
       const msg = typeof entry.MESSAGE === "string" ? entry.MESSAGE : "";
-      if (ident === "" || familyOf(ident) === null || !journalWriterOk(entry, ident)) continue;
+      if (ident === "" || familyOf(ident) === null || !journalWriterOk(entry, ident, ctx.cfg)) continue;
       ours++;
       if (classifyLine(msg, ident, state)) understood++;
     }
