@@ -10697,10 +10697,12 @@ SYNOPSIS
 DESCRIPTION
     sentry limits brute-force attacks on SSH, FTP and mail logins. It is not a
     daemon: tcpwrappers spawns it for every new connection, it counts the
-    connection, and once an address has connected 3 times it reads the logs of
-    the protected services. Any successful login allows the address for good;
-    an invalid user, an attempt on root, an exceeded attempts limit or a
-    failed mail login blocks it, as do more than 10 failed attempts. Blocked
+    connection, and once an address has connected ${DEFAULTS.CONNECT_THRESHOLD} times (CONNECT_THRESHOLD;
+    ${DEFAULTS.STRONG_CONNECT_THRESHOLD} for a bot's evidence, STRONG_CONNECT_THRESHOLD) it reads the logs
+    of the protected services. Any successful login allows the address for
+    good; an invalid user, an attempt on root, an exceeded attempts limit or a
+    failed mail login blocks it, as do more than ${DEFAULTS.FAIL_THRESHOLD} failed attempts
+    (FAIL_THRESHOLD). The numbers here are the defaults. Blocked
     addresses go to ROOT_DIR/hosts.deny, which tcpd reads on every connection,
     and to any firewall table that is switched on. Logs that cannot be read
     decide nothing: sentry never blocks on a guess.
@@ -10768,8 +10770,10 @@ CONNECT
         sshd : ALL : spawn /var/db/sentry/sentry --connect --ip=%a : allow
 
     sshd waits for the spawned command, so a connect does little: it appends a
-    line to seen/IP and, for an address seen 3 times and not yet decided, reads
-    only the log lines written since the last decision (at most SCAN_SECONDS).
+    line to seen/IP and, for an address seen CONNECT_THRESHOLD times and not yet
+    decided, reads only the log lines written since the last decision (at most
+    SCAN_SECONDS); every EXPIRE_CHECK_MINUTES at most, it also lifts the blocks
+    that have ended (EXPIRE_PER_CONNECT at a time).
     Without libwrap, run "sentry --scan" from a timer, or add to /etc/pam.d/sshd:
         auth optional pam_exec.so quiet /var/db/sentry/sentry --connect
 
@@ -10790,6 +10794,18 @@ FILES
                            token (0600), the time of the last good sync
     ROOT_DIR/delisted/IP   when IP was last delisted or expired: older log lines
                            about it are never counted again, even by a new sentry.db
+    ROOT_DIR/block/NET_LEN  a range blocked as one entry (allow/NET_LEN:
+                            allowed); 2001:db8:1:2::_64 is 2001:db8:1:2::/64
+    ROOT_DIR/history/IP    how many of IP's blocks ran out (the next is longer)
+    ROOT_DIR/connections.log  "EPOCH IP" per connect: the feed that keeps
+                              --report's index current; rotates itself to
+                              connections.log.1 at 16 MiB
+    ROOT_DIR/looked        addresses whose last look at the logs found nothing
+    ROOT_DIR/expire.stamp  its modification time: when the next block ends
+    ROOT_DIR/scan.stamp    when --scan last ran (--doctor reads it)
+    ROOT_DIR/sentry.prev   the binary --update replaced, for --rollback
+    ROOT_DIR/*.corrupt-TIME  a sentry.db or sentry.lock that was not a
+                             usable SQLite file, moved aside and made anew
     MAN_DIR/sentry.8       this manual, written by --install
     COMPLETION_DIR/sentry  the bash completion, written by --install
     UNIT_DIR/sentry-scan*  sentry-scan.service and .timer run --scan every
