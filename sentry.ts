@@ -178,7 +178,8 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
 
 /**
  * Settings that decide what code runs as root (an update channel and its
- * key; later, notification commands). A sentry.conf another user could
+ * key, notification commands), where root sends secrets, and whom it
+ * believes (the list below says which). A sentry.conf another user could
  * write, or the environment of an unprivileged caller, must not set them:
  * they are taken only from a sentry.conf owned by root or from the
  * environment of a process running as root.
@@ -10448,8 +10449,7 @@ function copyBeside(sys: Sys, from: string, to: string): void {
  * Runs `file --version` with an empty environment (nothing of ours, such as
  * NODE_OPTIONS, reaches it), in /, killed after timeoutMs. Returns the
  * version it printed as "sentry X.Y.Z", or why it did not.
- * Not Sys.run: that passes our environment on. (Lead: if Sys.run gains an
- * `env` option, use it here.)
+ * Not Sys.run: that passes our environment on, and takes no other.
  */
 export function runVersion(file: string, timeoutMs: number): { version: string } | { why: string } {
   const r = childProcess().spawnSync(file, ["--version"], {

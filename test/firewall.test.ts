@@ -506,18 +506,14 @@ t.test("the namespaces are gone afterwards", async (t) => {
 
 // ---- The built binary: sentry --block / --delist / --resync -----------------
 //
-// The contract the lead merges to: ADD_TO_NFTABLES=1 (or ADD_TO_IPTABLES=1)
+// The contract: ADD_TO_NFTABLES=1 (or ADD_TO_IPTABLES=1)
 // makes --block put the address in the set, --delist take it out, and
 // --resync put back every address of block/ after the set was emptied; a
 // firewall tool that hangs delays a block by COMMAND_TIMEOUT_SECONDS at
 // most and never stops it reaching hosts.deny.
 
 t.test("binary: dist/sentry --block/--delist/--resync fill the firewall", async (t) => {
-  const help = fs.existsSync(BIN) ? runCommand(BIN, ["--help"], { timeoutMs: 20_000 }) : null;
-  if (!help || !`${help.stdout}${help.stderr}`.includes("--resync")) {
-    t.fail("binary lacks --resync (not merged yet)", { bin: BIN, exists: fs.existsSync(BIN) });
-    return;
-  }
+  if (!fs.existsSync(BIN)) throw new Error(`${BIN} does not exist: npm run build first`);
 
   const flushes: Record<string, string[][]> = {
     ADD_TO_NFTABLES: [
