@@ -13,28 +13,47 @@
  * rewrite of sentry.pl (1.06) and sentry.sh (2.00); the command line and the
  * files under /var/db/sentry are a superset of both.
  *
- * HOW A CONNECTION FLOWS THROUGH IT
+ * HOW A CONNECTION FLOWS THROUGH IT (connect(), section 8)
  *
- *   1. tcpd hands over the client's socket address (%a). It is parsed into
- *      one canonical spelling, or refused: the address becomes a file name.
+ *   1. tcpd hands over the client's socket address (%a; pam_exec: PAM_RHOST).
+ *      It is parsed into one canonical spelling, or refused: the address
+ *      becomes a file name.
  *   2. One line is appended to seen/IP (a single O_APPEND write, so a botnet
  *      connecting 40 times at once is counted 40 times), and one to
- *      connections.log, the feed that keeps --report's index current.
- *   3. An address already in allow/ or block/ is done (a blocked one that
+ *      connections.log, the feed that keeps --report's index current. The
+ *      record line ("3 connections from IP and it is …") goes to stdout.
+ *   3. Expiry, when it is due (expire.stamp's time: the earliest end of a
+ *      block, at least every EXPIRE_CHECK_MINUTES): at most
+ *      EXPIRE_PER_CONNECT ended blocks are lifted from block/, hosts.deny and
+ *      every firewall. Expiry forgets the address like --delist does: it
+ *      deletes seen/IP (the count starts again), sets its evidence aside
+ *      (delisted/IP marks where each log stood, so older lines never count
+ *      again, and sentry.db drops its tallies), and counts the block in
+ *      history/IP, so that the next one lasts longer (section 8.2).
+ *   4. An address already in allow/ or block/ is done (a blocked one that
  *      got here proves hosts.deny stale: it is rewritten). So is one seen
- *      once: most clients never cost more than steps 1–3. At the second
- *      connection only a bot's evidence decides; everything else waits for
- *      the third.
- *   4. Otherwise the logs of each protected service are read, only the bytes
- *      written since the last decision, and tallied per address in sentry.db.
- *      Any successful login allows the address for good; a naughty attempt
- *      (invalid user, root, an exceeded limit) or more than 10 failures
- *      blocks it. Logs that cannot be read decide nothing, and a block
- *      waits until every protected log has been read to its end.
- *   5. A block is written to block/IP, to hosts.deny (which tcpd reads on
- *      the next connection) and to any firewall table that is switched on.
- *      A block decided early also ends the very connection that decided it
- *      (the sshd that spawned sentry, proven from /proc).
+ *      fewer than STRONG_CONNECT_THRESHOLD (2) times: most clients never
+ *      cost more than steps 1–4. So is one whose last look found nothing
+ *      while no log has grown since (`looked`: one stat per log).
+ *   5. Otherwise the logs of each protected service are read, only the bytes
+ *      written since the last read, and tallied per address in sentry.db.
+ *      If another process holds sentry.db past CONNECT_WAIT_MS (a burst:
+ *      one reader at a time, no convoy), this one stops here: its count
+ *      stands, and that reader, the next connect or --scan decides. Any
+ *      successful login allows the address for good (a success also lifts
+ *      a block the logs decided earlier); a naughty attempt (invalid user,
+ *      root, an exceeded limit) or more than FAIL_THRESHOLD (10) failures
+ *      blocks it; the other addresses the read found past the threshold are
+ *      decided too. Before CONNECT_THRESHOLD (3) connections only a bot's
+ *      evidence decides. Logs that cannot be read decide nothing, and a
+ *      block waits until every protected log has been read to its end
+ *      (sentry.log says so, at most once per WITHHELD_LOG_MINUTES).
+ *   6. A block is written to block/IP (with its end: longer for a repeat
+ *      offender), to hosts.deny (which tcpd reads on the next connection),
+ *      to any firewall table that is switched on, and to the fleet's outbox
+ *      when CrowdSec is configured. A block decided early also ends the very
+ *      connection that decided it (the sshd that spawned sentry, proven
+ *      from /proc). Last, syslog and the notifiers are started, detached.
  *
  * ERROR POLICY
  *
