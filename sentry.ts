@@ -153,6 +153,7 @@ export const DEFAULTS = {
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
+  JOURNAL_FIRST_ENTRIES: 100_000, // the first read of the journal takes this many of its latest entries (it has no bytes to count)
   EXPIRE_PER_CONNECT: 50, // most expired blocks one --connect lifts (sshd waits), the next connect or --scan the rest; 0 = only --scan
   EXPIRE_CHECK_MINUTES: 60, // longest a --connect waits between looks for expired blocks (a block's own end brings the look sooner)
   REPORT_REBUILD_HOURS: 24, // the report's index is rebuilt from seen/ at least this often
@@ -254,6 +255,7 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
   SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
   FIRST_SCAN_MB: 1_048_576, // 1 TB
+  JOURNAL_FIRST_ENTRIES: 100_000, // about what Sys.run's 64 MiB output buffer holds (some 500 bytes of JSON each): a lower value only
   EXPIRE_CHECK_MINUTES: 525_600, // a year
   REPORT_REBUILD_HOURS: 8_760, // a year
   COMMAND_TIMEOUT_SECONDS: 3_600,
@@ -4101,9 +4103,6 @@ function journalWriterOk(entry: Record<string, unknown>, ident: string, cfg: Con
   return JOURNAL_IDENTS.ssh.includes(ident) ? uid === 0 : uid < cfg.JOURNAL_LOGIN_UID_MIN;
 }
 
-/** How many journal entries a first read takes (the journal has no byte offsets to bound). */
-const JOURNAL_FIRST_ENTRIES = 100_000;
-
 /** Reads the journal since its cursor through `journalctl -o json`. */
 function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Found, res: ScanResult, deadline: number): Cursor | null {
   // Only the fields read here (journalctl adds __CURSOR and the timestamps
@@ -4115,7 +4114,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
   if (src.path) args.push(`--file=${src.path}`);
   for (const id of src.idents) args.push("-t", id);
   if (cur && cur.ident) args.push(`--after-cursor=${cur.ident}`);
-  else args.push("-n", String(JOURNAL_FIRST_ENTRIES));
+  else args.push("-n", String(ctx.cfg.JOURNAL_FIRST_ENTRIES)); // a first read: the latest entries only, as FIRST_SCAN_MB for a file
   const timeoutMs = Math.max(1000, Math.min(ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000, deadline - ctx.sys.now()));
   const r = ctx.sys.run("journalctl", args, { timeoutMs });
   // Killed at the time cap (or at the output buffer's end) after printing

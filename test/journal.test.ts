@@ -219,6 +219,24 @@ t.test("JOURNAL_LOGIN_UID_MIN: where login users start below 1000, a mail daemon
   t.match(r.stderr, /JOURNAL_LOGIN_UID_MIN="70000" is not valid: expected a whole number from 0 to 65536/);
 });
 
+t.test("JOURNAL_FIRST_ENTRIES: a first read takes only that many of the latest entries", async (t) => {
+  const lines = [
+    entry("sshd", "Invalid user old from 203.0.113.98 port 1"),
+    entry("sshd", "Invalid user old from 203.0.113.98 port 2"),
+    entry("sshd", "Invalid user new from 198.51.100.98 port 1"),
+  ];
+  const a = setup(t);
+  writeJournal(t, a.journal, lines);
+  connects(t, { ...a.env, JOURNAL_FIRST_ENTRIES: "1" }, "203.0.113.98");
+  t.equal(state(a.root, "203.0.113.98"), "none", "the older entries were before the first read's window");
+  connects(t, { ...a.env, JOURNAL_FIRST_ENTRIES: "1" }, "198.51.100.98");
+  t.equal(state(a.root, "198.51.100.98"), "blocked", "the latest entry was read");
+  const b = setup(t);
+  writeJournal(t, b.journal, lines);
+  connects(t, b.env, "203.0.113.98");
+  t.equal(state(b.root, "203.0.113.98"), "blocked", "by default the same journal is read whole");
+});
+
 t.test("a journal read stopped by the time cap keeps what it read and carries on", async (t) => {
   const { root, journal, env } = setup(t);
   const N = 2000;
