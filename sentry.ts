@@ -1022,10 +1022,10 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     write: false,
     check: false,
     force: false,
-    file: null as string | null,
+    file: "", // --test-log FILE and --completion SHELL: set where the action is chosen, so never "" for it
     missed: false,
     timer: false,
-    shell: null as string | null,
+    shell: "",
     list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false } as ListFilter,
     forMs: null as number | null,
     forText: null as string | null,
@@ -1147,14 +1147,12 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
     case "version":
       return { action, verbose: f.verbose };
     case "test-log":
-      if (f.file === null) throw new SentryError("--test-log needs a value", 1); // unreachable: --test-log takes its value where it is chosen
       return { action, file: f.file, missed: f.missed };
     case "install":
       return { action, write: f.write, force: f.force, timer: f.timer };
     case "update":
       return { action, check: f.check, force: f.force };
     case "completion":
-      if (f.shell === null) throw new SentryError("--completion needs a value", 1); // as --test-log
       return { action, shell: f.shell };
     case "resync":
     case "uninstall":
@@ -10790,8 +10788,9 @@ CONNECT
     sshd waits for the spawned command, so a connect does little: it appends a
     line to seen/IP and, for an address seen CONNECT_THRESHOLD times and not yet
     decided, reads only the log lines written since the last decision (at most
-    SCAN_SECONDS); every EXPIRE_CHECK_MINUTES at most, it also lifts the blocks
-    that have ended (EXPIRE_PER_CONNECT at a time).
+    SCAN_SECONDS). Once a block's end has come (and at least every
+    EXPIRE_CHECK_MINUTES), a connect also lifts the blocks that have ended,
+    EXPIRE_PER_CONNECT at a time; --scan lifts them all.
     Without libwrap, run "sentry --scan" from a timer, or add to /etc/pam.d/sshd:
         auth optional pam_exec.so quiet /var/db/sentry/sentry --connect
 
