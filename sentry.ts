@@ -16,28 +16,47 @@
  * rewrite of sentry.pl (1.06) and sentry.sh (2.00); the command line and the
  * files under /var/db/sentry are a superset of both.
  *
- * HOW A CONNECTION FLOWS THROUGH IT
+ * HOW A CONNECTION FLOWS THROUGH IT (connect(), section 8)
  *
- *   1. tcpd hands over the client's socket address (%a). It is parsed into
- *      one canonical spelling, or refused: the address becomes a file name.
+ *   1. tcpd hands over the client's socket address (%a; pam_exec: PAM_RHOST).
+ *      It is parsed into one canonical spelling, or refused: the address
+ *      becomes a file name.
  *   2. One line is appended to seen/IP (a single O_APPEND write, so a botnet
  *      connecting 40 times at once is counted 40 times), and one to
- *      connections.log, the feed that keeps --report's index current.
- *   3. An address already in allow/ or block/ is done (a blocked one that
+ *      connections.log, the feed that keeps --report's index current. The
+ *      record line ("3 connections from IP and it is …") goes to stdout.
+ *   3. Expiry, when it is due (expire.stamp's time: the earliest end of a
+ *      block, at least every EXPIRE_CHECK_MINUTES): at most
+ *      EXPIRE_PER_CONNECT ended blocks are lifted from block/, hosts.deny and
+ *      every firewall. Expiry forgets the address like --delist does: it
+ *      deletes seen/IP (the count starts again), sets its evidence aside
+ *      (delisted/IP marks where each log stood, so older lines never count
+ *      again, and sentry.db drops its tallies), and counts the block in
+ *      history/IP, so that the next one lasts longer (section 8.2).
+ *   4. An address already in allow/ or block/ is done (a blocked one that
  *      got here proves hosts.deny stale: it is rewritten). So is one seen
- *      once: most clients never cost more than steps 1–3. At the second
- *      connection only a bot's evidence decides; everything else waits for
- *      the third.
- *   4. Otherwise the logs of each protected service are read, only the bytes
- *      written since the last decision, and tallied per address in sentry.db.
- *      Any successful login allows the address for good; a naughty attempt
- *      (invalid user, root, an exceeded limit) or more than 10 failures
- *      blocks it. Logs that cannot be read decide nothing, and a block
- *      waits until every protected log has been read to its end.
- *   5. A block is written to block/IP, to hosts.deny (which tcpd reads on
- *      the next connection) and to any firewall table that is switched on.
- *      A block decided early also ends the very connection that decided it
- *      (the sshd that spawned sentry, proven from /proc).
+ *      fewer than STRONG_CONNECT_THRESHOLD (2) times: most clients never
+ *      cost more than steps 1–4. So is one whose last look found nothing
+ *      while no log has grown since (`looked`: one stat per log).
+ *   5. Otherwise the logs of each protected service are read, only the bytes
+ *      written since the last read, and tallied per address in sentry.db.
+ *      If another process holds sentry.db past CONNECT_WAIT_MS (a burst:
+ *      one reader at a time, no convoy), this one stops here: its count
+ *      stands, and that reader, the next connect or --scan decides. Any
+ *      successful login allows the address for good (a success also lifts
+ *      a block the logs decided earlier); a naughty attempt (invalid user,
+ *      root, an exceeded limit) or more than FAIL_THRESHOLD (10) failures
+ *      blocks it; the other addresses the read found past the threshold are
+ *      decided too. Before CONNECT_THRESHOLD (3) connections only a bot's
+ *      evidence decides. Logs that cannot be read decide nothing, and a
+ *      block waits until every protected log has been read to its end
+ *      (sentry.log says so, at most once per WITHHELD_LOG_MINUTES).
+ *   6. A block is written to block/IP (with its end: longer for a repeat
+ *      offender), to hosts.deny (which tcpd reads on the next connection),
+ *      to any firewall table that is switched on, and to the fleet's outbox
+ *      when CrowdSec is configured. A block decided early also ends the very
+ *      connection that decided it (the sshd that spawned sentry, proven
+ *      from /proc). Last, syslog and the notifiers are started, detached.
  *
  * ERROR POLICY
  *
@@ -128,6 +147,7 @@ export const DEFAULTS = {
   SSH_LOG: "", // a file, or "journal"; empty = look in the usual places
   FTP_LOG: "", // a file, or "journal"; empty = look in the usual places
   MAIL_LOG: "", // a file, or "journal"; empty = look in the usual places
+  JOURNAL_LOGIN_UID_MIN: 1000, // first uid of a login user: a journal entry of an FTP or mail daemon written from this uid or above is not trusted (sshd's must come from root)
   ALLOW_IPS: "", // addresses and CIDR ranges never blocked (space or comma)
   UPDATE_URL: typeof SENTRY_BUILD_UPDATE_URL === "string" ? SENTRY_BUILD_UPDATE_URL : "", // release manifest (https://…/manifest.json); empty = --update is off
   UPDATE_PUBLIC_KEY: typeof SENTRY_BUILD_UPDATE_PUBLIC_KEY === "string" ? SENTRY_BUILD_UPDATE_PUBLIC_KEY : "", // Ed25519 key releases are signed with (SPKI DER, base64)
@@ -143,6 +163,7 @@ export const DEFAULTS = {
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
+  JOURNAL_FIRST_ENTRIES: 100_000, // the first read of the journal takes this many of its latest entries (it has no bytes to count)
   EXPIRE_PER_CONNECT: 50, // most expired blocks one --connect lifts (sshd waits), the next connect or --scan the rest; 0 = only --scan
   EXPIRE_CHECK_MINUTES: 60, // longest a --connect waits between looks for expired blocks (a block's own end brings the look sooner)
   REPORT_REBUILD_HOURS: 24, // the report's index is rebuilt from seen/ at least this often
@@ -187,7 +208,8 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
 
 /**
  * Settings that decide what code runs as root (an update channel and its
- * key; later, notification commands). A sentry.conf another user could
+ * key, notification commands), where root sends secrets, and whom it
+ * believes (the list below says which). A sentry.conf another user could
  * write, or the environment of an unprivileged caller, must not set them:
  * they are taken only from a sentry.conf owned by root or from the
  * environment of a process running as root.
@@ -208,6 +230,9 @@ export const EXEC_SETTINGS: readonly string[] = [
   "CROWDSEC_CERT",
   "CROWDSEC_KEY",
   "CROWDSEC_CA",
+  // Whose journal entries root believes: raised by another user, it would
+  // let that user's `logger -t dovecot` lines allow or block addresses.
+  "JOURNAL_LOGIN_UID_MIN",
 ];
 
 /** Settings that are secrets: an error about their value never shows it. */
@@ -240,12 +265,14 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
   SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
   FIRST_SCAN_MB: 1_048_576, // 1 TB
+  JOURNAL_FIRST_ENTRIES: 100_000, // about what Sys.run's 64 MiB output buffer holds (some 500 bytes of JSON each): a lower value only
   EXPIRE_CHECK_MINUTES: 525_600, // a year
   REPORT_REBUILD_HOURS: 8_760, // a year
   COMMAND_TIMEOUT_SECONDS: 3_600,
   UPDATE_TIMEOUT_SECONDS: 3_600, // a download may last DOWNLOAD_TOTAL_FACTOR (20) times this: 20 h < 2^31-1 ms
   LOCK_TIMEOUT_SECONDS: 3_600, // SQLite's busy timeout is an int of milliseconds
   CONNECT_WAIT_MS: 60_000, // sshd waits for a connect
+  JOURNAL_LOGIN_UID_MIN: 65_536, // above every system account: a larger value would trust what login users write
   EXPIRE_PER_CONNECT: 100_000,
   WITHHELD_LOG_MINUTES: 525_600, // a year
   POLICY_TCPDMATCH_MAX: 100_000, // each sampled client is one tcpdmatch process
@@ -396,6 +423,25 @@ export function errCode(e: unknown): string {
 /** A short message for a caught value, for "cannot X: <this>". */
 export function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Ends a SQLite transaction interrupted by `original` (ROLLBACK, or COMMIT
+ * to keep what was done before it); returns the error to throw on:
+ * `original`. An end that fails as well (the disk gone, the file replaced)
+ * must neither replace the error that caused it nor vanish, so its message
+ * is added to the original's.
+ */
+export function rollbackAfter(db: { exec(sql: string): void }, original: unknown, sql: "ROLLBACK" | "COMMIT" = "ROLLBACK"): unknown {
+  try {
+    db.exec(sql);
+  } catch (r) {
+    // Whatever SQLite says: the transaction ends when the handle closes anyway.
+    const note = `; the ${sql} that followed failed too: ${errText(r)}`;
+    if (!(original instanceof Error)) return new Error(`${String(original)}${note}`);
+    original.message += note;
+  }
+  return original;
 }
 
 /** The file-system calls sentry makes. Tests swap single entries to inject faults. */
@@ -703,6 +749,15 @@ export interface Cidr {
   text: string;
 }
 
+/**
+ * The mask of a /bits prefix: the first `bits` of an address's 32 or 128 set
+ * (/0 → 0n). Every range test and range base in this file goes through it.
+ */
+export function prefixMask(family: Family, bits: number): bigint {
+  const max = family === 4 ? 32 : 128;
+  return ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+}
+
 /** Parses "192.0.2.0/24", "2001:db8::/32" or a bare address (a /32 or /128). */
 export function parseCidr(text: string): Cidr | null {
   const [addr, len, extra] = text.split("/");
@@ -718,8 +773,7 @@ export function parseCidr(text: string): Cidr | null {
     bits = Number(len);
   }
   const value = ip === "0.0.0.0" || ip === "::" ? 0n : ipToBigInt(ip);
-  const mask = bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-  return { family, base: value & mask, bits, text: `${ip}/${bits}` };
+  return { family, base: value & prefixMask(family, bits), bits, text: `${ip}/${bits}` };
 }
 
 /**
@@ -765,11 +819,9 @@ let allowListParsed: { text: string; ranges: Cidr[] } | null = null;
 export function inRanges(ip: string, ranges: Cidr[]): boolean {
   const family = ipFamily(ip);
   const value = ipToBigInt(ip);
-  const max = family === 4 ? 32 : 128;
   for (const r of ranges) {
     if (r.family !== family) continue;
-    const mask = r.bits === 0 ? 0n : ((1n << BigInt(r.bits)) - 1n) << BigInt(max - r.bits);
-    if ((value & mask) === r.base) return true;
+    if ((value & prefixMask(family, r.bits)) === r.base) return true;
   }
   return false;
 }
@@ -802,6 +854,12 @@ export function netBaseText(v: bigint, family: Family): string {
   return formatV6(g);
 }
 
+/** The /bits range of `family` that holds the address `value` (its host bits cleared). */
+export function netAround(value: bigint, family: Family, bits: number): Cidr {
+  const base = value & prefixMask(family, bits);
+  return { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+}
+
 /**
  * A range as an administrator writes it ("192.0.2.0/24", "2001:db8::/48"),
  * or null: not exactly one, wider than NET_MIN_BITS, a single address (/32,
@@ -829,8 +887,7 @@ export function parseNet(text: string): Cidr | null {
   }
   const max = family === 4 ? 32 : 128;
   if (bits < NET_MIN_BITS[family] || bits >= max) return null;
-  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-  if ((value & mask) !== value) return null;
+  if ((value & prefixMask(family, bits)) !== value) return null;
   return { family, base: value, bits, text: `${netBaseText(value, family)}/${bits}` };
 }
 
@@ -849,20 +906,14 @@ export function netFromFileName(name: string): Cidr | null {
 /** Whether two ranges share any address (one holds the other: prefixes never partly overlap). */
 export function rangesOverlap(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;
-  const max = a.family === 4 ? 32 : 128;
-  const bits = Math.min(a.bits, b.bits);
-  const mask = bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
+  const mask = prefixMask(a.family, Math.min(a.bits, b.bits));
   return (a.base & mask) === (b.base & mask);
 }
 
 /** The /64 (IPv6) or /24 (IPv4) around canonical `ip`. */
 export function subnetOf(ip: string): Cidr {
   const family = ipFamily(ip);
-  const bits = family === 6 ? 64 : 24;
-  const max = family === 4 ? 32 : 128;
-  const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-  const base = ipToBigInt(ip) & mask;
-  return { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+  return netAround(ipToBigInt(ip), family, family === 6 ? 64 : 24);
 }
 
 // ==== 4. Command line =======================================================
@@ -874,46 +925,31 @@ export function subnetOf(ip: string): Cidr {
 // Flags come in any order, `--ip IP` and `--ip=IP` are the same, and the
 // names of sentry.pl and sentry.sh (--whitelist, --blacklist) still work.
 
-export type ActionName =
-  | "connect"
-  | "allow"
-  | "block"
-  | "delist"
-  | "report"
-  | "list"
-  | "scan"
-  | "resync"
-  | "sync"
-  | "test-log"
-  | "install"
-  | "uninstall"
-  | "doctor"
-  | "update"
-  | "rollback"
-  | "version"
-  | "help"
-  | "man"
-  | "completion";
+/** The address an --allow, --block or --delist acts on: one address, or a range (section 3.1). */
+export type Target = { ip: string; net: null } | { ip: null; net: Cidr };
 
-export interface Action {
-  action: ActionName;
-  ip: string | null; // canonical, or null when none was given
-  rawIp: string | null; // as given, for messages
-  verbose: boolean;
-  json: boolean;
-  write: boolean; // --install --write
-  check: boolean; // --update --check
-  force: boolean; // --update --force; --block --force of an address that logged in; --install --write without the installer's address
-  file: string | null; // --test-log FILE
-  missed: boolean; // --test-log --missed
-  timer: boolean; // --install --timer
-  shell: string | null; // --completion SHELL
-  list: ListFilter; // --list --state= --net= --newer= --older= --sort= --utc
-  forMs: number | null; // --block --for 4h: the block's own length in ms; null = the configured length
-  forText: string | null; // --for as given ("4h"), for the block file
-  reason: string | null; // --block/--allow/--delist --reason TEXT: the administrator's words, recorded
-  net: Cidr | null; // --ip=RANGE (192.0.2.0/24) with --allow, --block, --delist; then ip is null
-}
+/**
+ * A parsed command line: one shape per action, holding only the options
+ * that action takes (parseArgs refuses the others), so run() needs no cast
+ * and the compiler proves, say, that a --connect has its address.
+ */
+export type Action =
+  | { action: "connect"; ip: string } // canonical: from --ip or PAM_RHOST
+  | ({ action: "allow" | "delist"; reason: string | null } & Target) // reason: --reason TEXT, the administrator's words
+  | ({ action: "block"; force: boolean; forMs: number | null; forText: string | null; reason: string | null } & Target) // force: the logs show logins from it; forMs: --for's length in ms (null = the configured one), forText as given ("4h")
+  | { action: "report"; ip: string | null; net: Cidr | null; verbose: boolean; json: boolean } // --ip=IP or RANGE shows that one
+  | { action: "list"; list: ListFilter; json: boolean } // --ip narrows it like --net
+  | { action: "scan" | "sync"; verbose: boolean } // verbose: print the summary always
+  | { action: "test-log"; file: string; missed: boolean } // FILE, or - for stdin
+  | { action: "install"; write: boolean; force: boolean; timer: boolean } // force: --write without the installer's address
+  | { action: "update"; check: boolean; force: boolean } // force: the same or an older version
+  | { action: "version"; verbose: boolean } // verbose: the bundle's SHA-256 too
+  | { action: "completion"; shell: string }
+  | { action: "resync" | "uninstall" | "doctor" | "rollback" }
+  | { action: "help" }
+  | { action: "man" };
+
+export type ActionName = Action["action"];
 
 /**
  * "30m", "4h", "2d", "1w" → milliseconds; null if it is not one such length.
@@ -987,36 +1023,35 @@ const NO_IP_NEEDED: ReadonlySet<ActionName> = new Set<ActionName>([
 
 /**
  * Parses argv into an Action. Throws SentryError(1) for an unknown option,
- * two actions, a missing value, or an address that is not one. `env` is
- * consulted for PAM_RHOST only: pam_exec.so runs `sentry --connect` with
- * the client's address there instead of on the command line.
+ * two actions, a missing value, an option the action does not take, or an
+ * address that is not one. `env` is consulted for PAM_RHOST only:
+ * pam_exec.so runs `sentry --connect` with the client's address there
+ * instead of on the command line.
  */
 export function parseArgs(argv: string[], env: Record<string, string | undefined> = {}): Action {
-  const a: Action = {
-    action: "help",
-    ip: null,
-    rawIp: null,
+  // The flags as they come, in any order; the Action is built from them at the end.
+  const f = {
+    rawIp: null as string | null, // as given, for messages
     verbose: false,
     json: false,
     write: false,
     check: false,
     force: false,
-    file: null,
+    file: "", // --test-log FILE and --completion SHELL: set where the action is chosen, so never "" for it
     missed: false,
     timer: false,
-    shell: null,
-    list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false },
-    forMs: null,
-    forText: null,
-    reason: null,
-    net: null,
+    shell: "",
+    list: { states: null, net: null, newerMs: null, olderMs: null, sort: "time", utc: false } as ListFilter,
+    forMs: null as number | null,
+    forText: null as string | null,
+    reason: null as string | null,
+    chosen: null as ActionName | null,
   };
   let listOption = "";
-  let chosen = null as ActionName | null; // "as": set inside a closure, which TS does not follow
   const choose = (name: ActionName, flag: string) => {
-    if (chosen !== null && chosen !== name)
-      throw new SentryError(`${flag} cannot be combined with --${chosen}: choose one action`, 1);
-    chosen = name;
+    if (f.chosen !== null && f.chosen !== name)
+      throw new SentryError(`${flag} cannot be combined with --${f.chosen}: choose one action`, 1);
+    f.chosen = name;
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -1029,80 +1064,119 @@ export function parseArgs(argv: string[], env: Record<string, string | undefined
       return argv[++i];
     };
     if (flag === "--ip") {
-      a.rawIp = value();
+      f.rawIp = value();
     } else if (flag === "--test-log") {
       choose("test-log", flag);
-      a.file = value();
+      f.file = value();
     } else if (flag === "--completion") {
       choose("completion", flag);
-      a.shell = value();
+      f.shell = value();
     } else if (flag in ACTION_FLAGS && inline === null) {
       choose(ACTION_FLAGS[flag], flag);
     } else if ((flag === "--verbose" || flag === "-v") && inline === null) {
-      a.verbose = true;
+      f.verbose = true;
     } else if (flag === "--json" && inline === null) {
-      a.json = true;
+      f.json = true;
     } else if (flag === "--write" && inline === null) {
-      a.write = true;
+      f.write = true;
     } else if (flag === "--check" && inline === null) {
-      a.check = true;
+      f.check = true;
     } else if (flag === "--force" && inline === null) {
-      a.force = true;
+      f.force = true;
     } else if (flag === "--missed" && inline === null) {
-      a.missed = true;
+      f.missed = true;
     } else if (flag === "--timer" && inline === null) {
-      a.timer = true;
+      f.timer = true;
     } else if (flag === "--state" || flag === "--net" || flag === "--newer" || flag === "--older" || flag === "--sort" || (flag === "--utc" && inline === null)) {
       listOption = flag;
-      parseListOption(a.list, flag, flag === "--utc" ? "" : value());
+      parseListOption(f.list, flag, flag === "--utc" ? "" : value());
     } else if (flag === "--for") {
       const text = value();
-      a.forMs = parseDuration(text);
-      if (a.forMs === null)
+      f.forMs = parseDuration(text);
+      if (f.forMs === null)
         throw new SentryError(`--for ${JSON.stringify(text)} is not a length: a whole number and a unit, m (minutes), h (hours), d (days) or w (weeks), e.g. --for 4h, at most 36500 days`, 1);
-      a.forText = text;
+      f.forText = text;
     } else if (flag === "--reason") {
       const text = value();
       // One line of text: a newline would forge a second line in sentry.log and block/IP.
       if (/[\x00-\x1f\x7f]/.test(text)) throw new SentryError("--reason must be one line of text, without control characters", 1);
       if (text.trim() === "") throw new SentryError("--reason needs some words", 1);
       if (text.length > REASON_MAX) throw new SentryError(`--reason is ${text.length} characters long: at most ${REASON_MAX}`, 1);
-      a.reason = text.trim();
+      f.reason = text.trim();
     } else {
       // One line, not the manual: the manual would scroll the mistake away.
       throw new SentryError(`Unknown option: ${arg}; see sentry --help`, 1);
     }
   }
   // `sentry --ip=IP` alone shows that address, as sentry.pl did.
-  a.action = chosen ?? (a.rawIp !== null ? "report" : "help");
-  if (a.action === "connect" && a.rawIp === null && env.PAM_RHOST !== undefined) a.rawIp = env.PAM_RHOST;
-  if (a.rawIp !== null && a.rawIp.indexOf("/") !== -1 && (a.action === "allow" || a.action === "block" || a.action === "delist" || a.action === "report")) {
+  const action: ActionName = f.chosen ?? (f.rawIp !== null ? "report" : "help");
+  if (action === "connect" && f.rawIp === null && env.PAM_RHOST !== undefined) f.rawIp = env.PAM_RHOST;
+  let ip: string | null = null;
+  let net: Cidr | null = null;
+  if (f.rawIp !== null && f.rawIp.indexOf("/") !== -1 && (action === "allow" || action === "block" || action === "delist" || action === "report")) {
     // A range: by hand, for --allow, --block, --delist only (section 3.1); elsewhere parseIp refuses it below.
-    a.net = parseNet(a.rawIp);
-    if (a.net === null)
+    net = parseNet(f.rawIp);
+    if (net === null)
       throw new SentryError(
-        `not a valid IP address or range: ${JSON.stringify(a.rawIp)}: expected an address, or a CIDR range such as 192.0.2.0/24 or 2001:db8:1::/48, ` +
+        `not a valid IP address or range: ${JSON.stringify(f.rawIp)}: expected an address, or a CIDR range such as 192.0.2.0/24 or 2001:db8:1::/48, ` +
           `from /${NET_MIN_BITS[4]} to /31 (IPv4) or /${NET_MIN_BITS[6]} to /127 (IPv6), with no bits set after the prefix`,
         1,
       );
-  } else if (a.rawIp !== null) {
-    a.ip = parseIp(a.rawIp);
-    if (a.ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(a.rawIp)}`, 1);
-  } else if (!NO_IP_NEEDED.has(a.action)) {
-    throw new SentryError(`--${a.action} needs an address: --ip=IP`, 1);
+  } else if (f.rawIp !== null) {
+    ip = parseIp(f.rawIp);
+    if (ip === null) throw new SentryError(`not a valid IP address: ${JSON.stringify(f.rawIp)}`, 1);
   }
-  if (a.write && a.action !== "install") throw new SentryError("--write goes with --install", 1);
-  if (a.check && a.action !== "update") throw new SentryError("--check goes with --update", 1);
-  if (a.force && a.action !== "update" && a.action !== "block" && a.action !== "install")
+  if (f.write && action !== "install") throw new SentryError("--write goes with --install", 1);
+  if (f.check && action !== "update") throw new SentryError("--check goes with --update", 1);
+  if (f.force && action !== "update" && action !== "block" && action !== "install")
     throw new SentryError("--force goes with --update, --block or --install", 1);
-  if (a.missed && a.action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
-  if (a.timer && !(a.action === "install" && a.write)) throw new SentryError("--timer goes with --install --write", 1);
-  if (a.json && a.action !== "report" && a.action !== "list") throw new SentryError("--json goes with --report or --list", 1);
-  if (listOption && a.action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
-  if (a.forMs !== null && a.action !== "block") throw new SentryError("--for goes with --block", 1);
-  if (a.reason !== null && a.action !== "block" && a.action !== "allow" && a.action !== "delist")
+  if (f.missed && action !== "test-log") throw new SentryError("--missed goes with --test-log", 1);
+  if (f.timer && !(action === "install" && f.write)) throw new SentryError("--timer goes with --install --write", 1);
+  if (f.json && action !== "report" && action !== "list") throw new SentryError("--json goes with --report or --list", 1);
+  if (listOption && action !== "list") throw new SentryError(`${listOption} goes with --list`, 1);
+  if (f.forMs !== null && action !== "block") throw new SentryError("--for goes with --block", 1);
+  if (f.reason !== null && action !== "block" && action !== "allow" && action !== "delist")
     throw new SentryError("--reason goes with --block, --allow or --delist", 1);
-  return a;
+  const needsIp = () => new SentryError(`--${action} needs an address: --ip=IP`, 1);
+  // Each action takes its own fields. Actions that need no address accept a
+  // valid --ip and ignore it, as sentry.pl did.
+  switch (action) {
+    case "connect":
+      if (ip === null) throw needsIp();
+      return { action, ip };
+    case "allow":
+    case "delist":
+    case "block": {
+      const target: Target | null = net !== null ? { ip: null, net } : ip !== null ? { ip, net: null } : null;
+      if (target === null) throw needsIp();
+      if (action === "block") return { action, ...target, force: f.force, forMs: f.forMs, forText: f.forText, reason: f.reason };
+      return { action, ...target, reason: f.reason };
+    }
+    case "report":
+      return { action, ip, net, verbose: f.verbose, json: f.json };
+    case "list":
+      // --ip=IP narrows the list like --net does (and wins over it).
+      return { action, list: ip !== null ? { ...f.list, net: parseCidr(ip) } : f.list, json: f.json };
+    case "scan":
+    case "sync":
+    case "version":
+      return { action, verbose: f.verbose };
+    case "test-log":
+      return { action, file: f.file, missed: f.missed };
+    case "install":
+      return { action, write: f.write, force: f.force, timer: f.timer };
+    case "update":
+      return { action, check: f.check, force: f.force };
+    case "completion":
+      return { action, shell: f.shell };
+    case "resync":
+    case "uninstall":
+    case "doctor":
+    case "rollback":
+    case "help":
+    case "man":
+      return { action };
+  }
 }
 
 // ==== 5. State files ========================================================
@@ -1171,9 +1245,7 @@ export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
   // netPath's path.join once, not per prefix: 24 joins cost a connect more than the 24 lstats.
   const dir = path.join(ctx.cfg.ROOT_DIR, "allow");
   for (let bits = NET_MIN_BITS[family]; bits < max; bits++) {
-    const mask = ((1n << BigInt(bits)) - 1n) << BigInt(max - bits);
-    const base = value & mask;
-    const net: Cidr = { family, base, bits, text: `${netBaseText(base, family)}/${bits}` };
+    const net = netAround(value, family, bits);
     if (ctx.sys.fs.lstatSync(`${dir}/${netFileName(net)}`, { throwIfNoEntry: false })) return net;
   }
   return null;
@@ -1566,12 +1638,21 @@ export function withLock<T>(ctx: Ctx, fn: () => T, busy?: { waitMs: number; then
     throw new SentryError(`cannot lock ${file}: ${errText(e)}`, 2);
   }
   lockDepth++;
+  let failed = false;
   try {
     return fn();
+  } catch (e) {
+    failed = true;
+    throw rollbackAfter(db, e); // fn's error wins over the ROLLBACK's
   } finally {
     lockDepth--;
-    db.exec("ROLLBACK");
-    db.close();
+    try {
+      // Releases the lock. Nothing was written through this handle, so this
+      // ROLLBACK undoes nothing, and if it fails, that is the call's error.
+      if (!failed) db.exec("ROLLBACK");
+    } finally {
+      db.close();
+    }
   }
 }
 
@@ -1705,6 +1786,7 @@ export function readForgiven(ctx: Ctx, ip: string): Forgiven | null {
   try {
     v = JSON.parse(text);
   } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else
     return unusable(errText(e));
   }
   const o = v as { at?: unknown; logs?: unknown };
@@ -3384,6 +3466,14 @@ export interface Tally {
 
 export type Tallies = Partial<Record<Service, Tally>>;
 
+/**
+ * "ssh: 0 success, 4 naughty, 1 failed, 0 probe": one service's tally as
+ * the reasons, --test-log and the report print it (and admins grep it).
+ */
+export function tallyText(s: Service, t: Tally): string {
+  return `${s}: ${t.success} success, ${t.naughty} naughty, ${t.failed} failed, ${t.probe} probe`;
+}
+
 // ==== 7. Log sources ========================================================
 //
 //   SSH_LOG=""            → /var/log/auth.log (the first of the usual places that exists)
@@ -3581,10 +3671,25 @@ function ifIndex<T>(ctx: Ctx, none: T, fn: (db: Db) => T): T {
 }
 
 /**
+ * A number of a sentry.sh 2.00 row, or null when it is not one: a whole
+ * number from 0 to `max` (NULL is 0, the column's default). Anything else
+ * (text, a fraction, a negative, a time in the future) is a row written by
+ * something other than sentry.sh, and importing it as 0 would turn, say, a
+ * block into nothing without a word.
+ */
+export function bashNumber(v: unknown, max: number): number | null {
+  if (v === null) return 0;
+  const n = typeof v === "bigint" ? Number(v) : typeof v === "number" ? v : NaN;
+  return Number.isSafeInteger(n) && n >= 0 && n <= max ? n : null;
+}
+
+/**
  * sentry.sh 2.00 kept everything in sentry.db, table ip_records(ip, seen,
  * allow, block), allow and block holding the epoch of the decision or 0.
  * Its rows become files, once; the table is renamed, never dropped, so
- * nothing an administrator had is lost.
+ * nothing an administrator had is lost. A row that is not valid is named
+ * (stderr, and sentry.log, which a --connect's admin reads) and skipped:
+ * it stays in the renamed table.
  */
 export function importBash200(ctx: Ctx, db: Db): number {
   const hasTable = () => db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ip_records'").get();
@@ -3597,15 +3702,32 @@ export function importBash200(ctx: Ctx, db: Db): number {
     // RENAME would fail, and the rows must not be read twice).
     if (!hasTable()) return;
     const rows = db.prepare("SELECT ip, seen, allow, block FROM ip_records").all();
+    const skipped: string[] = [];
+    const skip = (why: string) => {
+      skipped.push(why);
+      ctx.sys.warn(`sentry.sh 2.00 import: skipped ${why}`);
+    };
+    // A decision time more than a day ahead of the clock is no time sentry.sh wrote.
+    const latest = Math.floor(ctx.sys.now() / 1000) + 86_400;
     for (const row of rows) {
       const ip = parseIp(String(row.ip));
       if (ip === null) {
-        ctx.sys.warn(`sentry.sh 2.00 import: skipped ${JSON.stringify(String(row.ip))}, not an IP address`);
+        skip(`${JSON.stringify(String(row.ip))}, not an IP address`);
         continue;
       }
-      const seen = Math.max(0, Math.min(Number(row.seen) || 0, 1_000_000));
-      const allow = Number(row.allow) || 0;
-      const block = Number(row.block) || 0;
+      const field = (col: "seen" | "allow" | "block", max: number, what: string): number | null => {
+        const v = bashNumber(row[col], max);
+        if (v === null) skip(`${JSON.stringify(String(row.ip))}: ${col} is ${JSON.stringify(String(row[col]))}, not ${what}`);
+        return v;
+      };
+      const seenRaw = field("seen", Number.MAX_SAFE_INTEGER, "a count of connections");
+      if (seenRaw === null) continue;
+      const allow = field("allow", latest, "0 or the time of the allow (epoch seconds, not in the future)");
+      if (allow === null) continue;
+      const block = field("block", latest, "0 or the time of the block (epoch seconds, not in the future)");
+      if (block === null) continue;
+      // More connections than this decide nothing more: the seen/ file written stays small.
+      const seen = Math.min(seenRaw, 1_000_000);
       if (seen > 0 && countConnections(ctx, ip) === 0) {
         // The times of old connections are unknown: they count from the import.
         writeAtomic(ctx, statePath(ctx, "seen", ip), `${epoch(ctx)}\n`.repeat(seen));
@@ -3642,7 +3764,8 @@ export function importBash200(ctx: Ctx, db: Db): number {
     }
     writeHostsAllowed(ctx); // the imported allows (section 9.1.2)
     db.exec("ALTER TABLE ip_records RENAME TO ip_records_imported_by_sentry3");
-    logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)`);
+    const not = skipped.length ? `; ${skipped.length} rows skipped as not valid (${skipped.slice(0, 3).join("; ")}${skipped.length > 3 ? "; …" : ""})` : "";
+    logDecision(ctx, "-", "import", `${n} addresses from the sentry.sh 2.00 table ip_records (kept as ip_records_imported_by_sentry3)${not}`);
   });
   return n;
 }
@@ -4129,16 +4252,14 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
  * user. An entry without _UID (a journal-remote file from another host) is
  * as trustworthy as that file.
  */
-const JOURNAL_LOGIN_UID_MIN = 1000; // Debian's and Fedora's first login user (SYS_UID_MAX + 1)
-function journalWriterOk(entry: Record<string, unknown>, ident: string): boolean {
+function journalWriterOk(entry: Record<string, unknown>, ident: string, cfg: Config): boolean {
   if (typeof entry._UID !== "string") return entry._UID === undefined;
   const uid = Number(entry._UID);
   if (!Number.isInteger(uid)) return false;
-  return JOURNAL_IDENTS.ssh.includes(ident) ? uid === 0 : uid < JOURNAL_LOGIN_UID_MIN;
+  // JOURNAL_LOGIN_UID_MIN: 1000 is Debian's and Fedora's first login user
+  // (SYS_UID_MAX + 1); 500 on older Red Hat, 501 on macOS: set it there.
+  return JOURNAL_IDENTS.ssh.includes(ident) ? uid === 0 : uid < cfg.JOURNAL_LOGIN_UID_MIN;
 }
-
-/** How many journal entries a first read takes (the journal has no byte offsets to bound). */
-const JOURNAL_FIRST_ENTRIES = 100_000;
 
 /** Reads the journal since its cursor through `journalctl -o json`. */
 function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Found, res: ScanResult, deadline: number): Cursor | null {
@@ -4151,7 +4272,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
   if (src.path) args.push(`--file=${src.path}`);
   for (const id of src.idents) args.push("-t", id);
   if (cur && cur.ident) args.push(`--after-cursor=${cur.ident}`);
-  else args.push("-n", String(JOURNAL_FIRST_ENTRIES));
+  else args.push("-n", String(ctx.cfg.JOURNAL_FIRST_ENTRIES)); // a first read: the latest entries only, as FIRST_SCAN_MB for a file
   const timeoutMs = Math.max(1000, Math.min(ctx.cfg.COMMAND_TIMEOUT_SECONDS * 1000, deadline - ctx.sys.now()));
   const r = ctx.sys.run("journalctl", args, { timeoutMs });
   // Killed at the time cap (or at the output buffer's end) after printing
@@ -4175,7 +4296,8 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     let entry: Record<string, unknown>;
     try {
       entry = JSON.parse(line) as Record<string, unknown>;
-    } catch {
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else
       res.notes.push("journalctl printed a line that is not JSON; stopped there");
       break;
     }
@@ -4185,7 +4307,7 @@ function scanJournal(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: F
     const m = entry.MESSAGE;
     const msg = typeof m === "string" ? m : Array.isArray(m) ? Buffer.from(m.filter((b) => typeof b === "number")).toString("utf8") : "";
     if (msg === "" || ident === "" || msg.length > MAX_LINE) continue;
-    if (!journalWriterOk(entry, ident)) continue;
+    if (!journalWriterOk(entry, ident, ctx.cfg)) continue;
     const ev = classifyLine(msg, ident, state);
     if (!ev || !src.services.includes(ev.service)) continue;
     const fg = res.forgiven;
@@ -4261,8 +4383,7 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
     db.exec("DELETE FROM notes WHERE rowid NOT IN (SELECT rowid FROM notes ORDER BY rowid DESC LIMIT 50)");
     db.exec("COMMIT");
   } catch (e) {
-    db.exec("ROLLBACK");
-    throw new SentryError(`cannot update the evidence index: ${errText(e)}`, 2);
+    throw new SentryError(`cannot update the evidence index: ${errText(rollbackAfter(db, e))}`, 2);
   }
   return res;
 }
@@ -4555,8 +4676,7 @@ export function foundSpill(): {
           }
         db.exec("COMMIT");
       } catch (e) {
-        db.exec("ROLLBACK");
-        throw e;
+        throw rollbackAfter(db, e);
       }
       found.clear();
     },
@@ -4738,12 +4858,10 @@ function testLogRead(
     retypeTypos(one, typoOf);
     const t: Tallies = {};
     for (const [s, x] of per) t[s] = x;
-    const counts = SERVICES.filter((s) => t[s])
-      .map((s) => {
-        const x = t[s] as Tally;
-        return `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe`;
-      })
-      .join("; ");
+    const counts = SERVICES.flatMap((s) => {
+      const x = t[s];
+      return x ? [tallyText(s, x)] : [];
+    }).join("; ");
     const names = naughtyNamesOf(per);
     const would = predict(t, {
       status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
@@ -4787,7 +4905,7 @@ export interface Verdict {
 export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD): Verdict {
   const entries = SERVICES.flatMap((s) => (t[s] ? [[s, t[s]] as const] : []));
   const describe = (s: Service, x: Tally) =>
-    `${s}: ${x.success} success, ${x.naughty} naughty, ${x.failed} failed, ${x.probe} probe` +
+    tallyText(s, x) +
     (x.sample ? `; e.g. ${JSON.stringify(x.sample)}` : "");
   for (const [s, x] of entries) if (x.success > 0) return { action: "allow", reason: describe(s, x) };
   for (const [s, x] of entries) if (x.naughty > 0) return { action: "block", reason: describe(s, x) };
@@ -5321,8 +5439,7 @@ export function noteWithheld(ctx: Ctx, db: Db, ips: string[], why: string): void
       }
       db.exec("COMMIT");
     } catch (e) {
-      db.exec("ROLLBACK");
-      throw e;
+      throw rollbackAfter(db, e);
     }
   } catch (e) {
     throw new SentryError(`cannot record the withheld blocks in sentry.db: ${errText(e)}`, 2);
@@ -5790,15 +5907,18 @@ function rotateFeed(ctx: Ctx): void {
  * Lifts every block whose end has come from every list (at most `max`: a
  * connect's share; the stamp then stays due), and sets the stamp to the next
  * end. Under the lock, so a block decided meanwhile cannot be missed by the
- * stamp. Returns how many were lifted.
+ * stamp. Returns how many were lifted from every list (hosts.deny and each
+ * firewall switched on); a backend that failed has said so itself.
  */
 export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number {
   const busy = waitMs === undefined ? undefined : { waitMs, then: () => (setExpiryStamp(ctx, ctx.sys.now() + EXPIRE_BUSY_RETRY_MS), 0) };
   return withLock(ctx, () => {
     const now = ctx.sys.now();
     let next = now + ctx.cfg.EXPIRE_CHECK_MINUTES * 60_000;
-    let lifted = 0;
+    let lifted = 0; // lifted from every list: one a backend failed to lift is named by backendFailed, not counted
+    let tried = 0; // `max` bounds these: each failure may cost a firewall tool's timeout
     let db: Db | null | undefined; // sentry.db, opened once for the pass (if it exists) at the first due block
+    let failed = false;
     try {
       for (const ip of listDir(ctx, "block")) {
         const end = blockEndOf(ctx, ip);
@@ -5807,10 +5927,11 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
           next = Math.min(next, end);
           continue;
         }
-        if (lifted >= max) {
+        if (tried >= max) {
           next = now; // more are due: the next connect carries on
           break;
         }
+        tried++;
         const since = (readBlockFile(ctx, ip) ?? "").split(" ")[0];
         // hosts.deny once for the whole pass, below: rewriting it per address
         // made 1,000 due blocks cost 1,000 rewrites of a 1,000-line file.
@@ -5821,13 +5942,18 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
         }
         const h = addHistory(ctx, ip); // before the delist: a crash between the two leaves the block, counted once more at worst
         const why = `blocked since ${since}, ended ${isoTime(end)}; blocked ${h.times} time${h.times === 1 ? "" : "s"} so far (history/${ip})`;
-        setDelisted(ctx, ip, "expiry", why, { keepHistory: true, hostsDeny: false, db: db ?? undefined });
-        lifted++;
+        if (setDelisted(ctx, ip, "expiry", why, { keepHistory: true, hostsDeny: false, db: db ?? undefined }) === 0) lifted++;
       }
-    } finally {
+    } catch (e) {
+      failed = true;
       // The delist markers are written already: what was forgotten is kept, also after an error.
-      if (db?.isTransaction) db.exec("COMMIT");
-      db?.close();
+      throw db?.isTransaction ? rollbackAfter(db, e, "COMMIT") : e;
+    } finally {
+      try {
+        if (!failed && db?.isTransaction) db.exec("COMMIT");
+      } finally {
+        db?.close();
+      }
     }
     if (lifted > 0 && ctx.cfg.ADD_TO_TCPWRAPPERS) writeHostsDeny(ctx);
     // Ranges (section 8.4) end the same way; delisting one lifts it alone.
@@ -5847,12 +5973,12 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
         next = Math.min(next, end);
         continue;
       }
-      if (lifted >= max) {
+      if (tried >= max) {
         next = now;
         break;
       }
-      setDelistedNet(ctx, net, "expiry", `blocked since ${text.split(" ")[0]}, ended ${isoTime(end)}`);
-      lifted++;
+      tried++;
+      if (setDelistedNet(ctx, net, "expiry", `blocked since ${text.split(" ")[0]}, ended ${isoTime(end)}`) === 0) lifted++;
     }
     setExpiryStamp(ctx, next);
     return lifted;
@@ -6009,7 +6135,7 @@ export function hostsDenyText(blocked: string[], allowRanges: Cidr[], nets: Cidr
     .map((n) => {
       const [base, bits] = n.text.split("/");
       if (n.family === 6) return `[${base}]/${bits}`;
-      return `${base}/${netBaseText(((1n << BigInt(n.bits)) - 1n) << BigInt(32 - n.bits), 4)}`;
+      return `${base}/${netBaseText(prefixMask(4, n.bits), 4)}`;
     });
   const all = [...lines, ...netLines];
   return all.length ? `${all.join("\n")}\n` : "";
@@ -7488,7 +7614,8 @@ export function fleetConf(ctx: Ctx): FleetConf {
   let url: URL;
   try {
     url = new URL(cfg.CROWDSEC_URL);
-  } catch {
+  } catch (e) {
+    if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
     throw new SentryError(`CROWDSEC_URL=${JSON.stringify(cfg.CROWDSEC_URL)} is not a URL (expected http://HOST:PORT/ or https://…)`, 1);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:")
@@ -7606,8 +7733,9 @@ async function machineToken(ctx: Ctx, fc: FleetConf, fresh: boolean): Promise<st
   let expire: unknown;
   try {
     ({ token, expire } = JSON.parse(r.body) as { token?: unknown; expire?: unknown });
-  } catch {
-    token = undefined;
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    token = undefined; // a reply that is not JSON is refused below, with its status and body
   }
   if (r.status !== 200 || typeof token !== "string")
     throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} refused the login of machine ${fc.cert ? "(client certificate)" : JSON.stringify(fc.login)}: ${replyText(r)} (check CROWDSEC_LOGIN/CROWDSEC_PASSWORD or CROWDSEC_CREDENTIALS; cscli machines list)`, 2);
@@ -7655,11 +7783,18 @@ async function withSyncLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
   } catch (e) {
     throw new SentryError(`cannot lock ${file} (another --sync still running?): ${errText(e)}`, 2);
   }
+  let failed = false;
   try {
     return await fn();
+  } catch (e) {
+    failed = true;
+    throw rollbackAfter(db, e); // fn's error wins over the ROLLBACK's
   } finally {
-    db.exec("ROLLBACK");
-    db.close();
+    try {
+      if (!failed) db.exec("ROLLBACK"); // releases fleet.lock: nothing was written through it
+    } finally {
+      db.close();
+    }
   }
 }
 
@@ -7674,8 +7809,8 @@ export function parseOutbox(text: string, warn: (why: string) => void): OutboxRe
         out.push(r);
         continue;
       }
-    } catch {
-      // reported below
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e; // a torn line is not JSON: reported below
     }
     warn(`fleet outbox: dropped a line that is not a record: ${JSON.stringify(sanitize(line, 120))}`);
   }
@@ -7949,7 +8084,8 @@ async function fleetPull(ctx: Ctx, fc: FleetConf): Promise<PullResult> {
   let stream: unknown;
   try {
     stream = JSON.parse(r.body);
-  } catch {
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else
     throw new SentryError(`the CrowdSec LAPI at ${fc.url.origin} sent a decision stream that is not JSON: ${sanitize(r.body, 100)}`, 2);
   }
   if (typeof stream !== "object" || stream === null) throw new SentryError(`the CrowdSec LAPI sent a decision stream that is not an object`, 2);
@@ -8318,6 +8454,8 @@ function readFeed(ctx: Ctx, cur: FeedPos): { ips: Set<string>; pos: FeedPos } | 
   try {
     fd = fsys.openSync(feed, "r");
   } catch (e) {
+    // Missing: nothing appended yet. Unreadable: null, and the index is
+    // rebuilt from seen/ instead (syncReportIndex), which is always right.
     if (errCode(e) !== "ENOENT") return null;
   }
   try {
@@ -8495,7 +8633,7 @@ export function formatReport(r: Report): string {
       for (const s of SERVICES) {
         const t = x.evidence[s];
         if (!t) continue;
-        out.push(`     ${s}: ${t.success} success, ${t.naughty} naughty, ${t.failed} failed, ${t.probe} probe`);
+        out.push(`     ${tallyText(s, t)}`);
         if (t.sample) out.push(`       e.g. ${t.sample}`);
       }
     }
@@ -10226,12 +10364,13 @@ function recentLines(ctx: Ctx, src: LogSource): { ours: number; understood: numb
       let entry: Record<string, unknown>;
       try {
         entry = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        return { error: `cannot read ${where}: journalctl printed a line that is not JSON` };
+      } catch (e) {
+        if (!(e instanceof SyntaxError)) throw e; // JSON.parse throws nothing else: anything else is a bug, said by main()
+        return { error: `cannot read ${where}: journalctl printed a line that is not JSON (${e.message})` };
       }
       const ident = typeof entry.SYSLOG_IDENTIFIER === "string" ? entry.SYSLOG_IDENTIFIER : "";
       const msg = typeof entry.MESSAGE === "string" ? entry.MESSAGE : "";
-      if (ident === "" || familyOf(ident) === null || !journalWriterOk(entry, ident)) continue;
+      if (ident === "" || familyOf(ident) === null || !journalWriterOk(entry, ident, ctx.cfg)) continue;
       ours++;
       if (classifyLine(msg, ident, state)) understood++;
     }
@@ -10491,7 +10630,9 @@ export function parsePublicKey(publicKeyB64: string): Crypto.KeyObject {
     try {
       key = lazyCrypto().createPublicKey({ key: der, format: "der", type: "spki" });
     } catch {
-      key = null; // reported below, with what was expected
+      // createPublicKey throws several kinds (ASN.1, unsupported type, …),
+      // all meaning "not an SPKI key": reported below, with what was expected.
+      key = null;
     }
   }
   if (!key || key.asymmetricKeyType !== "ed25519")
@@ -10594,7 +10735,8 @@ function configuredUrl(cfg: Config): URL {
   let url: URL;
   try {
     url = new URL(cfg.UPDATE_URL);
-  } catch {
+  } catch (e) {
+    if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
     throw new SentryError(`UPDATE_URL is not a URL: ${JSON.stringify(cfg.UPDATE_URL)}`, 1);
   }
   const problem = transportProblem(url);
@@ -10659,7 +10801,8 @@ async function fetchChecked(
       if (hop >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
       try {
         url = new URL(location, url);
-      } catch {
+      } catch (e) {
+        if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
         throw new Error(`${url.href} redirects to a bad URL: ${JSON.stringify(location)}`);
       }
       continue;
@@ -10876,8 +11019,7 @@ function copyBeside(sys: Sys, from: string, to: string): void {
  * Runs `file --version` with an empty environment (nothing of ours, such as
  * NODE_OPTIONS, reaches it), in /, killed after timeoutMs. Returns the
  * version it printed as "sentry X.Y.Z", or why it did not.
- * Not Sys.run: that passes our environment on. (Lead: if Sys.run gains an
- * `env` option, use it here.)
+ * Not Sys.run: that passes our environment on, and takes no other.
  */
 export function runVersion(file: string, timeoutMs: number): { version: string } | { why: string } {
   const r = childProcess().spawnSync(file, ["--version"], {
@@ -10973,7 +11115,8 @@ export async function update(
   let binUrl: URL;
   try {
     binUrl = new URL(packed ? packed.url : entry.url, fetched.url);
-  } catch {
+  } catch (e) {
+    if (errCode(e) !== "ERR_INVALID_URL") throw e; // the one error new URL() throws
     throw fail("choosing the binary", `bad URL ${JSON.stringify(packed ? packed.url : entry.url)}`);
   }
   const problem = transportProblem(binUrl);
@@ -11124,10 +11267,12 @@ SYNOPSIS
 DESCRIPTION
     sentry limits brute-force attacks on SSH, FTP and mail logins. It is not a
     daemon: tcpwrappers spawns it for every new connection, it counts the
-    connection, and once an address has connected 3 times it reads the logs of
-    the protected services. Any successful login allows the address for good;
-    an invalid user, an attempt on root, an exceeded attempts limit or a
-    failed mail login blocks it, as do more than 10 failed attempts. Blocked
+    connection, and once an address has connected ${DEFAULTS.CONNECT_THRESHOLD} times (CONNECT_THRESHOLD;
+    ${DEFAULTS.STRONG_CONNECT_THRESHOLD} for a bot's evidence, STRONG_CONNECT_THRESHOLD) it reads the logs
+    of the protected services. Any successful login allows the address for
+    good; an invalid user, an attempt on root, an exceeded attempts limit or a
+    failed mail login blocks it, as do more than ${DEFAULTS.FAIL_THRESHOLD} failed attempts
+    (FAIL_THRESHOLD). The numbers here are the defaults. Blocked
     addresses go to ROOT_DIR/hosts.deny, which tcpd reads on every connection,
     and to any firewall table that is switched on. Logs that cannot be read
     decide nothing: sentry never blocks on a guess.
@@ -11198,8 +11343,11 @@ CONNECT
     tcpd admits the addresses in hosts.allowed (allowed ones your own policy
     admits) without spawning sentry; their connections are no longer counted.
     sshd waits for the spawned command, so a connect does little: it appends a
-    line to seen/IP and, for an address seen 3 times and not yet decided, reads
-    only the log lines written since the last decision (at most SCAN_SECONDS).
+    line to seen/IP and, for an address seen CONNECT_THRESHOLD times and not yet
+    decided, reads only the log lines written since the last decision (at most
+    SCAN_SECONDS). Once a block's end has come (and at least every
+    EXPIRE_CHECK_MINUTES), a connect also lifts the blocks that have ended,
+    EXPIRE_PER_CONNECT at a time; --scan lifts them all.
     Without libwrap, run "sentry --scan" from a timer, or add to /etc/pam.d/sshd:
         auth optional pam_exec.so quiet /var/db/sentry/sentry --connect
 
@@ -11222,6 +11370,18 @@ FILES
                            token (0600), the time of the last good sync
     ROOT_DIR/delisted/IP   when IP was last delisted or expired: older log lines
                            about it are never counted again, even by a new sentry.db
+    ROOT_DIR/block/NET_LEN  a range blocked as one entry (allow/NET_LEN:
+                            allowed); 2001:db8:1:2::_64 is 2001:db8:1:2::/64
+    ROOT_DIR/history/IP    how many of IP's blocks ran out (the next is longer)
+    ROOT_DIR/connections.log  "EPOCH IP" per connect: the feed that keeps
+                              --report's index current; rotates itself to
+                              connections.log.1 at 16 MiB
+    ROOT_DIR/looked        addresses whose last look at the logs found nothing
+    ROOT_DIR/expire.stamp  its modification time: when the next block ends
+    ROOT_DIR/scan.stamp    when --scan last ran (--doctor reads it)
+    ROOT_DIR/sentry.prev   the binary --update replaced, for --rollback
+    ROOT_DIR/*.corrupt-TIME  a sentry.db or sentry.lock that was not a
+                             usable SQLite file, moved aside and made anew
     MAN_DIR/sentry.8       this manual, written by --install
     COMPLETION_DIR/sentry  the bash completion, written by --install
     UNIT_DIR/sentry-scan*  sentry-scan.service and .timer run --scan every
@@ -11451,7 +11611,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       return 0;
     }
     if (a.action === "completion") {
-      sys.out(completionScript(a.shell as string).replace(/\n$/, ""));
+      sys.out(completionScript(a.shell).replace(/\n$/, ""));
       return 0;
     }
     let cfg: Config;
@@ -11578,30 +11738,33 @@ export function manualAction(
   return code;
 }
 
-/** Dispatches a parsed command line. */
-export async function run(ctx: Ctx, a: Action): Promise<number> {
-  const ip = a.ip;
+/** The actions that need the configuration: main() answers the others before reading it. */
+export type ConfiguredAction = Exclude<Action, { action: "help" | "version" | "man" | "completion" }>;
+
+/** Dispatches a parsed command line (every case returns: the compiler checks none is missing). */
+export async function run(ctx: Ctx, a: ConfiguredAction): Promise<number> {
   switch (a.action) {
     case "connect":
-      return connect(ctx, ip as string);
+      return connect(ctx, a.ip);
     case "allow":
-    case "block":
     case "delist":
-      if (a.net !== null) return manualNetAction(ctx, a.action, a.net, { forMs: a.forMs, forText: a.forText, reason: a.reason });
-      return manualAction(ctx, a.action, ip as string, a.force, { forMs: a.forMs, forText: a.forText, reason: a.reason });
+    case "block": {
+      const opts = a.action === "block" ? { forMs: a.forMs, forText: a.forText, reason: a.reason } : { reason: a.reason };
+      if (a.net !== null) return manualNetAction(ctx, a.action, a.net, opts);
+      return manualAction(ctx, a.action, a.ip, a.action === "block" && a.force, opts);
+    }
     case "report": {
       if (a.net !== null) {
         const rr = rangeRecord(ctx, a.net);
         ctx.sys.out(a.json ? JSON.stringify(rangeJson(rr), null, 2) : formatRangeRecord(rr));
         return 0;
       }
-      const r = buildReport(ctx, { verbose: a.verbose, ip });
+      const r = buildReport(ctx, { verbose: a.verbose, ip: a.ip });
       ctx.sys.out(a.json ? JSON.stringify(reportJson(r), null, 2) : formatReport(r));
       return 0;
     }
     case "list":
-      // --ip=IP or --ip=RANGE narrows the list like --net does.
-      return listCommand(ctx, ip !== null ? { ...a.list, net: parseCidr(ip) } : a.net !== null ? { ...a.list, net: a.net } : a.list, a.json);
+      return listCommand(ctx, a.list, a.json);
     case "scan": {
       const code = scanCommand(ctx, a.verbose);
       return fleetConfigured(ctx.cfg) ? Math.max(code, await syncCommand(ctx, a.verbose)) : code; // section 9.5
@@ -11611,7 +11774,7 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
     case "resync":
       return resync(ctx);
     case "test-log":
-      return testLog(ctx, a.file as string, a.missed);
+      return testLog(ctx, a.file, a.missed);
     case "install":
       return install(ctx, a.write, a.force, a.timer);
     case "uninstall":
@@ -11622,8 +11785,6 @@ export async function run(ctx: Ctx, a: Action): Promise<number> {
       return update(ctx.cfg, ctx.sys, { check: a.check, force: a.force });
     case "rollback":
       return rollback(ctx.cfg, ctx.sys, {});
-    default:
-      throw new SentryError(`--${a.action} is not available in this build`, 2);
   }
 }
 

@@ -40,10 +40,10 @@ t.test("--for takes m h d w, nothing else; --reason one line", async (t) => {
   t.equal(parseDuration("1w"), 7 * DAY);
   for (const bad of ["0h", "4", "h", "4H", "4 h", "-4h", "4.5h", "04h", "1y", "99999999d", "36501d"]) t.equal(parseDuration(bad), null, `${bad} refused`);
   t.equal(parseDuration("36500d"), 36500 * DAY, "the bound of EXPIRE_BLOCK_DAYS");
-  const a = parseArgs(["--block", "--ip=192.0.2.1", "--for", "4h", "--reason", "looking into it"]);
-  t.equal(a.forMs, 4 * HOUR);
-  t.equal(a.reason, "looking into it");
-  t.equal(parseArgs(["--allow", "--ip=192.0.2.1", "--reason=office"]).reason, "office");
+  t.strictSame(parseArgs(["--block", "--ip=192.0.2.1", "--for", "4h", "--reason", "looking into it"]), {
+    action: "block", ip: "192.0.2.1", net: null, force: false, forMs: 4 * HOUR, forText: "4h", reason: "looking into it",
+  });
+  t.strictSame(parseArgs(["--allow", "--ip=192.0.2.1", "--reason=office"]), { action: "allow", ip: "192.0.2.1", net: null, reason: "office" });
   t.throws(() => parseArgs(["--block", "--ip=192.0.2.1", "--for=4x"]), /--for "4x" is not a length/);
   t.throws(() => parseArgs(["--allow", "--ip=192.0.2.1", "--for=4h"]), /--for goes with --block/);
   t.throws(() => parseArgs(["--report", "--reason=x"]), /--reason goes with --block, --allow or --delist/);
@@ -75,6 +75,25 @@ t.test("--block --for 4h --reason: recorded with the operator, ends by itself at
   const ctx2 = makeCtx(cfgFor(root), testSys({ USER: "bob" }));
   t.equal(manualAction(ctx2, "allow", "198.51.100.7", false, { reason: "the office" }), 0);
   t.match(fs.readFileSync(statePath(ctx2, "allow", "198.51.100.7"), "utf8"), /^\S+ allow by admin \(bob\): --allow: the office\n$/);
+});
+
+t.test("expiry counts what it lifted everywhere: a firewall that failed to lift a block is not counted", async (t) => {
+  const root = tempDir(t);
+  const sys = testSys();
+  const ctx = makeCtx(cfgFor(root, { EXPIRE_BLOCK_DAYS: 1 }), sys);
+  for (const ip of ["203.0.113.41", "203.0.113.42"]) t.equal(manualAction(ctx, "block", ip, false), 0);
+  const start = Date.parse("2026-11-29T10:00:00Z") / 1000;
+  for (const ip of ["203.0.113.41", "203.0.113.42"]) fs.utimesSync(statePath(ctx, "block", ip), start, start);
+  sys.clock += DAY;
+  // ipset refuses every removal (the set was destroyed under it, say).
+  const failing = makeCtx(cfgFor(root, { EXPIRE_BLOCK_DAYS: 1, ADD_TO_IPTABLES: true }), {
+    ...sys,
+    run: () => ({ status: 1, stdout: "", stderr: "ipset v7.19: The set with the given name does not exist", error: "" }),
+  });
+  t.equal(expireBlocks(failing), 0, "nothing was lifted from every list");
+  t.same(listDir(ctx, "block"), [], "block/ and hosts.deny no longer hold them (sentry.log says which backend failed)");
+  t.match(sentryLog(root), /203\.0\.113\.41 backend-failed iptables remove: /);
+  t.match(sys.warns.join("\n"), /iptables: could not remove 203\.0\.113\.42: .*does not exist/);
 });
 
 t.test("the binary: --block --for and --reason, operator SUDO_USER", async (t) => {

@@ -3,10 +3,11 @@ import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import {
-  decide, hostsDenyText, parseAllowList, parseArgs, loadConfig, DEFAULTS, recordLine, makeCtx,
+  decide, hostsDenyText, parseAllowList, parseArgs, parseNet, loadConfig, DEFAULTS, recordLine, makeCtx,
   setBlocked, withLock, expireIfDue, listDir, realFs, type Sys, type Config, type FsTable, SentryError,
-  connect, writeAtomic, statePath,
+  connect, writeAtomic, statePath, rollbackAfter,
 } from "../sentry.ts";
+import { DatabaseSync } from "node:sqlite";
 import { tempDir } from "./lib/run.ts";
 
 const tally = (o: Partial<{ success: number; failed: number; naughty: number; probe: number }>) => ({
@@ -42,14 +43,24 @@ t.test("the record line admins grep", async (t) => {
 });
 
 t.test("command line", async (t) => {
-  t.same(parseArgs(["--ip", "::ffff:192.0.2.7", "-c"]).action, "connect");
-  t.same(parseArgs(["-c", "--ip=::ffff:192.0.2.7"]).ip, "192.0.2.7");
-  t.same(parseArgs(["--whitelist", "--ip=192.0.2.1"]).action, "allow");
-  t.same(parseArgs(["--blacklist", "--ip=192.0.2.1"]).action, "block");
-  t.same(parseArgs(["--ip=192.0.2.1"]).action, "report", "an address alone shows it");
-  t.same(parseArgs(["-r", "-v", "--json"]).json, true);
-  t.same(parseArgs(["--test-log", "-"]).file, "-");
-  t.same(parseArgs(["--connect"], { PAM_RHOST: "192.0.2.9" }).ip, "192.0.2.9", "pam_exec hands over PAM_RHOST");
+  // Each action's record holds its own options and nothing else (t.strictSame: no extra field).
+  t.strictSame(parseArgs(["--ip", "::ffff:192.0.2.7", "-c"]), { action: "connect", ip: "192.0.2.7" });
+  t.strictSame(parseArgs(["-c", "--ip=::ffff:192.0.2.7"]), { action: "connect", ip: "192.0.2.7" });
+  t.strictSame(parseArgs(["--whitelist", "--ip=192.0.2.1"]), { action: "allow", ip: "192.0.2.1", net: null, reason: null });
+  t.strictSame(parseArgs(["--blacklist", "--ip=192.0.2.1"]), { action: "block", ip: "192.0.2.1", net: null, force: false, forMs: null, forText: null, reason: null });
+  t.strictSame(parseArgs(["--delist", "--ip=10.0.0.0/8"]), { action: "delist", ip: null, net: parseNet("10.0.0.0/8"), reason: null }, "a range");
+  t.strictSame(parseArgs(["--ip=192.0.2.1"]), { action: "report", ip: "192.0.2.1", net: null, verbose: false, json: false }, "an address alone shows it");
+  t.strictSame(parseArgs(["-r", "-v", "--json"]), { action: "report", ip: null, net: null, verbose: true, json: true });
+  t.strictSame(parseArgs(["--test-log", "-"]), { action: "test-log", file: "-", missed: false });
+  t.strictSame(parseArgs(["--install", "--write", "--timer"]), { action: "install", write: true, force: false, timer: true });
+  t.strictSame(parseArgs(["--update", "--check"]), { action: "update", check: true, force: false });
+  t.strictSame(parseArgs(["--completion=zsh"]), { action: "completion", shell: "zsh" });
+  t.strictSame(parseArgs(["--doctor"]), { action: "doctor" });
+  t.strictSame(parseArgs([]), { action: "help" });
+  const list = parseArgs(["--list", "--ip=192.0.2.1", "--net=10.0.0.0/8"]);
+  t.equal(list.action === "list" && list.list.net?.text, "192.0.2.1/32", "--list: --ip narrows like --net, and wins");
+  t.strictSame(parseArgs(["--connect"], { PAM_RHOST: "192.0.2.9" }), { action: "connect", ip: "192.0.2.9" }, "pam_exec hands over PAM_RHOST");
+  t.throws(() => parseArgs(["--block"]), /--block needs an address/);
   t.throws(() => parseArgs(["--connect"], { PAM_RHOST: "host.example.com" }), /not a valid IP address: "host.example.com"/);
   t.throws(() => parseArgs(["--frob"]), /Unknown option: --frob/);
   t.throws(() => parseArgs(["--connect"]), /needs an address/);
@@ -106,6 +117,35 @@ function testSys(fsys: FsTable = realFs): Sys & { clock: number; outs: string[];
 }
 
 const cfgFor = (root: string, extra: Partial<Config> = {}): Config => ({ ...DEFAULTS, ROOT_DIR: root, PROTECT_FTP: false, PROTECT_MUA: false, SSH_LOG: join(root, "none.log"), ...extra });
+
+t.test("a failed transaction: its own error wins over a ROLLBACK that fails too, which is recorded in it", async (t) => {
+  const db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE x (n INTEGER)");
+  db.exec("BEGIN");
+  db.exec("INSERT INTO x VALUES (1)");
+  const first = new Error("disk full while writing the tallies");
+  t.equal(rollbackAfter(db, first), first, "the original error, the same object");
+  t.equal(first.message, "disk full while writing the tallies", "unchanged when the ROLLBACK works");
+  t.equal(db.prepare("SELECT COUNT(*) AS n FROM x").get()?.n, 0, "and the insert is undone");
+  db.exec("BEGIN");
+  db.close(); // a handle gone under the transaction: its ROLLBACK throws
+  const second = new SentryError("cannot update the evidence index: disk I/O error", 2);
+  const out = rollbackAfter(db, second);
+  t.equal(out, second, "still the original error, not SQLite's 'database is not open'");
+  t.match(second.message, /^cannot update the evidence index: disk I\/O error; the ROLLBACK that followed failed too: .*not open/);
+  t.equal(second.exitCode, 2);
+  const odd = rollbackAfter(db, "a thrown string");
+  t.ok(odd instanceof Error && /^a thrown string; the ROLLBACK that followed failed too/.test(odd.message), "a non-Error is kept in the message");
+
+  // The lock: fn's error comes out as thrown, and the lock is free after it.
+  const root = tempDir(t);
+  const ctx = makeCtx(cfgFor(root, { LOCK_TIMEOUT_SECONDS: 1 }), testSys());
+  const boom = new SentryError("cannot write block/203.0.113.9: EROFS", 2);
+  t.throws(() => withLock(ctx, () => {
+    throw boom;
+  }), boom);
+  t.equal(withLock(ctx, () => "again"), "again", "the lock was released after the failure");
+});
 
 t.test("expiry: at most once per EXPIRE_CHECK_MINUTES, lifting old blocks everywhere", async (t) => {
   const root = tempDir(t);

@@ -536,6 +536,39 @@ t.test("a sentry.sh 2.00 sentry.db is imported once into files", async (t) => {
   t.equal(fs.readFileSync(join(c.root, "seen", "203.0.113.160"), "utf8").split("\n").length - 1, 5, "parallel: seen imported once");
 });
 
+t.test("a sentry.sh 2.00 row with a bad number is named and skipped, never imported as 0", async (t) => {
+  // Number(x) || 0 read each of these as 0: the block "soon" as no block,
+  // -3 connections as none. Each is now named on stderr and in sentry.log.
+  const b = box(t);
+  const now = Math.floor(Date.now() / 1000);
+  const db = new DatabaseSync(join(b.root, "sentry.db"));
+  db.exec("CREATE TABLE ip_records(ip TEXT PRIMARY KEY, seen INTEGER DEFAULT 0, allow INTEGER DEFAULT 0, block INTEGER DEFAULT 0)");
+  const ins = db.prepare("INSERT INTO ip_records (ip, seen, allow, block) VALUES (?, ?, ?, ?)");
+  ins.run("203.0.113.170", 2, 0, "soon");
+  ins.run("203.0.113.171", -3, 0, 0);
+  ins.run("203.0.113.172", 1, now + 30 * 86400, 0); // a month ahead of the clock
+  ins.run("203.0.113.173", 1.5, 0, 0);
+  ins.run("203.0.113.174", 3, 0, now - 60); // a good row beside them
+  db.close();
+  fs.writeFileSync(b.log, "");
+  const r = sentry(["--scan"], b.env);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stderr, /sentry\.sh 2\.00 import: skipped "203\.0\.113\.170": block is "soon", not 0 or the time of the block/);
+  t.match(r.stderr, /skipped "203\.0\.113\.171": seen is "-3", not a count of connections/);
+  t.match(r.stderr, /skipped "203\.0\.113\.172": allow is "\d+", not 0 or the time of the allow \(epoch seconds, not in the future\)/);
+  t.match(r.stderr, /skipped "203\.0\.113\.173": seen is "1\.5"/);
+  for (const ip of ["203.0.113.170", "203.0.113.171", "203.0.113.172", "203.0.113.173"]) {
+    t.equal(state(b.root, ip), "none", `${ip}: nothing decided from a bad row`);
+    t.notOk(fs.existsSync(join(b.root, "seen", ip)), `${ip}: no connections made up`);
+  }
+  t.equal(state(b.root, "203.0.113.174"), "blocked", "the good row is imported");
+  const line = sentryLog(b.root).split("\n").find((l) => / import /.test(l)) ?? "";
+  t.match(line, /1 addresses from the sentry\.sh 2\.00 table ip_records .*; 4 rows skipped as not valid \("203\.0\.113\.170": block is "soon"/);
+  const after = new DatabaseSync(join(b.root, "sentry.db"));
+  t.equal(after.prepare("SELECT COUNT(*) AS n FROM ip_records_imported_by_sentry3").get()?.n, 5, "every row kept, the skipped ones too");
+  after.close();
+});
+
 t.test("--delist sets the old evidence aside: no re-block without new evidence", async (t) => {
   const b = box(t);
   fs.writeFileSync(b.log, "Invalid user admin from 203.0.113.170 port 1\n");

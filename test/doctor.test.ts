@@ -207,6 +207,28 @@ t.test("journal lines of Postfix and vpopmail are counted and understood, as the
   t.ok(fs.existsSync(join(s.root, "block", "198.51.100.30")), "vpopmail's journal lines blocked the address");
 });
 
+t.test("a mail log file: every daemon of the one table is counted (dovecot-auth, submission-login, postfix/smtpd, vpopmail)", async (t) => {
+  // These four were parsed but not counted by --doctor while it kept its own
+  // list of daemons: with the CRON line, a hand-kept list shows fewer than 5.
+  const s = scene(t);
+  const file = join(s.dir, "mail.log");
+  fs.writeFileSync(
+    file,
+    [
+      "Dec  4 10:00:01 mx dovecot: imap-login: Disconnected (auth failed, 2 attempts): user=<bob>, method=PLAIN, rip=198.51.100.40, lip=192.0.2.1, TLS",
+      "Dec  4 10:00:02 mx dovecot-auth: submission-login: Disconnected (auth failed, 1 attempts): user=<bob>, method=PLAIN, rip=198.51.100.41, lip=192.0.2.1, TLS",
+      "Dec  4 10:00:03 mx submission-login: Info: Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed): user=<eft>, method=PLAIN, rip=198.51.100.42, lip=192.0.2.1",
+      "Dec  4 10:00:04 mx postfix/smtpd[3937]: warning: unknown[198.51.100.43]: SASL LOGIN authentication failed: authentication failure",
+      "Dec  4 10:00:05 mx vpopmail[77]: vchkpw-pop3: password fail alice@example.com:198.51.100.44",
+      "Dec  4 10:00:06 mx CRON[1]: (root) CMD (true)",
+      "",
+    ].join("\n"),
+  );
+  const r = s.run(["--doctor"], { MAIL_LOG: file, PROTECT_MUA: "1", PROTECT_SMTP: "1" });
+  expectDoctor(t, r, 0, /^SENTRY OK/, "mail log file");
+  t.match(r.stdout, /\nOK: mail: .*mail\.log: 5 lines of its daemons among the latest, 5 understood\n/);
+});
+
 // ---- firewalls for real, in a private network namespace ---------------------
 
 /** A scene and a network namespace; `inNs` runs the binary inside it with one backend on. */

@@ -1,4 +1,4 @@
-// Tests for section 6 of sentry.ts (Evidence): the pure log-line classifier.
+// Tests for section 6 (Evidence): the pure log-line classifier.
 //
 // Fixtures live in test/fixtures/*.log, one file per daemon family. Format:
 //

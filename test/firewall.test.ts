@@ -544,10 +544,7 @@ t.test("the namespaces are gone afterwards", async (t) => {
 // most and never stops it reaching hosts.deny.
 
 t.test("binary: dist/sentry --block/--delist/--resync fill the firewall", async (t) => {
-  if (!fs.existsSync(BIN)) {
-    t.fail(`${BIN} is missing: run "npm run build" first`);
-    return;
-  }
+  if (!fs.existsSync(BIN)) throw new Error(`${BIN} does not exist: npm run build first`);
 
   const flushes: Record<string, string[][]> = {
     ADD_TO_NFTABLES: [

@@ -1,6 +1,6 @@
 // Addresses are a security boundary: they become file names and command arguments.
 import t from "tap";
-import { parseIp, parseCidr, parseAllowList, inRanges, ipFamily, ALWAYS_ALLOWED, ALWAYS_ALLOWED_CIDRS } from "../sentry.ts";
+import { parseIp, parseCidr, parseAllowList, inRanges, ipFamily, prefixMask, netAround, rangesOverlap, ALWAYS_ALLOWED, ALWAYS_ALLOWED_CIDRS } from "../sentry.ts";
 
 t.test("canonical spellings", async (t) => {
   const cases: [string, string][] = [
@@ -55,4 +55,20 @@ t.test("families and ranges", async (t) => {
 t.test("loopback's ranges, written out, are what parseCidr makes of their text", async (t) => {
   t.strictSame(ALWAYS_ALLOWED.map((r) => parseCidr(r)), ALWAYS_ALLOWED_CIDRS);
   t.strictSame(parseAllowList("").slice(0, ALWAYS_ALLOWED.length), ALWAYS_ALLOWED_CIDRS, "every list starts with them");
+});
+
+t.test("one prefix mask for every range test: /0, a byte boundary, odd lengths, both families", async (t) => {
+  t.equal(prefixMask(4, 0), 0n, "/0 masks nothing in");
+  t.equal(prefixMask(4, 24), 0xffffff00n);
+  t.equal(prefixMask(4, 23), 0xfffffe00n);
+  t.equal(prefixMask(4, 32), 0xffffffffn);
+  t.equal(prefixMask(6, 64), 0xffffffffffffffffn << 64n);
+  t.equal(prefixMask(6, 0), 0n);
+  t.equal(netAround(0xc0000207n, 4, 23).text, "192.0.2.0/23", "host bits cleared");
+  t.equal(netAround(0xc0000207n, 4, 30).text, "192.0.2.4/30");
+  t.equal(inRanges("192.0.3.255", [parseCidr("192.0.2.0/23")!]), true);
+  t.equal(inRanges("192.0.4.0", [parseCidr("192.0.2.0/23")!]), false);
+  t.equal(inRanges("2001:db8::1", [parseCidr("::/0")!]), true, "::/0 holds every IPv6 address");
+  t.equal(rangesOverlap(parseCidr("10.0.0.0/8")!, parseCidr("10.9.0.0/16")!), true);
+  t.equal(rangesOverlap(parseCidr("10.0.0.0/16")!, parseCidr("10.1.0.0/16")!), false);
 });

@@ -192,6 +192,45 @@ t.test("an entry a local user wrote with `logger -t sshd` is not sshd's", async 
   t.same(evidence(t, env, "203.0.113.95").ssh, [0, 1, 0, 0]);
 });
 
+t.test("JOURNAL_LOGIN_UID_MIN: where login users start below 1000, a mail daemon's entry from one is not believed", async (t) => {
+  // uid 700 is a system account by Debian's count (the default 1000), a login
+  // user on a system whose users start at 500: the same entry decides or not.
+  const lines = [
+    entry("vpopmail", "vchkpw-pop3: password fail alice@example.com:203.0.113.97", { _UID: "700", _COMM: "logger" }),
+    entry("vpopmail", "vchkpw-pop3: vpopmail user not found nobody@example.com:203.0.113.97", { _UID: "700", _COMM: "logger" }),
+  ];
+  const mail = (journal: string) => ({ MAIL_LOG: `journal:${journal}`, PROTECT_MUA: "1" });
+  const a = setup(t);
+  writeJournal(t, a.journal, lines);
+  connects(t, { ...a.env, ...mail(a.journal) }, "203.0.113.97");
+  t.equal(state(a.root, "203.0.113.97"), "blocked", "the default (1000) believes uid 700");
+  const b = setup(t);
+  writeJournal(t, b.journal, lines);
+  connects(t, { ...b.env, ...mail(b.journal), JOURNAL_LOGIN_UID_MIN: "500" }, "203.0.113.97");
+  t.equal(state(b.root, "203.0.113.97"), "none", "JOURNAL_LOGIN_UID_MIN=500 does not");
+  const r = sentry(["--report"], { ...b.env, JOURNAL_LOGIN_UID_MIN: "70000" });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /JOURNAL_LOGIN_UID_MIN="70000" is not valid: expected a whole number from 0 to 65536/);
+});
+
+t.test("JOURNAL_FIRST_ENTRIES: a first read takes only that many of the latest entries", async (t) => {
+  const lines = [
+    entry("sshd", "Invalid user old from 203.0.113.98 port 1"),
+    entry("sshd", "Invalid user old from 203.0.113.98 port 2"),
+    entry("sshd", "Invalid user new from 198.51.100.98 port 1"),
+  ];
+  const a = setup(t);
+  writeJournal(t, a.journal, lines);
+  connects(t, { ...a.env, JOURNAL_FIRST_ENTRIES: "1" }, "203.0.113.98");
+  t.equal(state(a.root, "203.0.113.98"), "none", "the older entries were before the first read's window");
+  connects(t, { ...a.env, JOURNAL_FIRST_ENTRIES: "1" }, "198.51.100.98");
+  t.equal(state(a.root, "198.51.100.98"), "blocked", "the latest entry was read");
+  const b = setup(t);
+  writeJournal(t, b.journal, lines);
+  connects(t, b.env, "203.0.113.98");
+  t.equal(state(b.root, "203.0.113.98"), "blocked", "by default the same journal is read whole");
+});
+
 t.test("a journal read stopped by the time cap keeps what it read and carries on", async (t) => {
   const { root, journal, env } = setup(t);
   const N = 2000;
