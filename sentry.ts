@@ -3679,6 +3679,7 @@ export interface ScanResult {
   forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
   flush?: () => void; // writes what `found` holds to the tallies and empties it (scanLogs)
   files?: [string, string, number][]; // per file source read: path, "dev:ino", where the read stopped (a journal: none, see LOOKED)
+  skipped?: string[]; // what this read could not reach though it counts as read: a rotated tail (readRotatedTail)
 }
 
 /** The longest log line worth reading; longer ones are skipped whole (no daemon writes them). */
@@ -3712,7 +3713,7 @@ function addFound(found: Found, ev: Evidence, line: string): void {
   }
 }
 
-interface Cursor {
+export interface Cursor {
   ident: string;
   offset: number;
   skipping: number;
@@ -3861,22 +3862,88 @@ function readFileFrom(
   return r;
 }
 
-/** Finds the rotated copy of `file` that has inode `ident` (NAME.1, NAME-20261121, …). */
-function findRotated(ctx: Ctx, file: string, ident: string): string | null {
+/**
+ * Finds the rotated copy of `file` that has inode `ident` (NAME.1,
+ * NAME-20261121, …), or says why there is none: compressed at once (no
+ * delaycompress), moved or deleted, or the folder cannot be listed.
+ */
+function findRotated(ctx: Ctx, file: string, ident: string): string | { why: string } {
   const dir = path.dirname(file);
   const base = path.basename(file);
   let names: string[];
   try {
     names = ctx.sys.fs.readdirSync(dir);
-  } catch {
-    return null; // no folder listing, no rotated tail: the new file is still read
+  } catch (e) {
+    // The folder that held the file a moment ago: gone or closed to us now.
+    // Anything else (EIO, ENOMEM) is not an answer and goes up.
+    if (["ENOENT", "ENOTDIR", "EACCES", "EPERM"].includes(errCode(e))) return { why: `${dir} cannot be listed: ${errText(e)}` };
+    throw e;
   }
   for (const name of names) {
     if (!(name.startsWith(`${base}.`) || name.startsWith(`${base}-`)) || /\.(gz|bz2|xz|zst)$/.test(name)) continue;
     const st = ctx.sys.fs.statSync(path.join(dir, name), { throwIfNoEntry: false });
     if (st && `${st.dev}:${st.ino}` === ident) return path.join(dir, name);
   }
-  return null;
+  return { why: "no uncompressed copy of it is beside it (compressed at once, moved or deleted)" };
+}
+
+/**
+ * Where a read of a log file starts, from its cursor and what the file is
+ * now (issue 13: the decision apart from the reading, so a table of cases
+ * tests it). Five ways:
+ *   first         no cursor: the last `firstBytes` of the file, from inside
+ *                 a line that is skipped (a first read is bounded)
+ *   on            the same file: from the cursor
+ *   truncated     the same inode, shorter than the cursor: from the start
+ *   copytruncate  the same inode, but its first bytes changed (emptied in
+ *                 place and written again past the cursor): from the start
+ *   rotated       another inode: the old file's tail first (readRotatedTail),
+ *                 then the new one from the start
+ */
+export type ReadStart = { how: "first" | "on" | "truncated" | "copytruncate" | "rotated"; start: number; skipping: boolean };
+export function readStart(cur: Cursor | undefined, now: { ident: string; size: number; head: string }, firstBytes: number): ReadStart {
+  if (!cur) {
+    const start = Math.max(0, now.size - firstBytes);
+    return { how: "first", start, skipping: start > 0 };
+  }
+  if (cur.ident !== now.ident) return { how: "rotated", start: 0, skipping: false };
+  if (now.size < cur.offset) return { how: "truncated", start: 0, skipping: false };
+  if (cur.head !== "" && now.head.slice(0, cur.head.length) !== cur.head) return { how: "copytruncate", start: 0, skipping: false };
+  return { how: "on", start: cur.offset, skipping: cur.skipping === 1 };
+}
+
+/**
+ * After a rotation, reads what the old file held past the cursor, found
+ * beside the new one by inode. Returns the cursor to keep if the time cap
+ * stopped it inside the old file (the next read finds it again and carries
+ * on; moving on to the new file would drop the rest of the old tail), else
+ * null. A tail that cannot be found or read makes this read incomplete
+ * (res.skipped): a success may sit in it, so it holds back blocks like any
+ * unread log, for this one read (the cursor then moves to the new file).
+ */
+function readRotatedTail(ctx: Ctx, src: LogSource, cur: Cursor, found: Found, res: ScanResult, deadline: number): Cursor | null {
+  const fsys = ctx.sys.fs;
+  const old = findRotated(ctx, src.path, cur.ident);
+  if (typeof old !== "string") {
+    const why = `${src.path} was rotated and the rest of the old file cannot be read: ${old.why}`;
+    res.notes.push(why);
+    (res.skipped ??= []).push(why);
+    return null;
+  }
+  let ofd: number | null = null;
+  try {
+    ofd = fsys.openSync(old, "r");
+    const ost = fsys.fstatSync(ofd);
+    const r = readFileFrom(ctx, ofd, ost.size, Math.min(cur.offset, ost.size), cur.skipping === 1, src, found, res, deadline);
+    return r.stopped ? { ident: cur.ident, offset: r.offset, skipping: r.skipping ? 1 : 0, head: cur.head } : null;
+  } catch (e) {
+    const why = `cannot read the rotated ${old}: ${errText(e)}`;
+    res.notes.push(why);
+    (res.skipped ??= []).push(why);
+    return null;
+  } finally {
+    if (ofd !== null) fsys.closeSync(ofd);
+  }
 }
 
 /** Reads one file source from its cursor. Returns the new cursor, or null if unreadable. */
@@ -3898,54 +3965,16 @@ function scanFile(ctx: Ctx, src: LogSource, cur: Cursor | undefined, found: Foun
       return null;
     }
     const ident = `${st.dev}:${st.ino}`;
-    const oldHead = cur ? cur.head : "";
     const head = readHead(fsys, fd, Math.min(HEAD_BYTES, st.size));
-    let start: number;
-    let skipping: boolean;
-    if (cur && cur.ident === ident) {
-      if (st.size < cur.offset) {
-        res.notes.push(`${src.path} was truncated; reading it from the start`);
-        start = 0;
-        skipping = false;
-      } else if (oldHead !== "" && head.slice(0, oldHead.length) !== oldHead) {
-        res.notes.push(`${src.path} was emptied and written again (copytruncate); reading it from the start`);
-        start = 0;
-        skipping = false;
-      } else {
-        start = cur.offset;
-        skipping = cur.skipping === 1;
-      }
-    } else {
-      if (cur) {
-        // Rotated: finish the old file's tail first, if it is still beside the new one.
-        const old = findRotated(ctx, src.path, cur.ident);
-        if (old) {
-          let ofd: number | null = null;
-          try {
-            ofd = fsys.openSync(old, "r");
-            const ost = fsys.fstatSync(ofd);
-            const r = readFileFrom(ctx, ofd, ost.size, Math.min(cur.offset, ost.size), cur.skipping === 1, src, found, res, deadline);
-            // Stopped by the time cap inside the old file: keep its cursor, so
-            // the next read finds it again beside the new file and carries on
-            // (moving on to the new file now would drop the rest of the old tail).
-            if (r.stopped) return { ident: cur.ident, offset: r.offset, skipping: r.skipping ? 1 : 0, head: cur.head };
-          } catch (e) {
-            res.notes.push(`cannot read the rotated ${old}: ${errText(e)}`);
-          } finally {
-            if (ofd !== null) fsys.closeSync(ofd);
-          }
-        }
-        start = 0;
-        skipping = false;
-      } else {
-        // First read: bounded, starting inside a line that is skipped.
-        const bound = ctx.cfg.FIRST_SCAN_MB * 1024 * 1024;
-        start = Math.max(0, st.size - bound);
-        skipping = start > 0;
-        if (start > 0) res.notes.push(`first read of ${src.path}: its last ${ctx.cfg.FIRST_SCAN_MB} MB of ${(st.size / 1048576).toFixed(0)} MB`);
-      }
+    const at = readStart(cur, { ident, size: st.size, head }, ctx.cfg.FIRST_SCAN_MB * 1024 * 1024);
+    if (at.how === "truncated") res.notes.push(`${src.path} was truncated; reading it from the start`);
+    if (at.how === "copytruncate") res.notes.push(`${src.path} was emptied and written again (copytruncate); reading it from the start`);
+    if (at.how === "first" && at.start > 0) res.notes.push(`first read of ${src.path}: its last ${ctx.cfg.FIRST_SCAN_MB} MB of ${(st.size / 1048576).toFixed(0)} MB`);
+    if (at.how === "rotated" && cur) {
+      const keep = readRotatedTail(ctx, src, cur, found, res, deadline);
+      if (keep) return keep;
     }
-    const r = readFileFrom(ctx, fd, st.size, start, skipping, src, found, res, deadline);
+    const r = readFileFrom(ctx, fd, st.size, at.start, at.skipping, src, found, res, deadline);
     return { ident, offset: r.offset, skipping: r.skipping ? 1 : 0, head };
   } catch (e) {
     res.notes.push(`cannot read ${src.path}: ${errText(e)}`);
@@ -4126,6 +4155,7 @@ export function tallies(db: Db, ip: string): Tallies {
 export function incomplete(res: ScanResult): string | null {
   if (res.readable < res.sources) return `${res.sources - res.readable} of ${res.sources} logs could not be read`;
   if (res.capped) return "the logs were not read to their end";
+  if (res.skipped?.length) return res.skipped[0];
   return null;
 }
 
@@ -7918,7 +7948,7 @@ function readFeed(ctx: Ctx, cur: FeedPos): { ips: Set<string>; pos: FeedPos } | 
     if (cur.ident !== "" && cur.ident !== ident) {
       // Rotated since: finish the old file first, found beside it by inode.
       const old = findRotated(ctx, feed, cur.ident);
-      if (old === null) return null;
+      if (typeof old !== "string") return null; // the report rebuilds its index from seen/ instead
       const ofd = fsys.openSync(old, "r");
       try {
         const ost = fsys.fstatSync(ofd);
