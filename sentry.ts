@@ -1288,19 +1288,31 @@ export const SEEN_LINE_BYTES = 11;
 export const CONNECTIONS_LOG = "connections.log";
 const CONNECTIONS_LOG_ROTATE_BYTES = 16 * 1024 * 1024;
 
-/** How many connections seen/IP holds (0 if none). */
+/** Bytes of seen/IP read at a time: a botnet's favourite address grows without bound, the memory of counting it does not. */
+const SEEN_CHUNK = 64 * 1024;
+
+/** How many connections seen/IP holds (0 if none): its newlines, counted a chunk at a time. */
 export function countConnections(ctx: Ctx, ip: string): number {
   const file = statePath(ctx, "seen", ip);
-  let text: string;
+  const fsys = ctx.sys.fs;
+  let fd: number;
   try {
-    text = readStateFile(ctx, file, "latin1");
+    fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (e) {
     if (errCode(e) === "ENOENT") return 0;
     throw ioError("read", file, e);
   }
-  let n = 0;
-  for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) n++;
-  return n;
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(SEEN_CHUNK, Math.max(1, fsys.fstatSync(fd).size)));
+    let n = 0;
+    for (let got = fsys.readSync(fd, buf, 0, buf.length, null); got > 0; got = fsys.readSync(fd, buf, 0, buf.length, null))
+      for (let i = buf.indexOf(10); i !== -1 && i < got; i = buf.indexOf(10, i + 1)) n++;
+    return n;
+  } catch (e) {
+    throw ioError("read", file, e);
+  } finally {
+    fsys.closeSync(fd);
+  }
 }
 
 export type Status = "allowed" | "blocked" | null;
@@ -7890,15 +7902,23 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
   const file = statePath(ctx, "seen", ip);
   let first: string | null = null;
   let last: string | null = null;
-  let connections = 0;
+  const connections = countConnections(ctx, ip);
+  // The first and the last line only, from the file's two ends: it can hold millions.
+  const fsys = ctx.sys.fs;
+  let fd: number | null = null;
   try {
-    const lines = ctx.sys.fs.readFileSync(file, "latin1").split("\n").filter((l) => l !== "");
-    connections = lines.length;
+    fd = fsys.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const size = fsys.fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.min(size, 64));
+    const lines = (at: number) => buf.toString("latin1", 0, fsys.readSync(fd as number, buf, 0, buf.length, at)).split("\n").filter((l) => l !== "");
     const when = (l: string | undefined) => (l && /^\d{1,12}$/.test(l) ? isoTime(Number(l) * 1000) : null);
-    first = when(lines[0]);
-    last = when(lines[lines.length - 1]);
+    first = when(lines(0)[0]);
+    const tail = lines(size - buf.length);
+    last = when(tail[tail.length - 1]);
   } catch (e) {
     if (errCode(e) !== "ENOENT") throw ioError("read", file, e);
+  } finally {
+    if (fd !== null) fsys.closeSync(fd);
   }
   return {
     ip,
