@@ -327,6 +327,27 @@ t.test("rotation: the old file's unread tail is read before the new file", async
   }
 });
 
+t.test("rotation: a rotated tail that cannot be found makes that read incomplete: it holds back blocks, the next read decides", async (t) => {
+  const b = box(t);
+  fs.writeFileSync(b.log, rep(failed("203.0.113.74"), 3));
+  connects(t, b.env, "203.0.113.74"); // the cursor is at the end of the old file
+  connects(t, b.env, "203.0.113.75", 2);
+  // Written after the last read, then compressed at once (no delaycompress):
+  // no uncompressed copy of the old inode is left to finish. It might have
+  // held 203.0.113.75's success.
+  fs.appendFileSync(b.log, failed("203.0.113.75"));
+  fs.renameSync(b.log, join(b.root, "auth.log.1.gz"));
+  fs.writeFileSync(b.log, "Invalid user z from 203.0.113.75 port 1\n");
+  const r = connect(b.env, "203.0.113.75");
+  t.equal(state(b.root, "203.0.113.75"), "none", "not blocked on a read that missed the old file's tail");
+  t.match(r.stderr, /auth\.log was rotated and the rest of the old file cannot be read: no uncompressed copy of it is beside it/);
+  t.match(r.stderr, /not blocking 203\.0\.113\.75 yet: .*auth\.log was rotated/);
+  t.match(sentryLog(b.root), /203\.0\.113\.75 withheld not blocking it yet: .*auth\.log was rotated/, "said where the admin looks");
+  // The next read starts in the new file: complete, it decides.
+  connect(b.env, "203.0.113.75");
+  t.equal(state(b.root, "203.0.113.75"), "blocked", "the next, complete read blocks");
+});
+
 t.test("truncation: a log cut to nothing between two connects is read from its start", async (t) => {
   const b = box(t);
   fs.writeFileSync(b.log, rep(failed("203.0.113.72"), 50));

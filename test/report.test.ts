@@ -120,3 +120,23 @@ t.test("connections.log rotates past 16 MiB at the hourly look, and the report f
   same(t, env, root, "after the rotation the index equals seen/");
   t.same(report(env).top.map((x) => [x.ip, x.connections]).sort(), [["192.0.2.1", 1], ["192.0.2.2", 1], ["192.0.2.3", 1]], "each address counted once");
 });
+
+t.test("read-only, without the index: the ten busiest from walking seen/, busiest first, ties by address", async (t) => {
+  const root = tempDir(t);
+  fs.mkdirSync(join(root, "seen"), { recursive: true });
+  // 14 addresses: 192.0.2.k has k connections (1..12), plus two more with 12 (a tie broken by the address).
+  const counts: [string, number][] = [];
+  for (let k = 1; k <= 12; k++) counts.push([`192.0.2.${k}`, k]);
+  counts.push(["198.51.100.7", 12], ["198.51.100.10", 12]);
+  for (const [ip, n] of counts) fs.writeFileSync(join(root, "seen", ip), "1795262400\n".repeat(n));
+  const ro = spawnSync("unshare", ["-m", "sh", "-c", `mount -o bind,ro ${root} ${root} && exec "$0" --report --verbose --json`, SENTRY], { env: envFor(root), encoding: "utf8" });
+  t.equal(ro.status, 0, ro.stderr);
+  t.match(ro.stderr, /listing seen\/ instead/, "no index could be made");
+  const j = JSON.parse(ro.stdout) as { uniqueIps: number; connections: number; top: { ip: string; connections: number }[] };
+  t.equal(j.uniqueIps, 14);
+  t.equal(j.connections, 78 + 24);
+  t.same(
+    j.top.map((x) => [x.ip, x.connections]),
+    [["192.0.2.12", 12], ["198.51.100.10", 12], ["198.51.100.7", 12], ["192.0.2.11", 11], ["192.0.2.10", 10], ["192.0.2.9", 9], ["192.0.2.8", 8], ["192.0.2.7", 7], ["192.0.2.6", 6], ["192.0.2.5", 5]],
+  );
+});

@@ -5,7 +5,8 @@
 import t from "tap";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions, evidence } from "./lib/run.ts";
+import { spawn } from "node:child_process";
+import { SENTRY, requireBinary, tempDir, envFor, sentry, sentryAsync, parallel, state, sentryLog, decisions, evidence } from "./lib/run.ts";
 import type { Ran, TT } from "./lib/run.ts";
 
 requireBinary();
@@ -175,4 +176,62 @@ t.test("--report --verbose lists a firewall backend that failed lately", async (
   t.equal(rep.status, 0);
   t.match(rep.stdout, /firewall backends that failed in the last 7 days:\n {2}\S+Z 203\.0\.113\.60 backend-failed pf add: /);
   t.notMatch(sentry(["--report"], env).stdout, /backend-failed/, "only with --verbose");
+});
+
+/** A log of `n` attacking addresses of 198.18.0.0/15 (RFC 2544), 3 invalid users each: n blocks for --scan. */
+function backlog(file: string, n: number): string[] {
+  const ips: string[] = [];
+  const lines: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const ip = `198.18.${i >> 8}.${i & 255}`;
+    ips.push(ip);
+    for (const u of ["admin", "oracle", "test"]) lines.push(`Nov 21 10:00:00 host sshd[${i}]: Invalid user ${u} from ${ip} port ${1000 + i}\n`);
+  }
+  fs.writeFileSync(file, lines.join(""));
+  return ips;
+}
+
+/** The addresses hosts.deny lists, sorted. */
+const denied = (root: string) => fs.readFileSync(join(root, "hosts.deny"), "utf8").split("\n").filter((l) => l !== "" && !l.startsWith("#")).sort();
+
+t.test("--scan of a backlog past one batch: every block in block/ and in hosts.deny", async (t) => {
+  const root = tempDir(t);
+  const log = join(root, "auth.log");
+  const ips = backlog(log, 600); // three batches of 250 (SCAN_BATCH): hosts.deny is rewritten after each
+  const env = envFor(root, { SSH_LOG: log });
+  const r = scan(t, env, false);
+  t.match(r.stdout, /weighed 600 addresses: 0 allowed, 600 blocked/);
+  t.same(fs.readdirSync(join(root, "block")).sort(), [...ips].sort(), "block/ holds every one");
+  t.same(denied(root), [...ips].sort(), "hosts.deny lists every one, the last batch too");
+  t.equal(scan(t, env, true).stdout.match(/weighed (\d+) addresses/)?.[1], "0", "nothing left pending");
+});
+
+t.test("--scan killed in the middle of a backlog loses nothing: the next --scan decides the rest and heals hosts.deny", async (t) => {
+  const root = tempDir(t);
+  const log = join(root, "auth.log");
+  const ips = backlog(log, 1500);
+  const env = envFor(root, { SSH_LOG: log });
+  const p = spawn(SENTRY, ["--scan"], { env, stdio: "ignore" });
+  const exited = new Promise<number | null>((done) => p.on("close", (code) => done(code)));
+  // Killed once it is past its first batch (block/ is its progress).
+  let killedAt = -1;
+  for (let i = 0; i < 3000 && p.exitCode === null; i++) {
+    const n = fs.existsSync(join(root, "block")) ? fs.readdirSync(join(root, "block")).length : 0;
+    if (n > 260) {
+      p.kill("SIGKILL");
+      killedAt = n;
+      break;
+    }
+    await new Promise((d) => setTimeout(d, 10));
+  }
+  await exited;
+  t.ok(killedAt > 260 && killedAt < ips.length, `killed with ${killedAt} of ${ips.length} blocked`);
+  // A kill inside writeAtomic leaves its hidden temporary (.IP.tmp-PID), which every reader passes over.
+  const blocked = () => fs.readdirSync(join(root, "block")).filter((n) => !n.startsWith("."));
+  for (const ip of blocked()) t.match(fs.readFileSync(join(root, "block", ip), "utf8"), /^\S+Z block by scan: ssh: /, `block/${ip} is whole`);
+  const r = scan(t, env, false);
+  t.match(r.stdout, /blocked/, "the next --scan decided the rest");
+  t.same(blocked().sort(), [...ips].sort(), "every address blocked, none lost");
+  t.same(denied(root), [...ips].sort(), "hosts.deny lists every one");
+  for (const ip of ips.slice(0, 20)) t.equal(decisions(root, ip).length, 1, `${ip} decided once`);
 });
