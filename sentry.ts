@@ -46,7 +46,9 @@
  *      successful login allows the address for good (a success also lifts
  *      a block the logs decided earlier); a naughty attempt (invalid user,
  *      root, an exceeded limit) or more than FAIL_THRESHOLD (10) failures
- *      blocks it; the other addresses the read found past the threshold are
+ *      blocks it, and so do more than GUESS_THRESHOLD (4) ssh password
+ *      guesses (a short block) or more than CONNECTION_GUESSES (3) in one
+ *      connection (a program's, decided at the second connection); the other addresses the read found past the threshold are
  *      decided too. Before CONNECT_THRESHOLD (3) connections only a bot's
  *      evidence decides. Logs that cannot be read decide nothing, and a
  *      block waits until every protected log has been read to its end
@@ -160,6 +162,8 @@ export const DEFAULTS = {
   STRONG_CONNECT_THRESHOLD: 2, // connections before a bot's evidence (see earlyEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
   EARLY_NAUGHTY_LINES: 6, // more naughty lines than this decide early (a person's one connection writes at most 5, a bot's that used MaxAuthTries 6 writes 8 or more)
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
+  GUESS_THRESHOLD: 4, // more ssh password guesses than this (no success) block on thin evidence, for BLOCK_THIN_MINUTES (fail2ban's maxretry is 5); 0 = off
+  CONNECTION_GUESSES: 3, // more ssh password guesses than this in ONE connection is a program, not a person (ssh asks 3): strong evidence, decided early; 0 = off
   SCAN_SECONDS: 2, // longest a --connect spends reading logs (sshd waits)
   SCAN_RUN_SECONDS: 120, // longest one --scan spends reading logs; the next run carries on
   FIRST_SCAN_MB: 50, // the first read of a log starts this far from its end
@@ -262,6 +266,8 @@ export const CONFIG_MAX: Record<NumberKey, number> = {
   STRONG_CONNECT_THRESHOLD: 1_000_000,
   EARLY_NAUGHTY_LINES: 1_000_000,
   FAIL_THRESHOLD: 1_000_000,
+  GUESS_THRESHOLD: 1_000_000,
+  CONNECTION_GUESSES: 1_000_000,
   SCAN_SECONDS: 600, // sshd waits for a connect; LoginGraceTime is 120 s by default
   SCAN_RUN_SECONDS: 86_400, // one day; the next --scan carries on
   FIRST_SCAN_MB: 1_048_576, // 1 TB
@@ -2057,6 +2063,12 @@ export interface Evidence {
   kind: Kind;
   rule: string;
   user?: string;
+  /** A password guess (sshd: a failed password or keyboard-interactive attempt, not a key): GUESS_THRESHOLD counts these (section 7.2.2). */
+  guess?: boolean;
+  /** The client's port, where the line names one: with `ip`, which connection the line belongs to (section 7.2.2). */
+  port?: string;
+  /** This line ends the connection `port` (sshd's preauth close and disconnect lines). */
+  ends?: boolean;
 }
 
 /**
@@ -2443,20 +2455,42 @@ const FROM_FIELD = / from (\S+)(?: port (\d{1,5}))?(?: ssh[12])?(?=$|: )/y;
  * successful login (Accepted) always names a real account, so those
  * attempts can never succeed and nothing of value is lost.
  */
-function sshFromTail(rest: string): { user: string; addr: string } | { why: string } {
-  let hit: { start: number; addr: string } | null = null;
+function sshFromTail(rest: string): { user: string; addr: string; port?: string } | { why: string } {
+  let hit: { start: number; addr: string; port?: string } | null = null;
   let i = rest.indexOf(" from ");
   while (i !== -1) {
     FROM_FIELD.lastIndex = i;
     const m = FROM_FIELD.exec(rest);
     if (m) {
       if (hit) return { why: "ambiguous: several 'from ADDR port N' fields around client-chosen text; ignored" };
-      hit = { start: i, addr: m[1] };
+      hit = { start: i, addr: m[1], port: m[2] };
     }
     i = rest.indexOf(" from ", i + 1);
   }
   if (!hit) return { why: "sshd line without a 'from ADDR port N' field at the end" };
-  return { user: rest.slice(0, hit.start), addr: hit.addr };
+  return { user: rest.slice(0, hit.start), addr: hit.addr, port: hit.port };
+}
+
+/**
+ * Marks `r`'s evidence as a password guess of the connection from its
+ * address and `port` (section 7.2.2), or as that connection's end. The port
+ * is read from the same field as the address (the one candidate of
+ * sshFromTail, or counted from the end), so a client cannot name another's.
+ */
+function sshConn(r: Result, how: { guess?: boolean; port?: string; ends?: boolean }): Result {
+  if (r.ev === null) return r;
+  if (how.guess) r.ev.guess = true;
+  if (how.port !== undefined && isDigits(how.port, 5)) {
+    r.ev.port = how.port;
+    if (how.ends) r.ev.ends = true;
+  }
+  return r;
+}
+
+/** "U A port N" → N, the last field; "" without one (older sshd: "A" alone). */
+function tailPort(s: string): string {
+  const p = s.lastIndexOf(" port ");
+  return p < 0 ? "" : s.slice(p + 6);
 }
 
 // ---------------------------------------------------------------------------
@@ -2541,9 +2575,11 @@ function parseSshPam(m: string, pid: string, state: ClassifierState | undefined)
     const c = `${ip}\0${user}`;
     remember(state.sshPamFailures, c, (state.sshPamFailures.get(c) ?? 0) + 1, SSH_PAM_MAX);
   }
-  if (illegal) return found("ssh", ip, "naughty", "ssh.pam-invalid-user", `sshd: PAM authentication failure for invalid user ${q(user)}`, user);
-  if (user === "root") return found("ssh", ip, "naughty", "ssh.pam-root", "sshd: PAM authentication failure for root", user);
-  return found("ssh", ip, "failed", "ssh.pam-failed", `sshd: PAM authentication failure for ${q(user)}`, user);
+  // A guess (the password or answer PAM refused); the line names no port, so
+  // it counts towards GUESS_THRESHOLD but not towards one connection's.
+  if (illegal) return sshConn(found("ssh", ip, "naughty", "ssh.pam-invalid-user", `sshd: PAM authentication failure for invalid user ${q(user)}`, user), { guess: true });
+  if (user === "root") return sshConn(found("ssh", ip, "naughty", "ssh.pam-root", "sshd: PAM authentication failure for root", user), { guess: true });
+  return sshConn(found("ssh", ip, "failed", "ssh.pam-failed", `sshd: PAM authentication failure for ${q(user)}`, user), { guess: true });
 }
 
 /** True (and the PAM line's claim used up) when a `Failed keyboard-interactive` line repeats an earlier PAM line. */
@@ -2680,9 +2716,12 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     if (method.startsWith("keyboard-interactive") && claimSshPam(state, pid, r.addr, user)) {
       return no(`sshd: failed ${method} for ${q(user)}: the attempt its PAM line already counted`);
     }
-    if (invalid) return found("ssh", r.addr, "naughty", "ssh.failed-invalid-user", `sshd: failed ${method} for invalid user ${q(user)}`, user);
-    if (user === "root") return found("ssh", r.addr, "naughty", "ssh.failed-root", `sshd: failed ${method} for root`, user);
-    return found("ssh", r.addr, "failed", "ssh.failed", `sshd: failed ${method} for ${q(user)}`, user);
+    // A password typed (or guessed): what GUESS_THRESHOLD and CONNECTION_GUESSES
+    // weigh. A failed key is not: an agent offers its keys by itself (7.2.2).
+    const how = { guess: method === "password" || method.startsWith("keyboard-interactive"), port: r.port };
+    if (invalid) return sshConn(found("ssh", r.addr, "naughty", "ssh.failed-invalid-user", `sshd: failed ${method} for invalid user ${q(user)}`, user), how);
+    if (user === "root") return sshConn(found("ssh", r.addr, "naughty", "ssh.failed-root", `sshd: failed ${method} for root`, user), how);
+    return sshConn(found("ssh", r.addr, "failed", "ssh.failed", `sshd: failed ${method} for ${q(user)}`, user), how);
   }
   if (m.startsWith("Postponed ") || m.startsWith("Partial ")) {
     return no("sshd: intermediate step of a multi-step login, not an outcome");
@@ -2738,18 +2777,19 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     if (who === "none") {
       const addr = addrMaybePort(body);
       if (!addr) return no("sshd connection-closed line without 'ADDR port N'");
-      return found("ssh", addr, "probe", "ssh.closed-preauth", "sshd: connection closed before authentication");
+      return sshConn(found("ssh", addr, "probe", "ssh.closed-preauth", "sshd: connection closed before authentication"), { port: tailPort(body), ends: true });
     }
     // U may be empty: "invalid user  192.0.2.68 port 34916".
     const r = userThenAddrPort(` ${body}`);
     if (!r) return no("sshd connection-closed line does not end with 'ADDR port N'");
     const user = r.user.slice(1);
     const pamFailures = endSshPam(state, r.addr, user);
-    if (who === "invalid") return found("ssh", r.addr, "naughty", "ssh.closed-invalid-user", `sshd: connection closed by invalid user ${q(user)}`, user);
-    if (user === "root") return found("ssh", r.addr, "naughty", "ssh.closed-root", "sshd: connection closed while authenticating as root", user);
+    const end = { port: tailPort(body), ends: true };
+    if (who === "invalid") return sshConn(found("ssh", r.addr, "naughty", "ssh.closed-invalid-user", `sshd: connection closed by invalid user ${q(user)}`, user), end);
+    if (user === "root") return sshConn(found("ssh", r.addr, "naughty", "ssh.closed-root", "sshd: connection closed while authenticating as root", user), end);
     if (pamFailures > 0) return no(`sshd: connection of ${q(user)} closed after ${pamFailures} PAM failure(s), counted on their own lines: not a probe`);
     // An existing user who gave up (their Failed lines, if any, are counted on their own).
-    return found("ssh", r.addr, "probe", "ssh.closed-authenticating", `sshd: connection closed while authenticating ${q(user)}`, user);
+    return sshConn(found("ssh", r.addr, "probe", "ssh.closed-authenticating", `sshd: connection closed while authenticating ${q(user)}`, user), end);
   }
 
   // maximum authentication attempts exceeded for [invalid user ]U from A port N ssh2 [preauth]
@@ -2782,11 +2822,12 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     if (!r) return no("sshd 'Disconnecting' line does not end with 'ADDR port N'");
     const user = r.user.slice(1);
     endSshPam(state, r.addr, user);
+    const end = { port: tailPort(who), ends: true };
     // The twin of "maximum authentication attempts exceeded" for an existing
     // user (above), which already counted the attempts: the end of it.
     if (body.startsWith("authenticating user ") && user !== "root")
-      return found("ssh", r.addr, "probe", "ssh.too-many-failures-user", `sshd: too many authentication failures for ${q(user)}`, user);
-    return found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user);
+      return sshConn(found("ssh", r.addr, "probe", "ssh.too-many-failures-user", `sshd: too many authentication failures for ${q(user)}`, user), end);
+    return sshConn(found("ssh", r.addr, "naughty", "ssh.too-many-failures", `sshd: too many authentication failures for ${q(user)}`, user), end);
   }
 
 
@@ -3475,6 +3516,8 @@ export interface Tally {
   naughty: number;
   probe: number;
   sample: string; // one telling line, for the reason (the worst kind seen)
+  guesses?: number; // of the failed and naughty lines, the password guesses (Evidence.guess; 0 if absent)
+  connMax?: number; // most password guesses seen in one connection (section 7.2.2; 0 if absent)
 }
 
 export type Tallies = Partial<Record<Service, Tally>>;
@@ -3586,6 +3629,10 @@ CREATE TABLE IF NOT EXISTS tallies (
   success INTEGER NOT NULL, failed INTEGER NOT NULL, naughty INTEGER NOT NULL, probe INTEGER NOT NULL,
   sample TEXT NOT NULL, sample_rank INTEGER NOT NULL,
   pending INTEGER NOT NULL DEFAULT 1, -- how often new evidence came since --scan last weighed it
+  guesses INTEGER NOT NULL DEFAULT 0,   -- password guesses among failed/naughty (section 7.2.2)
+  conn_port TEXT NOT NULL DEFAULT '',   -- the client port of the connection still open at the last read ('' none)
+  conn_n INTEGER NOT NULL DEFAULT 0,    -- its guesses so far
+  conn_max INTEGER NOT NULL DEFAULT 0,  -- most guesses seen in one connection
   PRIMARY KEY (ip, service)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
@@ -3631,6 +3678,10 @@ export function openIndex(ctx: Ctx): Db {
       // An index made by an earlier build of this version lacks later columns.
       const cols = db.prepare("PRAGMA table_info(cursors)").all().map((r) => String(r.name));
       if (!cols.includes("head")) db.exec("ALTER TABLE cursors ADD COLUMN head TEXT NOT NULL DEFAULT ''");
+      // Section 7.2.2's columns, for a sentry.db made before them: existing rows start at 0 guesses.
+      const tcols = db.prepare("PRAGMA table_info(tallies)").all().map((r) => String(r.name));
+      for (const [col, decl] of [["guesses", "INTEGER NOT NULL DEFAULT 0"], ["conn_port", "TEXT NOT NULL DEFAULT ''"], ["conn_n", "INTEGER NOT NULL DEFAULT 0"], ["conn_max", "INTEGER NOT NULL DEFAULT 0"]])
+        if (!tcols.includes(col)) db.exec(`ALTER TABLE tallies ADD COLUMN ${col} ${decl}`);
     } catch (e) {
       db.close();
       throw e;
@@ -3958,10 +4009,118 @@ function weighNames(ctx: Ctx, db: Db, found: Found): void {
       }
 }
 
+// ---- 7.2.2 Password guesses, and how many one connection made -----------------
+//
+//   Failed password for alice from 203.0.113.9 port 40100 ssh2   ┐
+//   Failed password for alice from 203.0.113.9 port 40100 ssh2   │ one connection:
+//   Failed password for alice from 203.0.113.9 port 40100 ssh2   │ 4 guesses: a program
+//   Failed password for alice from 203.0.113.9 port 40100 ssh2   ┘
+//   Connection closed by authenticating user alice 203.0.113.9 port 40100 [preauth]   → ends it
+//
+// ssh asks at most NumberOfPasswordPrompts (3) passwords per connection, so
+// a person's connection shows 3 guesses at most; more is a bot using
+// MaxAuthTries (6 by default), which gave it 18 guesses on a real account
+// before sentry decided at the third connection (issue 16). CONNECTION_GUESSES
+// makes that strong evidence, weighed at the second connection (section 8).
+// A key is never a guess: an agent offers its keys by itself, and sshd logs
+// failed keys at INFO only past MaxAuthTries/2 (issue 16's agent lockout).
+//
+// "One connection" is the address and the client port of the line, read
+// from the same field as the address (sshd writes "from A port P"; counted
+// from the end on close lines), never the pid: `sshd -E` files and the
+// journal's MESSAGE have none. Its close line ends it, so a later
+// connection from a reused port starts from 0; a guess from another port
+// ends the one before (two connections of one address interleaved count as
+// several short ones: fewer, never more, than they made). PAM's own failure
+// lines name no port: they count as guesses, not per connection.
+//
+// Bounded memory: sentry.db's tally keeps, per address, the connection
+// still open at the end of the last read (its port and count) and the
+// most seen in one (conn_max); a read keeps, per address, the first
+// connection it met (which may continue the open one), the largest of the
+// middle ones and the last one.
+
+/** One connection's guesses in one read (port, count, whether its close line was read). */
+interface ConnSeg {
+  port: string;
+  n: number;
+  closed: boolean;
+}
+/** A read's connections of one address: the first, the most of the middle ones, the last (above). */
+export interface ConnTrack {
+  segs: ConnSeg[]; // at most 2: the first, and the open last one
+  mid: number;
+  /** Ports whose close line came before this read's first guess (one may be sentry.db's open connection); "*" = too many to keep, all of them. */
+  endsFirst?: string[];
+}
+/** Close lines before an address's first guess in one read kept one by one; past this, "*" (closing counts less, never more). */
+const CONN_ENDS_MAX = 16;
+
+/** Folds the last segment into `mid` once it is closed (the first stays: it may continue sentry.db's open connection). */
+function connFold(c: ConnTrack): void {
+  const last = c.segs[c.segs.length - 1];
+  if (c.segs.length > 1 && last.closed) {
+    c.mid = Math.max(c.mid, last.n);
+    c.segs.pop();
+  }
+}
+
+/** A password guess on the connection from `port`. */
+export function connGuess(c: ConnTrack, port: string): void {
+  const last = c.segs[c.segs.length - 1];
+  if (last && !last.closed && last.port === port) {
+    last.n++;
+    return;
+  }
+  if (last && !last.closed) {
+    last.closed = true; // another port: that connection is over, or interleaved (counted short, never long)
+    connFold(c);
+  }
+  c.segs.push({ port, n: 1, closed: false }); // at most [first, this]: connFold took any closed one between
+}
+
+/** The close line of the connection from `port`. */
+export function connEnd(c: ConnTrack, port: string): void {
+  const last = c.segs[c.segs.length - 1];
+  if (!last) {
+    // No guess yet in this read: it may end the connection sentry.db holds open.
+    const ends = (c.endsFirst ??= []);
+    if (ends.includes(port) || ends.includes("*")) return;
+    if (ends.length >= CONN_ENDS_MAX) c.endsFirst = ["*"];
+    else ends.push(port);
+    return;
+  }
+  if (!last.closed && last.port === port) {
+    last.closed = true;
+    connFold(c);
+  }
+}
+
+/** The most guesses in one connection this read saw alone (--test-log, which has no sentry.db); 0: only close lines. */
+export function connMaxOf(c: ConnTrack): number {
+  return Math.max(c.mid, 0, ...c.segs.map((x) => x.n));
+}
+
+/**
+ * sentry.db's open connection and maximum for an address, after this
+ * read's connections: the first one continues the open one if it has its
+ * port (a connection read by two runs), else the open one ended unseen.
+ */
+export function connMerge(c: ConnTrack, before: { port: string; n: number; max: number }): { port: string; n: number; max: number } {
+  const ends = c.endsFirst ?? [];
+  const open = before.port !== "" && !ends.includes(before.port) && !ends.includes("*") ? before : null;
+  const first = c.segs[0];
+  if (!first) return open ?? { port: "", n: 0, max: before.max };
+  const firstN = open && first.port === open.port ? open.n + first.n : first.n;
+  const last = c.segs.length > 1 ? c.segs[c.segs.length - 1] : { ...first, n: firstN };
+  const max = Math.max(before.max, firstN, c.mid, last.n);
+  return last.closed ? { port: "", n: 0, max } : { port: last.port, n: last.n, max };
+}
+
 // ---- 7.3 Reading a source -------------------------------------------------------
 
 /** What one read of the sources found: per address and service, counts and a sample. */
-type Found = Map<string, Map<Service, Tally & { rank: number; names: Names }>>;
+type Found = Map<string, Map<Service, Tally & { rank: number; names: Names; conn?: ConnTrack }>>;
 /** Per user name of one address and service: per rule, its kind and how many lines (section 7.2.1). */
 type Names = Map<string, Map<string, { kind: Kind; n: number }>>;
 
@@ -3999,6 +4158,12 @@ function addFound(found: Found, ev: Evidence, line: string): void {
   let t = per.get(ev.service);
   if (!t) per.set(ev.service, (t = { success: 0, failed: 0, naughty: 0, probe: 0, sample: "", rank: -1, names: new Map() }));
   t[ev.kind]++;
+  if (ev.guess) t.guesses = (t.guesses ?? 0) + 1;
+  if (ev.port !== undefined) {
+    // Section 7.2.2: which connection; only guesses and ends move the count.
+    if (ev.guess) connGuess((t.conn ??= { segs: [], mid: 0 }), ev.port);
+    else if (ev.ends) connEnd((t.conn ??= { segs: [], mid: 0 }), ev.port);
+  }
   if (ev.user !== undefined && ev.user !== "" && (t.names.has(ev.user) || t.names.size < NAMES_PER_ADDRESS)) {
     let rules = t.names.get(ev.user);
     if (!rules) t.names.set(ev.user, (rules = new Map()));
@@ -4395,18 +4560,37 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
     );
     const found: Found = new Map();
     const upsert = db.prepare(
-      "INSERT INTO tallies (ip, service, success, failed, naughty, probe, sample, sample_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?) " +
+      "INSERT INTO tallies (ip, service, success, failed, naughty, probe, sample, sample_rank, guesses) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) " +
         "ON CONFLICT(ip, service) DO UPDATE SET success=success+excluded.success, failed=failed+excluded.failed, " +
-        "naughty=naughty+excluded.naughty, probe=probe+excluded.probe, " +
+        "naughty=naughty+excluded.naughty, probe=probe+excluded.probe, guesses=guesses+excluded.guesses, " +
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
         "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=pending+1",
     );
+    // Section 7.2.2: one connection's guesses, carried across reads.
+    const getConn = db.prepare("SELECT conn_port, conn_n, conn_max FROM tallies WHERE ip = ? AND service = ?");
+    const putConn = db.prepare("UPDATE tallies SET conn_port = ?, conn_n = ?, conn_max = ? WHERE ip = ? AND service = ?");
+    const endConn = db.prepare("UPDATE tallies SET conn_port = '', conn_n = 0 WHERE ip = ? AND service = ? AND conn_port = ?");
+    const endAll = db.prepare("UPDATE tallies SET conn_port = '', conn_n = 0 WHERE ip = ? AND service = ?");
     res.flush = () => {
       weighNames(ctx, db, found);
       for (const [ip, per] of found) {
         res.touched.add(ip);
         if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
-        for (const [service, t] of per) upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank);
+        for (const [service, t] of per) {
+          upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank, t.guesses ?? 0);
+          if (!t.conn) continue;
+          if (t.conn.segs.length === 0) {
+            // Only close lines: they may end the connection held open.
+            for (const port of t.conn.endsFirst ?? []) {
+              if (port === "*") endAll.run(ip, service);
+              else endConn.run(ip, service, port);
+            }
+            continue;
+          }
+          const row = getConn.get(ip, service);
+          const m = connMerge(t.conn, { port: String(row?.conn_port ?? ""), n: Number(row?.conn_n ?? 0), max: Number(row?.conn_max ?? 0) });
+          putConn.run(m.port, m.n, m.max, ip, service);
+        }
       }
       found.clear();
     };
@@ -4433,11 +4617,14 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
 /** The tallies of one address in the index. */
 export function tallies(db: Db, ip: string): Tallies {
   const t: Tallies = {};
-  const rows = db.prepare("SELECT service, success, failed, naughty, probe, sample FROM tallies WHERE ip = ?").all(ip);
+  const rows = db.prepare("SELECT service, success, failed, naughty, probe, sample, guesses, conn_max FROM tallies WHERE ip = ?").all(ip);
   for (const r of rows) {
     const s = String(r.service) as Service;
     if (!SERVICES.includes(s)) continue;
     t[s] = { success: Number(r.success), failed: Number(r.failed), naughty: Number(r.naughty), probe: Number(r.probe), sample: String(r.sample) };
+    // Only where there are any, so tallies without guesses look as they always did.
+    if (Number(r.guesses) > 0) t[s].guesses = Number(r.guesses);
+    if (Number(r.conn_max) > 0) t[s].connMax = Number(r.conn_max);
   }
   return t;
 }
@@ -4618,14 +4805,14 @@ export function predict(
     status: Status;
     allowListed: boolean;
     connections: number;
-    cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD" | "FAIL_THRESHOLD" | "EARLY_NAUGHTY_LINES">;
+    cfg: Pick<Config, "CONNECT_THRESHOLD" | "STRONG_CONNECT_THRESHOLD" | "FAIL_THRESHOLD" | "EARLY_NAUGHTY_LINES" | "GUESS_THRESHOLD" | "CONNECTION_GUESSES">;
     naughtyNames: number;
     blockFor?: string; // how long the block would last ("10 minutes"): blockLength's answer
   },
 ): string {
   if (o.status === "allowed") return o.allowListed ? "in ALLOW_IPS or loopback: never blocked" : "already allowed (allow/): nothing to do";
   if (o.status === "blocked") return "already blocked (block/): nothing to do";
-  const v = decide(t, o.cfg.FAIL_THRESHOLD);
+  const v = decide(t, o.cfg.FAIL_THRESHOLD, o.cfg);
   if (v.action === "none") return "would decide nothing yet";
   // A block says how long: blockLength weighs the same evidence --scan weighs.
   const what = v.action === "block" && o.blockFor ? `block for ${o.blockFor}` : v.action;
@@ -4691,14 +4878,15 @@ export function foundSpill(): {
   db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; PRAGMA cache_size=-2048");
   db.exec(
     "CREATE TABLE t (key TEXT NOT NULL, ip TEXT NOT NULL, service TEXT NOT NULL, success INTEGER NOT NULL, failed INTEGER NOT NULL, " +
-      "naughty INTEGER NOT NULL, probe INTEGER NOT NULL, rank INTEGER NOT NULL, sample TEXT NOT NULL, PRIMARY KEY (ip, service));" +
+      "naughty INTEGER NOT NULL, probe INTEGER NOT NULL, rank INTEGER NOT NULL, sample TEXT NOT NULL, guesses INTEGER NOT NULL, conn_max INTEGER NOT NULL, PRIMARY KEY (ip, service));" +
       "CREATE INDEX t_key ON t (key, ip);" +
       "CREATE TABLE n (ip TEXT NOT NULL, service TEXT NOT NULL, user TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, " +
       "PRIMARY KEY (ip, service, user, rule));",
   );
   const putT = db.prepare(
-    "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip, service) DO UPDATE SET success = success + excluded.success, " +
+    "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip, service) DO UPDATE SET success = success + excluded.success, " +
       "failed = failed + excluded.failed, naughty = naughty + excluded.naughty, probe = probe + excluded.probe, " +
+      "guesses = guesses + excluded.guesses, conn_max = MAX(conn_max, excluded.conn_max), " +
       "sample = CASE WHEN excluded.rank >= rank THEN excluded.sample ELSE sample END, rank = MAX(rank, excluded.rank)",
   );
   const putN = db.prepare(
@@ -4713,7 +4901,8 @@ export function foundSpill(): {
       try {
         for (const [ip, per] of found)
           for (const [service, t] of per) {
-            putT.run(key(ip), ip, service, t.success, t.failed, t.naughty, t.probe, t.rank, t.sample);
+            // One connection's guesses split by a put count as two (7.2.2: fewer, never more).
+            putT.run(key(ip), ip, service, t.success, t.failed, t.naughty, t.probe, t.rank, t.sample, t.guesses ?? 0, t.conn ? connMaxOf(t.conn) : 0);
             for (const [user, rules] of t.names)
               for (const [rule, r] of rules) putN.run(ip, service, user, rule, r.kind, r.n, ip, service, user, ip, service, NAMES_PER_ADDRESS);
           }
@@ -4741,7 +4930,7 @@ export function foundSpill(): {
         }
         fn(ip, per);
       };
-      for (const r of db.prepare("SELECT ip, service, success, failed, naughty, probe, rank, sample FROM t ORDER BY key, ip").iterate()) {
+      for (const r of db.prepare("SELECT ip, service, success, failed, naughty, probe, rank, sample, guesses, conn_max FROM t ORDER BY key, ip").iterate()) {
         if (r.ip !== ip) {
           done();
           ip = String(r.ip);
@@ -4755,6 +4944,8 @@ export function foundSpill(): {
           sample: String(r.sample),
           rank: Number(r.rank),
           names: new Map(),
+          ...(Number(r.guesses) > 0 ? { guesses: Number(r.guesses) } : {}),
+          ...(Number(r.conn_max) > 0 ? { connMax: Number(r.conn_max) } : {}),
         });
       }
       done();
@@ -4931,6 +5122,8 @@ function testLogRead(
 //   { ssh: { success: 1, failed: 4, … } }           → allow  (a user who got in)
 //   { ssh: { naughty: 1, … } }                      → block  (invalid user, root…)
 //   { ssh: { failed: 11, … } }                      → block  (more than 10 failures)
+//   { ssh: { failed: 5, guesses: 5, … } }           → block  (more than 4 password guesses: thin, 8.1)
+//   { ssh: { failed: 7, guesses: 6, connMax: 6 } }  → block  (6 guesses in one connection: a program)
 //   { ssh: { failed: 3, probe: 40, … } }            → none   (probes are not attempts)
 //   { ssh: { failed: 3, … } }                       → none   (not known yet)
 //
@@ -4944,8 +5137,18 @@ export interface Verdict {
   reason: string;
 }
 
-/** The decision of DESIGN.md step 4 from an address's tallies. */
-export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD): Verdict {
+/**
+ * The decision of DESIGN.md step 4 from an address's tallies, with issue
+ * 16's refinement of "more than 10 failures blocks": more than
+ * GUESS_THRESHOLD password guesses block too, on thin evidence (a short
+ * block, section 8.1), and more than CONNECTION_GUESSES in one connection
+ * is a program's (section 7.2.2). `guess` limits of 0 are off.
+ */
+export function decide(
+  t: Tallies,
+  failLimit: number = DEFAULTS.FAIL_THRESHOLD,
+  guess: Pick<Config, "GUESS_THRESHOLD" | "CONNECTION_GUESSES"> = DEFAULTS,
+): Verdict {
   const entries = SERVICES.flatMap((s) => (t[s] ? [[s, t[s]] as const] : []));
   const describe = (s: Service, x: Tally) =>
     tallyText(s, x) +
@@ -4962,6 +5165,22 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
     const [s, x] = entries.reduce((a, b) => (b[1].failed > a[1].failed ? b : a));
     return { action: "block", reason: `${attempts} failed attempts (more than ${failLimit}); ${describe(s, x)}` };
   }
+  // Password guesses (not keys: an agent offers those by itself, 7.2.2).
+  // fail2ban bans at its 5th failure (maxretry 5) and sentry let a password
+  // guesser have 11; a person who forgot a password types ssh's 3 prompts
+  // a time, so the 5th guess comes on their second connection at the
+  // earliest, and the block it makes is thin (10 minutes, lifted by their
+  // success: section 8.1). Failures of other services stay at failLimit:
+  // a mail client retries a saved wrong password by itself.
+  for (const [s, x] of entries)
+    if (guess.CONNECTION_GUESSES > 0 && (x.connMax ?? 0) > guess.CONNECTION_GUESSES)
+      return { action: "block", reason: `${x.connMax} password guesses in one connection (more than ${guess.CONNECTION_GUESSES}: ssh asks 3); ${describe(s, x)}` };
+  let guesses = 0;
+  for (const [, x] of entries) guesses += x.guesses ?? 0;
+  if (guess.GUESS_THRESHOLD > 0 && guesses > guess.GUESS_THRESHOLD) {
+    const [s, x] = entries.reduce((a, b) => ((b[1].guesses ?? 0) > (a[1].guesses ?? 0) ? b : a));
+    return { action: "block", reason: `${guesses} password guesses (more than ${guess.GUESS_THRESHOLD}); ${describe(s, x)}` };
+  }
   return { action: "none", reason: `${attempts} failed attempts, no success, nothing naughty` };
 }
 
@@ -4974,6 +5193,8 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
 //     → block now, end this connection
 //   2nd connect, logs: `ssh root@host`, 3 passwords: 3 × "Failed password for root" + "Connection closed …"
 //     → 4 naughty lines: strong (blockLength), but a person writes that → wait for the 3rd (CONNECT_THRESHOLD)
+//   2nd connect, logs: 6 × "Failed password for alice … port 40100" (one connection, a real account)
+//     → more guesses in one connection than ssh asks (CONNECTION_GUESSES, section 7.2.2) → block now, end this connection
 //
 // Measured against a real sshd 9.2 (issue 16): a bot that uses all of
 // MaxAuthTries (6) per connection got 18 guesses before tcpd refused it,
@@ -4993,14 +5214,17 @@ export function decide(t: Tallies, failLimit: number = DEFAULTS.FAIL_THRESHOLD):
 // last one).
 
 /** Whether these tallies are a bot's, not a person's (above): enough to block before CONNECT_THRESHOLD. `naughtyNames` as in blockLength. */
-export function earlyEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config, "EARLY_NAUGHTY_LINES" | "FAIL_THRESHOLD">): boolean {
+export function earlyEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config, "EARLY_NAUGHTY_LINES" | "FAIL_THRESHOLD" | "CONNECTION_GUESSES">): boolean {
   let naughty = 0;
   let failed = 0;
+  let connMax = 0;
   for (const s of SERVICES) {
     naughty += t[s]?.naughty ?? 0;
     failed += t[s]?.failed ?? 0;
+    connMax = Math.max(connMax, t[s]?.connMax ?? 0);
   }
-  return naughtyNames >= 2 || naughty > cfg.EARLY_NAUGHTY_LINES || failed > cfg.FAIL_THRESHOLD;
+  const program = cfg.CONNECTION_GUESSES > 0 && connMax > cfg.CONNECTION_GUESSES; // section 7.2.2
+  return naughtyNames >= 2 || naughty > cfg.EARLY_NAUGHTY_LINES || failed > cfg.FAIL_THRESHOLD || program;
 }
 
 /** The connection count (or, for --scan, log events) from which verdict `v` may be acted on: fewer for a block on a bot's evidence. */
@@ -5045,7 +5269,7 @@ export function connect(ctx: Ctx, ip: string): number {
   }
   // What this read found may be the success some other address was blocked before.
   const lifted = Math.max(liftAfterSuccess(ctx, evidence.succeeded, "connect").code, evidence.partial === null ? decideOthers(ctx, evidence.others) : 0);
-  const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD);
+  const v = decide(evidence.tallies, ctx.cfg.FAIL_THRESHOLD, ctx.cfg);
   if (v.action === "none") {
     if (evidence.partial === null && evidence.files !== null) noteLookedNothing(ctx, ip, evidence.files);
     return lifted;
@@ -5083,7 +5307,7 @@ export function connect(ctx: Ctx, ip: string): number {
 function decideOthers(ctx: Ctx, others: { ip: string; tallies: Tallies; naughtyNames: number }[]): number {
   let code = 0;
   for (const o of others) {
-    const v = decide(o.tallies, ctx.cfg.FAIL_THRESHOLD);
+    const v = decide(o.tallies, ctx.cfg.FAIL_THRESHOLD, ctx.cfg);
     if (v.action === "none") continue;
     const c = withLock(ctx, () => {
       if (ipStatus(ctx, o.ip) !== null) return 0; // its own connect decided meanwhile
@@ -5118,7 +5342,7 @@ function decideOthers(ctx: Ctx, others: { ip: string; tallies: Tallies; naughtyN
 const LOOKED = "looked";
 
 function lookedHeader(ctx: Ctx, files: [string, string, number][]): string {
-  return JSON.stringify([`fail ${ctx.cfg.FAIL_THRESHOLD}`, files.map(([p, id, off]) => [p, id, String(off)])]);
+  return JSON.stringify([`fail ${ctx.cfg.FAIL_THRESHOLD} guess ${ctx.cfg.GUESS_THRESHOLD} conn ${ctx.cfg.CONNECTION_GUESSES}`, files.map(([p, id, off]) => [p, id, String(off)])]);
 }
 
 /** True if `ip`'s last look found nothing and no log has grown since (see above): one read of `looked`, a stat per log. */
@@ -5294,7 +5518,9 @@ const CUT_MAX_DEPTH = 4;
 //
 //   1 naughty line, 1 name ("root", from `ssh root@host` with a key)  → thin:   BLOCK_THIN_MINUTES
 //   3 naughty lines, 1 name (one connection as "Invalid user admin")  → thin:   BLOCK_THIN_MINUTES
+//   5 password guesses on a real account, 3 at most per connection    → thin:   BLOCK_THIN_MINUTES
 //   6 naughty lines, or 2 names tried on naughty lines, or 11 failures → strong: EXPIRE_BLOCK_DAYS
+//   4 password guesses or more in one connection (a program)           → strong: EXPIRE_BLOCK_DAYS
 //
 // Thin evidence is what a person leaves: one wrong name, one `ssh root@host`.
 // A bot leaves more (several names, many lines) in the same three
@@ -5304,7 +5530,14 @@ const CUT_MAX_DEPTH = 4;
 // enough that a person who typed the wrong name waits a coffee, not a season.
 // A block on failures alone (FAIL_THRESHOLD) stays strong: 11 wrong
 // passwords on a real account is the shape of a password guesser too, and
-// no lockout measured needed more than it.
+// no lockout measured needed more than it. One on password guesses
+// (GUESS_THRESHOLD, 5 to 10 of them) is thin: a person who forgot a
+// password leaves exactly that (two connections of ssh's 3 prompts), and
+// their next connection, let through by tcpd, logs the success that lifts
+// it. With the nftables backend the set's rule drops that connection's
+// packets too (section 9.2.2): such a person waits out the 10 minutes.
+// More guesses in one connection than ssh asks (CONNECTION_GUESSES) is a
+// program: strong.
 //
 // tcpd lets the connection that sentry judges through, whatever sentry
 // decides on it (the block only applies from the next one). So a user
@@ -5319,16 +5552,25 @@ const CUT_MAX_DEPTH = 4;
 export function blockLength(
   t: Tallies,
   naughtyNames: number,
-  cfg: Pick<Config, "EXPIRE_BLOCK_DAYS" | "BLOCK_THIN_MINUTES" | "THIN_NAUGHTY_LINES" | "FAIL_THRESHOLD">,
+  cfg: Pick<Config, "EXPIRE_BLOCK_DAYS" | "BLOCK_THIN_MINUTES" | "THIN_NAUGHTY_LINES" | "FAIL_THRESHOLD" | "CONNECTION_GUESSES">,
 ): { ms: number; why: string } {
   let naughty = 0;
   let failed = 0;
+  let guesses = 0;
+  let connMax = 0;
   for (const s of SERVICES) {
     naughty += t[s]?.naughty ?? 0;
     failed += t[s]?.failed ?? 0;
+    guesses += t[s]?.guesses ?? 0;
+    connMax = Math.max(connMax, t[s]?.connMax ?? 0);
   }
-  const lines = `${naughty} naughty line${naughty === 1 ? "" : "s"}, ${naughtyNames} name${naughtyNames === 1 ? "" : "s"} tried on them, ${failed} failed`;
-  const thin = naughty > 0 && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD;
+  // A program's connection (more guesses than ssh asks) is never thin.
+  const program = cfg.CONNECTION_GUESSES > 0 && connMax > cfg.CONNECTION_GUESSES;
+  // The guesses are named where they, not naughty lines, are the evidence.
+  const lines =
+    `${naughty} naughty line${naughty === 1 ? "" : "s"}, ${naughtyNames} name${naughtyNames === 1 ? "" : "s"} tried on them, ${failed} failed` +
+    ((naughty === 0 && guesses > 0) || program ? `, ${guesses} password guess${guesses === 1 ? "" : "es"}, at most ${connMax} in one connection` : "");
+  const thin = (naughty > 0 || guesses > 0) && naughty <= cfg.THIN_NAUGHTY_LINES && naughtyNames <= 1 && naughty + failed <= cfg.FAIL_THRESHOLD && !program;
   if (thin && cfg.BLOCK_THIN_MINUTES > 0) return { ms: cfg.BLOCK_THIN_MINUTES * 60_000, why: `thin evidence: ${lines}` };
   return { ms: cfg.EXPIRE_BLOCK_DAYS * 86_400_000, why: `${thin ? "thin" : "strong"} evidence: ${lines}` };
 }
@@ -5522,7 +5764,7 @@ export function withheldBlocks(ctx: Ctx): Withheld[] {
     const rows = db.prepare("SELECT ip, since, why FROM withheld ORDER BY since, ip").all();
     return rows
       .map((r) => ({ ip: String(r.ip), since: isoTime(Number(r.since)), why: String(r.why) }))
-      .filter((w) => parseIp(w.ip) === w.ip && ipStatus(ctx, w.ip) === null && decide(tallies(db, w.ip), ctx.cfg.FAIL_THRESHOLD).action === "block");
+      .filter((w) => parseIp(w.ip) === w.ip && ipStatus(ctx, w.ip) === null && decide(tallies(db, w.ip), ctx.cfg.FAIL_THRESHOLD, ctx.cfg).action === "block");
   });
 }
 
@@ -6121,7 +6363,7 @@ function scanBatch(ctx: Ctx, db: Db, ips: string[], pending: Map<string, [string
   for (const ip of ips) {
     n.weighed++;
     const t = tallies(db, ip);
-    const v = decide(t, ctx.cfg.FAIL_THRESHOLD);
+    const v = decide(t, ctx.cfg.FAIL_THRESHOLD, ctx.cfg);
     const status = ipStatus(ctx, ip);
     const threshold = decisionThreshold(v, v.action === "block" && earlyEvidence(t, userNames(db, ip).naughty, ctx.cfg), ctx.cfg);
     const step = scanStep(v.action, status, status === null && thresholdReached(t, countConnections(ctx, ip), threshold), partial !== null);
