@@ -32,7 +32,7 @@
  *      deletes seen/IP (the count starts again), sets its evidence aside
  *      (delisted/IP marks where each log stood, so older lines never count
  *      again, and sentry.db drops its tallies), and counts the block in
- *      history/IP, so that the next one lasts longer (section 8.2).
+ *      history/IP, so that the next one lasts longer (section 8.5).
  *   4. An address already in allow/ or block/ is done (a blocked one that
  *      got here proves hosts.deny stale: it is rewritten). So is one seen
  *      fewer than STRONG_CONNECT_THRESHOLD (2) times: most clients never
@@ -68,27 +68,81 @@
  *   code (1 bad usage or input, 2 could not do it), thrown where the problem
  *   is found and caught once, in main(). Nothing is swallowed silently.
  *
- * CONTENTS (the banners below carry these numbers; keep the structure of
- * this file intact, in the order data flows)
+ * CONTENTS (the banners below carry these numbers, one style: `// ====` for
+ * a section, `// ----` for a sub-section; keep the structure of this file
+ * intact, in the order data flows)
  *
- *    1. Configuration            defaults, sentry.conf, environment
- *    2. Errors and the system    SentryError; the one table of system calls
- *    3. Addresses                parse, canonicalise, match CIDR ranges
- *    4. Command line             options into an Action
- *    5. State files              seen/, allow/, block/, sentry.log, the lock
- *    6. Evidence                 log lines into success/failed/naughty/probe
- *    7. Log sources              files, rotation, the journal, the evidence
- *                                index in sentry.db; --test-log
- *    8. Decision                 the rules; connect, allow, block, delist;
- *                                expiry; --scan
- *    9. Backends                 hosts.deny, hosts.allowed, nftables, iptables, pf, ipfw;
- *                                --resync; syslog and notifications (9.4)
- *    9.5 Fleet                   CrowdSec's Local API: outbox, --sync (push,
- *                                pull), fleet blocks
- *   10. Report                   summary, verbose, one address, JSON; the
- *                                index of seen/ in sentry.db; --list (10.3)
- *   11. Install, doctor, update  hosts.allow, checks, signed self-update
- *   12. main()                   usage text, dispatch, the one catch
+ *    1.      Configuration
+ *    2.      Errors and the system
+ *    3.      Addresses
+ *      3.1     Ranges as file names: block/2001:db8:1:2::_64, allow/10.0.0.0_8
+ *    4.      Command line
+ *    5.      State files
+ *      5.1     sentry.log rotates itself
+ *      5.2     The lock
+ *      5.3     Forgiven: a delist survives the loss of sentry.db
+ *      5.4     Strict modes
+ *    6.      Evidence: reading log lines safely
+ *      6.1     The syslog prefix
+ *      6.2     Which program, which service
+ *      6.3     Small helpers
+ *      6.4     sshd (OpenSSH 7.4 to 10)
+ *      6.5     PAM's authentication-failure line (pam_unix)
+ *      6.6     FTP
+ *      6.7     Dovecot (imap-login, pop3-login, submission-login, managesieve-login)
+ *      6.8     Postfix SASL (smtpd)
+ *      6.9     vpopmail (vchkpw.c), through syslog as "vpopmail[pid]: vchkpw-pop3:…
+ *      6.10    The entry points
+ *      6.11    What the logs say of one address
+ *    7.      Log sources
+ *      7.1     The evidence index: sentry.db
+ *        7.1.1   Names: typos of real accounts, and how many names an address tried
+ *        7.1.2   Password guesses, and how many one connection made
+ *      7.2     Reading a source
+ *      7.3     --test-log: how sentry reads a log
+ *    8.      Decision
+ *      8.1     A look that found nothing, and logs that did not grow
+ *      8.2     The deciding connection ends with its block
+ *      8.3     How long a block lasts, and the success that lifts it
+ *        8.3.1   The brute force that succeeded
+ *        8.3.2   Withheld blocks: a trace where the admin looks
+ *      8.4     Ranges: blocked or allowed as one entry
+ *      8.5     Expiry
+ *        8.5.1   Repeat offenders: a short history per address
+ *      8.6     --scan: the logs decide, without a connect
+ *    9.      Backends
+ *      9.1     tcpwrappers: ROOT_DIR/hosts.deny
+ *        9.1.1   hosts.deny heals
+ *        9.1.2   hosts.allowed: tcpd admits the allowed without spawning sentry
+ *      9.2     Firewalls: nftables, iptables+ipset, pf, ipfw
+ *        9.2.1   Shared pieces
+ *        9.2.2   nftables
+ *        9.2.3   iptables + ipset
+ *        9.2.4   pf (OpenBSD, FreeBSD, macOS)
+ *        9.2.5   ipfw (FreeBSD 11 and later: named tables)
+ *      9.3     --resync
+ *      9.4     Telling the administrator: syslog and notifications
+ *      9.5     Fleet: CrowdSec's Local API
+ *    10.     Report
+ *      10.1    The report's index
+ *      10.2    --list: who is blocked, why, since and until when
+ *      10.3    --json: structured, versioned
+ *    11.     Install, doctor, update
+ *      11.1    --install, --uninstall
+ *        11.1.1  Never widen who may connect: tcpd's answer before and after
+ *        11.1.2  The installer's own address, also under sudo
+ *        11.1.3  The manual, the completion and the scan timer
+ *      11.2    --doctor
+ *      11.3    --update, --rollback: a signed release replaces the binary
+ *        11.3.1  Versions
+ *        11.3.2  The signed manifest
+ *        11.3.3  Transport
+ *        11.3.4  The files beside the binary
+ *        11.3.5  --update
+ *        11.3.6  --rollback
+ *    12.     main()
+ *      12.1    The manual: USAGE as roff, and the tab completion
+ *      12.2    Manual actions say what they did
  */
 
 import type * as Crypto from "node:crypto";
@@ -158,7 +212,7 @@ export const DEFAULTS = {
   POLICY_TCPDMATCH_MAX: 500, // most clients --install/--doctor ask tcpdmatch about; beyond, sentry's own reading of hosts_access(5) answers
   SSHD_PATH: "", // sshd binary --doctor inspects; empty = search PATH and sbin
   CONNECT_THRESHOLD: 3, // connections before the logs may decide (a bot's evidence: STRONG_CONNECT_THRESHOLD)
-  CUT_DECIDING_CONNECTION: true, // a connect that blocks early (before CONNECT_THRESHOLD) ends the sshd connection that spawned it (section 8.0.1)
+  CUT_DECIDING_CONNECTION: true, // a connect that blocks early (before CONNECT_THRESHOLD) ends the sshd connection that spawned it (section 8.2)
   STRONG_CONNECT_THRESHOLD: 2, // connections before a bot's evidence (see earlyEvidence) may block; the logs are read from this one on; above CONNECT_THRESHOLD = CONNECT_THRESHOLD
   EARLY_NAUGHTY_LINES: 6, // more naughty lines than this decide early (a person's one connection writes at most 5, a bot's that used MaxAuthTries 6 writes 8 or more)
   FAIL_THRESHOLD: 10, // more failed attempts than this blocks (no naughty needed)
@@ -503,8 +557,8 @@ export interface Sys {
   errTty?: boolean; // stderr is a terminal: long reads show how far they are (progress)
   outTty?: boolean; // stdout is a terminal (then --test-log's lines would break a progress line)
   uid?: number; // the effective uid (strict modes, section 5.4); absent: this process's own
-  pid?: number; // this process (section 8.0.1 walks its ancestors); absent: nothing is ever cut
-  kill?(pid: number): void; // SIGTERM to pid (section 8.0.1 alone uses it)
+  pid?: number; // this process (section 8.2 walks its ancestors); absent: nothing is ever cut
+  kill?(pid: number): void; // SIGTERM to pid (section 8.2 alone uses it)
 }
 
 /**
@@ -598,7 +652,7 @@ export function realSys(): Sys {
     warn: (t) => stderrWriter.write(`sentry: ${t}\n`),
     err: (t) => stderrWriter.write(t),
     outClosed: stdoutWriter.closed,
-    // Asked only where a long read may show progress (section 7.3), so a
+    // Asked only where a long read may show progress (section 7.2), so a
     // connect never loads what isTTY needs (node:tty, the streams).
     get errTty() {
       return process.stderr.isTTY === true;
@@ -1005,7 +1059,7 @@ const ACTION_FLAGS: Record<string, ActionName> = {
 /** The options that modify an action (the completion offers these and ACTION_FLAGS). */
 export const OPTION_FLAGS: readonly string[] = [
   "--ip", "--verbose", "-v", "--json", "--write", "--timer", "--check", "--force", "--missed",
-  "--state", "--net", "--newer", "--older", "--sort", "--utc", // --list (section 10.3)
+  "--state", "--net", "--newer", "--older", "--sort", "--utc", // --list (section 10.2)
   "--for", "--reason", // --block, --allow, --delist (section 8.4)
 ];
 
@@ -1556,7 +1610,7 @@ export function logDecision(ctx: Ctx, ip: string, what: string, reason: string):
   if (ctx.cfg.SENTRY_LOG_ROTATE_KB > 0 && size >= ctx.cfg.SENTRY_LOG_ROTATE_KB * 1024) rotateSentryLog(ctx);
 }
 
-// ---- 5.1.1 sentry.log rotates itself --------------------------------------------
+// ---- 5.1 sentry.log rotates itself --------------------------------------------
 //
 //   sentry.log (10 MiB) → sentry.log.1 → sentry.log.2 … sentry.log.SENTRY_LOG_KEEP (then gone)
 //
@@ -2063,9 +2117,9 @@ export interface Evidence {
   kind: Kind;
   rule: string;
   user?: string;
-  /** A password guess (sshd: a failed password or keyboard-interactive attempt, not a key): GUESS_THRESHOLD counts these (section 7.2.2). */
+  /** A password guess (sshd: a failed password or keyboard-interactive attempt, not a key): GUESS_THRESHOLD counts these (section 7.1.2). */
   guess?: boolean;
-  /** The client's port, where the line names one: with `ip`, which connection the line belongs to (section 7.2.2). */
+  /** The client's port, where the line names one: with `ip`, which connection the line belongs to (section 7.1.2). */
   port?: string;
   /** This line ends the connection `port` (sshd's preauth close and disconnect lines). */
   ends?: boolean;
@@ -2110,8 +2164,7 @@ function remember<V>(map: Map<string, V>, key: string, value: V, max: number): v
   }
 }
 
-// ---------------------------------------------------------------------------
-// 6.1 The syslog prefix
+// ---- 6.1 The syslog prefix --------------------------------------------------
 //
 // Four shapes reach us:
 //
@@ -2197,8 +2250,7 @@ function splitPrefix(line: string, defaultProgram: string): { program: string; p
   return { program: p[1], pid: p[2] ?? "", message: rest.slice(p[0].length), prefix };
 }
 
-// ---------------------------------------------------------------------------
-// 6.2 Which program, which service
+// ---- 6.2 Which program, which service ---------------------------------------
 //
 // A cheap lookup on the program name comes before any regex, so the ~99% of
 // a busy log that is cron, kernel, systemd... costs one Map lookup.
@@ -2308,8 +2360,7 @@ export function familyOf(program: string): DaemonFamily | null {
   return null;
 }
 
-// ---------------------------------------------------------------------------
-// 6.3 Small helpers
+// ---- 6.3 Small helpers ------------------------------------------------------
 
 interface Result {
   ev: Evidence | null;
@@ -2358,8 +2409,7 @@ function userThenAddrPort(s: string): { user: string; addr: string } | null {
   return addr ? { user: s.slice(0, sp), addr } : null;
 }
 
-// ---------------------------------------------------------------------------
-// 6.4 sshd (OpenSSH 7.4 to 10)
+// ---- 6.4 sshd (OpenSSH 7.4 to 10) -------------------------------------------
 //
 // Real lines this section reads (fail2ban's test corpus, OpenSSH auth.c,
 // auth2.c, packet.c, sshd.c, sshd-session.c, srclimit.c):
@@ -2473,7 +2523,7 @@ function sshFromTail(rest: string): { user: string; addr: string; port?: string 
 
 /**
  * Marks `r`'s evidence as a password guess of the connection from its
- * address and `port` (section 7.2.2), or as that connection's end. The port
+ * address and `port` (section 7.1.2), or as that connection's end. The port
  * is read from the same field as the address (the one candidate of
  * sshFromTail, or counted from the end), so a client cannot name another's.
  */
@@ -2717,7 +2767,7 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
       return no(`sshd: failed ${method} for ${q(user)}: the attempt its PAM line already counted`);
     }
     // A password typed (or guessed): what GUESS_THRESHOLD and CONNECTION_GUESSES
-    // weigh. A failed key is not: an agent offers its keys by itself (7.2.2).
+    // weigh. A failed key is not: an agent offers its keys by itself (7.1.2).
     const how = { guess: method === "password" || method.startsWith("keyboard-interactive"), port: r.port };
     if (invalid) return sshConn(found("ssh", r.addr, "naughty", "ssh.failed-invalid-user", `sshd: failed ${method} for invalid user ${q(user)}`, user), how);
     if (user === "root") return sshConn(found("ssh", r.addr, "naughty", "ssh.failed-root", `sshd: failed ${method} for root`, user), how);
@@ -2865,8 +2915,7 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
   return no("sshd line not about authentication");
 }
 
-// ---------------------------------------------------------------------------
-// 6.5 PAM's authentication-failure line (pam_unix)
+// ---- 6.5 PAM's authentication-failure line (pam_unix) -----------------------
 //
 //   pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=test rhost=58.254.172.161
 //     => vsftpd: ftp 58.254.172.161 naughty ftp.pam-unknown-user
@@ -2931,8 +2980,7 @@ function isPamAuthFailure(m: string): boolean {
   );
 }
 
-// ---------------------------------------------------------------------------
-// 6.6 FTP
+// ---- 6.6 FTP ----------------------------------------------------------------
 
 // vsftpd (logging.c), through syslog or in its own vsftpd.log:
 //   [pid 27202] [anonymous] FAIL LOGIN: Client "64.106.46.98"
@@ -3184,8 +3232,7 @@ function parseBsdFtpd(pid: string, msg: string, state: ClassifierState | undefin
   return found("ftp", conn.ip, kind, rule, `ftpd: ${what} from ${conn.host}`, user);
 }
 
-// ---------------------------------------------------------------------------
-// 6.7 Dovecot (imap-login, pop3-login, submission-login, managesieve-login)
+// ---- 6.7 Dovecot (imap-login, pop3-login, submission-login, managesieve-login) ----
 //
 //   dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.1, mpid=4242, TLS, session=<x>
 //     => dovecot: mua 198.51.100.7 success mail.dovecot-login
@@ -3338,8 +3385,7 @@ function parseDovecot(program: string, msg: string): Result {
   return parseDovecotLogin(service, sub, m);
 }
 
-// ---------------------------------------------------------------------------
-// 6.8 Postfix SASL (smtpd)
+// ---- 6.8 Postfix SASL (smtpd) -----------------------------------------------
 //
 //   postfix/smtpd[3937]: warning: HOSTNAME[1.1.1.1]: SASL LOGIN authentication failed: authentication failure
 //     => postfix/smtpd: smtp 1.1.1.1 naughty smtp.postfix-sasl-failed
@@ -3380,8 +3426,7 @@ function parsePostfix(msg: string): Result {
   return no("postfix line not about SASL authentication");
 }
 
-// ---------------------------------------------------------------------------
-// 6.9 vpopmail (vchkpw.c), through syslog as "vpopmail[pid]: vchkpw-pop3: ..."
+// ---- 6.9 vpopmail (vchkpw.c), through syslog as "vpopmail[pid]: vchkpw-pop3: ..." ----
 //
 //   vchkpw-pop3: vpopmail user not found nobody@example.com:203.0.113.9
 //     => vchkpw-pop3: mua 203.0.113.9 naughty mail.vpopmail-failed
@@ -3456,8 +3501,7 @@ function parseVpopmail(program: string, msg: string): Result {
   return found(service, t.addr, kind, kind === "success" ? "mail.vpopmail-ok" : "mail.vpopmail-failed", `${name}: ${what} for ${q(t.user)}`, t.user);
 }
 
-// ---------------------------------------------------------------------------
-// 6.10 The entry points
+// ---- 6.10 The entry points --------------------------------------------------
 
 /**
  * Classification with a human reason, for `sentry --test-log`: the evidence
@@ -3504,8 +3548,7 @@ export function classifyLine(line: string, defaultProgram: string, state?: Class
   return explainLine(line, defaultProgram, state).ev;
 }
 
-// ---------------------------------------------------------------------------
-// 6.11 What the logs say of one address
+// ---- 6.11 What the logs say of one address ----------------------------------
 
 export const SERVICES: Service[] = ["ssh", "ftp", "smtp", "mua"];
 
@@ -3517,7 +3560,7 @@ export interface Tally {
   probe: number;
   sample: string; // one telling line, for the reason (the worst kind seen)
   guesses?: number; // of the failed and naughty lines, the password guesses (Evidence.guess; 0 if absent)
-  connMax?: number; // most password guesses seen in one connection (section 7.2.2; 0 if absent)
+  connMax?: number; // most password guesses seen in one connection (section 7.1.2; 0 if absent)
 }
 
 export type Tallies = Partial<Record<Service, Tally>>;
@@ -3611,7 +3654,7 @@ export function logSources(cfg: Config, fsys: FsTable): LogSource[] {
   return [...out.values()];
 }
 
-// ---- 7.2 The evidence index: sentry.db --------------------------------------
+// ---- 7.1 The evidence index: sentry.db --------------------------------------
 
 type Db = InstanceType<SqliteModule["DatabaseSync"]>;
 
@@ -3629,14 +3672,14 @@ CREATE TABLE IF NOT EXISTS tallies (
   success INTEGER NOT NULL, failed INTEGER NOT NULL, naughty INTEGER NOT NULL, probe INTEGER NOT NULL,
   sample TEXT NOT NULL, sample_rank INTEGER NOT NULL,
   pending INTEGER NOT NULL DEFAULT 1, -- how often new evidence came since --scan last weighed it
-  guesses INTEGER NOT NULL DEFAULT 0,   -- password guesses among failed/naughty (section 7.2.2)
+  guesses INTEGER NOT NULL DEFAULT 0,   -- password guesses among failed/naughty (section 7.1.2)
   conn_port TEXT NOT NULL DEFAULT '',   -- the client port of the connection still open at the last read ('' none)
   conn_n INTEGER NOT NULL DEFAULT 0,    -- its guesses so far
   conn_max INTEGER NOT NULL DEFAULT 0,  -- most guesses seen in one connection
   PRIMARY KEY (ip, service)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notes (at INTEGER NOT NULL, text TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS users (   -- user names an address tried, at most NAMES_PER_ADDRESS each (section 7.2.1)
+CREATE TABLE IF NOT EXISTS users (   -- user names an address tried, at most NAMES_PER_ADDRESS each (section 7.1.1)
   ip TEXT NOT NULL, user TEXT NOT NULL,
   naughty INTEGER NOT NULL,          -- 1: named on a naughty line (an unknown name, root, a refused user)
   PRIMARY KEY (ip, user)
@@ -3644,7 +3687,7 @@ CREATE TABLE IF NOT EXISTS users (   -- user names an address tried, at most NAM
 CREATE TABLE IF NOT EXISTS logins (  -- names that logged in successfully, from anywhere: the typo check knows them
   user TEXT PRIMARY KEY, at INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS report_ips (  -- the report's index of seen/ (section 10.2)
+CREATE TABLE IF NOT EXISTS report_ips (  -- the report's index of seen/ (section 10.1)
   ip TEXT PRIMARY KEY, n INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS report_ips_n ON report_ips (n);
@@ -3678,7 +3721,7 @@ export function openIndex(ctx: Ctx): Db {
       // An index made by an earlier build of this version lacks later columns.
       const cols = db.prepare("PRAGMA table_info(cursors)").all().map((r) => String(r.name));
       if (!cols.includes("head")) db.exec("ALTER TABLE cursors ADD COLUMN head TEXT NOT NULL DEFAULT ''");
-      // Section 7.2.2's columns, for a sentry.db made before them: existing rows start at 0 guesses.
+      // Section 7.1.2's columns, for a sentry.db made before them: existing rows start at 0 guesses.
       const tcols = db.prepare("PRAGMA table_info(tallies)").all().map((r) => String(r.name));
       for (const [col, decl] of [["guesses", "INTEGER NOT NULL DEFAULT 0"], ["conn_port", "TEXT NOT NULL DEFAULT ''"], ["conn_n", "INTEGER NOT NULL DEFAULT 0"], ["conn_max", "INTEGER NOT NULL DEFAULT 0"]])
         if (!tcols.includes(col)) db.exec(`ALTER TABLE tallies ADD COLUMN ${col} ${decl}`);
@@ -3834,7 +3877,7 @@ export function importBash200(ctx: Ctx, db: Db): number {
   return n;
 }
 
-// ---- 7.2.1 Names: typos of real accounts, and how many names an address tried ----
+// ---- 7.1.1 Names: typos of real accounts, and how many names an address tried ----
 //
 //   Invalid user alcie from 203.0.113.9 port 4242
 //     => sshd: ssh 203.0.113.9 naughty ssh.invalid-user   (what the line says; alice is an account here)
@@ -4009,7 +4052,7 @@ function weighNames(ctx: Ctx, db: Db, found: Found): void {
       }
 }
 
-// ---- 7.2.2 Password guesses, and how many one connection made -----------------
+// ---- 7.1.2 Password guesses, and how many one connection made -----------------
 //
 //   Failed password for alice from 203.0.113.9 port 40100 ssh2   ┐
 //   Failed password for alice from 203.0.113.9 port 40100 ssh2   │ one connection:
@@ -4117,11 +4160,11 @@ export function connMerge(c: ConnTrack, before: { port: string; n: number; max: 
   return last.closed ? { port: "", n: 0, max } : { port: last.port, n: last.n, max };
 }
 
-// ---- 7.3 Reading a source -------------------------------------------------------
+// ---- 7.2 Reading a source -------------------------------------------------------
 
 /** What one read of the sources found: per address and service, counts and a sample. */
 type Found = Map<string, Map<Service, Tally & { rank: number; names: Names; conn?: ConnTrack }>>;
-/** Per user name of one address and service: per rule, its kind and how many lines (section 7.2.1). */
+/** Per user name of one address and service: per rule, its kind and how many lines (section 7.1.1). */
 type Names = Map<string, Map<string, { kind: Kind; n: number }>>;
 
 export interface ScanResult {
@@ -4148,7 +4191,7 @@ const CHUNK = 1 << 20;
  * transaction). A log names each address a few KB of counts, names and a
  * sample: the first read of a 200 MB log met 50,000 addresses and peaked at
  * 260 MiB holding them all. A success read after the flush of a typo of the
- * same name does not turn that typo back (7.2.1); the next read weighs again.
+ * same name does not turn that typo back (7.1.1); the next read weighs again.
  */
 const FOUND_FLUSH = 2000;
 
@@ -4160,7 +4203,7 @@ function addFound(found: Found, ev: Evidence, line: string): void {
   t[ev.kind]++;
   if (ev.guess) t.guesses = (t.guesses ?? 0) + 1;
   if (ev.port !== undefined) {
-    // Section 7.2.2: which connection; only guesses and ends move the count.
+    // Section 7.1.2: which connection; only guesses and ends move the count.
     if (ev.guess) connGuess((t.conn ??= { segs: [], mid: 0 }), ev.port);
     else if (ev.ends) connEnd((t.conn ??= { segs: [], mid: 0 }), ev.port);
   }
@@ -4566,7 +4609,7 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
         "sample=CASE WHEN excluded.sample_rank >= sample_rank THEN excluded.sample ELSE sample END, " +
         "sample_rank=MAX(sample_rank, excluded.sample_rank), pending=pending+1",
     );
-    // Section 7.2.2: one connection's guesses, carried across reads.
+    // Section 7.1.2: one connection's guesses, carried across reads.
     const getConn = db.prepare("SELECT conn_port, conn_n, conn_max FROM tallies WHERE ip = ? AND service = ?");
     const putConn = db.prepare("UPDATE tallies SET conn_port = ?, conn_n = ?, conn_max = ? WHERE ip = ? AND service = ?");
     const endConn = db.prepare("UPDATE tallies SET conn_port = '', conn_n = 0 WHERE ip = ? AND service = ? AND conn_port = ?");
@@ -4722,7 +4765,7 @@ export function indexNotes(ctx: Ctx): string[] {
   );
 }
 
-// ---- 7.4 --test-log: how sentry reads a log ---------------------------------
+// ---- 7.3 --test-log: how sentry reads a log ---------------------------------
 //
 //   $ sentry --test-log /var/log/auth.log
 //        1  naughty  ssh  203.0.113.9                             sshd: invalid user "admin"
@@ -4901,7 +4944,7 @@ export function foundSpill(): {
       try {
         for (const [ip, per] of found)
           for (const [service, t] of per) {
-            // One connection's guesses split by a put count as two (7.2.2: fewer, never more).
+            // One connection's guesses split by a put count as two (7.1.2: fewer, never more).
             putT.run(key(ip), ip, service, t.success, t.failed, t.naughty, t.probe, t.rank, t.sample, t.guesses ?? 0, t.conn ? connMaxOf(t.conn) : 0);
             for (const [user, rules] of t.names)
               for (const [rule, r] of rules) putN.run(ip, service, user, rule, r.kind, r.n, ip, service, user, ip, service, NAMES_PER_ADDRESS);
@@ -5072,7 +5115,7 @@ function testLogRead(
   } catch (e) {
     if (errCode(e) !== "ENOENT") stateNote = `cannot read ${ctx.cfg.ROOT_DIR} (${errText(e)}): predictions assume no address was seen, allowed or blocked yet`;
   }
-  // The typo check --scan applies (section 7.2.1): local accounts, names
+  // The typo check --scan applies (section 7.1.1): local accounts, names
   // that logged in here (sentry.db, if there is one) and in this file.
   const late: string[] = []; // notes met while the list is written go below it
   const typoOf = typoChecker(ctx.cfg.TYPO_DISTANCE, () => {
@@ -5141,8 +5184,8 @@ export interface Verdict {
  * The decision of DESIGN.md step 4 from an address's tallies, with issue
  * 16's refinement of "more than 10 failures blocks": more than
  * GUESS_THRESHOLD password guesses block too, on thin evidence (a short
- * block, section 8.1), and more than CONNECTION_GUESSES in one connection
- * is a program's (section 7.2.2). `guess` limits of 0 are off.
+ * block, section 8.3), and more than CONNECTION_GUESSES in one connection
+ * is a program's (section 7.1.2). `guess` limits of 0 are off.
  */
 export function decide(
   t: Tallies,
@@ -5165,12 +5208,12 @@ export function decide(
     const [s, x] = entries.reduce((a, b) => (b[1].failed > a[1].failed ? b : a));
     return { action: "block", reason: `${attempts} failed attempts (more than ${failLimit}); ${describe(s, x)}` };
   }
-  // Password guesses (not keys: an agent offers those by itself, 7.2.2).
+  // Password guesses (not keys: an agent offers those by itself, 7.1.2).
   // fail2ban bans at its 5th failure (maxretry 5) and sentry let a password
   // guesser have 11; a person who forgot a password types ssh's 3 prompts
   // a time, so the 5th guess comes on their second connection at the
   // earliest, and the block it makes is thin (10 minutes, lifted by their
-  // success: section 8.1). Failures of other services stay at failLimit:
+  // success: section 8.3). Failures of other services stay at failLimit:
   // a mail client retries a saved wrong password by itself.
   for (const [s, x] of entries)
     if (guess.CONNECTION_GUESSES > 0 && (x.connMax ?? 0) > guess.CONNECTION_GUESSES)
@@ -5194,7 +5237,7 @@ export function decide(
 //   2nd connect, logs: `ssh root@host`, 3 passwords: 3 × "Failed password for root" + "Connection closed …"
 //     → 4 naughty lines: strong (blockLength), but a person writes that → wait for the 3rd (CONNECT_THRESHOLD)
 //   2nd connect, logs: 6 × "Failed password for alice … port 40100" (one connection, a real account)
-//     → more guesses in one connection than ssh asks (CONNECTION_GUESSES, section 7.2.2) → block now, end this connection
+//     → more guesses in one connection than ssh asks (CONNECTION_GUESSES, section 7.1.2) → block now, end this connection
 //
 // Measured against a real sshd 9.2 (issue 16): a bot that uses all of
 // MaxAuthTries (6) per connection got 18 guesses before tcpd refused it,
@@ -5204,10 +5247,10 @@ export function decide(
 // user", 3 failures, the closing line) and one user name; more lines, a
 // second name, or more failures than FAIL_THRESHOLD is a bot, so weighing
 // that at the second connection costs nobody legitimate anything, and the
-// bot loses a whole connection of guesses (and, with section 8.0.1, the
+// bot loses a whole connection of guesses (and, with section 8.2, the
 // second one too). Everything else keeps the old threshold: the third
 // connection is the one where a person's success shows and lifts a block
-// (section 8.1). With MaxAuthTries 3 (what --doctor suggests) a bot's
+// (section 8.3). With MaxAuthTries 3 (what --doctor suggests) a bot's
 // connection looks like a person's by its lines, and waits like one; it
 // gets 3 guesses per connection instead. The price is one log read at every
 // address's second connection (a cursor read: the bytes written since the
@@ -5223,7 +5266,7 @@ export function earlyEvidence(t: Tallies, naughtyNames: number, cfg: Pick<Config
     failed += t[s]?.failed ?? 0;
     connMax = Math.max(connMax, t[s]?.connMax ?? 0);
   }
-  const program = cfg.CONNECTION_GUESSES > 0 && connMax > cfg.CONNECTION_GUESSES; // section 7.2.2
+  const program = cfg.CONNECTION_GUESSES > 0 && connMax > cfg.CONNECTION_GUESSES; // section 7.1.2
   return naughtyNames >= 2 || naughty > cfg.EARLY_NAUGHTY_LINES || failed > cfg.FAIL_THRESHOLD || program;
 }
 
@@ -5289,7 +5332,7 @@ export function connect(ctx: Ctx, ip: string): number {
     if (ipStatus(ctx, ip) !== null) return 0;
     if (v.action === "allow") return autoAllow(ctx, ip, "connect", v.reason);
     const c = setBlocked(ctx, ip, "connect", v.reason, length);
-    // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.1).
+    // Only a block decided early (a bot's evidence): from CONNECT_THRESHOLD on, the deciding connection is where a person's success shows (section 8.3).
     cut = ctx.cfg.CUT_DECIDING_CONNECTION && count < ctx.cfg.CONNECT_THRESHOLD;
     cutFlows(ctx, ip); // nftables drops their packets from now on: end them, don't let them stall (section 9.2.2)
     return c;
@@ -5321,7 +5364,7 @@ function decideOthers(ctx: Ctx, others: { ip: string; tallies: Tallies; naughtyN
   return code;
 }
 
-// ---- 8.0.2 A look that found nothing, and logs that did not grow ----------------
+// ---- 8.1 A look that found nothing, and logs that did not grow ----------------
 //
 //   looked   ["fail 10",[["/var/log/auth.log","2049:131","48213"]]]
 //            none 192.0.2.10
@@ -5386,7 +5429,7 @@ function noteLookedNothing(ctx: Ctx, ip: string, files: [string, string, number]
   }
 }
 
-// ---- 8.0.1 The deciding connection ends with its block ------------------------
+// ---- 8.2 The deciding connection ends with its block ------------------------
 //
 //   sentry --connect --ip=192.0.2.50          (this process)
 //    └ sh -c "… sentry --connect --ip=%a …"   (libwrap's spawn; it waits for us)
@@ -5514,7 +5557,7 @@ export function cutDecidingConnection(ctx: Ctx, ip: string): boolean {
 /** Generations between sentry and the sshd that spawned it: libwrap's `sh -c`, and a shell the admin's hosts.allow line may add. */
 const CUT_MAX_DEPTH = 4;
 
-// ---- 8.1 How long a block lasts, and the success that lifts it ----------------
+// ---- 8.3 How long a block lasts, and the success that lifts it ----------------
 //
 //   1 naughty line, 1 name ("root", from `ssh root@host` with a key)  → thin:   BLOCK_THIN_MINUTES
 //   3 naughty lines, 1 name (one connection as "Invalid user admin")  → thin:   BLOCK_THIN_MINUTES
@@ -5594,7 +5637,7 @@ const DECIDED_BY_LOGS = /^\S+ block by (connect|scan): /;
 /**
  * Lifts the blocks of `ips` (addresses with a success in the read just made)
  * that a connect or --scan decided: the success came after the block
- * (section 8.1). Returns the worst exit code and how many were lifted.
+ * (section 8.3). Returns the worst exit code and how many were lifted.
  */
 export function liftAfterSuccess(ctx: Ctx, ips: Iterable<string>, by: string): { code: number; lifted: number } {
   let code = 0;
@@ -5614,7 +5657,7 @@ export function liftAfterSuccess(ctx: Ctx, ips: Iterable<string>, by: string): {
   return { code, lifted };
 }
 
-// ---- 8.1.2 The brute force that succeeded ------------------------------------------
+// ---- 8.3.1 The brute force that succeeded ------------------------------------------
 //
 //   ssh: 9 failed (alice, admin, oracle), then "Accepted password for alice"
 //     → allow/IP "… allow by connect: allowed after 9 failures (users: admin, alice, oracle): ssh: 1 success, …"
@@ -5678,7 +5721,7 @@ function readBlockFile(ctx: Ctx, ip: string): string | null {
   }
 }
 
-// ---- 8.1.1 Withheld blocks: a trace where the admin looks -----------------------
+// ---- 8.3.2 Withheld blocks: a trace where the admin looks -----------------------
 //
 //   connect 203.0.113.9, FTP_LOG unreadable  →  sentry.db withheld: 203.0.113.9, since, "1 of 2 logs could not be read"
 //                                            →  sentry.log (once an hour per cause):
@@ -5805,7 +5848,7 @@ export function setAllowed(ctx: Ctx, ip: string, by: string, reason: string): nu
  * Blocks `ip`: block/IP, hosts.deny, every enabled firewall. Call under
  * withLock. Addresses in ALLOW_IPS and loopback are refused here, the one
  * place every path that blocks goes through. `hostsDeny` false: the caller
- * rewrites hosts.deny once for many blocks (--scan's batches, section 8.3),
+ * rewrites hosts.deny once for many blocks (--scan's batches, section 8.6),
  * as expiry does for many lifts; block/IP is written first either way, so a
  * crash before that rewrite leaves hosts.deny stale, never the block lost
  * (the next connect of the address or --scan heals it, section 9.1.1).
@@ -5820,7 +5863,7 @@ export function setBlocked(
 ): number {
   if (inRanges(ip, ctx.allowRanges))
     throw new SentryError(`${ip} is in ALLOW_IPS or loopback and is never blocked`, 1);
-  // The second line holds the block's own end (section 8.2); without one it lasts EXPIRE_BLOCK_DAYS from its mtime.
+  // The second line holds the block's own end (section 8.5); without one it lasts EXPIRE_BLOCK_DAYS from its mtime.
   const now = ctx.sys.now();
   // "until never" is a block for good (a repeat offender past REPEAT_FOREVER_AFTER): no touch or setting ends it.
   // Without either line (EXPIRE_BLOCK_DAYS=0) it follows EXPIRE_BLOCK_DAYS, whatever that is later set to.
@@ -5856,7 +5899,7 @@ function liftEverywhere(ctx: Ctx, ip: string, hostsDeny = true): number {
  * Forgets `ip`: no allow, no block, no connections counted, and its log
  * evidence so far set aside, so it starts again from nothing. Without the
  * last two, its next connect would block it again on the same old lines.
- * Its history of blocks (section 8.2.1) goes too, unless `keepHistory`
+ * Its history of blocks (section 8.5.1) goes too, unless `keepHistory`
  * (expiry: a block that ran out is not forgiveness). `hostsDeny` false: the
  * caller rewrites hosts.deny once for many (expiry); `db`: sentry.db, open
  * in the caller's transaction.
@@ -5864,12 +5907,12 @@ function liftEverywhere(ctx: Ctx, ip: string, hostsDeny = true): number {
 export function setDelisted(ctx: Ctx, ip: string, by: string, reason: string, opts: { keepHistory?: boolean; hostsDeny?: boolean; db?: Db } = {}): number {
   const hostsDeny = opts.hostsDeny ?? true;
   fleetForgive(ctx, ip, by); // section 9.5: an admin's forgiveness of a block this server pushed reaches the fleet
-  if (!opts.keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.2.1)
+  if (!opts.keepHistory) forgetHistory(ctx, ip); // forgiveness; expiry keeps it (section 8.5.1)
   const wasAllowed = removeFile(ctx, statePath(ctx, "allow", ip));
   if (wasAllowed) writeHostsAllowed(ctx);
   const wasBlocked = removeFile(ctx, statePath(ctx, "block", ip));
   if (removeFile(ctx, statePath(ctx, "seen", ip))) noteChange(ctx, ip, "delist");
-  removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip)); // a hold for review (8.1.2) starts again too
+  removeFile(ctx, path.join(ctx.cfg.ROOT_DIR, REVIEW_DIR, ip)); // a hold for review (8.3.1) starts again too
   writeForgiven(ctx, ip, by); // before the index forgets: a crash between the two must not bring the evidence back
   forgetEvidence(ctx, ip, opts.db);
   logDecision(ctx, ip, "delist", `${byText(ctx, by)}: ${reason}${wasAllowed || wasBlocked ? "" : " (was neither allowed nor blocked)"}`);
@@ -6006,7 +6049,7 @@ export function manualNetAction(
   return code;
 }
 
-// ---- 8.2 Expiry --------------------------------------------------------------
+// ---- 8.5 Expiry --------------------------------------------------------------
 //
 //   block/203.0.113.9   "2026-11-29T13:00:00Z block by connect: ssh: …
 //                        until 2026-11-29T13:10:00Z (10 minutes; thin evidence: …)"
@@ -6046,7 +6089,7 @@ function blockEndOf(ctx: Ctx, ip: string): number | null | undefined {
   return blockEnd(text, st.mtimeMs, ctx.cfg.EXPIRE_BLOCK_DAYS);
 }
 
-// ---- 8.2.1 Repeat offenders: a short history per address ----------------------
+// ---- 8.5.1 Repeat offenders: a short history per address ----------------------
 //
 //   ROOT_DIR/history/203.0.113.9   "blocked 2 times, last lifted 2026-11-29T13:10:00Z\n"
 //
@@ -6284,7 +6327,7 @@ export function expireBlocks(ctx: Ctx, max = Infinity, waitMs?: number): number 
 /** A connect that finds the lock busy at expiry time leaves the look to a connect this much later. */
 const EXPIRE_BUSY_RETRY_MS = 60_000;
 
-// ---- 8.3 --scan: the logs decide, without a connect ------------------------------
+// ---- 8.6 --scan: the logs decide, without a connect ------------------------------
 //
 // For daemons that never spawn sentry (an sshd without libwrap, Dovecot,
 // Postfix, an FTP server), a timer runs `sentry --scan`: it reads every log
@@ -7814,7 +7857,7 @@ export function flushOutbox(ctx: Ctx): void {
 //     fleet blocks.
 //   - Expiry is local, from the duration the stream gave (the LAPI's flush
 //     deletes old decisions without telling any bouncer): the block file gets
-//     the usual "until" line and section 8.2 lifts it.
+//     the usual "until" line and section 8.5 lifts it.
 //   - 1.4.6 (Debian 12) and 1.6+: durations only in h/m/s (1.4.6 refuses "d"),
 //     scope spelled exactly "Ip", stop_at now (a decision ends at stop_at +
 //     duration), a User-Agent "sentry/VERSION" (anything without exactly one
@@ -8585,7 +8628,7 @@ export interface IpRecord {
   firstSeen: string | null; // ISO time of the first seen line
   lastSeen: string | null;
   evidence: Tallies | null; // from the evidence index, if there is one
-  history: string | null; // contents of history/IP: how many of its blocks ran out (section 8.2.1)
+  history: string | null; // contents of history/IP: how many of its blocks ran out (section 8.5.1)
   ranges: string[]; // the blocked or allowed ranges that hold it: "block 2001:db8:1:2::/64", "allow 10.0.0.0/8" (section 8.4)
   admitted: string | null; // why its count stopped: tcpd admits it from hosts.allowed without spawning sentry (section 9.1.2)
 }
@@ -8629,9 +8672,9 @@ export interface Report {
   recent?: string[]; // latest lines of sentry.log
   backendFailures?: string[]; // sentry.log lines of firewalls that failed lately
   notes?: string[]; // the evidence index's latest notes (first reads, caps, unreadable logs)
-  withheld: Withheld[]; // blocks that wait for a complete read of the logs (section 8.1.1)
+  withheld: Withheld[]; // blocks that wait for a complete read of the logs (section 8.3.2)
   heldBack?: string[]; // sentry.log lines of the last 7 days that say decisions were held back
-  attention: ListEntry[]; // allowed after failures, or held for review (section 8.1.2): a brute force that succeeded?
+  attention: ListEntry[]; // allowed after failures, or held for review (section 8.3.1): a brute force that succeeded?
   logAddresses: number | null; // where no connect is counted (a --scan-only server): the addresses the logs show
   admittedByTcpd: number | null; // entries of hosts.allowed, when hosts.allow has its line: their connections are not counted (section 9.1.2)
   fleet?: { blocks: number; conflicts: string[] }; // section 9.5: blocks learned from the fleet; its latest bans of addresses allowed here
@@ -8801,7 +8844,7 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
   };
 }
 
-// ---- 10.2 The report's index -------------------------------------------------
+// ---- 10.1 The report's index -------------------------------------------------
 //
 //   connections.log  "1795262400 203.0.113.9\n"   ──▶  report_ips (203.0.113.9, 7)
 //                                                       meta report_ips=…, report_connections=…
@@ -8812,7 +8855,7 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
 // connect and delist appends to (noteChange): only the addresses named
 // since the last report are looked at again, and their count is read from
 // seen/IP itself, so the feed says what changed and the files say how much.
-// A feed that was rotated is finished by inode, like a log (7.3). The index
+// A feed that was rotated is finished by inode, like a log (7.2). The index
 // is rebuilt from seen/ when it is new, when the feed cannot be followed,
 // and at least every REPORT_REBUILD_HOURS, which also catches files an
 // administrator removed by hand. Without a writable sentry.db (a read-only
@@ -9122,7 +9165,7 @@ export function formatReport(r: Report): string {
   return out.join("\n");
 }
 
-// ---- 10.3 --list: who is blocked, why, since and until when --------------------
+// ---- 10.2 --list: who is blocked, why, since and until when --------------------
 //
 //   block/203.0.113.9  "2026-11-29T10:00:00Z block by connect: ssh: 0 success, 3 naughty, …
 //                       until 2026-11-29T10:10:00Z (10 minutes; thin evidence: …)"
@@ -9134,8 +9177,8 @@ export function formatReport(r: Report): string {
 // why, how many attempts of each kind. One line per address, read from the
 // files (they are the truth), the attempts from the evidence index in one
 // query. 100,000 blocks cost one open, fstat and read each (npm run bench).
-// pending: blocks withheld for want of a complete read of the logs (8.1.1),
-// and addresses held for review (8.1.2).
+// pending: blocks withheld for want of a complete read of the logs (8.3.2),
+// and addresses held for review (8.3.1).
 
 export type ListState = "blocked" | "allowed" | "pending";
 
@@ -9368,7 +9411,7 @@ export function listCommand(ctx: Ctx, f: ListFilter, json: boolean): number {
   return 0;
 }
 
-// ---- 10.4 --json: structured, versioned ---------------------------------------
+// ---- 10.3 --json: structured, versioned ---------------------------------------
 //
 //   "2026-11-29T10:00:00Z 203.0.113.9 block connect: ssh: …"  → { at, ip, action: "block", reason: "connect: ssh: …" }
 //   "2026-11-29T10:00:00Z block by admin: --block\nuntil …"    → { at, by: "admin", operator: null, reason: "--block", until, length }
@@ -9420,7 +9463,7 @@ export function reportJson(r: Report): object {
     out.ip = {
       ip: x.ip, connections: x.connections, status: x.status, firstSeen: x.firstSeen, lastSeen: x.lastSeen,
       allow: recordJson(x.allow), block: recordJson(x.block), evidence: x.evidence,
-      history: x.history, // history/IP as written: "blocked N times, last lifted TIME" (section 8.2.1), or null
+      history: x.history, // history/IP as written: "blocked N times, last lifted TIME" (section 8.5.1), or null
       ranges: x.ranges, // "block 2001:db8:1:2::/64", "allow 10.0.0.0/8": the ranges that hold it (section 8.4)
       admitted: x.admitted, // why its connections are no longer counted (section 9.1.2), or null
     };
@@ -10300,7 +10343,7 @@ function markAdded(before: string, after: string, root: string): string {
   return out.join("\n");
 }
 
-// ---- 11.1.2 The manual, the completion and the scan timer ---------------------
+// ---- 11.1.3 The manual, the completion and the scan timer ---------------------
 //
 //   $ sentry --install --write          (sshd without libwrap)
 //   wrote /usr/local/share/man/man8/sentry.8
@@ -11847,7 +11890,7 @@ SEE ALSO
     hosts_access(5), sshd(8), tcpdmatch(8)
 `;
 
-// ---- 12.0 The manual: USAGE as roff, and the tab completion -----------------
+// ---- 12.1 The manual: USAGE as roff, and the tab completion -----------------
 //
 //   USAGE ("NAME\n    sentry - …\n\nSYNOPSIS\n    sentry --ip=IP …")
 //     → manPage() → ".TH SENTRY 8 …\n.SH NAME\nsentry \\- …\n.SH SYNOPSIS\n.nf …"
@@ -12079,7 +12122,7 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
   }
 }
 
-// ---- 12.1 Manual actions say what they did ------------------------------------
+// ---- 12.2 Manual actions say what they did ------------------------------------
 //
 //   $ sentry --ip=192.0.2.200 --block
 //      0 connections from 192.0.2.200 and it is blocked

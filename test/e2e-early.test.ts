@@ -1,6 +1,6 @@
 // test/e2e-early.test.ts — issue 16 item 5 with a real sshd: strong evidence
 // decides at the second connection, and the connection that decided is ended
-// before its first guess (section 8.0.1); the administrator of the benchmark
+// before its first guess (section 8.2); the administrator of the benchmark
 // table (3 logins, 12 typos, a login) is never refused, and ending a
 // connection never touches anyone else's.
 //

@@ -7,7 +7,7 @@
 // tcpd alone and 11 with nftables; six per connection, 18 and 12. fail2ban
 // 1.0.2 allows 5 and 6. Here:
 //   - six per connection: more guesses in one connection than ssh asks (3) is
-//     a program (CONNECTION_GUESSES, section 7.2.2): blocked long at the start
+//     a program (CONNECTION_GUESSES, section 7.1.2): blocked long at the start
 //     of its second connection, which is ended before a guess: 6 in all;
 //   - one per connection: more than GUESS_THRESHOLD (4) guesses block thin, at
 //     the start of the 6th connection; tcpd lets that connection through (it

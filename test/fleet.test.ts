@@ -280,7 +280,7 @@ t.test("a decision the LAPI flushed without a delete event still expires locally
   db.close();
   t.equal(run(["--sync"], envB()).status, 0);
   t.match(blockFile(rootB, FLUSHED), /block by fleet/, "no delete event: still blocked right after the flush");
-  // An hour passes: the block's length runs from its file's mtime (section 8.2), so age the file.
+  // An hour passes: the block's length runs from its file's mtime (section 8.5), so age the file.
   const past = Date.now() / 1000 - 3700;
   utimesSync(join(rootB, "block", FLUSHED), past, past);
   const s = run(["--scan"], envB());

@@ -1,6 +1,6 @@
 // test/guesses.test.ts — issue 16 item 5, the decision side: password
 // guesses (GUESS_THRESHOLD) and the guesses of one connection
-// (CONNECTION_GUESSES, section 7.2.2). The classifier marks guesses and
+// (CONNECTION_GUESSES, section 7.1.2). The classifier marks guesses and
 // connections, a read keeps them per connection in bounded memory, sentry.db
 // carries a connection read by two runs, the rules weigh them; the binary
 // decides with them. The real-sshd proof is e2e-guesses.test.ts.
