@@ -2734,12 +2734,11 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
   if (m.startsWith("error: ") || m.startsWith("fatal: ")) m = m.slice(SSH_LEVEL_LEN);
   const preauth = m.endsWith(PREAUTH);
   if (preauth) m = m.slice(0, -PREAUTH.length);
-  const c = m.charCodeAt(0);
 
   // Accepted|Failed METHOD for [invalid user ]U from A port N ssh2[: INFO]
   // (auth.c auth_log: "%s %s%s%s for %s%.100s from %.200s port %d ssh2%s%s")
   if (m.startsWith("Accepted ") || m.startsWith("Failed ")) {
-    const accepted = c === 65; // 'A'
+    const accepted = m.startsWith("Accepted ");
     const sp = m.indexOf(" ");
     const forAt = m.indexOf(" for ", sp);
     if (forAt < 0 || forAt - sp > 70) return no("sshd Accepted/Failed line without 'METHOD for'");
@@ -2751,8 +2750,8 @@ function parseSshd(msg: string, pid = "", prefix: "none" | "host" | "hostless" =
     // exist. A client can also put those words in U, but an existing user
     // cannot be named so: the worst a client gains is naughty for its own
     // address, which is what it deserves anyway.
-    const invalid = r.user.startsWith("invalid user ");
-    const user = invalid ? r.user.slice(13) : r.user;
+    const invalid = r.user.startsWith(INVALID_USER);
+    const user = invalid ? r.user.slice(INVALID_USER.length) : r.user;
     if (accepted) {
       if (invalid) return no("sshd Accepted line for an invalid user: not a shape sshd writes");
       // The monitor logs a success after authentication, so never with the
@@ -6449,8 +6448,7 @@ function scanBatch(ctx: Ctx, db: Db, ips: string[], pending: Map<string, [string
     for (const ip of weighed) for (const [service, k] of pending.get(ip) ?? []) clear.run(ip, service, k);
     db.exec("COMMIT");
   } catch (e) {
-    db.exec("ROLLBACK");
-    throw e;
+    throw rollbackAfter(db, e); // the original error wins over a failing ROLLBACK
   }
 }
 
@@ -9038,8 +9036,7 @@ export function syncReportIndex(ctx: Ctx, db: Db): { ips: number; connections: n
     db.exec("COMMIT");
     return { ...t, top, rebuilt: caught === null };
   } catch (e) {
-    db.exec("ROLLBACK");
-    throw e;
+    throw rollbackAfter(db, e); // the original error wins over a failing ROLLBACK
   }
 }
 
