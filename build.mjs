@@ -38,6 +38,14 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
+/**
+ * V8's settings baked into the binary (both architectures; see above). Only
+ * settings that leave V8's flag hash alone: the code cache is made by a node
+ * without them, and V8 rejects a cache made under other flags (tried:
+ * --optimize-for-size, "Code cache data rejected").
+ */
+const SEA_EXEC_ARGV = ["--max-semi-space-size=1"];
+
 const here = dirname(fileURLToPath(import.meta.url));
 
 // ---- The Node that builds ------------------------------------------------------------
@@ -136,7 +144,7 @@ await sea(bundle, {
     useSnapshot: false,
     useCodeCache: true,
     execArgvExtension: "none",
-    execArgv: ["--max-semi-space-size=1"],
+    execArgv: SEA_EXEC_ARGV,
   },
 });
 
@@ -288,7 +296,7 @@ export async function buildArm64(bundle, out, version) {
   try {
     const blob = join(tmp, "sea.blob");
     const config = join(tmp, "sea-config.json");
-    writeFileSync(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, execArgvExtension: "none" }));
+    writeFileSync(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, execArgvExtension: "none", execArgv: SEA_EXEC_ARGV }));
     const g = spawnSync(process.execPath, ["--experimental-sea-config", config], { encoding: "utf8", cwd: tmp });
     if (g.status !== 0) throw new Error(`the SEA blob for linux-arm64: ${g.stderr}`);
     const next = `${out}.new`;

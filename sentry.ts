@@ -4173,7 +4173,7 @@ export interface ScanResult {
   lines: number;
   capped: boolean; // stopped at SCAN_SECONDS
   busy?: boolean; // a connect found another process reading (sentry.db locked) and read nothing
-  touched: Set<string>; // addresses with new evidence
+  touched: Set<string>; // addresses with new evidence, at most OTHERS_MAX + 1 (one more says "too many to decide for")
   succeeded: Set<string>; // addresses with a new successful login (it lifts a block decided on failures: liftAfterSuccess)
   notes: string[];
   forgiven?: ForgivenLookup; // delisted addresses whose older lines are not counted (section 5.3)
@@ -4616,8 +4616,12 @@ export function scanLogs(ctx: Ctx, db: Db, seconds: number, waitMs?: number): Sc
     res.flush = () => {
       weighNames(ctx, db, found);
       for (const [ip, per] of found) {
-        res.touched.add(ip);
-        if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ip);
+        // Both sets outlive the flush, so they hold copies of their own: a
+        // key cut from a log line keeps the whole line alive (a first read
+        // of 200,000 addresses held 33 MB of lines through `touched` alone).
+        // `touched` is only ever used when it is small (gatherEvidence).
+        if (res.touched.size <= OTHERS_MAX) res.touched.add(ownCopy(ip));
+        if ([...per.values()].some((t) => t.success > 0)) res.succeeded.add(ownCopy(ip));
         for (const [service, t] of per) {
           upsert.run(ip, service, t.success, t.failed, t.naughty, t.probe, t.sample, t.rank, t.guesses ?? 0);
           if (!t.conn) continue;
@@ -4731,6 +4735,16 @@ export function gatherEvidence(
 
 /** Most other addresses one connect's read decides for (gatherEvidence). */
 const OTHERS_MAX = 20;
+
+/**
+ * `s` as a string of its own. V8 keeps a substring of 13 characters or more
+ * (203.0.113.200) as a view into the string it was cut from, so an address
+ * kept after its line is read would keep the line with it. Addresses are
+ * ASCII: latin1 round-trips them exactly.
+ */
+function ownCopy(s: string): string {
+  return s.length < 13 ? s : Buffer.from(s, "latin1").toString("latin1");
+}
 
 /** Sets aside the evidence index's tallies (and names) for `ip`: a delisted or expired address starts again from nothing. */
 export function forgetEvidence(ctx: Ctx, ip: string, open?: Db): void {
@@ -8717,14 +8731,47 @@ function forEachSeen(ctx: Ctx, fn: (ip: string, n: number) => void): void {
     if (errCode(e) === "ENOENT") return; // nobody has connected yet
     throw ioError("list", where, e);
   }
+  // A stat of "IP" from inside seen/ walks one path component, one of
+  // ROOT_DIR/seen/IP walks them all: over a million files the walk took
+  // 2.9 s instead of 3.9 s (`find seen -printf`, which stats relative to the
+  // folder too: 2.8 s). So the walk runs from inside seen/ when it can.
+  const back = enterDir(where);
   try {
     for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
       if (parseIp(e.name) !== e.name) continue; // not an address: passed over, as in listDir
-      const n = seenCount(ctx, e.name);
+      const n = seenCount(ctx, e.name, back === null ? undefined : e.name);
       if (n !== null) fn(e.name, n);
     }
   } finally {
+    if (back !== null) leaveDir(back);
     dir.closeSync();
+  }
+}
+
+/**
+ * Makes `dir` the working directory and returns the one to go back to, or
+ * null if it could not (the working directory is gone, `dir` cannot be
+ * entered): then nothing changed and the caller uses whole paths. Only a
+ * walk of seen/ uses this; every other path sentry opens is absolute, so
+ * nothing else depends on where the process stands.
+ */
+function enterDir(dir: string): string | null {
+  let back: string;
+  try {
+    back = process.cwd();
+    process.chdir(dir);
+  } catch {
+    return null; // handled: whole paths work from anywhere
+  }
+  return back;
+}
+
+/** Goes back to where enterDir was called; if that folder is gone, to "/" (never left inside ROOT_DIR). */
+function leaveDir(back: string): void {
+  try {
+    process.chdir(back);
+  } catch {
+    process.chdir("/"); // handled: the folder was removed meanwhile; "/" always exists
   }
 }
 
@@ -8860,8 +8907,8 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
 // ROOT_DIR, another user) the report lists seen/ directly.
 
 /** Connections in seen/IP from its size (one stat), or by reading it; null if there is no such file. */
-function seenCount(ctx: Ctx, ip: string): number | null {
-  const st = ctx.sys.fs.statSync(statePath(ctx, "seen", ip), { throwIfNoEntry: false });
+function seenCount(ctx: Ctx, ip: string, file = statePath(ctx, "seen", ip)): number | null {
+  const st = ctx.sys.fs.statSync(file, { throwIfNoEntry: false });
   if (!st || !st.isFile()) return null;
   return st.size % SEEN_LINE_BYTES === 0 ? st.size / SEEN_LINE_BYTES : countConnections(ctx, ip);
 }
@@ -8933,6 +8980,9 @@ interface IndexTotals {
   connections: number;
 }
 
+/** Rows of seen/ one INSERT adds while the index is built (SQLite allows 32,766 parameters). */
+const WALK_ROWS = 32;
+
 /**
  * Mode one: the index made again from seen/ (new, past REPORT_REBUILD_HOURS,
  * or a feed that cannot be followed). Returns the totals. In the caller's
@@ -8951,16 +9001,25 @@ function rebuildReportIndex(ctx: Ctx, db: Db): IndexTotals {
   db.exec("DROP INDEX IF EXISTS report_ips_n");
   db.exec("CREATE TEMP TABLE IF NOT EXISTS seen_walk (ip TEXT NOT NULL, n INTEGER NOT NULL)");
   db.exec("DELETE FROM seen_walk");
-  const put = db.prepare("INSERT INTO seen_walk (ip, n) VALUES (?, ?)");
+  // Rows go in WALK_ROWS at a time: over a million addresses the build took
+  // 6.6-7.2 s instead of 7.8 s (128 at a time: no faster, 17 MiB more peak RSS).
+  const putMany = db.prepare(`INSERT INTO seen_walk (ip, n) VALUES ${Array(WALK_ROWS).fill("(?, ?)").join(", ")}`);
+  const putOne = db.prepare("INSERT INTO seen_walk (ip, n) VALUES (?, ?)");
+  const rows: (string | number)[] = [];
   const t: IndexTotals = { ips: 0, connections: 0 };
   // A million addresses take seconds to list: on a terminal, say how far it is.
   const shown = ctx.sys.errTty === true;
   forEachSeen(ctx, (ip, n) => {
-    put.run(ip, n);
+    rows.push(ip, n);
+    if (rows.length === 2 * WALK_ROWS) {
+      putMany.run(...rows);
+      rows.length = 0;
+    }
     t.ips++;
     t.connections += n;
     if (shown && t.ips % INDEX_PROGRESS_EVERY === 0) ctx.sys.err(`\rsentry: building the report index of seen/: ${t.ips} addresses\x1b[K`);
   });
+  for (let i = 0; i < rows.length; i += 2) putOne.run(rows[i], rows[i + 1]);
   db.exec("INSERT INTO report_ips (ip, n) SELECT ip, n FROM seen_walk ORDER BY ip");
   db.exec("DROP TABLE seen_walk");
   db.exec("CREATE INDEX report_ips_n ON report_ips (n)");

@@ -140,3 +140,26 @@ t.test("read-only, without the index: the ten busiest from walking seen/, busies
     [["192.0.2.12", 12], ["198.51.100.10", 12], ["198.51.100.7", 12], ["192.0.2.11", 11], ["192.0.2.10", 10], ["192.0.2.9", 9], ["192.0.2.8", 8], ["192.0.2.7", 7], ["192.0.2.6", 6], ["192.0.2.5", 5]],
   );
 });
+
+t.test("the index built from a seen/ of 1,003 addresses (rows go in batches; the walk stats from inside seen/): every one counted, the busiest right", (t) => {
+  const root = tempDir(t);
+  const seen = join(root, "seen");
+  fs.mkdirSync(seen, { recursive: true });
+  const now = Math.floor(Date.now() / 1000);
+  let connections = 0;
+  for (let i = 0; i < 1003; i++) {
+    const n = 1 + ((i * 7) % 13); // 1 to 13 connections
+    connections += n;
+    fs.writeFileSync(join(seen, `198.18.${i >> 8}.${i & 255}`), `${now}\n`.repeat(n));
+  }
+  fs.writeFileSync(join(seen, "203.0.113.99"), `${now}\n`.repeat(40)); // the busiest
+  connections += 40;
+  fs.writeFileSync(join(seen, "not-an-address"), `${now}\n`); // passed over
+  fs.mkdirSync(join(seen, "10.0.0.1")); // a folder by an address's name: passed over
+  const r = report(envFor(root));
+  t.same({ uniqueIps: r.uniqueIps, connections: r.connections }, { uniqueIps: 1004, connections }, "every address and connection");
+  t.same(r.top[0], { ip: "203.0.113.99", connections: 40, status: null }, "the busiest first");
+  t.equal(r.top.length, 10);
+  t.ok(r.top.slice(1).every((e) => e.connections === 13), "then nine of 13 connections");
+  t.end();
+});
