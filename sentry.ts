@@ -6395,16 +6395,25 @@ interface ScanCounts {
   held: string[]; // blocks waiting for a complete read
 }
 
-/** The rows of sentry.db with evidence not weighed yet, per address: service and the pending count that was read. */
-function pendingRows(db: Db): Map<string, [string, number][]> {
-  const pending = new Map<string, [string, number][]>();
-  for (const r of db.prepare("SELECT ip, service, pending FROM tallies WHERE pending > 0").all()) {
-    const ip = String(r.ip);
-    const list = pending.get(ip) ?? [];
-    list.push([String(r.service), Number(r.pending)]);
-    pending.set(ip, list);
+/**
+ * The addresses with evidence not weighed yet, in address order, SCAN_BATCH
+ * at a time, each with the services and pending counts that were read.
+ * Never all of them at once: a first --scan of a 1 GB log held every
+ * pending row in one Map and peaked at 269 MiB. Evidence a connect adds
+ * meanwhile for an address already passed is weighed by the next --scan.
+ */
+function* pendingBatches(db: Db): Generator<Map<string, [string, number][]>> {
+  const next = db.prepare("SELECT DISTINCT ip FROM tallies WHERE pending > 0 AND ip > ? ORDER BY ip LIMIT ?");
+  const rows = db.prepare("SELECT service, pending FROM tallies WHERE ip = ? AND pending > 0");
+  let after = "";
+  for (;;) {
+    const ips = next.all(after, SCAN_BATCH).map((r) => String(r.ip));
+    if (ips.length === 0) return;
+    const batch = new Map<string, [string, number][]>();
+    for (const ip of ips) batch.set(ip, rows.all(ip).map((r): [string, number] => [String(r.service), Number(r.pending)]));
+    yield batch;
+    after = ips[ips.length - 1];
   }
-  return pending;
 }
 
 /**
@@ -6482,9 +6491,7 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
     const lift = liftAfterSuccess(ctx, res.succeeded, "scan");
     n.code = Math.max(n.code, lift.code);
     n.allowed += lift.lifted;
-    const pending = pendingRows(db);
-    const ips = [...pending.keys()];
-    for (let i = 0; i < ips.length; i += SCAN_BATCH) scanBatch(ctx, db, ips.slice(i, i + SCAN_BATCH), pending, partial, n);
+    for (const pending of pendingBatches(db)) scanBatch(ctx, db, [...pending.keys()], pending, partial, n);
     if (partial !== null) noteWithheld(ctx, db, n.held, partial);
     else if (res.readable > 0) clearWithheld(db);
   } finally {
