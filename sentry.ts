@@ -7678,7 +7678,20 @@ export interface Notice {
   reason: string;
 }
 
-const outbox: { syslog: Notice[]; notices: Notice[] } = { syslog: [], notices: [] };
+/**
+ * What one command has to tell, sent when it ends (flushOutbox). Bounded,
+ * whatever the command decides: a first --scan of an attacked server can
+ * block 250,000 addresses, and holding a Notice for each (twice) took more
+ * memory than the read. syslog lines go out whenever SYSLOG_BATCH_BYTES of
+ * them are queued, to one more detached logger each: under the 64 KiB a pipe
+ * holds, so the write is done at once (a larger one waits in this process
+ * for an event loop that a --scan does not run until it ends). The message
+ * keeps its first NOTICE_LINES decisions whole and only counts the others
+ * (sentry.log has every line).
+ */
+const outbox: { syslog: Notice[]; syslogBytes: number; notices: Notice[]; more: Map<string, number> } = { syslog: [], syslogBytes: 0, notices: [], more: new Map() };
+const SYSLOG_BATCH_BYTES = 48 * 1024;
+const NOTICE_LINES = 1000;
 
 /** The event a decision is for an administrator, or null if it is not news (an allow, a delist, an expiry). */
 export function noticeEvent(what: string, reason: string): string | null {
@@ -7694,8 +7707,15 @@ export function noticeEvent(what: string, reason: string): string | null {
 const ALLOWED_AFTER = /allowed after \d+ failures/;
 
 function queueNotice(ctx: Ctx, n: Notice): void {
-  if (ctx.cfg.SYSLOG) outbox.syslog.push(n);
-  if ((ctx.cfg.NOTIFY_EMAIL !== "" || ctx.cfg.NOTIFY_COMMAND !== "") && noticeEvent(n.what, n.reason) !== null) outbox.notices.push(n);
+  if (ctx.cfg.SYSLOG) {
+    outbox.syslog.push(n);
+    outbox.syslogBytes += n.ip.length + n.what.length + n.reason.length + 3;
+    if (outbox.syslogBytes >= SYSLOG_BATCH_BYTES) sendSyslog(ctx);
+  }
+  const event = ctx.cfg.NOTIFY_EMAIL !== "" || ctx.cfg.NOTIFY_COMMAND !== "" ? noticeEvent(n.what, n.reason) : null;
+  if (event === null) return;
+  if (outbox.notices.length < NOTICE_LINES) outbox.notices.push(n);
+  else outbox.more.set(event, (outbox.more.get(event) ?? 0) + 1);
 }
 
 /** The addresses NOTIFY_EMAIL names (a local user or user@domain each); throws SentryError(1) for anything else. */
@@ -7709,12 +7729,18 @@ export function parseNotifyEmail(text: string): string[] {
 }
 
 /** Subject, body and SENTRY_* variables of one message about `notices` (pure; the reasons are already sanitized). */
-export function composeNotice(host: string, notices: Notice[]): { subject: string; body: string; env: Record<string, string> } {
+export function composeNotice(host: string, notices: Notice[], more: ReadonlyMap<string, number> = new Map()): { subject: string; body: string; env: Record<string, string> } {
   const counts = new Map<string, number>();
   for (const n of notices) {
     const e = noticeEvent(n.what, n.reason) as string;
     counts.set(e, (counts.get(e) ?? 0) + 1);
   }
+  let dropped = 0; // decisions counted, not kept (queueNotice)
+  for (const [e, k] of more) {
+    counts.set(e, (counts.get(e) ?? 0) + k);
+    dropped += k;
+  }
+  const total = notices.length + dropped;
   const words: Record<string, string> = {
     block: "blocked",
     "allowed-after-failures": "ALLOWED AFTER FAILURES (check them)",
@@ -7723,19 +7749,21 @@ export function composeNotice(host: string, notices: Notice[]): { subject: strin
     "held-for-review": "held for review",
   };
   const parts = [...counts].map(([e, n]) => `${n} ${words[e]}`);
-  const one = notices.length === 1 ? ` ${notices[0].ip}` : "";
+  const one = total === 1 ? ` ${notices[0].ip}` : "";
   const subject = `sentry on ${host}: ${parts.join(", ")}${one}`;
-  const MAX_LINES = 1000;
-  const lines = notices.slice(0, MAX_LINES).map((n) => `${isoTime(n.at)} ${n.ip} ${n.what} ${n.reason}`);
-  if (notices.length > MAX_LINES) lines.push(`… and ${notices.length - MAX_LINES} more (sentry.log has every line)`);
+  const shown = notices.slice(0, NOTICE_LINES);
+  const lines = shown.map((n) => `${isoTime(n.at)} ${n.ip} ${n.what} ${n.reason}`);
+  if (total > shown.length) lines.push(`… and ${total - shown.length} more (sentry.log has every line)`);
   const body = `${subject}\n\n${lines.join("\n")}\n\nsentry --list shows who is blocked and why; sentry --report --ip=IP one address.\n`;
   return {
     subject,
     body,
     env: {
       SENTRY_EVENT: [...counts.keys()].join(","),
-      SENTRY_COUNT: String(notices.length),
-      SENTRY_IP: notices.map((n) => n.ip).join(" "),
+      SENTRY_COUNT: String(total),
+      // The addresses of the lines shown: an environment string longer than
+      // 128 KiB (about 8,000 addresses) makes exec fail with E2BIG.
+      SENTRY_IP: shown.map((n) => n.ip).join(" "),
       SENTRY_REASON: notices[0]?.reason ?? "",
       SENTRY_HOST: host,
       SENTRY_SUBJECT: subject,
@@ -7791,26 +7819,42 @@ export function detachCommand(ctx: Ctx, argv: string[], input: string, env: Reco
   }
 }
 
+/** The environment of the children the outbox starts. */
+const outboxEnv = (ctx: Ctx): Record<string, string> => ({ PATH: "/usr/bin:/bin:/usr/sbin:/sbin", ROOT_DIR: ctx.cfg.ROOT_DIR });
+
+/** Sends the queued syslog lines to one detached logger; null, or why it could not. */
+function sendSyslog(ctx: Ctx): string | null {
+  const lines = outbox.syslog.splice(0);
+  outbox.syslogBytes = 0;
+  if (lines.length === 0) return null;
+  // One line per message; logger reads them from stdin. --id gives our pid, as a daemon's lines carry theirs.
+  const text = lines.map((n) => `${n.ip} ${n.what} ${n.reason}`).join("\n") + "\n";
+  const why = detachCommand(ctx, ["logger", "-t", "sentry", `--id=${process.pid}`, "-p", "authpriv.notice"], text, outboxEnv(ctx));
+  if (why === "") return null;
+  // Said once per command (flushOutbox): the lines are lost to syslog, never to sentry.log.
+  syslogFailed ??= `syslog: ${why}`;
+  return why;
+}
+let syslogFailed: string | null = null;
+
 /**
- * Sends what this command queued: one logger(1) for every syslog line, one
- * message by NOTIFY_EMAIL and one by NOTIFY_COMMAND for the notices. A
- * notifier that cannot be started is said on stderr and in sentry.log.
+ * Sends what this command queued: the syslog lines still queued to one more
+ * logger(1), one message by NOTIFY_EMAIL and one by NOTIFY_COMMAND for the
+ * notices. A notifier that cannot be started is said on stderr and in
+ * sentry.log.
  */
 export function flushOutbox(ctx: Ctx): void {
-  const lines = outbox.syslog.splice(0);
+  sendSyslog(ctx);
   const notices = outbox.notices.splice(0);
-  if (lines.length === 0 && notices.length === 0) return;
-  const env: Record<string, string> = { PATH: "/usr/bin:/bin:/usr/sbin:/sbin", ROOT_DIR: ctx.cfg.ROOT_DIR };
+  const more = new Map(outbox.more);
+  outbox.more.clear();
   const failed: string[] = [];
-  if (lines.length) {
-    // One line per message; logger reads them from stdin. --id gives our pid, as a daemon's lines carry theirs.
-    const text = lines.map((n) => `${n.ip} ${n.what} ${n.reason}`).join("\n") + "\n";
-    const why = detachCommand(ctx, ["logger", "-t", "sentry", `--id=${process.pid}`, "-p", "authpriv.notice"], text, env);
-    if (why) failed.push(`syslog: ${why}`);
-  }
+  if (syslogFailed !== null) failed.push(syslogFailed);
+  syslogFailed = null;
+  const env = outboxEnv(ctx);
   if (notices.length) {
     const host = (process.getBuiltinModule("node:os") as typeof import("node:os")).hostname();
-    const m = composeNotice(host, notices);
+    const m = composeNotice(host, notices, more);
     if (ctx.cfg.NOTIFY_EMAIL !== "") {
       const to = parseNotifyEmail(ctx.cfg.NOTIFY_EMAIL);
       const mail =
@@ -7831,7 +7875,10 @@ export function flushOutbox(ctx: Ctx): void {
   }
   // What those two lines queued is not sent again: one failure, one line.
   outbox.syslog.length = 0;
+  outbox.syslogBytes = 0;
   outbox.notices.length = 0;
+  outbox.more.clear();
+  syslogFailed = null;
 }
 
 // ---- 9.5 Fleet: CrowdSec's Local API ----------------------------------------------
