@@ -7663,7 +7663,9 @@ export function resync(ctx: Ctx): number {
 // script is killed by its own timer, never holds a login up, and never
 // piles up. A connect that decides nothing queues nothing and starts no
 // child. A --scan that blocks 500 addresses sends ONE message listing them
-// (blacklist.py did the same), a connect its own.
+// (blacklist.py did the same), a connect its own. What a long --scan queues
+// is bounded (the outbox, below): its syslog lines leave every 48 KiB, its
+// message shows the first 1,000 decisions and counts the rest.
 //
 // Commands are argument vectors, never a shell: the reason holds text an
 // attacker typed (a user name such as `$(reboot)`), which reaches a
