@@ -6475,6 +6475,52 @@ function scanBatch(ctx: Ctx, db: Db, ips: string[], pending: Map<string, [string
   }
 }
 
+/**
+ * The folders of ROOT_DIR whose files writeAtomic writes (seen/ is appended
+ * to, never written whole, and can hold a million names: not listed here).
+ */
+const TEMP_SWEEP_DIRS = ["", "allow", "block", "review", "history", "delisted"];
+/** writeAtomic's temporary name: ".NAME.tmp-PID". */
+const ATOMIC_TEMP = /^\.(.+)\.tmp-(\d+)$/;
+
+/** Whether no process `pid` exists (kill(pid, 0): ESRCH). Anything else, EPERM included, means it may. */
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return errCode(e) === "ESRCH";
+  }
+}
+
+/**
+ * Removes what a killed run left behind: writeAtomic's ".NAME.tmp-PID" whose
+ * process is gone and that nobody has touched for STALE_TEMP_MS. Every
+ * reader passes over such a file (a killed --scan of a big backlog left
+ * one in block/), but an administrator who lists the folder sees it, and
+ * nothing else would ever remove it. Returns how many were removed; one
+ * that cannot be says why on stderr.
+ */
+export function sweepTemps(ctx: Ctx): number {
+  let removed = 0;
+  for (const sub of TEMP_SWEEP_DIRS) {
+    for (const name of folderNames(ctx, sub)) {
+      const m = ATOMIC_TEMP.exec(name);
+      if (m === null || !processGone(Number(m[2]))) continue;
+      const file = path.join(ctx.cfg.ROOT_DIR, sub, name);
+      try {
+        const st = ctx.sys.fs.lstatSync(file);
+        if (!st.isFile() || ctx.sys.now() - st.mtimeMs < STALE_TEMP_MS) continue;
+        ctx.sys.fs.unlinkSync(file);
+        removed++;
+      } catch (e) {
+        if (errCode(e) !== "ENOENT") ctx.sys.warn(`cannot remove ${file}, left by a killed run: ${errText(e)}`); // ENOENT: another run removed it first
+      }
+    }
+  }
+  return removed;
+}
+
 /** --scan: read the logs, decide for every address with new evidence, lift expired blocks. */
 export function scanCommand(ctx: Ctx, verbose: boolean): number {
   const db = openIndex(ctx);
@@ -6504,6 +6550,8 @@ export function scanCommand(ctx: Ctx, verbose: boolean): number {
   if (healed !== null) ctx.sys.warn(healed);
   const healedAllowed = healHostsAllowed(ctx, "scan");
   if (healedAllowed !== null) ctx.sys.warn(healedAllowed);
+  const swept = sweepTemps(ctx);
+  if (swept > 0) ctx.sys.warn(`removed ${swept} temporary files left by killed runs`);
   try {
     // --doctor reads this: a server without libwrap is protected if --scan runs.
     const stamp = path.join(ctx.cfg.ROOT_DIR, "scan.stamp");

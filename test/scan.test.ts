@@ -236,3 +236,36 @@ t.test("--scan killed in the middle of a backlog loses nothing: the next --scan 
   t.same(denied(root), [...ips].sort(), "hosts.deny lists every one");
   for (const ip of ips.slice(0, 20)) t.equal(decisions(root, ip).length, 1, `${ip} decided once`);
 });
+
+t.test("--scan removes what killed runs left (.NAME.tmp-PID of a process that is gone, untouched for an hour) and nothing else", async (t) => {
+  const root = tempDir(t);
+  const log = join(root, "auth.log");
+  fs.writeFileSync(log, "");
+  const env = envFor(root, { SSH_LOG: log });
+  t.equal(sentry(["--block", "--ip=203.0.113.9"], env).status, 0); // makes ROOT_DIR and block/
+  fs.mkdirSync(join(root, "allow"), { recursive: true });
+  // A pid that is gone: a child that has exited.
+  const child = spawn("true");
+  await new Promise((r) => child.on("exit", r));
+  const dead = child.pid as number;
+  const hourAgo = new Date(Date.now() - 2 * 3600_000);
+  const make = (rel: string, old: boolean) => {
+    const f = join(root, rel);
+    fs.writeFileSync(f, "203.0.113.5 block by scan: half writ");
+    if (old) fs.utimesSync(f, hourAgo, hourAgo);
+    return f;
+  };
+  const stale = [make(`block/.203.0.113.5.tmp-${dead}`, true), make(`allow/.198.51.100.7.tmp-${dead}`, true), make(`.hosts.deny.tmp-${dead}`, true)];
+  const kept = [
+    make(`block/.203.0.113.6.tmp-${dead}`, false), // recent: its writer may have just died, or the clock is off
+    make(`block/.203.0.113.7.tmp-${process.pid}`, true), // its process is alive (this test)
+    make("block/.hidden-by-hand", true), // not sentry's name
+  ];
+  const r = scan(t, env, false);
+  t.match(r.stderr, /removed 3 temporary files left by killed runs/);
+  t.same(stale.filter((f) => fs.existsSync(f)), [], "the three stale ones are gone");
+  t.same(kept.filter((f) => !fs.existsSync(f)), [], "the recent one, the live one and the admin's file stay");
+  t.equal(state(root, "203.0.113.9"), "blocked", "the block itself untouched");
+  const again = scan(t, env, false);
+  t.notMatch(again.stderr, /removed/, "said once: the next --scan finds nothing to remove");
+});
