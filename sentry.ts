@@ -6507,15 +6507,7 @@ export function sweepTemps(ctx: Ctx): number {
     for (const name of folderNames(ctx, sub)) {
       const m = ATOMIC_TEMP.exec(name);
       if (m === null || !processGone(Number(m[2]))) continue;
-      const file = path.join(ctx.cfg.ROOT_DIR, sub, name);
-      try {
-        const st = ctx.sys.fs.lstatSync(file);
-        if (!st.isFile() || ctx.sys.now() - st.mtimeMs < STALE_TEMP_MS) continue;
-        ctx.sys.fs.unlinkSync(file);
-        removed++;
-      } catch (e) {
-        if (errCode(e) !== "ENOENT") ctx.sys.warn(`cannot remove ${file}, left by a killed run: ${errText(e)}`); // ENOENT: another run removed it first
-      }
+      if (removeIfStale(ctx.sys, path.join(ctx.cfg.ROOT_DIR, sub, name), STALE_TEMP_MS)) removed++;
     }
   }
   return removed;
@@ -7872,18 +7864,16 @@ export function detachCommand(ctx: Ctx, argv: string[], input: string, env: Reco
 /** The environment of the children the outbox starts. */
 const outboxEnv = (ctx: Ctx): Record<string, string> => ({ PATH: "/usr/bin:/bin:/usr/sbin:/sbin", ROOT_DIR: ctx.cfg.ROOT_DIR });
 
-/** Sends the queued syslog lines to one detached logger; null, or why it could not. */
-function sendSyslog(ctx: Ctx): string | null {
+/** Sends the queued syslog lines to one detached logger; a failure is kept for flushOutbox to say once. */
+function sendSyslog(ctx: Ctx): void {
   const lines = outbox.syslog.splice(0);
   outbox.syslogBytes = 0;
-  if (lines.length === 0) return null;
+  if (lines.length === 0) return;
   // One line per message; logger reads them from stdin. --id gives our pid, as a daemon's lines carry theirs.
   const text = lines.map((n) => `${n.ip} ${n.what} ${n.reason}`).join("\n") + "\n";
   const why = detachCommand(ctx, ["logger", "-t", "sentry", `--id=${process.pid}`, "-p", "authpriv.notice"], text, outboxEnv(ctx));
-  if (why === "") return null;
   // Said once per command (flushOutbox): the lines are lost to syslog, never to sentry.log.
-  syslogFailed ??= `syslog: ${why}`;
-  return why;
+  if (why !== "") syslogFailed ??= `syslog: ${why}`;
 }
 let syslogFailed: string | null = null;
 
@@ -7896,15 +7886,13 @@ let syslogFailed: string | null = null;
 export function flushOutbox(ctx: Ctx): void {
   sendSyslog(ctx);
   const notices = outbox.notices.splice(0);
-  const more = new Map(outbox.more);
-  outbox.more.clear();
   const failed: string[] = [];
   if (syslogFailed !== null) failed.push(syslogFailed);
   syslogFailed = null;
   const env = outboxEnv(ctx);
   if (notices.length) {
     const host = (process.getBuiltinModule("node:os") as typeof import("node:os")).hostname();
-    const m = composeNotice(host, notices, more);
+    const m = composeNotice(host, notices, outbox.more);
     if (ctx.cfg.NOTIFY_EMAIL !== "") {
       const to = parseNotifyEmail(ctx.cfg.NOTIFY_EMAIL);
       const mail =
@@ -11606,13 +11594,24 @@ function removeStaleTemps(sys: Sys, target: string, timeoutMs: number): void {
   for (const name of names) {
     if (!name.startsWith(prefix)) continue;
     const p = path.join(dir, name);
-    try {
-      if (sys.now() - sys.fs.lstatSync(p).mtimeMs < Math.max(STALE_TEMP_MS, 2 * timeoutMs)) continue;
-      sys.fs.unlinkSync(p);
-      sys.warn(`removed ${p}, left by an interrupted update`);
-    } catch (e) {
-      if (errCode(e) !== "ENOENT") sys.warn(`cannot remove ${p}: ${errText(e)}`);
-    }
+    if (removeIfStale(sys, p, Math.max(STALE_TEMP_MS, 2 * timeoutMs))) sys.warn(`removed ${p}, left by an interrupted update`);
+  }
+}
+
+/**
+ * Removes `file` if nobody has touched it for `ageMs` (a killed run's
+ * leftover); true if it did. Gone already (another run was first) is no
+ * news; any other failure is said on stderr. Used by --update's sweep
+ * beside the binary and --scan's in ROOT_DIR (sweepTemps).
+ */
+function removeIfStale(sys: Sys, file: string, ageMs: number): boolean {
+  try {
+    if (sys.now() - sys.fs.lstatSync(file).mtimeMs < ageMs) return false;
+    sys.fs.unlinkSync(file);
+    return true;
+  } catch (e) {
+    if (errCode(e) !== "ENOENT") sys.warn(`cannot remove ${file}: ${errText(e)}`);
+    return false;
   }
 }
 
