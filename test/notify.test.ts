@@ -31,32 +31,44 @@ function inNs(script: string): { status: number | null; stdout: string; stderr: 
 
 const envWords = (env: Record<string, string>) => Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(" ");
 
-t.test("every decision is one syslog line, ident sentry, facility authpriv; SYSLOG=0 and an undecided connect send none", async (t) => {
-  const dir = tempDir(t);
-  const root = join(dir, "root");
+/**
+ * Runs `commands` (shell, as root) in a private mount namespace whose
+ * /dev/log is a syslog receiver of the test's own, which writes each
+ * datagram as a line of `out`. `commands` wait for what they expect there.
+ */
+function withSyslog(dir: string, out: string, commands: string): { status: number | null; stdout: string; stderr: string } {
   fs.writeFileSync(join(dir, "recv.py"), [
     "import socket, sys",
     "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)",
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)",
     "s.bind(sys.argv[1])",
     "f = open(sys.argv[2], 'ab', buffering=0)",
     "while True:",
     "    f.write(s.recv(65536) + b'\\n')",
   ].join("\n"));
-  const out = join(dir, "syslog.txt");
-  const env = (extra: Record<string, string>) => `env -i ${envWords({ ...envFor(root), ...extra })} ${SENTRY}`;
-  const r = inNs(`
+  return inNs(`
     mkdir ${dir}/olddev
     mount --bind /dev ${dir}/olddev
     mount -t tmpfs tmpfs /dev
     for n in null zero random urandom; do touch /dev/$n; mount --bind ${dir}/olddev/$n /dev/$n; done
     python3 ${dir}/recv.py /dev/log ${out} & RP=$!
     for i in $(seq 100); do [ -S /dev/log ] && break; sleep 0.05; done
+    ${commands}
+    kill $RP
+  `);
+}
+
+t.test("every decision is one syslog line, ident sentry, facility authpriv; SYSLOG=0 and an undecided connect send none", async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, "root");
+  const out = join(dir, "syslog.txt");
+  const env = (extra: Record<string, string>) => `env -i ${envWords({ ...envFor(root), ...extra })} ${SENTRY}`;
+  const r = withSyslog(dir, out, `
     ${env({ SYSLOG: "0" })} --block --ip=203.0.113.1 >/dev/null
     ${env({})} --connect --ip=192.0.2.9 >/dev/null
     ${env({})} --block --ip=203.0.113.2 >/dev/null
     ${env({})} --delist --ip=203.0.113.2 >/dev/null
     for i in $(seq 200); do grep -q delist ${out} 2>/dev/null && break; sleep 0.1; done
-    kill $RP
   `);
   t.equal(r.status, 0, r.stderr);
   const lines = fs.readFileSync(out, "utf8").split("\n").filter(Boolean);
@@ -137,28 +149,12 @@ t.test("a --scan of 1,500 blocks: every decision reaches syslog (in batches), on
     for (let k = 0; k < 3; k++) lines.push(`Nov 29 10:01:0${k} host sshd[${2000 + i}]: Invalid user admin from ${ip} port ${41000 + k}`);
   }
   fs.writeFileSync(log, lines.join("\n") + "\n");
-  fs.writeFileSync(join(dir, "recv.py"), [
-    "import socket, sys",
-    "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)",
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)",
-    "s.bind(sys.argv[1])",
-    "f = open(sys.argv[2], 'ab', buffering=0)",
-    "while True:",
-    "    f.write(s.recv(65536) + b'\\n')",
-  ].join("\n"));
   const out = join(dir, "syslog.txt");
   const notify = recorder(dir);
   const env = `env -i ${envWords({ ...envFor(root, { SSH_LOG: log, NOTIFY_COMMAND: notify }) })} ${SENTRY}`;
-  const r = inNs(`
-    mkdir ${dir}/olddev
-    mount --bind /dev ${dir}/olddev
-    mount -t tmpfs tmpfs /dev
-    for n in null zero random urandom; do touch /dev/$n; mount --bind ${dir}/olddev/$n /dev/$n; done
-    python3 ${dir}/recv.py /dev/log ${out} & RP=$!
-    for i in $(seq 100); do [ -S /dev/log ] && break; sleep 0.05; done
+  const r = withSyslog(dir, out, `
     ${env} --scan > ${dir}/scan.out
     for i in $(seq 300); do [ "$(grep -c ' block scan: ' ${out} 2>/dev/null)" -ge 1500 ] && break; sleep 0.1; done
-    kill $RP
   `);
   t.equal(r.status, 0, r.stderr);
   t.match(fs.readFileSync(join(dir, "scan.out"), "utf8"), /1500 blocked/, "--scan blocked all 1,500");
