@@ -12,14 +12,12 @@ import { SENTRY, requireBinary, tempDir, envFor } from "./lib/run.ts";
 
 requireBinary();
 
-/** A log naming `n` addresses of 198.18.0.0/15 (RFC 2544), 4 invalid users each. */
-function writeLog(file: string, n: number): void {
+/** Writes `n` lines, line(i) each (ending in "\n"), a few thousand per write: logs of hundreds of thousands of lines, never all in memory. */
+function writeLines(file: string, n: number, line: (i: number) => string): void {
   const fd = fs.openSync(file, "w");
   let buf: string[] = [];
   for (let i = 0; i < n; i++) {
-    const ip = `198.${18 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
-    for (const user of ["admin", "oracle", "test", `guest${i % 97}`])
-      buf.push(`Nov 29 10:00:01 host sshd[${1000 + (i % 5000)}]: Invalid user ${user} from ${ip} port ${1024 + (i % 60000)}\n`);
+    buf.push(line(i));
     if (buf.length >= 4000) {
       fs.writeSync(fd, buf.join(""));
       buf = [];
@@ -27,6 +25,18 @@ function writeLog(file: string, n: number): void {
   }
   fs.writeSync(fd, buf.join(""));
   fs.closeSync(fd);
+}
+
+/** Address k of 198.18.0.0/15 (RFC 2544). */
+const benchIp = (k: number) => `198.${18 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
+
+/** A log naming `n` addresses of 198.18.0.0/15, 4 invalid users each. */
+function writeLog(file: string, n: number): void {
+  const users = (i: number) => ["admin", "oracle", "test", `guest${i % 97}`];
+  writeLines(file, 4 * n, (j) => {
+    const i = j >> 2;
+    return `Nov 29 10:00:01 host sshd[${1000 + (i % 5000)}]: Invalid user ${users(i)[j & 3]} from ${benchIp(i)} port ${1024 + (i % 60000)}\n`;
+  });
 }
 
 /**
@@ -106,20 +116,12 @@ t.test("a connect's first read: peak RSS the same whether its lines name 2,000 a
   const run = (name: string, addresses: number): number => {
     const root = tempDir(t);
     const log = join(root, `${name}.log`);
-    const fd = fs.openSync(log, "w");
-    let buf: string[] = [];
-    for (let i = 0; i < lines; i++) {
-      const k = i % addresses;
-      const ip = `198.${18 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
-      buf.push(`Nov 29 10:00:01 host sshd[${1000 + (i % 5000)}]: ${i % 10 === 0 ? `Accepted publickey for alice from ${ip} port ${1024 + (i % 60000)} ssh2` : `Invalid user admin from ${ip} port ${1024 + (i % 60000)}`}\n`);
-      if (buf.length >= 5000) {
-        fs.writeSync(fd, buf.join(""));
-        buf = [];
-      }
-    }
-    buf.push("Nov 29 10:00:02 host sshd[77]: Invalid user admin from 203.0.113.200 port 4000\n");
-    fs.writeSync(fd, buf.join(""));
-    fs.closeSync(fd);
+    // The last line is the deciding address's third naughty line.
+    writeLines(log, lines + 1, (i) => {
+      if (i === lines) return "Nov 29 10:00:02 host sshd[77]: Invalid user admin from 203.0.113.200 port 4000\n";
+      const ip = benchIp(i % addresses);
+      return `Nov 29 10:00:01 host sshd[${1000 + (i % 5000)}]: ${i % 10 === 0 ? `Accepted publickey for alice from ${ip} port ${1024 + (i % 60000)} ssh2` : `Invalid user admin from ${ip} port ${1024 + (i % 60000)}`}\n`;
+    });
     // Its third connection: the first read of the whole log decides it.
     const now = Math.floor(Date.now() / 1000);
     fs.mkdirSync(join(root, "seen"), { recursive: true });
@@ -147,17 +149,7 @@ t.test("--scan weighs what is pending a batch at a time: 120,000 pending address
   const run = (addresses: number): number => {
     const root = tempDir(t);
     const log = join(root, `${addresses}.log`);
-    const fd = fs.openSync(log, "w");
-    let buf: string[] = [];
-    for (let k = 0; k < addresses; k++) {
-      buf.push(`Nov 29 10:00:01 host sshd[${1000 + (k % 5000)}]: Connection closed by 198.${18 + (k >> 16)}.${(k >> 8) & 255}.${k & 255} port ${1024 + (k % 60000)} [preauth]\n`);
-      if (buf.length >= 5000) {
-        fs.writeSync(fd, buf.join(""));
-        buf = [];
-      }
-    }
-    fs.writeSync(fd, buf.join(""));
-    fs.closeSync(fd);
+    writeLines(log, addresses, (k) => `Nov 29 10:00:01 host sshd[${1000 + (k % 5000)}]: Connection closed by ${benchIp(k)} port ${1024 + (k % 60000)} [preauth]\n`);
     const r = spawnSync("/usr/bin/time", ["-f", "%M", SENTRY, "--scan", "--verbose"], {
       env: envFor(root, { SSH_LOG: log, FIRST_SCAN_MB: "100", SCAN_RUN_SECONDS: "3600", SYSLOG: "0" }),
       encoding: "utf8",
