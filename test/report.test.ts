@@ -163,3 +163,48 @@ t.test("the index built from a seen/ of 1,003 addresses (rows go in batches; the
   t.ok(r.top.slice(1).every((e) => e.connections === 13), "then nine of 13 connections");
   t.end();
 });
+
+t.test("a big seen/ (15,000 addresses) is walked by a second thread: the same totals, each name weighed as in one thread", (t) => {
+  const root = tempDir(t);
+  const seen = join(root, "seen");
+  fs.mkdirSync(seen, { recursive: true });
+  const now = Math.floor(Date.now() / 1000);
+  let connections = 0;
+  for (let i = 0; i < 15_000; i++) {
+    const n = 1 + (i % 5);
+    connections += n;
+    fs.writeFileSync(join(seen, `198.18.${i >> 8}.${i & 255}`), `${now}\n`.repeat(n));
+  }
+  fs.writeFileSync(join(seen, "2001:db8::7"), `${now}\n`.repeat(30)); // the busiest, IPv6
+  fs.writeFileSync(join(seen, "203.0.113.5"), `${now}\n`.repeat(20) + "17952"); // a torn last line: counted by reading, as in one thread
+  connections += 30 + 20;
+  fs.writeFileSync(join(seen, "010.0.0.1"), `${now}\n`); // not canonical: passed over
+  fs.writeFileSync(join(seen, "not-an-address"), `${now}\n`);
+  fs.mkdirSync(join(seen, "10.0.0.1")); // a folder by an address's name: passed over
+  const want = { uniqueIps: 15_002, connections };
+  t.ok(fs.statSync(seen).size >= 256 * 1024, `seen/'s own size (${fs.statSync(seen).size} bytes) reaches SEEN_THREAD_FROM_BYTES, so this walks in a thread`);
+
+  // Which thread stats the addresses' files: strace names each call's thread.
+  const trace = join(root, "strace.out");
+  const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=statx,newfstatat,stat,lstat", "-o", trace, SENTRY, "--report", "--verbose", "--json"], { env: envFor(root), encoding: "utf8", timeout: 120_000 });
+  t.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { uniqueIps: number; connections: number; top: { ip: string; connections: number }[] };
+  t.same({ uniqueIps: j.uniqueIps, connections: j.connections }, want, "every address and connection");
+  t.same(j.top.slice(0, 2).map((x) => [x.ip, x.connections]), [["2001:db8::7", 30], ["203.0.113.5", 20]], "the busiest first, the torn file's complete lines counted");
+  const lines = fs.readFileSync(trace, "utf8").split("\n").filter((l) => l !== "");
+  const main = lines[0].split(" ")[0]; // the first call of all is the main thread's
+  const byThread = new Map<string, number>();
+  for (const l of lines) if (/"198\.18\.\d+\.\d+"/.test(l)) byThread.set(l.split(" ")[0], (byThread.get(l.split(" ")[0]) ?? 0) + 1);
+  const walker = [...byThread].filter(([tid]) => tid !== main);
+  t.equal(walker.length, 1, `one other thread stats the files (threads: ${JSON.stringify([...byThread])}, main ${main})`);
+  t.ok(walker.length === 1 && walker[0][1] >= 15_000, "it stats every address's file, relative to seen/");
+  t.notOk(byThread.has(main), "the main thread stats none of them");
+
+  // The same walk where no index can be made (read-only): the report lists seen/ the same way.
+  fs.rmSync(join(root, "sentry.db"), { force: true });
+  const ro = spawnSync("unshare", ["-m", "sh", "-c", `mount -o bind,ro ${root} ${root} && exec "$0" --report --json`, SENTRY], { env: envFor(root), encoding: "utf8" });
+  t.equal(ro.status, 0, ro.stderr);
+  const k = JSON.parse(ro.stdout) as { uniqueIps: number; connections: number };
+  t.same({ uniqueIps: k.uniqueIps, connections: k.connections }, want, "read-only: the same totals from the walk alone");
+  t.end();
+});
