@@ -142,7 +142,7 @@
  *        11.3.5  --update
  *        11.3.6  --rollback
  *    12.     main()
- *      12.1    The manual: USAGE as roff, and the tab completion
+ *      12.1    The manual: usage() as roff, and the tab completion
  *      12.2    Manual actions say what they did
  */
 
@@ -12033,7 +12033,13 @@ export function rollback(cfg: Config, sys: Sys, opts: { target?: string }): numb
 
 // ==== 12. main() ============================================================
 
-export const USAGE = `NAME
+/**
+ * The usage text (--help, and the manual's source). A function, not a
+ * constant: its settings list is wrapped at call time, so a connect, which
+ * never shows it, does not build it (issue 15: ~0.4 ms of every start).
+ */
+export function usage(): string {
+  return `NAME
     sentry - safe and effective protection against bruteforce attacks
     version ${VERSION}
 
@@ -12198,10 +12204,11 @@ EXAMPLES
 SEE ALSO
     hosts_access(5), sshd(8), tcpdmatch(8)
 `;
+}
 
-// ---- 12.1 The manual: USAGE as roff, and the tab completion -----------------
+// ---- 12.1 The manual: usage() as roff, and the tab completion ---------------
 //
-//   USAGE ("NAME\n    sentry - …\n\nSYNOPSIS\n    sentry --ip=IP …")
+//   usage() ("NAME\n    sentry - …\n\nSYNOPSIS\n    sentry --ip=IP …")
 //     → manPage() → ".TH SENTRY 8 …\n.SH NAME\nsentry \\- …\n.SH SYNOPSIS\n.nf …"
 //
 // --help and the man page are one text: a heading at column 0 becomes .SH,
@@ -12245,10 +12252,10 @@ function defaultText(v: string | number | boolean): string {
   return JSON.stringify(v);
 }
 
-/** The man page sentry.8: USAGE in roff, with CONFIGURATION generated from DEFAULTS and `doc`. */
-export function manPage(usage: string = USAGE, doc: Record<string, string> = settingsDoc(), date: string = typeof SENTRY_BUILD_DATE === "string" ? SENTRY_BUILD_DATE : ""): string {
+/** The man page sentry.8: usage() in roff, with CONFIGURATION generated from DEFAULTS and `doc`. */
+export function manPage(text: string = usage(), doc: Record<string, string> = settingsDoc(), date: string = typeof SENTRY_BUILD_DATE === "string" ? SENTRY_BUILD_DATE : ""): string {
   const out: string[] = [`.TH SENTRY 8 ${JSON.stringify(date)} ${JSON.stringify(`sentry ${VERSION}`)} "System Manager's Manual"`];
-  const sections = usage.replace(/\n+$/, "").split(/\n(?=[A-Z])/);
+  const sections = text.replace(/\n+$/, "").split(/\n(?=[A-Z])/);
   for (const sec of sections) {
     const [head, ...body] = sec.split("\n");
     out.push(`.SH ${head}`);
@@ -12299,7 +12306,7 @@ function roffWrap(line: string): string[] {
   return out.map((l) => (/^[.']/.test(l) ? `\\&${l}` : l));
 }
 
-/** The indented lines of one USAGE section as roff: paragraphs, tagged paragraphs, literal blocks. */
+/** The indented lines of one usage() section as roff: paragraphs, tagged paragraphs, literal blocks. */
 function roffBody(lines: string[]): string[] {
   const out: string[] = [];
   let para = 4; // indentation of the current paragraph's text
@@ -12377,10 +12384,10 @@ export async function main(argv: string[], sys: Sys = realSys()): Promise<number
       // Plain `sentry` is a usage error, `sentry --help` is not.
       if (argv.length === 0) {
         sys.warn("no action given");
-        sys.err(USAGE);
+        sys.err(usage());
         return 1;
       }
-      sys.out(USAGE);
+      sys.out(usage());
       return 0;
     }
     if (a.action === "version") {

@@ -2,12 +2,12 @@
 // every setting of the configuration block is in README's configuration
 // table and in the manual, the usage text says which setting each number
 // it quotes is, and every file the built binary writes under ROOT_DIR (found
-// by running it, not by a list kept by hand) is in USAGE's FILES and in
+// by running it, not by a list kept by hand) is in usage()'s FILES and in
 // README's files table. A new setting or file without its line fails here.
 import t from "tap";
 import * as fs from "node:fs";
 import { join, relative } from "node:path";
-import { DEFAULTS, USAGE, parseIp, netFromFileName } from "../sentry.ts";
+import { DEFAULTS, usage, parseIp, netFromFileName } from "../sentry.ts";
 import { SENTRY, requireBinary, tempDir, envFor, sentry, state } from "./lib/run.ts";
 import { spawnSync } from "node:child_process";
 
@@ -23,10 +23,10 @@ function readmeSection(title: string): string {
   return README.slice(start, end === -1 ? README.length : end);
 }
 
-/** A section of USAGE: from its heading (a line in capitals) to the next one. */
+/** A section of usage(): from its heading (a line in capitals) to the next one. */
 function usageSection(head: string): string {
-  const m = new RegExp(`\\n${head}\\n([\\s\\S]*?)(?=\\n[A-Z][A-Z ]+\\n|$)`).exec(USAGE);
-  if (!m) throw new Error(`USAGE has no section ${head}`);
+  const m = new RegExp(`\\n${head}\\n([\\s\\S]*?)(?=\\n[A-Z][A-Z ]+\\n|$)`).exec(usage());
+  if (!m) throw new Error(`usage() has no section ${head}`);
   return m[1];
 }
 
@@ -39,7 +39,7 @@ t.test("every setting is in README's configuration table and in the manual", asy
   const config = usageSection("CONFIGURATION");
   for (const key of Object.keys(DEFAULTS)) {
     t.ok(inTable.has(key), `README's configuration table has a row for ${key}`);
-    t.ok(config.includes(key), `USAGE's CONFIGURATION names ${key}`);
+    t.ok(config.includes(key), `usage()'s CONFIGURATION names ${key}`);
     // The manual's entry: the name, its default, then the DEFAULTS comment build.mjs bakes in.
     t.match(man.stdout, new RegExp(`\\n\\.B ${key}\\n\\.br\\nDefault: [^\\n]*\\.\\n\\S`), `the manual describes ${key}`);
   }
@@ -58,7 +58,7 @@ t.test("each number the usage text quotes says which setting it is (the defaults
   }
 });
 
-t.test("every file the binary writes under ROOT_DIR is in USAGE's FILES and README's files table", async (t) => {
+t.test("every file the binary writes under ROOT_DIR is in usage()'s FILES and README's files table", async (t) => {
   const dir = tempDir(t);
   const root = join(dir, "root");
   const log = join(dir, "auth.log");
@@ -107,7 +107,7 @@ t.test("every file the binary writes under ROOT_DIR is in USAGE's FILES and READ
   const files = usageSection("FILES");
   const table = readmeSection("Files");
   for (const n of names) {
-    t.ok(files.includes(n), `USAGE's FILES names ${n}`);
+    t.ok(files.includes(n), `usage()'s FILES names ${n}`);
     t.ok(table.includes(`\`${n}\``), `README's files table names \`${n}\``);
   }
 });
