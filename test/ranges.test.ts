@@ -8,7 +8,7 @@ import {
   DEFAULTS, parseNet, netFromFileName, netFileName, hostsDenyText, parseAllowList, subnetOf,
   nftablesBackend, iptablesBackend, pfBackend, ipfwBackend, realSys, type Config, type Sys,
 } from "../sentry.ts";
-import { envFor, requireBinary, sentry, sentryLog, state, tempDir } from "./lib/run.ts";
+import { SENTRY, envFor, requireBinary, sentry, sentryLog, state, tempDir } from "./lib/run.ts";
 import type { TT } from "./lib/run.ts";
 import { createNetns, netnsUnavailable, CLIENTS4, CLIENTS6, SERVER4, SERVER6, type Netns } from "./lib/netns.ts";
 
@@ -291,4 +291,34 @@ t.test("pf and ipfw get the range as it is; a range that is not canonical runs n
       t.equal(b.remove(bad, cfg, sys).ok, false, `${b.name} remove ${bad} refused`);
     }
   t.same(ran, [], "nothing was run");
+});
+
+t.test("--test-log of many addresses: allowed ranges found from one listing of allow/, not by probing each prefix of each address", async (t) => {
+  const root = tempDir(t);
+  const env = envFor(root);
+  for (const net of ["198.51.100.0/24", "2001:db8:1::/48"]) t.equal(sentry([`--ip=${net}`, "--allow"], env).status, 0, `--allow ${net}`);
+  t.equal(sentry(["--ip=203.0.113.250", "--allow"], env).status, 0, "and one address");
+  // 200 addresses in each range and 200 in none: ~14,800 probes the old way, at most 64 x 112 now.
+  const ips = [
+    ...Array.from({ length: 200 }, (_, i) => `198.51.100.${i + 1}`),
+    ...Array.from({ length: 200 }, (_, i) => `2001:db8:1::${(i + 1).toString(16)}`),
+    ...Array.from({ length: 200 }, (_, i) => `198.18.${i >> 8}.${(i & 255) + 1}`),
+  ];
+  const log = join(root, "auth.log");
+  fs.writeFileSync(log, ips.map((ip, i) => `Dec  6 10:00:00 host sshd[${1000 + i}]: Invalid user admin from ${ip} port ${40000 + i}\n`).join(""));
+  const trace = join(root, "strace.out");
+  const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=statx,newfstatat,lstat,stat", "-o", trace, SENTRY, "--test-log", log], { env, encoding: "utf8", timeout: 120_000 });
+  t.equal(r.status, 0, r.stderr);
+  const verdict = new Map<string, string>();
+  for (const m of r.stdout.matchAll(/^(\S+)\s+ssh: .* → (.*)$/gm)) verdict.set(m[1], m[2]);
+  t.equal(verdict.size, 600, "a verdict for each address");
+  const wrong = ips.filter((ip, i) => {
+    const v = verdict.get(ip) ?? "";
+    if (i < 200) return v !== "in the allowed range 198.51.100.0/24 (allow/): nothing to do";
+    if (i < 400) return v !== "in the allowed range 2001:db8:1::/48 (allow/): nothing to do";
+    return !v.startsWith("would ");
+  });
+  t.same(wrong.map((ip) => `${ip} → ${verdict.get(ip)}`), [], "every address in a range says which range; the others are weighed");
+  const probes = fs.readFileSync(trace, "utf8").split("\n").filter((l) => /\/allow\/[0-9a-f:.]+_\d+"/.test(l) && /ENOENT/.test(l)).length;
+  t.ok(probes <= 64 * 112, `${probes} failed stats of allow/NET_LEN names (at most 64 addresses probed, 112 prefixes each)`);
 });
