@@ -1,5 +1,7 @@
 // Addresses are a security boundary: they become file names and command arguments.
 import t from "tap";
+import fc from "fast-check";
+import { parseIpReference } from "./lib/ip-reference.ts";
 import { parseIp, parseCidr, parseAllowList, inRanges, ipFamily, prefixMask, netAround, rangesOverlap, ALWAYS_ALLOWED, ALWAYS_ALLOWED_CIDRS } from "../sentry.ts";
 
 t.test("canonical spellings", async (t) => {
@@ -71,4 +73,49 @@ t.test("one prefix mask for every range test: /0, a byte boundary, odd lengths, 
   t.equal(inRanges("2001:db8::1", [parseCidr("::/0")!]), true, "::/0 holds every IPv6 address");
   t.equal(rangesOverlap(parseCidr("10.0.0.0/8")!, parseCidr("10.9.0.0/16")!), true);
   t.equal(rangesOverlap(parseCidr("10.0.0.0/16")!, parseCidr("10.1.0.0/16")!), false);
+});
+
+// parseIp reads by character codes (issue 15); the plain split()-and-regex
+// version it replaced is kept in test/lib/ip-reference.ts. Both must give
+// the same answer (an address or null) for every text: every spelling of an
+// address (upper case, leading zeros, "::" anywhere, an IPv4 tail, a zone),
+// and the same texts with characters added, dropped or changed.
+t.test("parseIp answers as the plain reference version on every spelling and every near miss", async (t) => {
+  const runs = Number(process.env.FUZZ_RUNS ?? 20_000);
+  const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
+  const group = fc.tuple(fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff })), fc.boolean(), fc.boolean())
+    .map(([v, pad, upper]) => {
+      const h = pad ? v.toString(16).padStart(4, "0") : v.toString(16);
+      return upper ? h.toUpperCase() : h;
+    });
+  const quad = fc.tuple(fc.integer({ min: 0, max: 300 }), fc.nat(255), fc.nat(255), fc.nat(255)).map((b) => b.join("."));
+  // Eight groups (six and an IPv4 tail), with "::" in place of any run of them, or none.
+  const spelled = fc.tuple(fc.array(group, { minLength: 8, maxLength: 8 }), fc.option(quad), fc.nat(8), fc.nat(8), fc.boolean(), fc.option(fc.constantFrom("eth0", "1", "", "a;b")))
+    .map(([g, tail, a, len, gap, zone]) => {
+      const parts = tail === null ? g : g.slice(0, 6);
+      const from = Math.min(a, parts.length);
+      const to = Math.min(from + len, parts.length);
+      let s = gap ? `${parts.slice(0, from).join(":")}::${parts.slice(to).join(":")}` : parts.join(":");
+      if (tail !== null) s += s.endsWith(":") ? tail : `:${tail}`;
+      return zone === null ? s : `${s}%${zone}`;
+    });
+  const edits = fc.array(fc.tuple(fc.nat(), fc.constantFrom("add", "drop", "change"), fc.constantFrom(..."0123456789abcdefF:.% x")), { maxLength: 3 });
+  const text = fc.tuple(fc.oneof(spelled, quad, fc.ipV4(), fc.ipV6(), quad.map((q) => `::ffff:${q}`)), edits).map(([s, ed]) => {
+    for (const [at, how, c] of ed) {
+      const i = at % (s.length + 1);
+      s = how === "add" ? s.slice(0, i) + c + s.slice(i) : how === "drop" ? s.slice(0, i) + s.slice(i + 1) : s.slice(0, i) + c + s.slice(i + 1);
+    }
+    return s;
+  });
+  let valid = 0;
+  const r = fc.check(
+    fc.property(text, (s) => {
+      const got = parseIp(s);
+      if (got !== null) valid++;
+      return got === parseIpReference(s);
+    }),
+    { numRuns: runs, seed },
+  );
+  t.notOk(r.failed, r.failed ? `seed ${seed}: ${fc.defaultReportMessage(r)}` : `${r.numRuns} texts, ${valid} of them addresses (seed ${seed})`);
+  t.ok(valid > runs / 10, `the texts include addresses, not only junk (${valid} of ${runs})`);
 });

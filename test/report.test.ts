@@ -164,7 +164,7 @@ t.test("the index built from a seen/ of 1,003 addresses (rows go in batches; the
   t.end();
 });
 
-t.test("a big seen/ (15,000 addresses) is walked by a second thread: the same totals, each name weighed as in one thread", (t) => {
+t.test("a big seen/ (15,000 addresses) is walked with a second thread: the same totals, each name weighed as in one thread", (t) => {
   const root = tempDir(t);
   const seen = join(root, "seen");
   fs.mkdirSync(seen, { recursive: true });
@@ -196,9 +196,10 @@ t.test("a big seen/ (15,000 addresses) is walked by a second thread: the same to
   const byThread = new Map<string, number>();
   for (const l of lines) if (/"198\.18\.\d+\.\d+"/.test(l)) byThread.set(l.split(" ")[0], (byThread.get(l.split(" ")[0]) ?? 0) + 1);
   const walker = [...byThread].filter(([tid]) => tid !== main);
-  t.equal(walker.length, 1, `one other thread stats the files (threads: ${JSON.stringify([...byThread])}, main ${main})`);
-  t.ok(walker.length === 1 && walker[0][1] >= 15_000, "it stats every address's file, relative to seen/");
-  t.notOk(byThread.has(main), "the main thread stats none of them");
+  const shown = `threads: ${JSON.stringify([...byThread])}, main ${main}`;
+  t.equal(walker.length, 1, `one other thread stats files (${shown})`);
+  t.ok(walker.length === 1 && walker[0][1] > 0, "the walker stats a share of them, relative to seen/");
+  t.equal([...byThread.values()].reduce((a, b) => a + b, 0), 15_000, "every address's file is stat'ed once, by one thread or the other, relative to seen/");
 
   // The same walk where no index can be made (read-only): the report lists seen/ the same way.
   fs.rmSync(join(root, "sentry.db"), { force: true });
