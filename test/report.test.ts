@@ -209,3 +209,43 @@ t.test("a big seen/ (15,000 addresses) is walked with a second thread: the same 
   t.same({ uniqueIps: k.uniqueIps, connections: k.connections }, want, "read-only: the same totals from the walk alone");
   t.end();
 });
+
+t.test("no thread to spare (RLIMIT_NPROC): the report walks a big seen/ in one thread, with the same totals", (t) => {
+  t.equal(process.getuid?.(), 0, "the test runs as root (it switches to a uid of its own with setpriv)");
+  const root = tempDir(t);
+  fs.chmodSync(root, 0o755);
+  const seen = join(root, "seen");
+  fs.mkdirSync(seen, { recursive: true });
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < 15_000; i++) fs.writeFileSync(join(seen, `198.18.${i >> 8}.${i & 255}`), `${now}\n`.repeat(1 + (i % 3)));
+  // A uid nobody uses: RLIMIT_NPROC counts this uid's threads, this run's
+  // alone. Under too low a limit Node itself may hang at start: timeout
+  // (one more thread of the uid, in every run alike) kills it, and pkill
+  // leaves nothing of the uid behind.
+  const asUid = (nproc: number, args: string[], trace: string | null, secs = 20) => {
+    const tracing = trace === null ? [] : ["strace", "-f", "-qq", "-e", "trace=execve,clone,clone3,statx,newfstatat", "-o", trace];
+    const r = spawnSync("prlimit", [`--nproc=${nproc}`, ...tracing, "setpriv", "--reuid=64999", "--regid=64999", "--clear-groups", "timeout", "-s", "KILL", String(secs), SENTRY, ...args], {
+      env: { PATH: "/usr/bin:/bin", ROOT_DIR: root, SSH_LOG: join(root, "no-such.log"), PROTECT_FTP: "0", PROTECT_MUA: "0" }, // no system paths: those are root's alone
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    spawnSync("pkill", ["-KILL", "-u", "64999"]);
+    return r;
+  };
+  // The fewest threads Node starts with: the first limit --version answers under.
+  let least = 0;
+  for (let n = 6; n <= 16 && least === 0; n++) if (asUid(n, ["--version"], null, 5).status === 0) least = n;
+  t.ok(least > 0, `Node starts with ${least} threads`);
+  const trace = join(root, "strace.out");
+  const r = asUid(least, ["--report", "--json"], trace); // enough for Node, none for the walker
+  t.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout || "{}") as { uniqueIps?: number; connections?: number };
+  t.same({ uniqueIps: j.uniqueIps, connections: j.connections }, { uniqueIps: 15_000, connections: 5_000 * (1 + 2 + 3) }, "every address and connection");
+  const lines = fs.readFileSync(trace, "utf8").split("\n");
+  t.ok(lines.some((l) => /clone3?\(.*= -1 EAGAIN/.test(l)), "the walker's thread was refused (EAGAIN)");
+  const main = (lines.find((l) => l.includes(`execve("${SENTRY}"`)) ?? "").split(" ")[0]; // sentry's main thread
+  const stats = lines.filter((l) => /"198\.18\.\d+\.\d+"/.test(l));
+  t.equal(stats.length, 15_000, "each address's file stat'ed once");
+  t.ok(main !== "" && stats.every((l) => l.split(" ")[0] === main), `all by the main thread (${main})`);
+  t.end();
+});
