@@ -13,7 +13,13 @@
 //
 // SEA settings, and why:
 //   useCodeCache: true                 V8 bytecode cached in the binary: faster start
-//                                      (off: a connect took ~10% more CPU; issue 15)
+//                                      (off: a connect took ~10% more CPU; issue 15).
+//                                      The cache holds what V8 compiles up front, not
+//                                      the functions a connect compiles on first call;
+//                                      a cache of every function (blob made by node
+//                                      --no-lazy, binary run with --no-lazy: 1.0 MB
+//                                      instead of 0.47) was no faster (31.8 against
+//                                      31.6 ms CPU a connect, 20 alternating runs)
 //   useSnapshot: false                 a startup snapshot of the evaluated bundle (main
 //                                      deferred, node:sqlite lazy) works, but costs more
 //                                      than it saves: a connect took 1.4-1.5x the CPU

@@ -907,7 +907,8 @@ async function benchReport(feat) {
     const m = measure(`report ${s.label}`, [ls, find, first, rep]);
     row(ls.label, m.get(ls.key));
     row(find.label, m.get(find.key));
-    row(first.label, m.get(first.key), { label: "`find -printf`", st: m.get(find.key) });
+    row(first.label, m.get(first.key), { label: "`find -printf`", st: m.get(find.key) },
+      s.n >= 1e6 ? { text: "≤ 1.5× `find -printf` (issue 15)", met: (r) => r.ratio <= 1.5, figure: (r) => `${fmtMs(r.median)} = ${fmtX(r.ratio)} \`find -printf\` (${fmtMs(median(m.get(find.key).times))})` } : null);
     row(rep.label, m.get(rep.key), { label: "`ls -f seen | wc -l`", st: m.get(ls.key) }, s.n >= 1e6 ? { text: "< 1 s", met: (r) => r.median < 1000 } : null);
     const out = output([BIN, "--report"], env).stdout;
     const num = (re) => {

@@ -164,25 +164,41 @@ t.test("the index built from a seen/ of 1,003 addresses (rows go in batches; the
   t.end();
 });
 
-t.test("a big seen/ (15,000 addresses) is walked with a second thread: the same totals, each name weighed as in one thread", (t) => {
+/**
+ * A seen/ of `n` addresses 198.18.x.y, the i-th with 1 + i % `kinds`
+ * connections; returns the connections. The files are hard links to one
+ * file per count: creating 45,000 files one by one took half a minute on
+ * the test machine's disk, linking them a second.
+ */
+function bigSeen(root: string, n: number, kinds: number): number {
+  const seen = join(root, "seen");
+  const src = join(root, "seen-sources");
+  fs.mkdirSync(seen, { recursive: true });
+  fs.mkdirSync(src, { recursive: true });
+  const now = Math.floor(Date.now() / 1000);
+  for (let k = 1; k <= kinds; k++) fs.writeFileSync(join(src, String(k)), `${now}\n`.repeat(k));
+  let connections = 0;
+  for (let i = 0; i < n; i++) {
+    const k = 1 + (i % kinds);
+    connections += k;
+    fs.linkSync(join(src, String(k)), join(seen, `198.18.${i >> 8}.${i & 255}`));
+  }
+  return connections;
+}
+
+t.test("a big seen/ (45,000 addresses) is walked with a second thread: the same totals, each name weighed as in one thread", (t) => {
   const root = tempDir(t);
   const seen = join(root, "seen");
-  fs.mkdirSync(seen, { recursive: true });
   const now = Math.floor(Date.now() / 1000);
-  let connections = 0;
-  for (let i = 0; i < 15_000; i++) {
-    const n = 1 + (i % 5);
-    connections += n;
-    fs.writeFileSync(join(seen, `198.18.${i >> 8}.${i & 255}`), `${now}\n`.repeat(n));
-  }
+  let connections = bigSeen(root, 45_000, 5);
   fs.writeFileSync(join(seen, "2001:db8::7"), `${now}\n`.repeat(30)); // the busiest, IPv6
   fs.writeFileSync(join(seen, "203.0.113.5"), `${now}\n`.repeat(20) + "17952"); // a torn last line: counted by reading, as in one thread
   connections += 30 + 20;
   fs.writeFileSync(join(seen, "010.0.0.1"), `${now}\n`); // not canonical: passed over
   fs.writeFileSync(join(seen, "not-an-address"), `${now}\n`);
   fs.mkdirSync(join(seen, "10.0.0.1")); // a folder by an address's name: passed over
-  const want = { uniqueIps: 15_002, connections };
-  t.ok(fs.statSync(seen).size >= 256 * 1024, `seen/'s own size (${fs.statSync(seen).size} bytes) reaches SEEN_THREAD_FROM_BYTES, so this walks in a thread`);
+  const want = { uniqueIps: 45_002, connections };
+  t.ok(fs.statSync(seen).size >= 1024 * 1024, `seen/'s own size (${fs.statSync(seen).size} bytes) reaches SEEN_THREAD_FROM_BYTES, so this walks in a thread`);
 
   // Which thread stats the addresses' files: strace names each call's thread.
   const trace = join(root, "strace.out");
@@ -199,7 +215,7 @@ t.test("a big seen/ (15,000 addresses) is walked with a second thread: the same 
   const shown = `threads: ${JSON.stringify([...byThread])}, main ${main}`;
   t.equal(walker.length, 1, `one other thread stats files (${shown})`);
   t.ok(walker.length === 1 && walker[0][1] > 0, "the walker stats a share of them, relative to seen/");
-  t.equal([...byThread.values()].reduce((a, b) => a + b, 0), 15_000, "every address's file is stat'ed once, by one thread or the other, relative to seen/");
+  t.equal([...byThread.values()].reduce((a, b) => a + b, 0), 45_000, "every address's file is stat'ed once, by one thread or the other, relative to seen/");
 
   // The same walk where no index can be made (read-only): the report lists seen/ the same way.
   fs.rmSync(join(root, "sentry.db"), { force: true });
@@ -214,10 +230,8 @@ t.test("no thread to spare (RLIMIT_NPROC): the report walks a big seen/ in one t
   t.equal(process.getuid?.(), 0, "the test runs as root (it switches to a uid of its own with setpriv)");
   const root = tempDir(t);
   fs.chmodSync(root, 0o755);
-  const seen = join(root, "seen");
-  fs.mkdirSync(seen, { recursive: true });
-  const now = Math.floor(Date.now() / 1000);
-  for (let i = 0; i < 15_000; i++) fs.writeFileSync(join(seen, `198.18.${i >> 8}.${i & 255}`), `${now}\n`.repeat(1 + (i % 3)));
+  const connections = bigSeen(root, 45_000, 3);
+  t.ok(fs.statSync(join(root, "seen")).size >= 1024 * 1024, "seen/ is big enough for the walker");
   // A uid nobody uses: RLIMIT_NPROC counts this uid's threads, this run's
   // alone. Under too low a limit Node itself may hang at start: timeout
   // (one more thread of the uid, in every run alike) kills it, and pkill
@@ -240,12 +254,12 @@ t.test("no thread to spare (RLIMIT_NPROC): the report walks a big seen/ in one t
   const r = asUid(least, ["--report", "--json"], trace); // enough for Node, none for the walker
   t.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout || "{}") as { uniqueIps?: number; connections?: number };
-  t.same({ uniqueIps: j.uniqueIps, connections: j.connections }, { uniqueIps: 15_000, connections: 5_000 * (1 + 2 + 3) }, "every address and connection");
+  t.same({ uniqueIps: j.uniqueIps, connections: j.connections }, { uniqueIps: 45_000, connections }, "every address and connection");
   const lines = fs.readFileSync(trace, "utf8").split("\n");
   t.ok(lines.some((l) => /clone3?\(.*= -1 EAGAIN/.test(l)), "the walker's thread was refused (EAGAIN)");
   const main = (lines.find((l) => l.includes(`execve("${SENTRY}"`)) ?? "").split(" ")[0]; // sentry's main thread
   const stats = lines.filter((l) => /"198\.18\.\d+\.\d+"/.test(l));
-  t.equal(stats.length, 15_000, "each address's file stat'ed once");
+  t.equal(stats.length, 45_000, "each address's file stat'ed once");
   t.ok(main !== "" && stats.every((l) => l.split(" ")[0] === main), `all by the main thread (${main})`);
   t.end();
 });
