@@ -1346,10 +1346,11 @@ export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
   const max = family === 4 ? 32 : 128;
   // netPath's path.join once, not per prefix: 24 joins cost a connect more than the 24 lstats.
   const dir = path.join(ctx.cfg.ROOT_DIR, "allow");
-  if (++rangeProbes.calls > RANGE_PROBE_CALLS && ctx.sys.fs === realFs) {
+  const listed = ++rangeProbes.calls > RANGE_PROBE_CALLS && ctx.sys.fs === realFs ? listedAllowNets(ctx, dir) : null;
+  if (listed !== null) {
     // The widest range that holds ip, as the probes below would find it first.
     let found: Cidr | null = null;
-    for (const net of listedAllowNets(ctx, dir)) if (inRanges(ip, [net]) && (found === null || net.bits < found.bits)) found = net;
+    for (const net of listed) if (inRanges(ip, [net]) && (found === null || net.bits < found.bits)) found = net;
     return found;
   }
   const value = ipToBigInt(ip);
@@ -1367,27 +1368,30 @@ export function allowedRangeOf(ctx: Ctx, ip: string): Cidr | null {
  * made 630,000 failed stats, a quarter of its time. So past
  * RANGE_PROBE_CALLS calls a process lists allow/'s ranges once and keeps
  * the list while allow/ is unchanged: one lstat of the folder an address.
+ * While allow/ is changing (the last two seconds) it probes as before.
  */
 const RANGE_PROBE_CALLS = 64;
 const rangeProbes: { calls: number; dir: string; stamp: string; nets: Cidr[] } = { calls: 0, dir: "", stamp: "", nets: [] };
 
 /**
- * allow/'s ranges, listed again whenever the folder changed (inode, mtime,
- * ctime, size to the nanosecond). A folder changed in the last two seconds
- * is listed every time: file times move in coarse ticks, so a second change
- * in the same tick as the listing would leave its stamp as it was.
+ * allow/'s ranges, from one listing kept while the folder is unchanged
+ * (inode, mtime, ctime, size, to the nanosecond); null while it is
+ * changing: the caller probes instead. A folder changed in the last two
+ * seconds is not listed: file times move in coarse ticks, so a second
+ * change in the tick of the listing would leave the stamp as it was; and a
+ * --scan that allows address after address would list a big allow/ again
+ * after each one. It is listed once it has settled.
  */
-function listedAllowNets(ctx: Ctx, dir: string): Cidr[] {
+function listedAllowNets(ctx: Ctx, dir: string): Cidr[] | null {
   const st = fs.lstatSync(dir, { bigint: true, throwIfNoEntry: false });
   if (st === undefined) return []; // no allow/: no range
   const stamp = `${st.ino}:${st.mtimeNs}:${st.ctimeNs}:${st.size}`;
   if (rangeProbes.dir === dir && rangeProbes.stamp === stamp) return rangeProbes.nets;
-  const nets = listNets(ctx, "allow");
-  const settled = Date.now() - Number(st.mtimeNs / 1_000_000n) > 2000; // the file system's clock, not ctx's
-  rangeProbes.dir = settled ? dir : "";
-  rangeProbes.stamp = settled ? stamp : "";
-  rangeProbes.nets = nets;
-  return nets;
+  if (Date.now() - Number(st.mtimeNs / 1_000_000n) < 2000) return null; // the file system's clock, not ctx's
+  rangeProbes.nets = listNets(ctx, "allow");
+  rangeProbes.dir = dir;
+  rangeProbes.stamp = stamp; // taken before the listing: a change during it moves the stamp, and the list is not used again
+  return rangeProbes.nets;
 }
 
 export type Dir = "seen" | "allow" | "block";

@@ -306,19 +306,32 @@ t.test("--test-log of many addresses: allowed ranges found from one listing of a
   ];
   const log = join(root, "auth.log");
   fs.writeFileSync(log, ips.map((ip, i) => `Dec  6 10:00:00 host sshd[${1000 + i}]: Invalid user admin from ${ip} port ${40000 + i}\n`).join(""));
-  const trace = join(root, "strace.out");
-  const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=statx,newfstatat,lstat,stat", "-o", trace, SENTRY, "--test-log", log], { env, encoding: "utf8", timeout: 120_000 });
-  t.equal(r.status, 0, r.stderr);
-  const verdict = new Map<string, string>();
-  for (const m of r.stdout.matchAll(/^(\S+)\s+ssh: .* → (.*)$/gm)) verdict.set(m[1], m[2]);
-  t.equal(verdict.size, 600, "a verdict for each address");
-  const wrong = ips.filter((ip, i) => {
-    const v = verdict.get(ip) ?? "";
-    if (i < 200) return v !== "in the allowed range 198.51.100.0/24 (allow/): nothing to do";
-    if (i < 400) return v !== "in the allowed range 2001:db8:1::/48 (allow/): nothing to do";
-    return !v.startsWith("would ");
-  });
-  t.same(wrong.map((ip) => `${ip} → ${verdict.get(ip)}`), [], "every address in a range says which range; the others are weighed");
-  const probes = fs.readFileSync(trace, "utf8").split("\n").filter((l) => /\/allow\/[0-9a-f:.]+_\d+"/.test(l) && /ENOENT/.test(l)).length;
-  t.ok(probes <= 64 * 112, `${probes} failed stats of allow/NET_LEN names (at most 64 addresses probed, 112 prefixes each)`);
+  const run = (what: string) => {
+    const trace = join(root, "strace.out");
+    const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=statx,newfstatat,lstat,stat", "-o", trace, SENTRY, "--test-log", log], { env, encoding: "utf8", timeout: 120_000 });
+    t.equal(r.status, 0, r.stderr);
+    const verdict = new Map<string, string>();
+    for (const m of r.stdout.matchAll(/^(\S+)\s+ssh: .* → (.*)$/gm)) verdict.set(m[1], m[2]);
+    t.equal(verdict.size, 600, `${what}: a verdict for each address`);
+    const wrong = ips.filter((ip, i) => {
+      const v = verdict.get(ip) ?? "";
+      if (i < 200) return v !== "in the allowed range 198.51.100.0/24 (allow/): nothing to do";
+      if (i < 400) return v !== "in the allowed range 2001:db8:1::/48 (allow/): nothing to do";
+      return !v.startsWith("would ");
+    });
+    t.same(wrong.map((ip) => `${ip} → ${verdict.get(ip)}`), [], `${what}: every address in a range says which range; the others are weighed`);
+    return fs.readFileSync(trace, "utf8").split("\n").filter((l) => /\/allow\/[0-9a-f:.]+_\d+"/.test(l) && /ENOENT/.test(l)).length;
+  };
+  // allow/ unchanged for a minute, as on a server between two --allow: listed once.
+  const allow = join(root, "allow");
+  const past = new Date(Date.now() - 60_000);
+  fs.utimesSync(allow, past, past);
+  const settled = run("allow/ settled");
+  t.ok(settled <= 64 * 112, `${settled} failed stats of allow/NET_LEN names (at most 64 addresses probed, 112 prefixes each)`);
+  // allow/ changed a moment ago (an --allow while this runs): every address probed, no list that could be stale.
+  t.equal(sentry(["--ip=203.0.113.251", "--allow"], env).status, 0, "one more address allowed");
+  const soon = new Date(Date.now() + 30_000); // "changed under 2 s ago" for the whole run, however slow the machine
+  fs.utimesSync(allow, soon, soon);
+  const changing = run("allow/ just changed");
+  t.ok(changing > 64 * 112, `${changing} failed stats: a folder that is changing is probed, not listed`);
 });
