@@ -99,11 +99,14 @@ coreutils
 # python3             a small syslog receiver on a private /dev/log
 # coreutils           timeout(1): every child sentry leaves behind is time-capped
 
-# --- test/ceiling.test.ts: how often a file is rewritten ---------------------
+# --- test/ceiling.test.ts, report.test.ts, ranges.test.ts: system calls -----
 CEILING_PACKAGES="
 strace
+procps
 "
-# strace          counts the renames onto hosts.deny of one expiry pass
+# strace          counts the renames onto hosts.deny of one expiry pass, which
+#                 thread stats seen/'s files, the probes of allow/'s ranges
+# procps          pkill: report.test.ts leaves no process of its own uid behind
 
 # --- test/memory.test.ts, test/progress.test.ts: peak RSS, a terminal ---------
 MEMORY_PACKAGES="
