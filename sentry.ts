@@ -5239,10 +5239,13 @@ function testLogRead(
       return x ? [tallyText(s, x)] : [];
     }).join("; ");
     const names = naughtyNamesOf(per);
+    const status = stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null;
+    const allowListed = inRanges(ip, allowConfigured.get(ctx) ?? ctx.allowRanges); // ALLOW_IPS and loopback, as ipStatus reads them
     const would = predict(t, {
-      status: stateNote === null ? ipStatus(ctx, ip) : inRanges(ip, ctx.allowRanges) ? "allowed" : null,
-      allowListed: inRanges(ip, allowConfigured.get(ctx) ?? []),
-      allowRange: ctx.allowRanges.find((n) => inRanges(ip, [n]))?.text ?? null, // allowListed, checked first, covers ALLOW_IPS's own
+      status,
+      allowListed,
+      // Only an allowed address not in ALLOW_IPS is looked up in allow/'s ranges.
+      allowRange: status === "allowed" && !allowListed ? (ctx.allowRanges.find((n) => inRanges(ip, [n]))?.text ?? null) : null,
       connections: stateNote === null ? countConnections(ctx, ip) : 0,
       cfg: ctx.cfg,
       naughtyNames: names,
@@ -8907,27 +8910,19 @@ function forEachSeen(ctx: Ctx, fn: (ip: string, n: number) => void): void {
   // ROOT_DIR/seen/IP walks them all: over a million files the walk took
   // 2.9 s instead of 3.9 s (`find seen -printf`, which stats relative to the
   // folder too: 2.8 s). So the walk runs from inside seen/ when it can.
-  let back: string | null = null;
+  const back = enterDir(where); // null: seen/ missing or not enterable, whole paths then
   let dir: import("node:fs").Dir | null = null;
   try {
     // A big seen/ is listed by a second thread, and stat'ed by both (section
     // 10.1.1), while this one weighs the names and fills the index.
-    if (seenIsBig(ctx, where)) {
-      back = enterDir(where);
-      if (walkSeenInThread(ctx, where, back !== null, fn)) return;
-    }
+    if (seenIsBig(ctx, where) && walkSeenInThread(ctx, where, back !== null, fn)) return;
     try {
       dir = ctx.sys.fs.opendirSync(where, { bufferSize: SEEN_DIR_BUFFER });
     } catch (e) {
       if (errCode(e) === "ENOENT") return; // nobody has connected yet
       throw ioError("list", where, e);
     }
-    if (back === null) back = enterDir(where);
-    for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
-      if (parseIp(e.name) !== e.name) continue; // not an address: passed over, as in listDir
-      const n = seenCount(ctx, e.name, back === null ? undefined : e.name);
-      if (n !== null) fn(e.name, n);
-    }
+    for (let e = dir.readSync(); e !== null; e = dir.readSync()) visitSeen(ctx, e.name, back !== null, fn);
   } finally {
     if (back !== null) leaveDir(back);
     dir?.closeSync();
@@ -9096,7 +9091,23 @@ export function ipRecord(ctx: Ctx, ip: string): IpRecord {
 function seenCount(ctx: Ctx, ip: string, file = statePath(ctx, "seen", ip)): number | null {
   const st = ctx.sys.fs.statSync(file, { throwIfNoEntry: false });
   if (!st || !st.isFile()) return null;
-  return st.size % SEEN_LINE_BYTES === 0 ? st.size / SEEN_LINE_BYTES : countConnections(ctx, ip);
+  return countOfSize(ctx, ip, st.size);
+}
+
+/** Connections of seen/IP whose size is `size`: size/SEEN_LINE_BYTES, or by reading it when a line is torn. */
+function countOfSize(ctx: Ctx, ip: string, size: number): number {
+  return size % SEEN_LINE_BYTES === 0 ? size / SEEN_LINE_BYTES : countConnections(ctx, ip);
+}
+
+/**
+ * One name of a walk of seen/: an address and its count go to `fn`; any
+ * other name, and a name that is not a file, is passed over, as in listDir.
+ * `inside`: the walk stands in seen/ (enterDir), so the stat is relative.
+ */
+function visitSeen(ctx: Ctx, name: string, inside: boolean, fn: (ip: string, n: number) => void): void {
+  if (parseIp(name) !== name) return;
+  const n = seenCount(ctx, name, inside ? name : undefined);
+  if (n !== null) fn(name, n);
 }
 
 interface FeedPos {
@@ -9554,11 +9565,8 @@ function walkSeenInThread(ctx: Ctx, where: string, rel: boolean, fn: (ip: string
       const sizes = m.sizes ?? null; // null: the walker found this thread idle, and left the stats to it
       for (let i = 0; i < names.length; i++) {
         const ip = names[i];
-        if ((sizes !== null && sizes[i] < 0) || parseIp(ip) !== ip) continue; // not a file, or not an address: passed over, as in forEachSeen
-        if (sizes === null) {
-          const n = seenCount(ctx, ip, rel ? ip : undefined);
-          if (n !== null) fn(ip, n);
-        } else fn(ip, sizes[i] % SEEN_LINE_BYTES === 0 ? sizes[i] / SEEN_LINE_BYTES : countConnections(ctx, ip));
+        if (sizes === null) visitSeen(ctx, ip, rel, fn);
+        else if (sizes[i] >= 0 && parseIp(ip) === ip) fn(ip, countOfSize(ctx, ip, sizes[i])); // visitSeen's rule, the stat done by the walker
       }
     }
   } finally {
